@@ -1,0 +1,68 @@
+"""`keyroll backup`, `list-backups` and `restore`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keyroll import backup as backups
+from keyroll.config.policy import Policy
+from keyroll.errors import BackupError
+from keyroll.rotation import Change, TxReport, WriterSession
+from keyroll.store import open_store
+
+
+def take_backup(policy: Policy, *, wait: float = 0.0) -> Path:
+    """A new verified backup of the store; returns its folder."""
+    with WriterSession(policy, wait=wait) as session:
+        path = session.backup("manual")
+    if path is None:
+        raise BackupError(f"{policy.paths.secrets_dir}: the store is empty; nothing to back up (run `keyroll init`)")
+    return path
+
+
+def list_backups(policy: Policy) -> list[backups.BackupSummary]:
+    """Every backup, newest first, each verified against its manifest."""
+    return backups.list_backups(policy.paths.backup_dir)
+
+
+@dataclass
+class RestoreReport:
+    backup: Path
+    changes: list[str] = field(default_factory=list)  # secrets whose value differs from the backup's
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in the backup, not in the policy
+    absent: list[str] = field(default_factory=list)  # in the policy, not in the backup
+    pre_restore_backup: Path | None = None
+    tx: TxReport | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.tx.exit_code if self.tx else 0
+
+
+def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float = 0.0) -> RestoreReport:
+    """Verify the backup, take a pre-restore backup, then restore every value that
+    differs through the transaction (so live services follow the store)."""
+    path = backups.resolve_backup(argument, policy.paths.backup_dir)
+    contents = backups.read_backup(path)
+    store = open_store(policy)
+    values = store.restore_snapshot(contents.files, contents.store_kind)
+    report = RestoreReport(path)
+    report.skipped = sorted(n for n in values if n not in policy.secrets)
+    report.absent = [n for n in policy.secrets if n not in values]
+    current, _errors = store.read_all([n for n in policy.secrets if n in values])
+    for name in policy.secrets:
+        if name in values:
+            (report.unchanged if current.get(name) == values[name] else report.changes).append(name)
+    if dry_run:
+        return report
+    with WriterSession(policy, wait=wait) as session:
+        report.pre_restore_backup = session.backup("before restore", protect={path.name})
+        current, _errors = session.store.read_all(report.changes)
+        changes = []
+        for name in report.changes:
+            rotated = contents.metadata.get(name, {}).get("rotated")
+            changes.append(Change(name, "restore", values[name], rotated=rotated if isinstance(rotated, str) else None))
+        report.tx = session.transact(changes, take_backup=False)
+    return report

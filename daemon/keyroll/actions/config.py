@@ -1,0 +1,123 @@
+"""`keyroll config generate | validate [--static] | show | schema`."""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+from pathlib import Path
+
+from keyroll.actions.validate import FAIL, OK, WARN, ValidationReport
+from keyroll.config.policy import Policy
+from keyroll.config.render import render_example
+from keyroll.errors import KeyrollError, UsageError
+from keyroll.fsutil import describe_os_error
+
+
+def generate_config(path: Path | None, *, force: bool = False) -> str:
+    """The commented starting config; written to `path` (0600) when given."""
+    text = render_example()
+    if path is None:
+        return text
+    if (path.exists() or path.is_symlink()) and not force:
+        raise UsageError(f"{path}: already exists; pass --force to overwrite it")
+    from keyroll.fsutil import ensure_dir, write_files_atomically
+
+    ensure_dir(path.parent.absolute())
+    write_files_atomically(path.parent.absolute(), {path.name: text.encode()}, mode=0o600)
+    return text
+
+
+def show_config(policy: Policy) -> str:
+    """The effective configuration (defaults applied, paths resolved) as TOML."""
+    import tomli_w
+
+    header = f"# effective configuration from {policy.source or 'the embedded default policy'}\n"
+    return header + tomli_w.dumps(policy.effective_document())
+
+
+def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport:
+    """The config parsed (loading it already checked every key); unless `static`,
+    also the files, groups, folders, tools and services it refers to."""
+    report = ValidationReport()
+    report.add(
+        OK,
+        str(policy.source or "embedded default"),
+        f"valid: {len(policy.secrets)} secrets, {len(policy.targets)} targets",
+    )
+    if static:
+        return report
+    from keyroll.paths import credential_path
+
+    def check_file(option: str, value: str) -> None:
+        if not value:
+            return
+        try:
+            path = credential_path(value, policy.env, policy.config_dir)
+            with open(path, "rb"):
+                pass
+        except KeyrollError as exc:
+            report.add(FAIL, option, str(exc))
+        except OSError as exc:
+            report.add(FAIL, option, describe_os_error(path, exc))
+
+    check_file("notify.urls_file", policy.notify.urls_file)
+    check_file("store.age_key_file", policy.store.age_key_file)
+    for name, target in policy.targets.items():
+        check_file(f"targets.{name}.admin_password_file", getattr(target, "admin_password_file", ""))
+        argv = getattr(target, "argv", ())
+        if argv and not shutil.which(argv[0]):
+            report.add(FAIL, f"targets.{name}.argv", f"{argv[0]}: not found or not executable")
+    for secret in policy.secrets.values():
+        if secret.group:
+            try:
+                grp.getgrnam(secret.group) if not secret.group.isdigit() else None
+            except KeyError:
+                report.add(
+                    FAIL, f"secrets.{secret.name}.group", f"group {secret.group!r} does not exist on this machine"
+                )
+    for label, folder in (
+        ("paths.secrets_dir", policy.paths.secrets_dir),
+        ("paths.backup_dir", policy.paths.backup_dir),
+        ("paths.state_dir", policy.paths.state_dir),
+    ):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            report.add(FAIL, label, f"{folder}: cannot be created or written by this user")
+    if policy.store.kind == "sops":
+        from keyroll.store.sops import find_sops
+
+        try:
+            find_sops()
+        except KeyrollError as exc:
+            report.add(FAIL, "store.kind", str(exc))
+    if not report.failures:
+        report.add(OK, "references", "files, groups, folders and tools it names are in place")
+    if policy.targets:
+        _check_targets(policy, report)
+    return report
+
+
+def _check_targets(policy: Policy, report: ValidationReport) -> None:
+    """Connect to each target with its admin credentials (read from the store)."""
+    from keyroll.store import open_store
+    from keyroll.targets import open_target
+
+    store = open_store(policy)
+
+    def live(name: str) -> str | None:
+        return store.read(name)
+
+    owners = {s.target: s.name for s in policy.secrets.values() if s.target}
+    for name in policy.targets:
+        if name not in owners:
+            report.add(WARN, f"targets.{name}", "no secret names this target")
+            continue
+        target = open_target(policy, name, owners[name], live)
+        try:
+            target.check()
+            report.add(OK, f"targets.{name}", f"reachable: {target.describe()}")
+        except KeyrollError as exc:
+            report.add(FAIL, f"targets.{name}", str(exc))
+        finally:
+            target.close()

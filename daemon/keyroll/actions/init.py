@@ -1,0 +1,160 @@
+"""`keyroll init`: create every missing secret, adopt existing files as they are."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keyroll.config.policy import Policy
+from keyroll.errors import UsageError
+from keyroll.generate import value_problem
+from keyroll.journal import Completion, new_txid
+from keyroll.rotation import Change, Outcome, TxReport, WriterSession
+from keyroll.schedule import to_iso
+
+
+@dataclass(frozen=True)
+class OldMetadata:
+    """One secret's entry in the old tool's metadata JSON."""
+
+    created: str | None
+    rotated: str | None
+    kind: str | None
+    hash: str | None
+
+
+@dataclass
+class InitReport:
+    created: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tx: TxReport = field(default_factory=TxReport)
+
+    @property
+    def exit_code(self) -> int:
+        return self.tx.exit_code
+
+
+def _parse_time(value: Any, where: str) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return to_iso(datetime.fromtimestamp(value, UTC))
+        if isinstance(value, str):
+            from keyroll.schedule import from_iso
+
+            return to_iso(from_iso(value.strip()))
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise UsageError(f"{where}: {value!r} is not a date (ISO 8601 or seconds since 1970)")
+
+
+def load_old_metadata(path: Path, known: set[str]) -> dict[str, OldMetadata]:
+    """Parse the old tool's JSON metadata (name -> created, rotated, type, hash)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: metadata file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read ({exc})") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(document, dict) and isinstance(document.get("secrets"), dict):
+        document = document["secrets"]
+    if not isinstance(document, dict):
+        raise UsageError(f"{path}: expected an object mapping secret names to their metadata")
+    result = {}
+    for name, entry in document.items():
+        if name not in known:
+            continue
+        if not isinstance(entry, dict):
+            raise UsageError(f"{path}: {name}: expected an object with created, rotated, type, hash")
+        digest = entry.get("hash")
+        result[name] = OldMetadata(
+            created=_parse_time(entry.get("created"), f"{path}: {name}.created"),
+            rotated=_parse_time(entry.get("rotated"), f"{path}: {name}.rotated"),
+            kind=entry.get("type") if isinstance(entry.get("type"), str) else None,
+            hash=digest.lower() if isinstance(digest, str) else None,
+        )
+    return result
+
+
+def _matches_old_hash(value: str, digest: str) -> bool | None:
+    """Whether the old tool's hash (SHA-256, of the value with or without its
+    newline) matches; None when the hash is in a form we do not know."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return None
+    candidates = (value, value + "\n")
+    return any(hashlib.sha256(c.encode()).hexdigest() == digest for c in candidates)
+
+
+def initialize(
+    policy: Policy, *, force: bool = False, import_metadata: Path | None = None, wait: float = 0.0
+) -> InitReport:
+    """Create missing secrets and adopt existing ones; with `force`, regenerate
+    every secret through the rotation transaction (after a backup)."""
+    names = list(policy.secrets)
+    old_metadata = load_old_metadata(import_metadata, set(names)) if import_metadata else {}
+    report = InitReport()
+    with WriterSession(policy, wait=wait) as session:
+        if force:
+            changes = [Change(name, "init") for name in names]
+            report.tx = session.transact(changes, reason="before init --force")
+            report.created = [o.name for o in report.tx.outcomes if o.ok]
+            return report
+        records = session.journal.records()
+        values, errors = session.store.read_all(names)
+        adoptions: list[Completion] = []
+        failed: list[Outcome] = []
+        for name in names:
+            secret = policy.secrets[name]
+            value = values.get(name)
+            if name in errors:
+                failed.append(Outcome(name, "init", "failed", 1, f"{errors[name]}; not adopted"))
+                continue
+            if value is None:
+                continue
+            if name in records:
+                report.already.append(name)
+                continue
+            meta = old_metadata.get(name)
+            created = rotated = None
+            if meta is not None:
+                match = _matches_old_hash(value, meta.hash) if meta.hash else None
+                if match is False:
+                    report.warnings.append(
+                        f"{name}: the file differs from the old metadata's hash; its dates were not imported"
+                    )
+                else:
+                    created, rotated = meta.created, meta.rotated or meta.created
+            problem = value_problem(value, secret.length, secret.alphabet)
+            if problem:
+                report.warnings.append(
+                    f"{name}: adopted as it is, but it {problem}; `keyroll rotate {name}` replaces it"
+                )
+            adoptions.append(
+                Completion(
+                    name,
+                    "init",
+                    "adopted",
+                    "existing file adopted",
+                    kind=secret.kind,
+                    value=value,
+                    rotated=rotated,
+                    created=created,
+                )
+            )
+            report.adopted.append(name)
+        if adoptions:
+            session.journal.complete(new_txid(), adoptions)
+        missing = [name for name in names if values.get(name) is None and name not in errors]
+        report.tx = session.transact([Change(name, "init") for name in missing], reason="before init")
+        report.tx.outcomes.extend(failed)
+        report.created = [o.name for o in report.tx.outcomes if o.ok and o.op == "init"]
+    return report

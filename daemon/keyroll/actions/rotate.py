@@ -1,0 +1,167 @@
+"""`keyroll rotate`, `set` and `rollback`: changes that go through the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from keyroll.config.policy import Policy, SecretPolicy
+from keyroll.consumers import describe_restart
+from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
+from keyroll.generate import value_problem
+from keyroll.journal import Journal
+from keyroll.rotation import Change, Outcome, TxReport, WriterSession
+from keyroll.schedule import utcnow
+
+
+@dataclass
+class PlanItem:
+    """One step of a dry-run plan, in execution order."""
+
+    order: int
+    name: str
+    target: str | None
+    restart: list[str]
+    health: list[str]
+    services: tuple[str, ...]
+    store_only: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _outside_window(secret: SecretPolicy) -> str | None:
+    if secret.window is None or secret.window.contains(utcnow()):
+        return None
+    return f"outside its window ({secret.window.text}, UTC); use --emergency to rotate now"
+
+
+def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[PlanItem]:
+    """What `rotate` would do, in order, without changing or locking anything."""
+    from keyroll.store import open_store
+    from keyroll.targets import open_target
+
+    secrets = policy.select(names)
+    admins = policy.admin_secrets()
+    secrets.sort(key=lambda s: s.name in admins)
+    journal = Journal.open_read(policy.paths)
+    inflight = journal.inflight_names() if journal else {}
+    store = open_store(policy)
+    items = []
+    for order, secret in enumerate(secrets, 1):
+        target = None
+        if secret.target:
+            target = open_target(policy, secret.target, secret.name, lambda n: None).describe()
+        item = PlanItem(
+            order,
+            secret.name,
+            target,
+            [describe_restart(spec) for spec in secret.restart],
+            list(secret.health),
+            secret.services,
+            secret.store_only,
+        )
+        info = store.inspect(secret.name)
+        if info.problem:
+            item.notes.append(f"cannot be read: {info.problem}")
+        elif not info.exists:
+            item.notes.append("missing from the store: run `keyroll init` first")
+        if secret.name in inflight:
+            item.notes.append("a rotation is in flight: `keyroll recover` runs first")
+        if secret.name in admins:
+            item.notes.append("admin credential of other targets: rotated after them")
+        if not emergency and (why := _outside_window(secret)):
+            item.notes.append(f"skipped: {why}")
+        items.append(item)
+    if journal:
+        journal.close()
+    return items
+
+
+def rotate(
+    policy: Policy,
+    names: list[str],
+    *,
+    emergency: bool = False,
+    wait: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+    reason: str = "before rotate",
+) -> TxReport:
+    """Rotate the named secrets (or all) through the transaction, after a backup."""
+    secrets = policy.select(names)
+    skipped: list[Outcome] = []
+    changes = []
+    for secret in secrets:
+        why = None if emergency else _outside_window(secret)
+        if why:
+            skipped.append(Outcome(secret.name, "rotate", "skipped", EXIT_TEMPFAIL, why, services=secret.services))
+        else:
+            changes.append(Change(secret.name, "rotate"))
+    with WriterSession(policy, wait=wait) as session:
+        report = (
+            session.transact(changes, emergency=emergency, reason=reason, should_stop=should_stop)
+            if changes
+            else TxReport(recovery=session.recovery)
+        )
+    report.outcomes.extend(skipped)
+    return report
+
+
+def check_value(secret: SecretPolicy, value: str) -> None:
+    """Refuse a value the policy would flag; the message never repeats the value."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise UsageError(f"{secret.name}: the value must be one line without NUL bytes")
+    problem = value_problem(value, secret.length, secret.alphabet)
+    if problem:
+        raise UsageError(
+            f"{secret.name}: the value {problem}; adjust secrets.{secret.name}.length or .alphabet in the config to store it"
+        )
+
+
+def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0) -> TxReport:
+    """Store a given value (read from stdin by the CLI).  With a target: recorded
+    only if the service already accepts it, else applied and tested."""
+    secret = policy.secret(name)
+    check_value(secret, value)
+    with WriterSession(policy, wait=wait) as session:
+        return session.transact([Change(name, "set", value)], reason="before set")
+
+
+def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:
+    """The value `name` had before its last change (from the newest backup that
+    holds it), and that value's rotation time."""
+    from keyroll import backup as backups
+    from keyroll.store import open_store
+
+    journal = Journal.open_read(policy.paths)
+    record = journal.record(name) if journal else None
+    if record is None or not record.previous_fingerprint:
+        raise BackupError(f"{name}: no previous value is recorded (it was never rotated by keyroll)")
+    assert journal is not None
+    store = open_store(policy)
+    try:
+        for name_of_backup in reversed(backups.backup_names(policy.paths.backup_dir)):
+            try:
+                contents = backups.read_backup(policy.paths.backup_dir / name_of_backup)
+                values = store.restore_snapshot(contents.files, contents.store_kind)
+            except KeyrollError:
+                continue
+            value = values.get(name)
+            if value is not None and journal.fingerprint(value) == record.previous_fingerprint:
+                rotated = contents.metadata.get(name, {}).get("rotated")
+                return value, rotated if isinstance(rotated, str) else None
+    finally:
+        journal.close()
+    raise BackupError(f"{name}: no verified backup holds its previous value")
+
+
+def rollback(policy: Policy, name: str, *, wait: float = 0.0) -> TxReport:
+    """Go back to the previous value, through the transaction (services follow)."""
+    policy.secret(name)
+    value, rotated = previous_value(policy, name)
+    with WriterSession(policy, wait=wait) as session:
+        return session.transact([Change(name, "rollback", value, rotated=rotated)], reason="before rollback")
+
+
+def recover(policy: Policy, *, wait: float = 0.0) -> TxReport:
+    """Finish or undo whatever a killed command left in flight."""
+    with WriterSession(policy, wait=wait) as session:
+        return session.recovery

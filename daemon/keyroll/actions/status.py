@@ -1,0 +1,178 @@
+"""`keyroll status`: per secret, its state, size, kind, users, dates and next due.
+
+Read-only: opens the journal read-only and never writes; a rotation left in
+flight is reported with the hint to run `keyroll recover`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keyroll.config.policy import Policy, SecretPolicy
+from keyroll.generate import value_problem
+from keyroll.journal import HistoryEntry, Journal, SecretRecord
+from keyroll.schedule import from_iso, next_due, to_iso, utcnow
+from keyroll.store import EntryInfo, Store, open_store
+
+OK, MISSING, WRONG_LENGTH, BAD_VALUE, MODIFIED, BAD_MODE = (
+    "OK",
+    "MISSING",
+    "WRONG LENGTH",
+    "BAD VALUE",
+    "MODIFIED",
+    "BAD MODE",
+)
+IN_FLIGHT, UNREADABLE, FAILED, UNRECORDED = "IN FLIGHT", "UNREADABLE", "FAILED", "UNRECORDED"
+
+
+@dataclass
+class SecretFacts:
+    """Everything known about one secret, gathered once for status and validate."""
+
+    secret: SecretPolicy
+    info: EntryInfo
+    value: str | None
+    read_error: str | None
+    record: SecretRecord | None
+    fingerprint_matches: bool | None  # None: cannot tell (no record or no key)
+    inflight_phase: str | None
+    last: HistoryEntry | None
+
+    @property
+    def value_problem(self) -> str | None:
+        if self.value is None:
+            return None
+        return value_problem(self.value, self.secret.length, self.secret.alphabet)
+
+
+def gather(policy: Policy, store: Store | None = None) -> tuple[list[SecretFacts], Journal | None]:
+    """Inspect every secret of the policy.  The journal is returned open (or None)."""
+    store = store or open_store(policy)
+    journal = Journal.open_read(policy.paths)
+    records = journal.records() if journal else {}
+    inflight = journal.inflight_names() if journal else {}
+    last = journal.last_outcomes() if journal else {}
+    facts = []
+    for secret in policy.secrets.values():
+        info = store.inspect(secret.name)
+        value = error = None
+        if info.exists and not info.problem:
+            try:
+                value = store.read(secret.name)
+            except Exception as exc:
+                error = str(exc)
+        elif info.problem:
+            error = info.problem
+        record = records.get(secret.name)
+        matches = None
+        if record and value is not None and journal and journal.can_fingerprint:
+            matches = journal.fingerprint(value) == record.fingerprint
+        facts.append(
+            SecretFacts(secret, info, value, error, record, matches, inflight.get(secret.name), last.get(secret.name))
+        )
+    return facts, journal
+
+
+@dataclass
+class SecretStatus:
+    name: str
+    state: str
+    problems: list[str]
+    size: int | None
+    kind: str
+    length: int
+    entropy_bits: int
+    services: list[str]
+    description: str
+    target: str | None
+    version: int | None
+    created: str | None
+    rotated: str | None
+    age_days: int | None
+    next_due: str | None
+    overdue: bool
+    unattended: bool
+    last_outcome: str | None
+
+
+@dataclass
+class StatusReport:
+    store: str
+    secrets_dir: str
+    initialized: bool
+    secrets: list[SecretStatus] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+
+def _state(facts: SecretFacts) -> tuple[str, list[str]]:
+    problems: list[tuple[str, str]] = []
+    secret = facts.secret
+    if facts.inflight_phase:
+        problems.append((IN_FLIGHT, f"a rotation was interrupted after {facts.inflight_phase}; run `keyroll recover`"))
+    if not facts.info.exists:
+        problems.append((MISSING, "missing from the store; `keyroll init` creates it"))
+    elif facts.read_error:
+        problems.append((UNREADABLE, facts.read_error))
+    if facts.fingerprint_matches is False:
+        problems.append((MODIFIED, "changed outside keyroll since it was last recorded"))
+    if facts.value is not None:
+        problem = facts.value_problem
+        if problem and len(facts.value) != secret.length:
+            problems.append((WRONG_LENGTH, f"{len(facts.value)} characters; the policy says {secret.length}"))
+        elif problem:
+            problems.append((BAD_VALUE, f"the value {problem}"))
+    if facts.info.mode is not None and facts.info.mode != secret.mode:
+        problems.append((BAD_MODE, f"mode {facts.info.mode:04o}; the policy says {secret.mode:04o}"))
+    if facts.last and facts.last.outcome == "failed":
+        problems.append((FAILED, f"last {facts.last.op} failed at {facts.last.at}: {facts.last.detail}"))
+    if facts.value is not None and facts.record is None:
+        problems.append((UNRECORDED, "not recorded by keyroll yet; `keyroll init` adopts it"))
+    if not problems:
+        return OK, []
+    return problems[0][0], [message for _, message in problems]
+
+
+def status(policy: Policy, now: datetime | None = None) -> StatusReport:
+    """The state of every secret; never a value."""
+    now = now or utcnow()
+    store = open_store(policy)
+    facts, journal = gather(policy, store)
+    report = StatusReport(store.kind, str(store.location), journal is not None)
+    for item in facts:
+        secret, record = item.secret, item.record
+        state, problems = _state(item)
+        due = age = None
+        if record:
+            rotated = from_iso(record.rotated)
+            due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
+            age = (now - rotated).days
+        report.secrets.append(
+            SecretStatus(
+                name=secret.name,
+                state=state,
+                problems=problems,
+                size=item.info.size if item.info.exists and not item.info.problem else None,
+                kind=secret.kind,
+                length=secret.length,
+                entropy_bits=secret.entropy_bits,
+                services=list(secret.services),
+                description=secret.description,
+                target=secret.target,
+                version=record.version if record else None,
+                created=record.created if record else None,
+                rotated=record.rotated if record else None,
+                age_days=age,
+                next_due=to_iso(due) if due else None,
+                overdue=bool(due and due <= now),
+                unattended=secret.rotates_unattended,
+                last_outcome=item.last.outcome if item.last else None,
+            )
+        )
+    if journal is None:
+        report.hints.append("keyroll has not written here yet: run `keyroll init`")
+    else:
+        journal.close()
+    if any(s.state == IN_FLIGHT for s in report.secrets):
+        report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
+    return report

@@ -1,0 +1,160 @@
+"""`keyroll validate`: every check a careful operator would make, read-only.
+
+Fails (exit 1) on a missing, unreadable, empty, malformed or manually edited
+secret, a group/world-writable file or one more open than the policy, a rotation
+left in flight, or plaintext where encryption is required; warns on
+world-readable files, unknown files in the secrets folder, and a secrets folder
+inside a git work tree that does not ignore it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keyroll import backup as backups
+from keyroll.actions.status import gather
+from keyroll.config.policy import Policy
+from keyroll.config.schema import SECRET_NAME
+from keyroll.errors import EXIT_FAILURE, EXIT_OK
+from keyroll.paths import TEMP_PREFIX
+from keyroll.store import open_store
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    subject: str
+    message: str
+
+
+@dataclass
+class ValidationReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, level: str, subject: str, message: str) -> None:
+        self.findings.append(Finding(level, subject, message))
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == FAIL]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == WARN]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILURE if self.failures else EXIT_OK
+
+
+def _check_mode(report: ValidationReport, name: str, mode: int, wanted: int) -> bool:
+    if mode & 0o022:
+        report.add(FAIL, name, f"mode {mode:04o}: writable by group or others")
+        return False
+    if mode & ~wanted:
+        report.add(FAIL, name, f"mode {mode:04o} is more open than the policy ({wanted:04o})")
+        return False
+    if mode & 0o004:
+        report.add(WARN, name, f"mode {mode:04o}: readable by every user of this machine (the policy allows it)")
+    elif mode != wanted:
+        report.add(WARN, name, f"mode {mode:04o} differs from the policy ({wanted:04o})")
+    return True
+
+
+def git_exposure(directory: Path) -> str | None:
+    """A warning when `directory` lies in a git work tree that does not ignore it."""
+    here = directory.resolve()
+    for parent in (here, *here.parents):
+        if (parent / ".git").exists():
+            try:
+                done = subprocess.run(
+                    ["git", "-C", str(parent), "check-ignore", "-q", "--", str(here) + "/"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=10,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            if done.returncode == 1:
+                return f"lies in the git work tree {parent} and is not ignored: add it to .gitignore"
+            return None
+    return None
+
+
+def validate(policy: Policy) -> ValidationReport:
+    """Check every secret and the store around them; never changes anything."""
+    report = ValidationReport()
+    store = open_store(policy)
+    facts, journal = gather(policy, store)
+    if journal is None:
+        report.add(FAIL, str(policy.paths.state_dir), "keyroll has not been initialized here: run `keyroll init`")
+    else:
+        journal.close()
+    if policy.require_encrypted and store.is_plaintext():
+        report.add(FAIL, str(store.location), "encryption is required, but this store keeps secrets in plaintext")
+    for item in facts:
+        name, secret = item.secret.name, item.secret
+        problems_before = len(report.failures)
+        if item.inflight_phase:
+            report.add(FAIL, name, f"a rotation was interrupted after {item.inflight_phase}: run `keyroll recover`")
+        if not item.info.exists:
+            report.add(FAIL, name, "missing: run `keyroll init` to create it")
+            continue
+        if item.read_error:
+            report.add(FAIL, name, item.read_error)
+            continue
+        if item.value is not None and (problem := item.value_problem):
+            report.add(FAIL, name, f"the value {problem}")
+        if item.fingerprint_matches is False:
+            report.add(FAIL, name, "changed outside keyroll: its fingerprint differs from the journal's")
+        elif item.record is None and journal is not None:
+            report.add(WARN, name, "not recorded in the journal: `keyroll init` adopts it")
+        if item.info.mode is not None:
+            _check_mode(report, name, item.info.mode, secret.mode)
+        if len(report.failures) == problems_before:
+            report.add(OK, name, f"{secret.length} characters, {secret.entropy_bits} bits")
+
+    if store.kind == "directory":
+        _check_folder(report, policy, store.location)
+    exposure = git_exposure(store.location) if store.location.exists() else None
+    if exposure:
+        report.add(WARN, str(store.location), exposure)
+    newest = backups.backup_names(policy.paths.backup_dir)
+    if newest:
+        summary = backups.summarize(policy.paths.backup_dir / newest[-1])
+        if not summary.verified:
+            report.add(WARN, summary.name, f"the newest backup does not verify: {summary.problem}")
+    return report
+
+
+def _check_folder(report: ValidationReport, policy: Policy, folder: Path) -> None:
+    try:
+        info = folder.stat()
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        report.add(FAIL, str(folder), exc.strerror or str(exc))
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o002:
+        report.add(FAIL, str(folder), f"mode {mode:04o}: anyone can add or replace secrets here")
+    elif mode & 0o077 and all(s.mode & 0o077 == 0 for s in policy.secrets.values()):
+        report.add(WARN, str(folder), f"mode {mode:04o}: the secrets folder is open to other users (0700 expected)")
+    for entry in sorted(names):
+        if entry in policy.secrets:
+            continue
+        if entry.startswith(TEMP_PREFIX):
+            report.add(WARN, entry, "left by an interrupted keyroll: `keyroll recover` removes it")
+        elif SECRET_NAME.match(entry):
+            report.add(WARN, entry, f"unknown file in {folder}: not a secret of the policy")
+        else:
+            report.add(WARN, entry, f"unexpected file in {folder}: the secrets folder should hold only secrets")

@@ -1,0 +1,283 @@
+"""Backups: verified snapshots of the store, their manifests, listing, retention.
+
+A backup is a folder `secrets_YYYYmmdd_HHMMSS` (UTC; `_01`, `_02` ... keep two
+in one second apart, so name order is time order), mode 0700, holding the
+store's files byte for byte plus `metadata.json` and `manifest.json` (names a
+secret cannot have).  It is assembled under a temp name and renamed into place,
+so a backup folder is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keyroll import __version__
+from keyroll.errors import BackupError, StoreError, UsageError
+from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files
+from keyroll.paths import TEMP_PREFIX
+
+MANIFEST = "manifest.json"
+METADATA = "metadata.json"
+FORMAT_VERSION = 1
+NAME_PATTERN = re.compile(r"^secrets_(\d{8})_(\d{6})(?:_(\d{2,}))?$")
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """One backup as `list-backups` shows it."""
+
+    name: str
+    path: Path
+    created: str
+    size: int
+    secrets: int
+    store: str
+    encrypted: bool
+    verified: bool
+    problem: str | None
+    reason: str
+
+
+@dataclass
+class BackupContents:
+    """A verified backup: its manifest, its files (as stored) and its metadata."""
+
+    path: Path
+    manifest: dict[str, Any]
+    files: dict[str, bytes]
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def store_kind(self) -> str:
+        return str(self.manifest.get("store", "directory"))
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.manifest.get("encrypted", False))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def backup_name(now: datetime, taken: set[str]) -> str:
+    """`secrets_YYYYmmdd_HHMMSS` for `now` (UTC), with a suffix above every backup
+    already named for that second, so name order stays time order."""
+    from datetime import timezone
+
+    base = "secrets_" + now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
+    used = [-1]
+    for name in taken:
+        match = NAME_PATTERN.match(name)
+        if match and name.startswith(base):
+            used.append(int(match.group(3) or 0))
+    following = max(used) + 1
+    return base if following == 0 else f"{base}_{following:02d}"
+
+
+def backup_names(backup_dir: Path) -> list[str]:
+    """Names of the backup folders, oldest first."""
+    try:
+        names = [n for n in os.listdir(backup_dir) if NAME_PATTERN.match(n)]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BackupError(describe_os_error(backup_dir, exc)) from None
+    return sorted(names)
+
+
+def create_backup(
+    backup_dir: Path,
+    files: Mapping[str, bytes],
+    metadata: Mapping[str, Mapping[str, Any]],
+    *,
+    store_kind: str,
+    reason: str,
+    now: datetime,
+    keep: int,
+    secret_count: int,
+    encrypted: bool = False,
+    protect: set[str] | None = None,
+) -> Path:
+    """Write a complete, verified backup and apply retention (never to this one).
+
+    Returns the new folder.  On failure nothing is left behind but a temp folder
+    that the next recovery removes.
+    """
+    ensure_dir(backup_dir)
+    name = backup_name(now, set(backup_names(backup_dir)))
+    final = backup_dir / name
+    tmp = backup_dir / f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}"
+    from keyroll.schedule import to_iso
+
+    metadata_bytes = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    manifest = {
+        "format": FORMAT_VERSION,
+        "keyroll": __version__,
+        "store": store_kind,
+        "encrypted": encrypted,
+        "created": to_iso(now),
+        "reason": reason,
+        "secrets": secret_count,
+        "files": {n: {"sha256": sha256(data), "size": len(data)} for n, data in sorted(files.items())},
+        "metadata": {"file": METADATA, "sha256": sha256(metadata_bytes)},
+    }
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        os.mkdir(tmp, 0o700)
+        from keyroll.fsutil import write_files_atomically
+
+        write_files_atomically(tmp, {**files, METADATA: metadata_bytes, MANIFEST: manifest_bytes})
+        os.rename(tmp, final)
+        fsync_dir(backup_dir)
+    except StoreError as exc:
+        _remove_tree(tmp)
+        raise BackupError(f"backup failed: {exc}") from None
+    except OSError as exc:
+        _remove_tree(tmp)
+        raise BackupError(f"backup failed: {describe_os_error(tmp, exc)}") from None
+    apply_retention(backup_dir, keep, protect={name, *(protect or ())})
+    return final
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def apply_retention(backup_dir: Path, keep: int, protect: set[str]) -> list[str]:
+    """Delete the oldest backups beyond `keep`; never those in `protect` (the one
+    just made, the one being restored)."""
+    names = backup_names(backup_dir)
+    doomed = [n for n in names[: max(len(names) - keep, 0)] if n not in protect]
+    for name in doomed:
+        shutil.rmtree(backup_dir / name)
+    if doomed:
+        fsync_dir(backup_dir)
+    return doomed
+
+
+def resolve_backup(argument: str, backup_dir: Path) -> Path:
+    """A backup given as a path or as a name in the backup folder."""
+    if "/" in argument or argument in (".", ".."):
+        path = Path(argument).expanduser().absolute()
+    else:
+        if not NAME_PATTERN.match(argument):
+            raise UsageError(f"{argument!r} is not a backup name (secrets_YYYYmmdd_HHMMSS) or a path")
+        path = backup_dir / argument
+    if not path.exists():
+        raise BackupError(f"{path}: no such backup")
+    if path.is_symlink() or not path.is_dir():
+        raise BackupError(f"{path}: not a backup folder")
+    return path
+
+
+def read_backup(path: Path) -> BackupContents:
+    """Read and verify a backup; BackupError naming the first bad file otherwise."""
+    raw_manifest = read_bytes(path, MANIFEST)
+    if raw_manifest is None:
+        raise BackupError(f"{path / MANIFEST}: missing; this is not a complete keyroll backup")
+    try:
+        manifest = json.loads(raw_manifest)
+        listed: dict[str, dict[str, Any]] = manifest["files"]
+        format_version = int(manifest["format"])
+    except (ValueError, KeyError, TypeError):
+        raise BackupError(f"{path / MANIFEST}: unreadable or damaged manifest") from None
+    if format_version > FORMAT_VERSION:
+        raise BackupError(f"{path / MANIFEST}: format {format_version} is newer than this keyroll understands")
+    from keyroll.config.schema import SECRET_NAME
+
+    expected = set(listed) | {MANIFEST, METADATA}
+    try:
+        present = set(os.listdir(path))
+    except OSError as exc:
+        raise BackupError(describe_os_error(path, exc)) from None
+    for extra in sorted(present - expected):
+        raise BackupError(f"{path / extra}: not listed in the manifest; the backup was tampered with")
+    files: dict[str, bytes] = {}
+    for name, entry in sorted(listed.items()):
+        if not SECRET_NAME.match(name) and not name.endswith(".yaml") and not name.endswith(".json"):
+            raise BackupError(f"{path / MANIFEST}: lists an invalid file name {name!r}")
+        info = _lstat(path / name)
+        if info is None:
+            raise BackupError(f"{path / name}: missing; the backup is incomplete")
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+            raise BackupError(f"{path / name}: not a regular file; the backup was tampered with")
+        data = read_bytes(path, name) or b""
+        if sha256(data) != entry.get("sha256"):
+            raise BackupError(f"{path / name}: checksum mismatch; the backup is damaged or was tampered with")
+        files[name] = data
+    metadata: dict[str, dict[str, Any]] = {}
+    raw_metadata = read_bytes(path, METADATA)
+    if raw_metadata is None:
+        raise BackupError(f"{path / METADATA}: missing; the backup is incomplete")
+    if sha256(raw_metadata) != manifest.get("metadata", {}).get("sha256"):
+        raise BackupError(f"{path / METADATA}: checksum mismatch; the backup is damaged or was tampered with")
+    try:
+        metadata = json.loads(raw_metadata)
+    except ValueError:
+        raise BackupError(f"{path / METADATA}: unreadable") from None
+    return BackupContents(path, manifest, files, metadata)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
+def summarize(path: Path) -> BackupSummary:
+    """One backup for `list-backups`: size, secret count, and whether it verifies."""
+    problem: str | None = None
+    manifest: dict[str, Any] = {}
+    try:
+        contents = read_backup(path)
+        manifest = contents.manifest
+    except (BackupError, StoreError) as exc:
+        problem = str(exc)
+        try:
+            manifest = json.loads((path / MANIFEST).read_bytes())
+        except (OSError, ValueError):
+            manifest = {}
+    size = 0
+    try:
+        for entry in os.scandir(path):
+            if entry.is_file(follow_symlinks=False):
+                size += entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        pass
+    files = manifest.get("files", {}) if isinstance(manifest, dict) else {}
+    count = manifest.get("secrets", len(files)) if isinstance(manifest, dict) else 0
+    return BackupSummary(
+        name=path.name,
+        path=path,
+        created=str(manifest.get("created", "")),
+        size=size,
+        secrets=int(count) if isinstance(count, int) else 0,
+        store=str(manifest.get("store", "?")),
+        encrypted=bool(manifest.get("encrypted", False)),
+        verified=problem is None,
+        problem=problem,
+        reason=str(manifest.get("reason", "")),
+    )
+
+
+def list_backups(backup_dir: Path) -> list[BackupSummary]:
+    """Every backup, newest first."""
+    return [summarize(backup_dir / name) for name in reversed(backup_names(backup_dir))]
+
+
+def remove_partial_backups(backup_dir: Path) -> list[str]:
+    """Delete backup folders a killed keyroll left half-written."""
+    return remove_temp_files(backup_dir)

@@ -1,0 +1,418 @@
+"""One function per command: call the action, render its result, return the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keyroll.cli.output import emit_json, line, table
+from keyroll.config.policy import Policy, load_policy
+from keyroll.errors import EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from keyroll.actions.validate import ValidationReport
+
+STATE_STYLES = {
+    "OK": "green",
+    "MISSING": "red",
+    "WRONG LENGTH": "yellow",
+    "BAD VALUE": "red",
+    "MODIFIED": "red",
+    "BAD MODE": "yellow",
+    "IN FLIGHT": "magenta",
+    "UNREADABLE": "red",
+    "FAILED": "red",
+    "UNRECORDED": "yellow",
+    "ok": "green",
+    "warn": "yellow",
+    "fail": "red",
+}
+
+
+def report_error(args: argparse.Namespace, message: str, code: int) -> int:
+    """One line on stderr (and the envelope on stdout with --json)."""
+    if getattr(args, "json", False):
+        emit_json(_command_name(args), code, error=message)
+    sys.stderr.write(f"keyroll: error: {message}\n")
+    return code
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    parts = [args.command or ""]
+    for attr in ("config_command", "bundle_command", "notify_command"):
+        if getattr(args, attr, None):
+            parts.append(getattr(args, attr))
+    return " ".join(parts)
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return load_policy(args.config)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handler = HANDLERS[args.command]
+    return handler(args)
+
+
+# --- transaction reports ----------------------------------------------------------------
+
+
+def _render_tx(args: argparse.Namespace, report: Any, title: str, extra: dict[str, Any] | None = None) -> int:
+    """Print a TxReport: recovery first, then every outcome, then store-only guidance."""
+    from keyroll.guidance import FOOTER as GUIDANCE_FOOTER
+    from keyroll.guidance import store_only_guidance
+
+    code: int = report.exit_code
+    if report.recovery is not None:
+        code = _combine(code, report.recovery.exit_code)
+    if args.json:
+        emit_json(_command_name(args), code, {**(extra or {}), "report": report})
+        return code
+    recovery = report.recovery
+    if recovery is not None:
+        _render_recovery(recovery)
+    if report.backup:
+        line(f"backup: {report.backup}")
+    if not report.outcomes:
+        line(f"{title}: nothing to do")
+    policy = _policy_or_none(args)
+    guidance: list[str] = []
+    for outcome in report.outcomes:
+        detail = f" ({outcome.message})" if outcome.message else ""
+        where = f" -> {outcome.target}" if outcome.target else ""
+        restarted = f"; restarted {', '.join(outcome.restarted)}" if outcome.restarted and outcome.ok else ""
+        changed_in_store_only = outcome.ok and outcome.store_only and outcome.status != "adopted"
+        only = " in the store only" if changed_in_store_only else ""
+        line(f"{outcome.name}: {outcome.status}{only}{where}{restarted}{detail}")
+        if changed_in_store_only and outcome.op != "init" and policy and outcome.name in policy.secrets:
+            guidance.append(f"  {outcome.name}: {store_only_guidance(policy.secrets[outcome.name])}")
+    if guidance:
+        line()
+        line("Changed in the store only: the services keep the old values until you")
+        for text in guidance:
+            line(text)
+        line(GUIDANCE_FOOTER)
+    ok = sum(1 for o in report.outcomes if o.ok)
+    failed = len(report.outcomes) - ok
+    if report.outcomes:
+        line(f"{title}: {ok} done, {failed} not done")
+    return code
+
+
+def _render_recovery(recovery: Any) -> None:
+    if recovery.removed_temp:
+        line(f"recover: removed {len(recovery.removed_temp)} temp file(s) left by an interrupted keyroll")
+    for outcome in recovery.outcomes:
+        line(f"recover: {outcome.name}: {outcome.status} ({outcome.message})")
+    for name in recovery.retired:
+        line(f"recover: {name}: old credential retired")
+
+
+def _combine(*codes: int) -> int:
+    from keyroll.errors import combined_exit_code
+
+    return combined_exit_code(codes)
+
+
+def _policy_or_none(args: argparse.Namespace) -> Policy | None:
+    try:
+        return _policy(args)
+    except Exception:
+        return None
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from keyroll.actions.init import initialize
+
+    report = initialize(
+        _policy(args),
+        force=args.force,
+        import_metadata=Path(args.import_metadata) if args.import_metadata else None,
+        wait=args.wait,
+    )
+    if args.json:
+        emit_json("init", report.exit_code, report)
+        return report.exit_code
+    for name in report.adopted:
+        line(f"{name}: adopted the existing file")
+    for warning in report.warnings:
+        line(f"warning: {warning}")
+    if report.already and not report.created and not report.adopted and not report.tx.outcomes:
+        line(f"already initialized: {len(report.already)} secrets recorded, nothing to do")
+    return _render_tx(args, report.tx, "init") if report.tx.outcomes or report.tx.recovery else report.exit_code
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    if not args.names:
+        raise UsageError("name the secrets to rotate, or `all`")
+    if "all" in args.names and len(args.names) > 1:
+        raise UsageError("`all` cannot be combined with secret names")
+    policy = _policy(args)
+    if args.dry_run:
+        from keyroll.actions.rotate import plan
+
+        items = plan(policy, args.names, emergency=args.emergency)
+        if args.json:
+            emit_json("rotate", EXIT_OK, {"dry_run": True, "plan": items})
+            return EXIT_OK
+        line("Plan (dry run, nothing changes): a backup first, then in this order:")
+        for item in items:
+            line(f"{item.order:3}. {item.name}")
+            if item.target:
+                line(f"       target:  {item.target}: apply, then test a fresh login")
+            for restart in item.restart:
+                line(f"       restart: {restart}")
+            for check in item.health:
+                line(f"       health:  {check}")
+            if item.store_only:
+                line(
+                    f"       store only: {', '.join(item.services) or 'its services'} will need the new value and a restart"
+                )
+            for note in item.notes:
+                line(f"       note:    {note}")
+        return EXIT_OK
+    from keyroll.actions.rotate import rotate
+
+    report = rotate(policy, args.names, emergency=args.emergency, wait=args.wait)
+    return _render_tx(args, report, "rotate")
+
+
+def _read_value(name: str) -> str:
+    """The value for `set`: hidden prompt (twice) on a terminal, else all of stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"New value for {name}: ")
+        if getpass.getpass("Again: ") != first:
+            raise UsageError("the two values differ; nothing was changed")
+        value = first
+    else:
+        value = sys.stdin.read()
+        if value.endswith("\r\n"):
+            value = value[:-2]
+        elif value.endswith("\n"):
+            value = value[:-1]
+    if not value:
+        raise UsageError(f"{name}: no value on standard input; nothing was changed")
+    return value
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    from keyroll.actions.rotate import set_value
+
+    policy = _policy(args)
+    policy.secret(args.name)
+    report = set_value(policy, args.name, _read_value(args.name), wait=args.wait)
+    return _render_tx(args, report, "set")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from keyroll.actions.backup import take_backup
+
+    path = take_backup(_policy(args), wait=args.wait)
+    if args.json:
+        emit_json("backup", EXIT_OK, {"path": path})
+    else:
+        line(str(path))
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB"
+
+
+def cmd_list_backups(args: argparse.Namespace) -> int:
+    from keyroll.actions.backup import list_backups
+
+    summaries = list_backups(_policy(args))
+    if args.json:
+        emit_json("list-backups", EXIT_OK, {"backups": summaries})
+        return EXIT_OK
+    if not summaries:
+        line("no backups yet")
+        return EXIT_OK
+    rows = [
+        [s.name, s.created, _size(s.size), s.secrets, s.reason, "ok" if s.verified else "fail", s.problem or ""]
+        for s in summaries
+    ]
+    table(None, ["BACKUP", "CREATED", "SIZE", "SECRETS", "REASON", "VERIFIED", "PROBLEM"], rows, STATE_STYLES)
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from keyroll.actions.backup import restore
+
+    report = restore(_policy(args), args.backup, dry_run=args.dry_run, wait=args.wait)
+    if args.json:
+        emit_json("restore", report.exit_code, report)
+        return report.exit_code
+    line(f"backup {report.backup} verified")
+    if args.dry_run:
+        line(f"would restore: {', '.join(report.changes) or 'nothing (every value already matches)'}")
+    if report.unchanged:
+        line(f"already equal: {', '.join(report.unchanged)}")
+    if report.skipped:
+        line(f"skipped (not in the policy): {', '.join(report.skipped)}")
+    if report.absent:
+        line(f"not in the backup, left as they are: {', '.join(report.absent)}")
+    if report.pre_restore_backup:
+        line(f"pre-restore backup: {report.pre_restore_backup}")
+    if report.tx is not None:
+        return _render_tx(args, report.tx, "restore")
+    return report.exit_code
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from keyroll.actions.rotate import recover
+
+    report = recover(_policy(args), wait=args.wait)
+    if args.json:
+        emit_json("recover", report.exit_code, report)
+        return report.exit_code
+    _render_recovery(report)
+    if not report.outcomes and not report.removed_temp and not report.retired:
+        line("nothing was in flight: store, journal and services agree")
+    return report.exit_code
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from keyroll.actions.history import history
+
+    entries = history(_policy(args), args.name, args.limit)
+    if args.json:
+        emit_json("history", EXIT_OK, {"entries": entries})
+        return EXIT_OK
+    if not entries:
+        line("no history yet")
+        return EXIT_OK
+    table(
+        None,
+        ["WHEN", "SECRET", "OPERATION", "OUTCOME", "DETAIL"],
+        [[e.at, e.name, e.op, e.outcome, e.detail] for e in entries],
+    )
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from keyroll.actions.rotate import rollback
+
+    return _render_tx(args, rollback(_policy(args), args.name, wait=args.wait), "rollback")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from keyroll.actions.status import status
+
+    report = status(_policy(args))
+    if args.json:
+        emit_json("status", EXIT_OK, report)
+        return EXIT_OK
+    rows = []
+    for s in report.secrets:
+        due = (s.next_due or "")[:10] + (" OVERDUE" if s.overdue else "")
+        rows.append(
+            [
+                s.name,
+                s.state,
+                "" if s.size is None else s.size,
+                f"{s.kind} {s.length}c/{s.entropy_bits}b",
+                ", ".join(s.services),
+                (s.created or "")[:10],
+                (s.rotated or "")[:10],
+                "" if s.age_days is None else f"{s.age_days}d",
+                due,
+            ]
+        )
+    table(
+        f"{report.store} store: {report.secrets_dir}",
+        ["SECRET", "STATE", "SIZE", "KIND (LEN/BITS)", "USED BY", "CREATED", "ROTATED", "AGE", "NEXT DUE"],
+        rows,
+        STATE_STYLES,
+    )
+    for s in report.secrets:
+        for problem in s.problems:
+            line(f"{s.name}: {problem}")
+    for hint in report.hints:
+        line(f"hint: {hint}")
+    return EXIT_OK
+
+
+def _render_findings(args: argparse.Namespace, command: str, report: ValidationReport) -> int:
+    if args.json:
+        emit_json(command, report.exit_code, report)
+        return report.exit_code
+    rows = [[f.level, f.subject, f.message] for f in report.findings]
+    table(None, ["RESULT", "WHAT", "DETAIL"], rows, STATE_STYLES)
+    line(f"{len(report.failures)} failed, {len(report.warnings)} warnings")
+    return report.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from keyroll.actions.validate import validate
+
+    return _render_findings(args, "validate", validate(_policy(args)))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from keyroll.actions import config as config_actions
+
+    if args.config_command == "generate":
+        path = Path(args.path) if args.path else None
+        text = config_actions.generate_config(path, force=args.force)
+        if args.json:
+            emit_json("config generate", EXIT_OK, {"path": path, "text": text if path is None else None})
+        elif path is None:
+            sys.stdout.write(text)
+        else:
+            line(f"wrote {path}")
+        return EXIT_OK
+    if args.config_command == "schema":
+        from keyroll.config.schema import schema_description
+
+        emit_json("config schema", EXIT_OK, schema_description())
+        return EXIT_OK
+    policy = _policy(args)
+    if args.config_command == "show":
+        if args.json:
+            emit_json("config show", EXIT_OK, policy.effective_document())
+        else:
+            sys.stdout.write(config_actions.show_config(policy))
+        return EXIT_OK
+    return _render_findings(args, "config validate", config_actions.validate_config(policy, static=args.static))
+
+
+def cmd_menu(args: argparse.Namespace) -> int:
+    from keyroll.cli.menu import run_menu
+
+    return run_menu(args)
+
+
+def _not_yet(args: argparse.Namespace) -> int:
+    raise UsageError(f"`{_command_name(args)}` is not available in this build")
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "rotate": cmd_rotate,
+    "set": cmd_set,
+    "backup": cmd_backup,
+    "list-backups": cmd_list_backups,
+    "restore": cmd_restore,
+    "recover": cmd_recover,
+    "history": cmd_history,
+    "rollback": cmd_rollback,
+    "status": cmd_status,
+    "validate": cmd_validate,
+    "config": cmd_config,
+    "menu": cmd_menu,
+    "run": _not_yet,
+    "daemon": _not_yet,
+    "notify": _not_yet,
+    "notify-send": _not_yet,
+    "bundle": _not_yet,
+}

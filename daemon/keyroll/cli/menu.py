@@ -1,0 +1,75 @@
+"""The interactive menu: the same commands as the CLI, chosen with rich prompts."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+from keyroll.errors import KeyrollError
+
+CHOICES = [
+    ("1", "Initialize (create missing secrets)", "init"),
+    ("2", "Rotate one secret", "rotate-one"),
+    ("3", "Rotate all secrets", "rotate-all"),
+    ("4", "Back up now", "backup"),
+    ("5", "Restore a backup", "restore"),
+    ("6", "Status", "status"),
+    ("7", "Validate", "validate"),
+    ("0", "Exit", "exit"),
+]
+
+
+def _namespace(base: argparse.Namespace, command: str, **values: object) -> argparse.Namespace:
+    args = copy.copy(base)
+    args.command = command
+    args.json = False
+    args.wait = 0.0
+    for key, value in values.items():
+        setattr(args, key, value)
+    return args
+
+
+def run_menu(base: argparse.Namespace) -> int:
+    """Loop until the user exits; each choice runs the matching command."""
+    from rich.console import Console
+    from rich.prompt import Confirm, Prompt
+    from rich.table import Table
+
+    from keyroll.cli import commands
+
+    console = Console()
+    policy = commands._policy(base)
+    names = list(policy.secrets)
+    while True:
+        menu = Table(title="keyroll", show_header=False, box=None)
+        for key, label, _ in CHOICES:
+            menu.add_row(f"[bold]{key}[/]", label)
+        console.print(menu)
+        choice = Prompt.ask("Choose", choices=[c[0] for c in CHOICES], default="6")
+        action = next(c[2] for c in CHOICES if c[0] == choice)
+        if action == "exit":
+            return 0
+        try:
+            if action == "init":
+                commands.cmd_init(_namespace(base, "init", force=False, import_metadata=None))
+            elif action == "rotate-one":
+                name = Prompt.ask("Secret", choices=names, show_choices=True)
+                if Confirm.ask(f"Rotate {name} now?"):
+                    commands.cmd_rotate(_namespace(base, "rotate", names=[name], dry_run=False, emergency=False))
+            elif action == "rotate-all":
+                if Confirm.ask(f"Rotate all {len(names)} secrets now?"):
+                    commands.cmd_rotate(_namespace(base, "rotate", names=["all"], dry_run=False, emergency=False))
+            elif action == "backup":
+                commands.cmd_backup(_namespace(base, "backup"))
+            elif action == "restore":
+                commands.cmd_list_backups(_namespace(base, "list-backups"))
+                backup = Prompt.ask("Backup to restore (name or path, empty to cancel)", default="")
+                if backup and Confirm.ask(f"Restore {backup}? A pre-restore backup is taken first."):
+                    commands.cmd_restore(_namespace(base, "restore", backup=backup, dry_run=False))
+            elif action == "status":
+                commands.cmd_status(_namespace(base, "status"))
+            elif action == "validate":
+                commands.cmd_validate(_namespace(base, "validate"))
+        except KeyrollError as exc:
+            console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print()

@@ -1,0 +1,1 @@
+"""Configuration: the schema (one declaration), the policy it yields, and the defaults."""

@@ -1,0 +1,340 @@
+"""TOML (or the embedded default) -> a typed, validated, cross-checked Policy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from keyroll.config.schema import (
+    SECRET_NAME,
+    TARGET_TYPES,
+    TOP_KEYS,
+    TOP_SECTIONS,
+    BackupSection,
+    DaemonSection,
+    DefaultsSection,
+    NotifySection,
+    PathsSection,
+    SecretSection,
+    StoreSection,
+    TargetSection,
+    parse_mode,
+    parse_section,
+)
+from keyroll.errors import ConfigError, UnknownSecret, UsageError
+from keyroll.paths import Paths, config_file_to_use
+from keyroll.schedule import Schedule, Window, parse_duration
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class SecretPolicy:
+    """One secret with every default applied and every value parsed."""
+
+    name: str
+    kind: str
+    length: int
+    alphabet: str
+    description: str
+    services: tuple[str, ...]
+    target: str | None
+    restart: tuple[str, ...]
+    health: tuple[str, ...]
+    schedule: Schedule
+    window: Window | None
+    jitter: timedelta
+    mode: int
+    group: str
+    reminder: timedelta
+    unattended: bool
+    health_timeout: timedelta
+
+    @property
+    def entropy_bits(self) -> int:
+        from keyroll.generate import entropy_bits
+
+        return entropy_bits(self.length, self.alphabet)
+
+    @property
+    def store_only(self) -> bool:
+        """True when keyroll neither applies the value to a service nor restarts anyone."""
+        return self.target is None and not self.restart
+
+    @property
+    def rotates_unattended(self) -> bool:
+        """The daemon and `run` rotate it on their own: keyroll handles its consumers,
+        or the policy says so."""
+        return not self.store_only or self.unattended
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything keyroll needs to know, validated.  `source` is None for the embedded default."""
+
+    source: Path | None
+    paths: Paths
+    defaults: DefaultsSection
+    store: StoreSection
+    backup: BackupSection
+    notify: NotifySection
+    daemon: DaemonSection
+    secrets: dict[str, SecretPolicy]
+    targets: dict[str, TargetSection]
+    require_encrypted: bool
+    env: Mapping[str, str]
+
+    @property
+    def config_dir(self) -> Path | None:
+        return self.source.parent if self.source else None
+
+    def secret(self, name: str) -> SecretPolicy:
+        """The named secret; UsageError for a malformed name, UnknownSecret otherwise."""
+        check_secret_name(name)
+        try:
+            return self.secrets[name]
+        except KeyError:
+            raise UnknownSecret(name, self.secrets) from None
+
+    def select(self, names: list[str]) -> list[SecretPolicy]:
+        """Secrets named on the command line (`all` means every one), in policy order."""
+        if names == ["all"] or not names:
+            return list(self.secrets.values())
+        wanted = {self.secret(n).name for n in names}
+        return [s for s in self.secrets.values() if s.name in wanted]
+
+    def admin_secret_of(self, target_name: str) -> str | None:
+        target = self.targets[target_name]
+        return getattr(target, "admin_password_secret", "") or None
+
+    def admin_secrets(self) -> set[str]:
+        """Secrets that are the admin credential of some target."""
+        return {n for t in self.targets if (n := self.admin_secret_of(t))}
+
+    def effective_document(self) -> dict[str, Any]:
+        """The whole effective configuration as a TOML-ready document."""
+        doc: dict[str, Any] = {
+            "paths": {
+                "secrets_dir": str(self.paths.secrets_dir),
+                "backup_dir": str(self.paths.backup_dir),
+                "state_dir": str(self.paths.state_dir),
+            },
+        }
+        for name in TOP_SECTIONS:
+            if name != "paths":
+                doc[name] = _plain(asdict(getattr(self, name)))
+        doc["store"]["require_encrypted"] = self.require_encrypted
+        doc["secrets"] = {}
+        for secret in self.secrets.values():
+            doc["secrets"][secret.name] = {
+                "kind": secret.kind,
+                "length": secret.length,
+                "alphabet": secret.alphabet,
+                "description": secret.description,
+                "services": list(secret.services),
+                "target": secret.target or "",
+                "restart": list(secret.restart),
+                "health": list(secret.health),
+                "schedule": secret.schedule.text,
+                "window": secret.window.text if secret.window else "",
+                "jitter": _duration_text(secret.jitter),
+                "mode": f"{secret.mode:04o}",
+                "group": secret.group,
+                "reminder": _duration_text(secret.reminder),
+                "unattended": secret.unattended,
+                "health_timeout": _duration_text(secret.health_timeout),
+            }
+        doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
+        return doc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _duration_text(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def check_secret_name(name: str) -> None:
+    """Refuse names that could escape the secrets folder or confuse a shell."""
+    if not SECRET_NAME.match(name):
+        if "/" in name or ".." in name or name.startswith("."):
+            raise UsageError(
+                f"{name!r} is not a secret name: no '/', '..' or leading dot (letters, digits, _ and - only)"
+            )
+        raise UsageError(f"{name!r} is not a secret name: use letters, digits, _ and - (at most 128)")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; errors name the file (and the line and column)."""
+    import tomllib
+
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        from keyroll.fsutil import describe_os_error
+
+        raise ConfigError(describe_os_error(path, exc)) from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_policy(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Policy:
+    """The policy from --config, $KEYROLL_CONFIG, the default file, or the embedded default."""
+    env = os.environ if env is None else env
+    path, required = config_file_to_use(explicit, env)
+    if path.exists() or path.is_symlink():
+        try:
+            return build_policy(read_document(path), path, env)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    if required:
+        raise ConfigError(f"{path}: config file not found")
+    from keyroll.config.defaults import DEFAULT_DOCUMENT
+
+    return build_policy(DEFAULT_DOCUMENT, None, env)
+
+
+def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[str, str]) -> Policy:
+    """Validate a parsed document and cross-check its references."""
+    for key in document:
+        if key not in TOP_KEYS:
+            from difflib import get_close_matches
+
+            close = get_close_matches(key, TOP_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}: unknown section{hint}")
+    sections: dict[str, Any] = {
+        name: parse_section(cls, document.get(name, {}), name)[0] for name, cls in TOP_SECTIONS.items()
+    }
+    paths_section: PathsSection = sections["paths"]
+    defaults: DefaultsSection = sections["defaults"]
+
+    targets: dict[str, TargetSection] = {}
+    raw_targets = document.get("targets", {})
+    if not isinstance(raw_targets, dict):
+        raise ConfigError("targets: expected a table of [targets.NAME] tables")
+    for name, table in raw_targets.items():
+        keypath = f"targets.{name}"
+        if not SECRET_NAME.match(name):
+            raise ConfigError(f"{keypath}: a target name uses letters, digits, _ and -")
+        if not isinstance(table, dict) or "type" not in table:
+            raise ConfigError(f"{keypath}.type: missing; one of {', '.join(TARGET_TYPES)}")
+        cls = TARGET_TYPES.get(table["type"]) if isinstance(table["type"], str) else None
+        if cls is None:
+            raise ConfigError(f"{keypath}.type: must be one of {', '.join(TARGET_TYPES)}, got {table['type']!r}")
+        targets[name] = parse_section(cls, table, keypath)[0]
+
+    from keyroll.config.defaults import SEED_SECRETS
+
+    raw_secrets = document.get("secrets", SEED_SECRETS)
+    if not isinstance(raw_secrets, dict):
+        raise ConfigError("secrets: expected a table of [secrets.NAME] tables")
+    if not raw_secrets:
+        raise ConfigError("secrets: no secrets declared (remove the empty table to use the 12 seed secrets)")
+    default_fields = {f.name: f for f in fields(DefaultsSection)}
+    secrets: dict[str, SecretPolicy] = {}
+    used_targets: dict[str, str] = {}
+    for name, table in raw_secrets.items():
+        keypath = f"secrets.{name}"
+        if not SECRET_NAME.match(name):
+            raise ConfigError(f"{keypath}: a secret name uses letters, digits, _ and - (at most 128)")
+        section, overrides = parse_section(SecretSection, table, keypath, extra=default_fields)
+        merged = {f: overrides.get(f, getattr(defaults, f)) for f in default_fields}
+        if section.target:
+            if section.target not in targets:
+                known = ", ".join(targets) or "none defined"
+                raise ConfigError(f"{keypath}.target: no [targets.{section.target}] ({known})")
+            if section.target in used_targets:
+                raise ConfigError(
+                    f"{keypath}.target: [targets.{section.target}] is already the target of {used_targets[section.target]}"
+                )
+            used_targets[section.target] = name
+        from keyroll.generate import DEFAULT_LENGTHS
+
+        secrets[name] = SecretPolicy(
+            name=name,
+            kind=section.kind,
+            length=section.length or DEFAULT_LENGTHS[section.kind],
+            alphabet=section.alphabet,
+            description=section.description,
+            services=section.services,
+            target=section.target or None,
+            restart=section.restart,
+            health=section.health,
+            schedule=Schedule.parse(merged["schedule"]),
+            window=Window.parse(merged["window"]),
+            jitter=parse_duration(merged["jitter"]),
+            mode=parse_mode(merged["mode"]),
+            group=merged["group"],
+            reminder=parse_duration(merged["reminder"]),
+            unattended=merged["unattended"],
+            health_timeout=parse_duration(merged["health_timeout"]),
+        )
+
+    for name, target in targets.items():
+        admin = getattr(target, "admin_password_secret", "")
+        if admin and admin not in secrets:
+            raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
+        if admin and getattr(target, "admin_password_file", ""):
+            raise ConfigError(f"targets.{name}: set admin_password_secret or admin_password_file, not both")
+    _check_admin_cycles(targets, used_targets)
+
+    store: StoreSection = sections["store"]
+    require_encrypted = (
+        store.require_encrypted or env.get("REQUIRE_ENCRYPTED_SECRETS", "").strip().lower() in TRUE_WORDS
+    )
+    config_dir = source.parent if source else None
+    return Policy(
+        source=source,
+        paths=Paths.resolve(asdict(paths_section), config_dir, env),
+        defaults=defaults,
+        store=store,
+        backup=sections["backup"],
+        notify=sections["notify"],
+        daemon=sections["daemon"],
+        secrets=secrets,
+        targets=targets,
+        require_encrypted=require_encrypted,
+        env=env,
+    )
+
+
+def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:
+    """Refuse A-administers-B-administers-A: no rotation order could be safe."""
+    secret_target = {secret: target for target, secret in owner.items()}
+    for start in secret_target:
+        seen = [start]
+        current = start
+        while True:
+            target = targets[secret_target[current]] if current in secret_target else None
+            admin = getattr(target, "admin_password_secret", "") if target else ""
+            if not admin or admin == current:
+                break
+            if admin in seen:
+                chain = " -> ".join([*seen, admin])
+                raise ConfigError(
+                    f"targets.{secret_target[start]}.admin_password_secret: admin credentials form a cycle ({chain})"
+                )
+            seen.append(admin)
+            current = admin

@@ -1,0 +1,483 @@
+"""The one declaration of the configuration.
+
+Each section is a frozen dataclass; each field carries its documentation, the
+kind of value it takes and its check in `metadata`.  Validation
+(`parse_section`), `keyroll config generate`, `config.example.toml` and the
+NixOS option documentation are all derived from these classes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from difflib import get_close_matches
+from typing import Any
+
+from keyroll.errors import ConfigError
+
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
+
+Check = Callable[[Any], "str | None"]
+
+
+def opt(
+    default: Any,
+    doc: str,
+    *,
+    kind: str | None = None,
+    choices: tuple[str, ...] = (),
+    check: Check | None = None,
+    example: Any = None,
+    required: bool = False,
+) -> Any:
+    """A documented option.  `kind`: str, int, bool, strs, duration, schedule,
+    window, mode, alphabet; inferred from the default when not given."""
+    if kind is None:
+        kind = {bool: "bool", int: "int", str: "str", tuple: "strs"}[type(default)]
+    meta = {"doc": doc, "kind": kind, "choices": choices, "check": check, "example": example, "required": required}
+    return field(default=default, metadata=meta)
+
+
+# --- checks -------------------------------------------------------------------------
+
+
+def _duration(value: str) -> str | None:
+    from keyroll.schedule import ScheduleError, parse_duration
+
+    try:
+        parse_duration(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+def _schedule(value: str) -> str | None:
+    from keyroll.schedule import Schedule, ScheduleError
+
+    try:
+        Schedule.parse(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+def _window(value: str) -> str | None:
+    from keyroll.schedule import ScheduleError, Window
+
+    try:
+        Window.parse(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+def parse_mode(value: str | int) -> int:
+    """A file mode from "0600" / "600" / 0o600; ValueError when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value.strip()):
+        return int(value.strip(), 8)
+    raise ValueError(f'{value!r} is not an octal file mode like "0600"')
+
+
+def _mode(value: str | int) -> str | None:
+    try:
+        mode = parse_mode(value)
+    except ValueError as exc:
+        return str(exc)
+    if mode & ~0o777:
+        return "only permission bits (0000-0777) are allowed"
+    if mode & 0o022:
+        return "a secret must not be writable by group or others"
+    if not mode & 0o400:
+        return "the owner must be able to read the secret"
+    return None
+
+
+def _alphabet(value: str) -> str | None:
+    from keyroll.generate import alphabet_problem
+
+    return alphabet_problem(value)
+
+
+def _at_least(low: int) -> Check:
+    return lambda value: None if value >= low else f"must be >= {low}"
+
+
+def _between(low: int, high: int) -> Check:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+def _length(value: int) -> str | None:
+    return None if value == 0 or 16 <= value <= 4096 else "must be >= 16 (and <= 4096), or 0 for the kind's default"
+
+
+def _restart_specs(values: tuple[str, ...]) -> str | None:
+    for spec in values:
+        kind, _, rest = spec.partition(":")
+        if kind not in ("systemd", "systemd-reload", "command") or not rest.strip():
+            return f"{spec!r}: use systemd:UNIT, systemd-reload:UNIT or command:PROGRAM ARGS"
+    return None
+
+
+def _health_specs(values: tuple[str, ...]) -> str | None:
+    for spec in values:
+        if spec.startswith(("http://", "https://")):
+            continue
+        kind, _, rest = spec.partition(":")
+        if kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            if host and port.isdigit() and 0 < int(port) < 65536:
+                continue
+        elif kind == "command" and rest.strip():
+            continue
+        return f"{spec!r}: use tcp:HOST:PORT, http(s)://URL or command:PROGRAM ARGS"
+    return None
+
+
+def _secret_names(values: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if not v.strip()]
+    return "entries must not be empty" if bad else None
+
+
+def _notify_events(values: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if v not in NOTIFY_EVENTS]
+    return f"unknown event(s) {', '.join(bad)}; choose from {', '.join(NOTIFY_EVENTS)}" if bad else None
+
+
+def _argv(values: tuple[str, ...]) -> str | None:
+    return None if values and values[0].strip() else "needs at least the program to run"
+
+
+NOTIFY_EVENTS = ("failure", "success", "reminder", "recovered")
+
+
+# --- sections -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathsSection:
+    """Where keyroll keeps secrets, backups and its state.  Relative paths resolve
+    against this file's folder; KEYROLL_SECRETS_DIR, KEYROLL_BACKUP_DIR and
+    KEYROLL_STATE_DIR override them."""
+
+    secrets_dir: str = opt("", "Folder of secret files, one per secret (default: <data>/secrets).", example="secrets")
+    backup_dir: str = opt("", "Folder of timestamped backups (default: <data>/backups).", example="backups")
+    state_dir: str = opt("", "Journal, locks and the fingerprint key (default: <data>/state).", example="state")
+
+
+@dataclass(frozen=True)
+class DefaultsSection:
+    """Defaults for every secret; each key can also be set per secret."""
+
+    schedule: str = opt(
+        "quarterly",
+        "When a secret is due, counted from its last rotation: daily, weekly, monthly, "
+        'quarterly, yearly, "cron:0 3 1 */3 *", or an interval such as "90d".',
+        kind="schedule",
+        check=_schedule,
+    )
+    window: str = opt(
+        "",
+        'When scheduled rotations may start (UTC), e.g. "Sun 02:00-05:00"; empty: any time.',
+        kind="window",
+        check=_window,
+    )
+    jitter: str = opt(
+        "0s", "Random delay added to each due time (stable across restarts).", kind="duration", check=_duration
+    )
+    mode: str = opt(
+        "0600",
+        'File mode of a secret; "0640" with a group for a service account, "0644" for containers.',
+        kind="mode",
+        check=_mode,
+    )
+    group: str = opt("", "Group owning the secret file (empty: keyroll's own group).")
+    reminder: str = opt(
+        "7d",
+        "Send a reminder this long before a secret is due (and when it is overdue).",
+        kind="duration",
+        check=_duration,
+    )
+    unattended: bool = opt(
+        False,
+        "Let the daemon and `keyroll run` rotate a secret with no target and nothing to restart.",
+    )
+    health_timeout: str = opt(
+        "30s",
+        "How long consumers may take to pass their health checks after a restart.",
+        kind="duration",
+        check=_duration,
+    )
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    """Where the values live: a folder of files, or one SOPS bundle encrypted with age."""
+
+    kind: str = opt(
+        "directory", "directory (one file per secret) or sops (one encrypted bundle).", choices=("directory", "sops")
+    )
+    bundle: str = opt("secrets.sops.yaml", "The SOPS bundle (kind = sops); its top-level keys are the secret names.")
+    sops_config: str = opt(".sops.yaml", "The .sops.yaml whose creation rules name the age recipients.")
+    age_key_file: str = opt(
+        "",
+        "age identity file used to decrypt; default $SOPS_AGE_KEY_FILE or the systemd credential age-key.",
+    )
+    require_encrypted: bool = opt(
+        False, "Refuse any plaintext store or backup (same as REQUIRE_ENCRYPTED_SECRETS=true)."
+    )
+
+
+@dataclass(frozen=True)
+class BackupSection:
+    """Backups taken before every change, and on demand."""
+
+    keep: int = opt(30, "How many backups to keep; the oldest beyond this are deleted.", check=_at_least(1))
+    encrypt_to: tuple[str, ...] = opt((), "age recipients (age1...): backups are then encrypted to them.")
+
+
+@dataclass(frozen=True)
+class NotifySection:
+    """Notices through Apprise (e-mail, chat, webhooks); never a secret value."""
+
+    urls: tuple[str, ...] = opt((), "Apprise URLs, e.g. mailto://user:pass@example.com or json://host/path.")
+    urls_file: str = opt(
+        "",
+        "A file with one Apprise URL a line (keeps tokens out of this file); "
+        '"credential:NAME" reads $CREDENTIALS_DIRECTORY/NAME.',
+    )
+    on: tuple[str, ...] = opt(
+        ("failure",), "Events to send: failure, success, reminder, recovered.", check=_notify_events
+    )
+    timeout: str = opt(
+        "10s", "Longest time one notice may take before it is given up.", kind="duration", check=_duration
+    )
+
+
+@dataclass(frozen=True)
+class DaemonSection:
+    """The long-running scheduler (`keyroll daemon`)."""
+
+    retry_min: str = opt(
+        "5m", "First retry delay after a failed rotation (it doubles each time).", kind="duration", check=_duration
+    )
+    retry_max: str = opt("6h", "Longest retry delay after repeated failures.", kind="duration", check=_duration)
+
+
+@dataclass(frozen=True)
+class SecretSection:
+    """One secret.  Any [defaults] key may also be set here."""
+
+    kind: str = opt("password", "password (32 characters) or api_key (64 characters).", choices=("password", "api_key"))
+    length: int = opt(0, "Length of generated values; 0 means the kind's default.", check=_length)
+    alphabet: str = opt(
+        "alnum",
+        "alnum (letters and digits), lower-alnum, hex, or the literal characters to draw from.",
+        kind="alphabet",
+        check=_alphabet,
+    )
+    description: str = opt("", "What the secret is for (shown by status).")
+    services: tuple[str, ...] = opt((), "The services that use it (what must follow a rotation).", check=_secret_names)
+    target: str = opt("", "Name of a [targets.*] table: the live service the value is applied to.")
+    restart: tuple[str, ...] = opt(
+        (),
+        "Consumers to restart after a rotation: systemd:UNIT, systemd-reload:UNIT, command:PROGRAM ARGS.",
+        check=_restart_specs,
+    )
+    health: tuple[str, ...] = opt(
+        (), "Health checks after the restart: tcp:HOST:PORT, http(s)://URL, command:PROGRAM ARGS.", check=_health_specs
+    )
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """A PostgreSQL role; only the SCRAM-SHA-256 verifier is sent (ALTER ROLE)."""
+
+    type: str = opt("postgres", "Target type.", choices=("postgres",))
+    host: str = opt("127.0.0.1", "Host name, address, or a socket folder.")
+    port: int = opt(5432, "Port.", check=_between(1, 65535))
+    database: str = opt("postgres", "Database to connect to.")
+    user: str = opt("", "The role whose password this secret is.", required=True)
+    admin_user: str = opt("", "Role that changes the password; empty: the role changes its own.")
+    admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
+    admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
+    connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A Redis ACL user (new password beside the old one until the grace has passed),
+    or the bare default user's requirepass (not zero-downtime)."""
+
+    type: str = opt("redis", "Target type.", choices=("redis",))
+    host: str = opt("127.0.0.1", "Host name or address.")
+    port: int = opt(6379, "Port.", check=_between(1, 65535))
+    user: str = opt("default", "The ACL user whose password this secret is.")
+    admin_user: str = opt("", "ACL user that changes the password; empty: the user changes its own.")
+    admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
+    admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
+    mode: str = opt(
+        "acl",
+        "acl (zero-downtime) or requirepass (bare default user; not zero-downtime).",
+        choices=("acl", "requirepass"),
+    )
+    grace: str = opt(
+        "10m", "How long the old password stays valid beside the new one.", kind="duration", check=_duration
+    )
+    connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+
+
+@dataclass(frozen=True)
+class MysqlTarget:
+    """A MariaDB/MySQL account, changed with ALTER USER."""
+
+    type: str = opt("mysql", "Target type.", choices=("mysql",))
+    host: str = opt("127.0.0.1", "Host name or address.")
+    port: int = opt(3306, "Port.", check=_between(1, 65535))
+    user: str = opt("", "The account whose password this secret is.", required=True)
+    user_host: str = opt("%", "The host part of the account ('user'@'host').")
+    admin_user: str = opt("", "Account that changes the password; empty: the account changes its own.")
+    admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
+    admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
+    connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """A program that applies the value: stdin carries it, $KEYROLL_PHASE says
+    apply, verify or rollback, $KEYROLL_SECRET names the secret; exit 0 is success,
+    75 a temporary failure."""
+
+    type: str = opt("command", "Target type.", choices=("command",))
+    argv: tuple[str, ...] = opt(
+        (),
+        "The program and its arguments (never the value).",
+        check=_argv,
+        example=("/usr/local/bin/set-grafana-password",),
+        required=True,
+    )
+    timeout: str = opt("30s", "Longest time one phase may take.", kind="duration", check=_duration)
+
+
+TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget
+TARGET_TYPES: dict[str, type] = {
+    "postgres": PostgresTarget,
+    "redis": RedisTarget,
+    "mysql": MysqlTarget,
+    "command": CommandTarget,
+}
+
+TOP_SECTIONS: dict[str, type] = {
+    "paths": PathsSection,
+    "defaults": DefaultsSection,
+    "store": StoreSection,
+    "backup": BackupSection,
+    "notify": NotifySection,
+    "daemon": DaemonSection,
+}
+TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+def section_fields(cls: type) -> tuple[Field[Any], ...]:
+    return fields(cls)
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = get_close_matches(key, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _typed(value: Any, kind: str, keypath: str) -> Any:
+    """Check the TOML type of one value against the field's kind."""
+
+    def wrong(expected: str) -> ConfigError:
+        shown = type(value).__name__.replace("str", "string").replace("int", "integer").replace("bool", "boolean")
+        return ConfigError(f"{keypath}: expected {expected}, got {shown} {value!r}")
+
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if kind == "strs":
+        if isinstance(value, str):
+            raise wrong("a list of strings")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return tuple(value)
+    if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:04o}"
+    if not isinstance(value, str):
+        raise wrong("a string")
+    return value
+
+
+def parse_section(
+    cls: type, data: Any, keypath: str, extra: Mapping[str, Field[Any]] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Validate one table against `cls`; return (instance, extra values).
+
+    `extra` names further allowed fields (the [defaults] keys in a secret); their
+    validated values come back in the second element.  Errors name the key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{keypath}: expected a table, got {type(data).__name__}")
+    own = {f.name: f for f in section_fields(cls)}
+    allowed = {**own, **(extra or {})}
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{keypath}.{key}: unknown key{_suggest(key, list(allowed))}")
+    values: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for name, fld in allowed.items():
+        if name not in data:
+            if fld.metadata.get("required"):
+                raise ConfigError(f"{keypath}.{name}: required ({fld.metadata['doc'].rstrip('.')})")
+            continue
+        path = f"{keypath}.{name}"
+        meta = fld.metadata
+        value = _typed(data[name], meta["kind"], path)
+        if meta["choices"] and value not in meta["choices"]:
+            raise ConfigError(f"{path}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if meta["check"] is not None:
+            problem = meta["check"](value)
+            if problem:
+                raise ConfigError(f"{path}: {problem}")
+        (values if name in own else extras)[name] = value
+    return cls(**values), extras
+
+
+def field_default(fld: Field[Any]) -> Any:
+    return fld.default if fld.default is not MISSING else None
+
+
+def schema_description() -> dict[str, Any]:
+    """The whole schema as plain data (documentation, NixOS options, `config schema`)."""
+
+    def describe(cls: type) -> dict[str, Any]:
+        return {
+            "doc": " ".join((cls.__doc__ or "").split()),
+            "options": {
+                f.name: {
+                    "kind": f.metadata["kind"],
+                    "default": list(d) if isinstance(d := field_default(f), tuple) else d,
+                    "doc": f.metadata["doc"],
+                    **({"choices": list(f.metadata["choices"])} if f.metadata["choices"] else {}),
+                }
+                for f in section_fields(cls)
+            },
+        }
+
+    return {
+        **{name: describe(cls) for name, cls in TOP_SECTIONS.items()},
+        "secrets.<name>": describe(SecretSection),
+        **{f"targets.<name> (type = {kind})": describe(cls) for kind, cls in TARGET_TYPES.items()},
+    }

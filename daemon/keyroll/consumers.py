@@ -1,0 +1,150 @@
+"""Consumers of a secret: restart or reload them after a change, then check their health.
+
+Restart specs: `systemd:UNIT` (systemctl try-restart: a stopped unit stays
+stopped), `systemd-reload:UNIT` (systemctl try-reload-or-restart),
+`command:PROGRAM ARGS`.  Health specs: `tcp:HOST:PORT`, `http(s)://URL`
+(2xx or 3xx), `command:PROGRAM ARGS` (exit 0).  Commands get the secret's
+name in $KEYROLL_SECRET, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+RESTART_TIMEOUT = 120.0
+CHECK_TIMEOUT = 5.0
+POLL_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class ConsumerFailure:
+    """A restart or health check that did not succeed, in one line."""
+
+    spec: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.spec}: {self.reason}"
+
+
+def describe_restart(spec: str) -> str:
+    kind, _, rest = spec.partition(":")
+    if kind == "systemd":
+        return f"systemctl try-restart {rest}"
+    if kind == "systemd-reload":
+        return f"systemctl try-reload-or-restart {rest}"
+    return rest
+
+
+def _command_env(secret: str, env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, "KEYROLL_SECRET": secret}
+
+
+def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -> str | None:
+    """Run a program; None on exit 0, else why not (one line)."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_command_env(secret, env),
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        return f"{argv[0]}: not found"
+    except PermissionError:
+        return f"{argv[0]}: not executable"
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:g}s"
+    if done.returncode == 0:
+        return None
+    last = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    detail = f": {last[-1][:200]}" if last else ""
+    return f"exit status {done.returncode}{detail}"
+
+
+def restart_argv(spec: str) -> list[str]:
+    kind, _, rest = spec.partition(":")
+    if kind == "systemd":
+        return ["systemctl", "try-restart", "--", rest.strip()]
+    if kind == "systemd-reload":
+        return ["systemctl", "try-reload-or-restart", "--", rest.strip()]
+    return shlex.split(rest)
+
+
+def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = None) -> list[ConsumerFailure]:
+    """Restart or reload each consumer, in order; return the ones that failed."""
+    env = os.environ if env is None else env
+    failures = []
+    for spec in specs:
+        problem = _run(restart_argv(spec), secret, env, RESTART_TIMEOUT)
+        if problem:
+            failures.append(ConsumerFailure(spec, problem))
+    return failures
+
+
+def _check_tcp(spec: str) -> str | None:
+    host, _, port = spec.removeprefix("tcp:").rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CHECK_TIMEOUT):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _check_http(url: str) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "keyroll-health"})
+    try:
+        with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return str(getattr(reason, "strerror", None) or reason)
+    return None if 200 <= status < 400 else f"HTTP {status}"
+
+
+def check_once(spec: str, secret: str, env: Mapping[str, str]) -> str | None:
+    """Run one health check once; None when healthy, else why not."""
+    if spec.startswith(("http://", "https://")):
+        return _check_http(spec)
+    if spec.startswith("tcp:"):
+        return _check_tcp(spec)
+    return _run(shlex.split(spec.removeprefix("command:")), secret, env, CHECK_TIMEOUT * 2)
+
+
+def check_health(
+    specs: Sequence[str], secret: str, timeout: float, env: Mapping[str, str] | None = None
+) -> list[ConsumerFailure]:
+    """Poll every check until all pass or `timeout` runs out; return those still failing."""
+    env = os.environ if env is None else env
+    pending = list(specs)
+    failures: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        still = []
+        for spec in pending:
+            problem = check_once(spec, secret, env)
+            if problem:
+                failures[spec] = problem
+                still.append(spec)
+            else:
+                failures.pop(spec, None)
+        pending = still
+        if not pending or time.monotonic() + POLL_INTERVAL > deadline:
+            break
+        time.sleep(POLL_INTERVAL)
+    return [ConsumerFailure(spec, failures[spec]) for spec in pending]

@@ -1,0 +1,216 @@
+"""Durable, symlink-safe file operations (the architecture's durability rules).
+
+A file is replaced by writing a temp file in the same folder (`O_EXCL|O_NOFOLLOW`,
+final mode set before any data), syncing it, renaming it over the old name and
+syncing the folder.  Nothing is ever written through a symlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from keyroll.errors import StoreError
+from keyroll.paths import TEMP_PREFIX
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+# Above this many files, one syncfs() of the filesystem is cheaper than an fsync each.
+_SYNCFS_THRESHOLD = 8
+
+_libc: ctypes.CDLL | None = None
+
+
+def describe_os_error(path: Path | str, exc: OSError) -> str:
+    """One line saying what went wrong with `path`, in words a user acts on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{path}: no space left on the device (or file size limit reached)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{path}: permission denied"
+    if exc.errno == errno.EROFS:
+        return f"{path}: read-only file system"
+    if exc.errno == errno.ELOOP:
+        return f"{path}: is a symlink; keyroll never reads or writes through one"
+    if exc.errno == errno.ENOTDIR:
+        return f"{path}: a path component is not a folder"
+    return f"{path}: {exc.strerror or exc}"
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> None:
+    """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        try:
+            path.mkdir(mode=mode, parents=True, exist_ok=True)
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise StoreError(describe_os_error(path, exc)) from None
+        return
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from None
+    if stat.S_ISLNK(info.st_mode):
+        if not path.resolve().is_dir():
+            raise StoreError(f"{path}: is a symlink to something that is not a folder")
+    elif not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"{path}: exists and is not a folder")
+
+
+@contextmanager
+def open_dir(path: Path) -> Iterator[int]:
+    """A read-only descriptor for the folder `path`, closed on exit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and creations inside `path` durable."""
+    with open_dir(path) as fd:
+        os.fsync(fd)
+
+
+def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes | None:
+    """The content of `directory/name`, None if absent; StoreError for a symlink or non-file."""
+    path = directory / name
+    try:
+        fd = os.open(name if dir_fd is not None else path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path}: is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from None
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2) on the filesystem holding `fd`; False where it is unavailable."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return bool(_libc.syncfs(fd) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def temp_name(final_name: str) -> str:
+    """A fresh temp-file name for `final_name`; recovery recognises and removes it."""
+    return f"{TEMP_PREFIX}{final_name}.{secrets.token_hex(6)}"
+
+
+def write_files_atomically(
+    directory: Path,
+    files: Mapping[str, bytes],
+    mode: Mapping[str, int] | int = 0o600,
+    gid: Mapping[str, int | None] | None = None,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Replace each `directory/name` with its bytes, all or (per file) nothing.
+
+    Writes every temp file, syncs them once, then renames each over its final
+    name and syncs the folder.  A failure before the renames removes the temp
+    files and leaves every old file untouched.  A symlink in place of a final
+    name is refused before anything is written.  `before_rename`, if callable,
+    runs between the sync and the first rename (a failpoint hook).
+    """
+    if not files:
+        return
+    with open_dir(directory) as dir_fd:
+        for name in files:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(describe_os_error(directory / name, exc)) from None
+            if stat.S_ISLNK(info.st_mode):
+                raise StoreError(f"{directory / name}: is a symlink; keyroll never writes through one")
+            if not stat.S_ISREG(info.st_mode):
+                raise StoreError(f"{directory / name}: is not a regular file")
+        written: list[tuple[str, str]] = []
+        fds: list[int] = []
+        try:
+            for name, data in files.items():
+                tmp = temp_name(name)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
+                fds.append(fd)
+                written.append((tmp, name))
+                file_mode = mode if isinstance(mode, int) else mode.get(name, 0o600)
+                file_gid = gid.get(name) if gid else None
+                if file_gid is not None:
+                    os.fchown(fd, -1, file_gid)
+                os.fchmod(fd, file_mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if len(fds) <= _SYNCFS_THRESHOLD or not _syncfs(dir_fd):
+                for fd in fds:
+                    os.fsync(fd)
+        except OSError as exc:
+            failed_path = directory / (written[-1][1] if written else next(iter(files)))
+            for fd in fds:
+                os.close(fd)
+            fds = []
+            for tmp, _ in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            raise StoreError(describe_os_error(failed_path, exc) + "; nothing was changed") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if before_rename is not None:
+            before_rename()
+        try:
+            for tmp, name in written:
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except OSError as exc:
+            raise StoreError(describe_os_error(directory, exc)) from None
+
+
+def remove_temp_files(directory: Path) -> list[str]:
+    """Delete temp files a killed keyroll left in `directory`; return their names."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    except OSError as exc:
+        raise StoreError(describe_os_error(directory, exc)) from None
+    for name in names:
+        if name.startswith(TEMP_PREFIX):
+            path = directory / name
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    for child in path.iterdir():
+                        child.unlink()
+                    path.rmdir()
+                else:
+                    path.unlink()
+            except OSError as exc:
+                raise StoreError(describe_os_error(path, exc)) from None
+            removed.append(name)
+    if removed:
+        fsync_dir(directory)
+    return removed

@@ -1,0 +1,70 @@
+"""Secret values from the OS CSPRNG (`secrets`), and what they are worth in bits."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import string
+
+# Letters and digits: safe in SQL literals, URLs, shell variables and .env files.
+ALNUM = string.ascii_letters + string.digits
+NAMED_ALPHABETS = {
+    "alnum": ALNUM,
+    "lower-alnum": string.ascii_lowercase + string.digits,
+    "hex": "0123456789abcdef",
+}
+# Characters a generated or stored value may never contain: they break URLs,
+# connection strings, shell quoting or .env files.
+FORBIDDEN_CHARACTERS = "/+=:@%#?&'\"`\\$ \t\r\n"
+
+DEFAULT_LENGTHS = {"password": 32, "api_key": 64}
+
+
+def alphabet_characters(alphabet: str) -> str:
+    """The characters of a named alphabet, or the literal alphabet itself."""
+    return NAMED_ALPHABETS.get(alphabet, alphabet)
+
+
+def alphabet_problem(alphabet: str) -> str | None:
+    """Why `alphabet` is unusable, or None if it is fine."""
+    chars = alphabet_characters(alphabet)
+    if len(set(chars)) != len(chars):
+        return "has repeated characters"
+    if len(chars) < 10:
+        return "needs at least 10 distinct characters"
+    bad = sorted({c for c in chars if c in FORBIDDEN_CHARACTERS or not c.isprintable() or ord(c) > 126})
+    if bad:
+        return f"contains characters that are not database- and URL-safe: {''.join(bad)!r}"
+    return None
+
+
+def generate(length: int, alphabet: str = "alnum") -> str:
+    """A uniformly random value of `length` characters drawn from `alphabet`."""
+    chars = alphabet_characters(alphabet)
+    return "".join(secrets.choice(chars) for _ in range(length))
+
+
+def entropy_bits(length: int, alphabet: str = "alnum") -> int:
+    """Bits of entropy of a generated value, rounded down (32 alnum chars: 190)."""
+    return int(length * math.log2(len(alphabet_characters(alphabet))))
+
+
+def value_problem(value: str, length: int, alphabet: str) -> str | None:
+    """Why a stored value does not meet its policy, or None if it does."""
+    if not value:
+        return "is empty"
+    chars = set(alphabet_characters(alphabet))
+    foreign = sorted({c for c in value if c not in chars})
+    if foreign:
+        # Never echo the value; say how many characters are outside the alphabet.
+        return f"has {len(foreign)} kind(s) of character outside its alphabet ({alphabet_label(alphabet)})"
+    if len(value) != length:
+        return f"has {len(value)} characters; the policy says {length}"
+    return None
+
+
+def alphabet_label(alphabet: str) -> str:
+    """A short, printable name for an alphabet."""
+    if alphabet in NAMED_ALPHABETS:
+        return alphabet
+    return f"{len(alphabet)} custom characters"

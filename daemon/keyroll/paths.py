@@ -1,0 +1,136 @@
+"""Every path keyroll uses, decided in one place.
+
+Config file: `--config`, else `$KEYROLL_CONFIG`, else `/etc/keyroll/config.toml`
+for root and `$XDG_CONFIG_HOME/keyroll/config.toml` otherwise.  Data folders:
+`secrets/`, `backups/`, `state/` under `/var/lib/keyroll` for root and
+`$XDG_STATE_HOME/keyroll` otherwise; a config's `[paths]` (relative to the
+config file's folder) and `KEYROLL_{SECRETS,BACKUP,STATE}_DIR` override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_CONFIG_FILE = Path("/etc/keyroll/config.toml")
+ROOT_DATA_DIR = Path("/var/lib/keyroll")
+
+ENV_CONFIG = "KEYROLL_CONFIG"
+ENV_DIRS = {
+    "secrets_dir": "KEYROLL_SECRETS_DIR",
+    "backup_dir": "KEYROLL_BACKUP_DIR",
+    "state_dir": "KEYROLL_STATE_DIR",
+}
+DEFAULT_SUBDIRS = {"secrets_dir": "secrets", "backup_dir": "backups", "state_dir": "state"}
+
+# Names inside the state folder.  None of them can be a secret name (they hold a dot).
+JOURNAL_FILE = "journal.sqlite3"
+WRITER_LOCK_FILE = "writer.lock"
+DAEMON_LOCK_FILE = "daemon.lock"
+FINGERPRINT_KEY_FILE = "fingerprint.key"
+DAEMON_LOG_FILE = "daemon.log"
+
+# Temp files keyroll may leave behind when killed; recovery removes them.
+TEMP_PREFIX = ".keyroll-tmp-"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or os.path.expanduser("~"))
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    """The config file looked for when neither --config nor $KEYROLL_CONFIG is set."""
+    if _is_root():
+        return ROOT_CONFIG_FILE
+    base = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
+    return Path(base) / "keyroll" / "config.toml"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """The folder under which secrets/, backups/ and state/ live by default."""
+    if _is_root():
+        return ROOT_DATA_DIR
+    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
+    return Path(base) / "keyroll"
+
+
+def config_file_to_use(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """Return (path, required): an explicit or $KEYROLL_CONFIG path must exist."""
+    if explicit:
+        return Path(explicit).expanduser().absolute(), True
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG]).expanduser().absolute(), True
+    return default_config_file(env), False
+
+
+def credential_path(value: str, env: Mapping[str, str], base: Path | None) -> Path:
+    """Resolve a file option: `credential:NAME` means `$CREDENTIALS_DIRECTORY/NAME`
+    (systemd LoadCredential); a relative path is relative to the config's folder."""
+    if value.startswith("credential:"):
+        directory = env.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            from keyroll.errors import ConfigError
+
+            raise ConfigError(f"{value}: $CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
+        return Path(directory) / value.removeprefix("credential:")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The three data folders and every file keyroll keeps in them."""
+
+    secrets_dir: Path
+    backup_dir: Path
+    state_dir: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.state_dir / JOURNAL_FILE
+
+    @property
+    def writer_lock(self) -> Path:
+        return self.state_dir / WRITER_LOCK_FILE
+
+    @property
+    def daemon_lock(self) -> Path:
+        return self.state_dir / DAEMON_LOCK_FILE
+
+    @property
+    def fingerprint_key(self) -> Path:
+        return self.state_dir / FINGERPRINT_KEY_FILE
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.state_dir / DAEMON_LOG_FILE
+
+    @classmethod
+    def resolve(
+        cls,
+        configured: Mapping[str, str],
+        config_dir: Path | None,
+        env: Mapping[str, str],
+    ) -> Paths:
+        """Apply the precedence: environment, then the config's [paths], then defaults."""
+        data_dir = default_data_dir(env)
+        chosen: dict[str, Path] = {}
+        for key, env_name in ENV_DIRS.items():
+            if env.get(env_name):
+                chosen[key] = Path(env[env_name]).expanduser().absolute()
+            elif configured.get(key):
+                path = Path(configured[key]).expanduser()
+                if not path.is_absolute():
+                    path = (config_dir or Path.cwd()) / path
+                chosen[key] = path
+            else:
+                chosen[key] = data_dir / DEFAULT_SUBDIRS[key]
+        return cls(**chosen)

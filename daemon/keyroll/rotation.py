@@ -1,0 +1,596 @@
+"""The rotation transaction and its recovery (the heart of keyroll).
+
+Modelled on AWS Secrets Manager's create / set / test / finish with a durable
+write-ahead journal.  For every secret the order holds: the pending value is
+durable in the journal before any service sees it; the service has accepted it
+(tested with a fresh login) before the store says it is current; consumers are
+restarted and healthy before the old credential is retired.  Any failure puts
+the target and the store back to the old value.  A process killed at any point
+leaves an in-flight entry that `recover` (run at the start of every writing
+command) drives forward or back until store, journal and service agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from keyroll import backup as backups
+from keyroll import consumers
+from keyroll.config.policy import Policy, SecretPolicy
+from keyroll.config.schema import SECRET_NAME
+from keyroll.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    EncryptionRequired,
+    KeyrollError,
+    ServiceUnavailable,
+    StoreError,
+    TargetError,
+    combined_exit_code,
+)
+from keyroll.fsutil import ensure_dir
+from keyroll.generate import generate
+from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Journal, new_txid
+from keyroll.lock import FileLock
+from keyroll.schedule import to_iso, utcnow
+from keyroll.store import Store, open_store
+from keyroll.targets import Target, open_target
+
+FAILPOINT_ENV = "KEYROLL_FAILPOINT"
+# Steps at which KEYROLL_FAILPOINT=<step> (or <step>:<n>, the n-th time) kills the
+# process with SIGKILL.  Inactive unless the variable is set; for crash tests.
+FAILPOINTS = ("backup", "create", "apply", "verify", "store-write", "store", "restart", "retire", "finish", "recover")
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(step: str) -> None:
+    """Die here, without cleanup, if KEYROLL_FAILPOINT names this step."""
+    wanted = os.environ.get(FAILPOINT_ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name != step:
+        return
+    _failpoint_hits[step] = _failpoint_hits.get(step, 0) + 1
+    if _failpoint_hits[step] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+SUCCESS_WORDS = {"rotate": "rotated", "set": "set", "restore": "restored", "rollback": "rolled back", "init": "created"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One secret to change.  `value` None means: generate a fresh one."""
+
+    name: str
+    op: str  # rotate | set | restore | rollback | init
+    value: str | None = None
+    rotated: str | None = None  # the value's own rotation time, when it is not now (restore)
+
+
+@dataclass
+class Outcome:
+    """What happened to one secret; `message` is one line and never holds a value."""
+
+    name: str
+    op: str
+    status: str
+    exit_code: int = EXIT_OK
+    message: str = ""
+    target: str | None = None
+    restarted: list[str] = field(default_factory=list)
+    store_only: bool = False
+    services: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+
+@dataclass
+class TxReport:
+    """The result of one transaction (or one recovery)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    backup: Path | None = None
+    removed_temp: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    recovery: TxReport | None = None  # what the session's recovery did first
+
+    @property
+    def all_outcomes(self) -> list[Outcome]:
+        return [*(self.recovery.outcomes if self.recovery else []), *self.outcomes]
+
+    @property
+    def exit_code(self) -> int:
+        return combined_exit_code(o.exit_code for o in self.outcomes)
+
+
+@dataclass
+class _Step:
+    change: Change
+    secret: SecretPolicy
+    old: str | None
+    new: str
+    target: Target | None = None
+    record_only: bool = False  # the service already accepts the value
+    applied: bool = False
+    outcome: Outcome | None = None
+
+    @property
+    def name(self) -> str:
+        return self.change.name
+
+    @property
+    def changes_store(self) -> bool:
+        return self.old != self.new
+
+
+def _exit_code_of(exc: BaseException) -> int:
+    return EXIT_TEMPFAIL if isinstance(exc, ServiceUnavailable) else EXIT_FAILURE
+
+
+class WriterSession:
+    """A writing command's hold on the state folder: the writer lock, the journal,
+    the store, and a completed recovery.  Use as a context manager."""
+
+    def __init__(self, policy: Policy, *, wait: float = 0.0, recover: bool = True) -> None:
+        self.policy = policy
+        self.store: Store = open_store(policy)
+        self._wait = wait
+        self._run_recovery = recover
+        self._lock = FileLock(policy.paths.writer_lock, "writer")
+        self._journal: Journal | None = None
+        self._live: dict[str, str | None] = {}
+        self._targets: dict[str, Target] = {}
+        self.recovery = TxReport()
+
+    # --- session ----------------------------------------------------------------------
+
+    def __enter__(self) -> WriterSession:
+        if self.policy.require_encrypted and self.store.is_plaintext():
+            raise EncryptionRequired(
+                f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {self.store.kind} store "
+                f'{self.store.location} keeps plaintext; use [store] kind = "sops"'
+            )
+        paths = self.policy.paths
+        ensure_dir(paths.state_dir)
+        self._lock.acquire(self._wait)
+        try:
+            ensure_dir(paths.secrets_dir)
+            ensure_dir(paths.backup_dir)
+            self._journal = Journal.open_write(paths)
+            self._prepare_journal(self._journal)
+            if self._run_recovery:
+                self.recovery = self.recover()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for target in self._targets.values():
+            with contextlib.suppress(Exception):
+                target.close()
+        self._targets.clear()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._lock.release()
+
+    def _prepare_journal(self, journal: Journal) -> None:
+        """Hook for stores that encrypt the journal's pending values."""
+        prepare = getattr(self.store, "prepare_journal", None)
+        if callable(prepare):
+            prepare(journal)
+
+    @property
+    def journal(self) -> Journal:
+        assert self._journal is not None, "WriterSession used outside its with-block"
+        return self._journal
+
+    # --- live values and targets --------------------------------------------------------
+
+    def live_value(self, name: str) -> str | None:
+        """The value the services accept right now for `name` (the store's, unless a
+        target has been changed in this session)."""
+        if name not in self._live:
+            self._live[name] = self.store.read(name)
+        return self._live[name]
+
+    def target_for(self, secret: SecretPolicy) -> Target | None:
+        if secret.target is None:
+            return None
+        if secret.target not in self._targets:
+            self._targets[secret.target] = open_target(self.policy, secret.target, secret.name, self._admin_value)
+        return self._targets[secret.target]
+
+    def _admin_value(self, name: str) -> str | None:
+        value = self.live_value(name)
+        if value is None:
+            raise TargetError(
+                f"the admin secret {name} is missing from the store; adopt its current value with `keyroll set {name}`"
+            )
+        return value
+
+    def _admin_last(self, names: Iterable[str]) -> set[str]:
+        return self.policy.admin_secrets() & set(names)
+
+    # --- backup -------------------------------------------------------------------------
+
+    def backup(self, reason: str, protect: Iterable[str] = ()) -> Path | None:
+        """A verified backup of the whole store; None when the store is empty.
+        Retention never deletes it, nor the backups named in `protect`."""
+        files = self.store.snapshot()
+        if not files:
+            return None
+        failpoint("backup")
+        records = self.journal.records()
+        metadata = {
+            name: {
+                "kind": r.kind,
+                "version": r.version,
+                "created": r.created,
+                "rotated": r.rotated,
+                "fingerprint": r.fingerprint,
+            }
+            for name, r in records.items()
+        }
+        encrypt = getattr(self.store, "encrypt_backup_file", None)
+        return backups.create_backup(
+            self.policy.paths.backup_dir,
+            files,
+            metadata,
+            store_kind=self.store.kind,
+            reason=reason,
+            now=utcnow(),
+            keep=self.policy.backup.keep,
+            secret_count=sum(1 for name in self.store.entries() if SECRET_NAME.match(name)),
+            encrypted=bool(encrypt),
+            protect=set(protect),
+        )
+
+    # --- the transaction ----------------------------------------------------------------
+
+    def transact(
+        self,
+        changes: list[Change],
+        *,
+        emergency: bool = False,
+        take_backup: bool = True,
+        reason: str = "before rotate",
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TxReport:
+        """Carry each change through create, set, test and finish; report every outcome."""
+        report = TxReport()
+        txid = new_txid()
+        inflight = self.journal.inflight_names()
+        completions: list[Completion] = []
+        steps: list[_Step] = []
+        admin_names = self._admin_last(c.name for c in changes)
+        ordered = sorted(changes, key=lambda c: c.name in admin_names)
+
+        # 1. Read the current values; refuse what cannot be read (never rotate blindly).
+        values, errors = self.store.read_all([c.name for c in ordered])
+        for change in ordered:
+            secret = self.policy.secret(change.name)
+            outcome = Outcome(change.name, change.op, "failed", services=secret.services, store_only=secret.store_only)
+            report.outcomes.append(outcome)
+            if change.name in inflight:
+                if change.op == "set":
+                    completions_now = [Completion(change.name, "recover", "abandoned", "replaced by keyroll set")]
+                    self.journal.complete(txid, completions_now)
+                else:
+                    outcome.exit_code = EXIT_TEMPFAIL
+                    outcome.message = "a rotation of it is still in flight; run `keyroll recover`"
+                    continue
+            if change.name in errors:
+                outcome.exit_code = EXIT_FAILURE
+                outcome.message = f"cannot be read, not rotating it blindly: {errors[change.name]}"
+                completions.append(Completion(change.name, change.op, "failed", outcome.message))
+                continue
+            old = values[change.name]
+            if old is None and change.op in ("rotate", "rollback"):
+                outcome.exit_code = EXIT_FAILURE
+                outcome.message = "missing from the store; run `keyroll init` to create it"
+                completions.append(Completion(change.name, change.op, "failed", outcome.message))
+                continue
+            new = change.value if change.value is not None else generate(secret.length, secret.alphabet)
+            step = _Step(change, secret, old, new, outcome=outcome)
+            self._live.setdefault(change.name, old)
+            steps.append(step)
+
+        # 2. Preflight: every target reachable and willing; consumers healthy.
+        steps = self._preflight(steps, completions)
+
+        # 3. Backup, before the first change.
+        if steps and take_backup:
+            try:
+                report.backup = self.backup(reason)
+            except KeyrollError as exc:
+                for step in steps:
+                    self._fail_outcome(step, exc, "no backup could be taken, nothing changed")
+                    completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
+                self.journal.complete(txid, completions)
+                return report
+
+        # 4. Create: pending values durable before any service sees them.
+        if steps:
+            self.journal.begin(txid, [(s.name, s.change.op, s.new, s.old, s.secret.target) for s in steps])
+            failpoint("create")
+
+        # 5. Set and test, target by target (admin credentials last).
+        verified: list[_Step] = []
+        for step in steps:
+            if step.target is None or step.record_only:
+                verified.append(step)
+                continue
+            if should_stop is not None and should_stop():
+                assert step.outcome is not None
+                step.outcome.status, step.outcome.message = "cancelled", "not started: keyroll is stopping"
+                completions.append(Completion(step.name, step.change.op, "cancelled", "keyroll was stopping"))
+                continue
+            if self._apply_and_verify(step, completions):
+                verified.append(step)
+
+        # 6. Finish: store, consumers, retirement, journal.
+        completions += self._finish(verified, emergency)
+        failpoint("finish")
+        self.journal.complete(txid, completions)
+        report.recovery = self.recovery
+        return report
+
+    def _preflight(self, steps: list[_Step], completions: list[Completion]) -> list[_Step]:
+        ready: list[_Step] = []
+        checked: dict[str, BaseException | None] = {}
+        for step in steps:
+            try:
+                target = self.target_for(step.secret)
+                step.target = target
+                if target is not None:
+                    assert step.secret.target is not None
+                    if step.secret.target not in checked:
+                        try:
+                            target.check()
+                            checked[step.secret.target] = None
+                        except KeyrollError as exc:
+                            checked[step.secret.target] = exc
+                    problem = checked[step.secret.target]
+                    if problem is not None:
+                        raise problem
+                    if step.change.op != "rotate" and target.accepts(step.new):
+                        step.record_only = True
+                    elif step.old is None and getattr(target, "needs_old", False):
+                        raise TargetError(
+                            f"{target.describe()}: cannot log in to change it without its current password; "
+                            f"adopt the current value first with `keyroll set {step.name}`"
+                        )
+                if step.secret.health and step.changes_store:
+                    failures = consumers.check_health(step.secret.health, step.name, 0, self.policy.env)
+                    if failures:
+                        raise ServiceUnavailable(f"consumers already unhealthy before any change ({failures[0]})")
+            except KeyrollError as exc:
+                self._fail_outcome(step, exc, "not rotated")
+                completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
+                continue
+            ready.append(step)
+        return ready
+
+    def _fail_outcome(self, step: _Step, exc: BaseException, consequence: str) -> None:
+        assert step.outcome is not None
+        step.outcome.status = "failed"
+        step.outcome.exit_code = _exit_code_of(exc)
+        step.outcome.message = f"{exc}; {consequence}"
+
+    def _apply_and_verify(self, step: _Step, completions: list[Completion]) -> bool:
+        assert step.target is not None and step.outcome is not None
+        try:
+            step.applied = True
+            step.target.apply(step.new, step.old)
+            self._live[step.name] = step.new
+            self.journal.advance([step.name], APPLIED)
+            failpoint("apply")
+            step.target.verify(step.new)
+            self.journal.advance([step.name], VERIFIED)
+            failpoint("verify")
+            return True
+        except KeyrollError as exc:
+            completions += self._undo(step, exc, restore_store=False)
+            return False
+
+    def _undo(self, step: _Step, exc: BaseException, *, restore_store: bool) -> list[Completion]:
+        """Put the target (and, if asked, the store and consumers) back to the old value.
+
+        Returns the completion to record, or none when the undo itself failed: the
+        rotation then stays in flight for recovery, with its values kept."""
+        assert step.outcome is not None
+        self._fail_outcome(step, exc, "rolled back to the previous value")
+        try:
+            if step.target is not None and step.applied and not step.record_only:
+                step.target.rollback(step.old, step.new)
+            self._live[step.name] = step.old
+            if restore_store and step.changes_store and step.old is not None:
+                self.store.write({step.name: step.old}, self.policy.secrets)
+                step.outcome.restarted = [s for s in step.secret.restart]
+                consumers.restart(step.secret.restart, step.name, self.policy.env)
+        except KeyrollError as undo_exc:
+            step.outcome.exit_code = _exit_code_of(undo_exc)
+            step.outcome.message = f"{exc}; rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
+            self.journal.note_error(step.name, str(undo_exc))
+            return []
+        return [Completion(step.name, step.change.op, "failed", f"{exc}; rolled back")]
+
+    def _finish(self, steps: list[_Step], emergency: bool) -> list[Completion]:
+        """Store the verified values, restart consumers, check health, retire old credentials."""
+        completions: list[Completion] = []
+        to_store = {s.name: s.new for s in steps if s.changes_store}
+        try:
+            self.store.write(to_store, self.policy.secrets, before_rename=lambda: failpoint("store-write"))
+        except (StoreError, KeyrollError) as exc:
+            for step in steps:
+                completions += self._undo(step, exc, restore_store=False)
+            return completions
+        if to_store:
+            self.journal.advance(to_store, STORED)
+            failpoint("store")
+        for step in steps:
+            self._live[step.name] = step.new
+            assert step.outcome is not None
+            if step.changes_store and (step.secret.restart or step.secret.health):
+                failures = consumers.restart(step.secret.restart, step.name, self.policy.env)
+                step.outcome.restarted = list(step.secret.restart)
+                failpoint("restart")
+                if not failures and step.secret.health:
+                    failures = consumers.check_health(
+                        step.secret.health, step.name, step.secret.health_timeout.total_seconds(), self.policy.env
+                    )
+                if failures:
+                    kind = "restart" if failures[0].spec in step.secret.restart else "health check"
+                    completions += self._undo(
+                        step, ServiceUnavailable(f"{kind} failed: {failures[0]}"), restore_store=True
+                    )
+                    continue
+            self._retire_or_queue(step, emergency)
+            completions.append(self._success(step))
+        return completions
+
+    def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
+        target = step.target
+        if target is None or not target.keeps_old or step.old is None or step.old == step.new or step.record_only:
+            return
+        token = target.retirement_token(step.old)
+        if token is None:
+            return
+        if emergency or target.grace <= timedelta(0):
+            failpoint("retire")
+            try:
+                target.retire(token)
+                return
+            except KeyrollError as exc:
+                assert step.outcome is not None
+                step.outcome.message = f"old credential not yet removed ({exc}); will retry"
+        self.journal.queue_retirement(step.name, target.name, token, utcnow() + target.grace)
+
+    def _success(self, step: _Step) -> Completion:
+        assert step.outcome is not None
+        outcome = step.outcome
+        adopted = step.record_only and step.change.op == "set"
+        outcome.status = "adopted" if adopted else SUCCESS_WORDS.get(step.change.op, "done")
+        outcome.exit_code = EXIT_OK
+        if step.target is not None:
+            outcome.target = step.target.describe()
+        return Completion(
+            step.name,
+            step.change.op,
+            outcome.status,
+            outcome.message,
+            kind=step.secret.kind,
+            value=step.new,
+            rotated=step.change.rotated,
+        )
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def recover(self) -> TxReport:
+        """Finish or undo every rotation left in flight; remove temp files; retire
+        old credentials whose grace has passed.  Idempotent, and safe to interrupt."""
+        report = TxReport()
+        report.removed_temp = self.store.remove_temp_files() + backups.remove_partial_backups(
+            self.policy.paths.backup_dir
+        )
+        entries = self.journal.inflight()
+        admins = self.policy.admin_secrets()
+        for entry in sorted(entries.values(), key=lambda e: e.name not in admins):
+            failpoint("recover")
+            report.outcomes.append(self._recover_entry(entry))
+        report.retired = self.retire_due()
+        return report
+
+    def _recover_entry(self, entry: InFlight) -> Outcome:
+        secret = self.policy.secrets.get(entry.name)
+        outcome = Outcome(entry.name, entry.op, "unresolved", EXIT_FAILURE)
+        if secret is None:
+            outcome.message = "interrupted rotation of a secret no longer in the policy; its values stay in the journal"
+            return outcome
+        outcome.services, outcome.store_only = secret.services, secret.store_only
+        change = Change(entry.name, entry.op, entry.pending)
+        try:
+            current = self.store.read(entry.name)
+            target = self.target_for(secret) if entry.target and secret.target == entry.target else None
+            if target is None:
+                # Store only: nothing outside keyroll saw the pending value; drive forward.
+                step = _Step(change, secret, current, entry.pending, outcome=outcome)
+                return self._recover_forward(entry, step)
+            target.wait_idle(30.0)
+            if target.accepts(entry.pending):
+                self._live[entry.name] = entry.pending
+                step = _Step(change, secret, entry.old, entry.pending, target, applied=True, outcome=outcome)
+                return self._recover_forward(entry, step)
+            if entry.old is not None and target.accepts(entry.old):
+                self._live[entry.name] = entry.old
+                if current != entry.old:
+                    self.store.write({entry.name: entry.old}, self.policy.secrets)
+                if entry.phase == STORED and secret.restart:
+                    consumers.restart(secret.restart, entry.name, self.policy.env)
+                detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"
+                self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "rolled back", detail)])
+                outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
+                return outcome
+            if entry.old is None:
+                detail = "interrupted before the service took the new value; nothing to undo"
+                self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "failed", detail)])
+                outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
+                return outcome
+            raise TargetError(
+                f"{target.describe()} accepts neither the pending nor the previous value; "
+                f"give it the value it accepts with `keyroll set {entry.name}`"
+            )
+        except KeyrollError as exc:
+            self.journal.note_error(entry.name, str(exc))
+            outcome.exit_code = _exit_code_of(exc)
+            outcome.message = f"{exc}; still in flight"
+            return outcome
+
+    def _recover_forward(self, entry: InFlight, step: _Step) -> Outcome:
+        """Finish an interrupted rotation whose new value the service (if any) accepts."""
+        assert step.outcome is not None
+        completions = self._finish([step], emergency=False)
+        self.journal.complete(entry.txid, completions)
+        if step.outcome.ok:
+            step.outcome.status = "completed"
+            step.outcome.message = f"interrupted after {entry.phase}; completed"
+        return step.outcome
+
+    def retire_due(self, force: bool = False) -> list[str]:
+        """Remove old credentials whose grace period has passed (all of them if `force`)."""
+        retired = []
+        now = to_iso(utcnow())
+        for item in self.journal.retirements():
+            if not force and item.not_before > now:
+                continue
+            secret = next((s for s in self.policy.secrets.values() if s.target == item.target), None)
+            if secret is None:
+                self.journal.retired(item.name, item.credential)
+                continue
+            try:
+                target = self.target_for(secret)
+                assert target is not None
+                target.retire(item.credential)
+            except KeyrollError:
+                continue  # stays queued; the next writing command or daemon cycle retries
+            self.journal.retired(item.name, item.credential)
+            self.journal.add_history("retire", item.name, "retire", "retired", "old credential removed")
+            retired.append(item.name)
+        return retired

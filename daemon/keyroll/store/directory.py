@@ -1,0 +1,114 @@
+"""The directory store: one file per secret, named exactly after it (contract)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keyroll.errors import StoreError
+from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
+from keyroll.paths import TEMP_PREFIX
+from keyroll.store import EntryInfo, decode_value
+
+if TYPE_CHECKING:
+    from keyroll.config.policy import SecretPolicy
+
+
+def group_id(group: str) -> int | None:
+    """The gid of a group name (or number); None for ''."""
+    if not group:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StoreError(f"group {group!r} does not exist on this machine") from None
+
+
+class DirectoryStore:
+    """Secrets as files in one folder (mode 0700), each replaced atomically."""
+
+    kind = "directory"
+
+    def __init__(self, directory: Path) -> None:
+        self.location = directory
+
+    def read(self, name: str) -> str | None:
+        raw = read_bytes(self.location, name)
+        return None if raw is None else decode_value(raw, self.location / name)
+
+    def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
+        values: dict[str, str | None] = {}
+        errors: dict[str, str] = {}
+        for name in names:
+            try:
+                values[name] = self.read(name)
+            except StoreError as exc:
+                errors[name] = str(exc)
+        return values, errors
+
+    def write(
+        self,
+        values: Mapping[str, str],
+        secrets: Mapping[str, SecretPolicy],
+        before_rename: Callable[[], None] | None = None,
+    ) -> None:
+        ensure_dir(self.location)
+        write_files_atomically(
+            self.location,
+            {name: value.encode("utf-8") for name, value in values.items()},
+            mode={name: secrets[name].mode for name in values},
+            gid={name: group_id(secrets[name].group) for name in values},
+            before_rename=before_rename,
+        )
+
+    def inspect(self, name: str) -> EntryInfo:
+        path = self.location / name
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return EntryInfo(exists=False)
+        except OSError as exc:
+            return EntryInfo(exists=False, problem=describe_os_error(path, exc))
+        if stat.S_ISLNK(info.st_mode):
+            return EntryInfo(exists=True, problem=f"{path}: is a symlink; keyroll never reads or writes through one")
+        if not stat.S_ISREG(info.st_mode):
+            return EntryInfo(exists=True, problem=f"{path}: is not a regular file")
+        return EntryInfo(exists=True, size=info.st_size, mode=stat.S_IMODE(info.st_mode))
+
+    def entries(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.location) if not n.startswith(TEMP_PREFIX))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(describe_os_error(self.location, exc)) from None
+
+    def snapshot(self) -> dict[str, bytes]:
+        from keyroll.config.schema import SECRET_NAME
+
+        files: dict[str, bytes] = {}
+        for name in filter(SECRET_NAME.match, self.entries()):
+            info = self.inspect(name)
+            if info.problem:
+                raise StoreError(f"cannot back up: {info.problem}")
+            raw = read_bytes(self.location, name)
+            if raw is not None:
+                files[name] = raw
+        return files
+
+    def restore_snapshot(self, files: Mapping[str, bytes], kind: str) -> dict[str, str]:
+        if kind != self.kind:
+            raise StoreError(f"the backup holds a {kind} store; this store is a {self.kind} store")
+        return {name: decode_value(raw, Path(name)) for name, raw in files.items()}
+
+    def remove_temp_files(self) -> list[str]:
+        return remove_temp_files(self.location)
+
+    def is_plaintext(self) -> bool:
+        return True

@@ -1,0 +1,129 @@
+"""Live services a secret's value is applied to, behind one small interface.
+
+A target changes one account's password.  The rotation transaction calls, in
+order: `check` (reachable, allowed), `apply` (make the new value valid, keeping
+the old one where the service allows), `verify` (log in with the new value as a
+consumer would), and on failure `rollback`; later `retire` removes an old
+credential that was kept valid during a grace period.  `accepts` answers the
+one question recovery asks: does the service take this value right now?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from keyroll.errors import ConfigError, KeyrollError
+
+if TYPE_CHECKING:
+    from keyroll.config.policy import Policy
+
+# Name of the application as services see it (PostgreSQL application_name, Redis
+# CLIENT SETNAME): recovery waits until no other keyroll session is active.
+APPLICATION_PREFIX = "keyroll-"
+
+
+class Target(Protocol):
+    """One account on one live service."""
+
+    name: str
+    # Whether the old credential stays valid after `apply`, until `retire`.
+    keeps_old: bool
+    grace: timedelta
+
+    def describe(self) -> str:
+        """One line for plans and messages (never a value)."""
+
+    def check(self) -> None:
+        """Reach the service and make sure the change is allowed.
+        ServiceUnavailable if it is down, TargetError for wrong credentials or rights."""
+
+    def accepts(self, value: str) -> bool:
+        """Whether a fresh login with `value` succeeds now (ServiceUnavailable if down)."""
+
+    def apply(self, new: str, old: str | None) -> None:
+        """Make `new` valid (and `old` too, where the service allows it)."""
+
+    def verify(self, new: str) -> None:
+        """Log in with `new` as a consumer would; TargetError if refused."""
+
+    def rollback(self, old: str | None, new: str) -> None:
+        """Make `old` the valid credential again and `new` invalid."""
+
+    def retirement_token(self, old: str) -> str | None:
+        """What to remember (a hash, never the value) to retire `old` later; None if nothing to do."""
+
+    def retire(self, token: str) -> None:
+        """Remove the old credential identified by `token`."""
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait until no other keyroll session is still active on the service."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a target logs in to make a change.  `admin_password` returns the value
+    the service accepts right now for the admin account (None: no password)."""
+
+    admin_user: str
+    admin_password: Callable[[], str | None]
+    admin_source: str  # for messages: "secret pg_admin", "file /run/...", "no password"
+
+
+def admin_credentials(policy: Policy, target_name: str, live_value: Callable[[str], str | None]) -> Credentials:
+    """The admin login of a target: another keyroll secret's live value, a file, or none."""
+    from keyroll.paths import credential_path
+
+    config = policy.targets[target_name]
+    admin_user = getattr(config, "admin_user", "")
+    secret = getattr(config, "admin_password_secret", "")
+    file_option = getattr(config, "admin_password_file", "")
+    if secret:
+        return Credentials(admin_user, lambda: live_value(secret), f"secret {secret}")
+    if file_option:
+        path = credential_path(file_option, policy.env, policy.config_dir)
+
+        def from_file() -> str:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                from keyroll.fsutil import describe_os_error
+
+                raise ConfigError(
+                    f"targets.{target_name}.admin_password_file: {describe_os_error(path, exc)}"
+                ) from None
+            return text[:-1] if text.endswith("\n") else text
+
+        return Credentials(admin_user, from_file, f"file {path}")
+    return Credentials(admin_user, lambda: None, "no password")
+
+
+def open_target(policy: Policy, target_name: str, secret_name: str, live_value: Callable[[str], str | None]) -> Target:
+    """Build the target named in the policy.  Nothing connects yet, and the client
+    library (psycopg, redis, ...) is imported only when the target first connects."""
+    from keyroll.config import schema
+
+    config = policy.targets[target_name]
+    credentials = admin_credentials(policy, target_name, live_value)
+    if isinstance(config, schema.PostgresTarget):
+        from keyroll.targets.postgres import PostgresTarget
+
+        return PostgresTarget(target_name, config, credentials, secret_name)
+    if isinstance(config, schema.RedisTarget):
+        from keyroll.targets.redis import RedisTarget
+
+        return RedisTarget(target_name, config, credentials, secret_name)
+    if isinstance(config, schema.MysqlTarget):
+        from keyroll.targets.mysql import MysqlTarget
+
+        return MysqlTarget(target_name, config, credentials, secret_name)
+    if isinstance(config, schema.CommandTarget):
+        from keyroll.targets.command import CommandTarget
+
+        return CommandTarget(target_name, config, credentials, secret_name, policy.env)
+    raise KeyrollError(f"targets.{target_name}.type: unsupported type {config.type!r}")
