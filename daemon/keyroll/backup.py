@@ -30,7 +30,7 @@ from keyroll.paths import TEMP_PREFIX
 MANIFEST = "manifest.json"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
-NAME_PATTERN = re.compile(r"^secrets_(\d{8})_(\d{6})(?:_(\d{2,}))?$")
+NAME_PATTERN = re.compile(r"\Asecrets_(\d{8})_(\d{6})(?:_(\d{2,}))?\Z")
 
 
 @dataclass(frozen=True)

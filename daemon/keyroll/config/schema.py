@@ -16,7 +16,7 @@ from typing import Any
 
 from keyroll.errors import ConfigError
 
-SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
+SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
 
 Check = Callable[[Any], "str | None"]
 
