@@ -74,9 +74,8 @@ def sha256(data: bytes) -> str:
 def backup_name(now: datetime, taken: set[str]) -> str:
     """`secrets_YYYYmmdd_HHMMSS` for `now` (UTC), with a suffix above every backup
     already named for that second, so name order stays time order."""
-    from datetime import timezone
 
-    base = "secrets_" + now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
+    base = "secrets_" + now.astimezone(UTC).strftime("%Y%m%d_%H%M%S")
     used = [-1]
     for name in taken:
         match = NAME_PATTERN.match(name)

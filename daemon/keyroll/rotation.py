@@ -214,7 +214,7 @@ class WriterSession:
         if secret.target is None:
             return None
         if secret.target not in self._targets:
-            self._targets[secret.target] = open_target(self.policy, secret.target, secret.name, self._admin_value)
+            self._targets[secret.target] = open_target(self.policy, secret.target, secret.name, self.live_value)
         return self._targets[secret.target]
 
     def _admin_value(self, name: str) -> str | None:
@@ -361,23 +361,24 @@ class WriterSession:
                 step.target = target
                 if target is not None:
                     assert step.secret.target is not None
-                    if step.secret.target not in checked:
-                        try:
-                            target.check()
-                            checked[step.secret.target] = None
-                        except KeyrollError as exc:
-                            checked[step.secret.target] = exc
-                    problem = checked[step.secret.target]
-                    if problem is not None:
-                        raise problem
-                    if step.change.op != "rotate" and target.accepts(step.new):
-                        step.record_only = True
-                    elif step.old is None and getattr(target, "needs_old", False):
-                        raise TargetError(
-                            f"{target.describe()}: cannot log in to change it without its current password; "
-                            f"adopt the current value first with `keyroll set {step.name}`"
-                        )
-                if step.secret.health and step.changes_store:
+                    # Adopting a value the service already takes needs no change and no admin login.
+                    step.record_only = step.change.op != "rotate" and target.accepts(step.new)
+                    if not step.record_only:
+                        if step.old is None and target.needs_old:
+                            raise TargetError(
+                                f"{target.describe()}: keyroll logs in with the current password to change it, "
+                                f"and {step.name} has none in the store; adopt it first with `keyroll set {step.name}`"
+                            )
+                        if step.secret.target not in checked:
+                            try:
+                                target.check()
+                                checked[step.secret.target] = None
+                            except KeyrollError as exc:
+                                checked[step.secret.target] = exc
+                        if (problem := checked[step.secret.target]) is not None:
+                            raise problem
+                if step.secret.health and step.changes_store and step.old is not None:
+                    # (A secret being created has no consumers running on it yet.)
                     failures = consumers.check_health(step.secret.health, step.name, 0, self.policy.env)
                     if failures:
                         raise ServiceUnavailable(f"consumers already unhealthy before any change ({failures[0]})")
@@ -458,9 +459,14 @@ class WriterSession:
                     )
                 if failures:
                     kind = "restart" if failures[0].spec in step.secret.restart else "health check"
-                    completions += self._undo(
-                        step, ServiceUnavailable(f"{kind} failed: {failures[0]}"), restore_store=True
-                    )
+                    problem = ServiceUnavailable(f"{kind} failed: {failures[0]}")
+                    if step.old is None:
+                        # Just created: there is nothing to go back to, so keep (and record) it.
+                        completions.append(self._success(step))
+                        step.outcome.exit_code = EXIT_TEMPFAIL
+                        step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
+                        continue
+                    completions += self._undo(step, problem, restore_store=True)
                     continue
             self._retire_or_queue(step, emergency)
             completions.append(self._success(step))
@@ -533,7 +539,13 @@ class WriterSession:
                 # Store only: nothing outside keyroll saw the pending value; drive forward.
                 step = _Step(change, secret, current, entry.pending, outcome=outcome)
                 return self._recover_forward(entry, step)
-            target.wait_idle(30.0)
+            # Learn which value the service takes first: when the secret is its own (or
+            # another target's) login, that is the password to log in with.
+            if target.accepts(entry.pending):
+                self._live[entry.name] = entry.pending
+            elif entry.old is not None:
+                self._live[entry.name] = entry.old
+            target.wait_idle(30.0)  # a killed keyroll's change may still land: decide after it has
             if target.accepts(entry.pending):
                 self._live[entry.name] = entry.pending
                 step = _Step(change, secret, entry.old, entry.pending, target, applied=True, outcome=outcome)

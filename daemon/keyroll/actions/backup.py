@@ -12,13 +12,19 @@ from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.store import open_store
 
 
-def take_backup(policy: Policy, *, wait: float = 0.0) -> Path:
-    """A new verified backup of the store; returns its folder."""
+@dataclass
+class BackupResult:
+    path: Path
+    recovery: TxReport
+
+
+def take_backup(policy: Policy, *, wait: float = 0.0) -> BackupResult:
+    """A new verified backup of the store (after the usual recovery)."""
     with WriterSession(policy, wait=wait) as session:
         path = session.backup("manual")
     if path is None:
         raise BackupError(f"{policy.paths.secrets_dir}: the store is empty; nothing to back up (run `keyroll init`)")
-    return path
+    return BackupResult(path, session.recovery)
 
 
 def list_backups(policy: Policy) -> list[backups.BackupSummary]:

@@ -113,7 +113,11 @@ def _check_targets(policy: Policy, report: ValidationReport) -> None:
         if name not in owners:
             report.add(WARN, f"targets.{name}", "no secret names this target")
             continue
-        target = open_target(policy, name, owners[name], live)
+        try:
+            target = open_target(policy, name, owners[name], live)
+        except KeyrollError as exc:
+            report.add(FAIL, f"targets.{name}", str(exc))
+            continue
         try:
             target.check()
             report.add(OK, f"targets.{name}", f"reachable: {target.describe()}")

@@ -215,12 +215,14 @@ def cmd_set(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from keyroll.actions.backup import take_backup
 
-    path = take_backup(_policy(args), wait=args.wait)
+    result = take_backup(_policy(args), wait=args.wait)
+    code = result.recovery.exit_code
     if args.json:
-        emit_json("backup", EXIT_OK, {"path": path})
+        emit_json("backup", code, result)
     else:
-        line(str(path))
-    return EXIT_OK
+        _render_recovery(result.recovery)
+        line(str(result.path))
+    return code
 
 
 def _size(n: int) -> str:

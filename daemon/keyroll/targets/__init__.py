@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from keyroll.errors import ConfigError, KeyrollError
+from keyroll.errors import ConfigError, KeyrollError, TargetError
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
@@ -32,6 +32,9 @@ class Target(Protocol):
     # Whether the old credential stays valid after `apply`, until `retire`.
     keeps_old: bool
     grace: timedelta
+
+    # Whether `apply` must log in with the old value (the account changes its own password).
+    needs_old: bool
 
     def describe(self) -> str:
         """One line for plans and messages (never a value)."""
@@ -67,24 +70,59 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class Credentials:
-    """How a target logs in to make a change.  `admin_password` returns the value
-    the service accepts right now for the admin account (None: no password)."""
+    """How a target logs in to make a change: as `user` with `password()`, the
+    value the service accepts for that login right now (None: no password).
+    `own` is True when the account changes its own password (no admin)."""
 
-    admin_user: str
-    admin_password: Callable[[], str | None]
-    admin_source: str  # for messages: "secret pg_admin", "file /run/...", "no password"
+    user: str
+    password: Callable[[], str | None]
+    source: str  # for messages: "secret pg_admin", "file /run/...", "its own current value"
+    own: bool = False
+
+    def refused(self) -> str:
+        """Why a refused login matters, for the error message."""
+        if self.own:
+            return "the service does not accept the stored value"
+        return f"wrong admin credentials ({self.source})"
 
 
-def admin_credentials(policy: Policy, target_name: str, live_value: Callable[[str], str | None]) -> Credentials:
-    """The admin login of a target: another keyroll secret's live value, a file, or none."""
+def admin_credentials(
+    policy: Policy, target_name: str, secret_name: str, live_value: Callable[[str], str | None]
+) -> Credentials:
+    """The login a target uses to change a password: an admin account (password from
+    another keyroll secret, a file / systemd credential, or none), or the account
+    itself with its current value."""
     from keyroll.paths import credential_path
 
     config = policy.targets[target_name]
     admin_user = getattr(config, "admin_user", "")
     secret = getattr(config, "admin_password_secret", "")
     file_option = getattr(config, "admin_password_file", "")
+    account = getattr(config, "user", "")
+
+    def required(name: str, hint: str) -> Callable[[], str]:
+        def value() -> str:
+            found = live_value(name)
+            if found is None:
+                raise TargetError(f"{hint}; adopt its current value first with `keyroll set {name}`")
+            return found
+
+        return value
+
+    if not admin_user:
+        return Credentials(
+            account,
+            required(
+                secret_name,
+                f"{secret_name} is missing from the store, so keyroll cannot log in as {account!r} to change it",
+            ),
+            "its own current value",
+            own=True,
+        )
     if secret:
-        return Credentials(admin_user, lambda: live_value(secret), f"secret {secret}")
+        return Credentials(
+            admin_user, required(secret, f"the admin secret {secret} is missing from the store"), f"secret {secret}"
+        )
     if file_option:
         path = credential_path(file_option, policy.env, policy.config_dir)
 
@@ -109,7 +147,7 @@ def open_target(policy: Policy, target_name: str, secret_name: str, live_value: 
     from keyroll.config import schema
 
     config = policy.targets[target_name]
-    credentials = admin_credentials(policy, target_name, live_value)
+    credentials = admin_credentials(policy, target_name, secret_name, live_value)
     if isinstance(config, schema.PostgresTarget):
         from keyroll.targets.postgres import PostgresTarget
 

@@ -1,0 +1,145 @@
+"""MariaDB / MySQL: change an account's password with ALTER USER ... IDENTIFIED BY
+PASSWORD, sending only the mysql_native_password hash computed client-side, so the
+plaintext never reaches the server or its general log.  The server keeps one
+password per account, so the change is not zero-downtime for new logins."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from keyroll.errors import ServiceUnavailable, TargetError
+from keyroll.schedule import parse_duration
+from keyroll.targets import Credentials
+
+if TYPE_CHECKING:
+    from keyroll.config.schema import MysqlTarget as MysqlConfig
+
+_ACCESS_DENIED = 1045
+
+
+def _pymysql() -> Any:
+    try:
+        import pymysql
+    except ImportError:
+        raise TargetError("MariaDB/MySQL targets need PyMySQL: pip install 'keyroll[mysql]'") from None
+    return pymysql
+
+
+def native_password_hash(value: str) -> str:
+    """mysql_native_password's stored form: '*' + upper hex of SHA1(SHA1(password))."""
+    return "*" + hashlib.sha1(hashlib.sha1(value.encode("utf-8")).digest()).hexdigest().upper()
+
+
+class MysqlTarget:
+    """An account's password on one MariaDB/MySQL server."""
+
+    keeps_old = False
+    grace = timedelta(0)
+
+    def __init__(self, name: str, config: MysqlConfig, credentials: Credentials, secret: str) -> None:
+        self.name = name
+        self.config = config
+        self.credentials = credentials
+        self.secret = secret
+        self.needs_old = credentials.own
+        self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
+        self._admin: Any = None
+
+    def describe(self) -> str:
+        c = self.config
+        return f"MariaDB/MySQL account '{c.user}'@'{c.user_host}' at {c.host}:{c.port}"
+
+    def _connect(self, user: str, password: str | None) -> Any:
+        pymysql = _pymysql()
+        try:
+            return pymysql.connect(
+                host=self.config.host,
+                port=self.config.port,
+                user=user,
+                password=password or "",
+                connect_timeout=self._timeout,
+                autocommit=True,
+                program_name="keyroll",
+            )
+        except pymysql.err.OperationalError as exc:
+            code = exc.args[0] if exc.args else None
+            if code == _ACCESS_DENIED:
+                raise _Rejected(f"{self.describe()}: login as {user!r} refused") from None
+            raise ServiceUnavailable(f"{self.describe()}: unreachable ({exc.args[-1] if exc.args else exc})") from None
+
+    def _execute(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        pymysql = _pymysql()
+        if self._admin is None:
+            try:
+                self._admin = self._connect(self.credentials.user, self.credentials.password())
+            except _Rejected as exc:
+                raise TargetError(f"{exc}: {self.credentials.refused()}") from None
+        try:
+            with self._admin.cursor() as cursor:
+                cursor.execute(query, params)
+                return list(cursor.fetchall())
+        except pymysql.err.OperationalError as exc:
+            self.close()
+            raise ServiceUnavailable(
+                f"{self.describe()}: connection lost ({exc.args[-1] if exc.args else exc})"
+            ) from None
+        except pymysql.err.MySQLError as exc:
+            raise TargetError(f"{self.describe()}: {exc.args[-1] if exc.args else exc}") from None
+
+    def check(self) -> None:
+        if self.credentials.own:
+            self._execute("SELECT 1")
+            return
+        rows = self._execute(
+            "SELECT count(*) FROM mysql.user WHERE User = %s AND Host = %s", (self.config.user, self.config.user_host)
+        )
+        if not rows or not rows[0][0]:
+            raise TargetError(f"{self.describe()}: the account does not exist")
+
+    def accepts(self, value: str) -> bool:
+        try:
+            self._connect(self.config.user, value).close()
+        except _Rejected:
+            return False
+        return True
+
+    def _set_password(self, value: str) -> None:
+        digest = native_password_hash(value)
+        if self.credentials.own:
+            self._execute("SET PASSWORD = %s", (digest,))
+        else:
+            self._execute(
+                "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (self.config.user, self.config.user_host, digest)
+            )
+
+    def apply(self, new: str, old: str | None) -> None:
+        self._set_password(new)
+
+    def verify(self, new: str) -> None:
+        if not self.accepts(new):
+            raise TargetError(f"{self.describe()}: a fresh login with the new password was refused")
+
+    def rollback(self, old: str | None, new: str) -> None:
+        if old is None:
+            raise TargetError(f"{self.describe()}: there is no previous password to go back to")
+        self._set_password(old)
+
+    def retirement_token(self, old: str) -> str | None:
+        return None
+
+    def retire(self, token: str) -> None:
+        return None
+
+    def wait_idle(self, timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+
+class _Rejected(TargetError):
+    """The server answered, and refused the login."""

@@ -1,0 +1,183 @@
+"""PostgreSQL: change a role's password with ALTER ROLE, sending only the
+SCRAM-SHA-256 verifier computed client-side, so the plaintext never reaches the
+server or its log.  Open connections keep working; new logins need the new value."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from keyroll.errors import ServiceUnavailable, TargetError
+from keyroll.schedule import parse_duration
+from keyroll.targets import APPLICATION_PREFIX, Credentials
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from keyroll.config.schema import PostgresTarget as PostgresConfig
+
+_AUTH_SQLSTATES = {"28P01", "28000"}  # invalid_password, invalid_authorization_specification
+_AUTH_PHRASES = ("password authentication failed", "no password supplied", "authentication failed")
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise TargetError("PostgreSQL targets need psycopg: pip install 'keyroll[postgres]'") from None
+    return psycopg
+
+
+def _last_line(exc: BaseException) -> str:
+    """The part of a libpq error that says why (after its last 'FATAL:' or 'ERROR:')."""
+    text = " ".join(str(exc).split())
+    for marker in ("FATAL:", "ERROR:"):
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip()
+    return text.removeprefix("connection failed:").strip() or type(exc).__name__
+
+
+class PostgresTarget:
+    """A role's password on one PostgreSQL server."""
+
+    keeps_old = False
+    grace = timedelta(0)
+
+    def __init__(self, name: str, config: PostgresConfig, credentials: Credentials, secret: str) -> None:
+        self.name = name
+        self.config = config
+        self.credentials = credentials
+        self.secret = secret
+        self.needs_old = credentials.own
+        self._admin: psycopg.Connection[Any] | None = None
+        self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
+
+    def describe(self) -> str:
+        c = self.config
+        return f"PostgreSQL role {c.user!r} at {c.host}:{c.port}"
+
+    # --- connections ------------------------------------------------------------------
+
+    def _connect(self, user: str, password: str | None) -> psycopg.Connection[Any]:
+        """A new connection; ServiceUnavailable if the server cannot be reached,
+        TargetError (auth=True attribute) if it refuses the login."""
+        psycopg = _psycopg()
+        params: dict[str, Any] = {
+            "host": self.config.host,
+            "port": self.config.port,
+            "dbname": self.config.database,
+            "user": user,
+            "connect_timeout": self._timeout,
+            "application_name": f"{APPLICATION_PREFIX}{os.getpid()}",
+            "autocommit": True,
+        }
+        if password is not None:
+            params["password"] = password
+        try:
+            return psycopg.connect(**params)  # type: ignore[no-any-return]
+        except psycopg.OperationalError as exc:
+            reason = _last_line(exc)
+            if getattr(exc, "sqlstate", None) in _AUTH_SQLSTATES or any(p in reason for p in _AUTH_PHRASES):
+                raise _Rejected(f"{self.describe()}: login as {user!r} refused ({reason})") from None
+            raise ServiceUnavailable(f"{self.describe()}: unreachable ({reason})") from None
+
+    def _admin_connection(self) -> psycopg.Connection[Any]:
+        if self._admin is not None and not self._admin.closed and not self._admin.broken:
+            return self._admin
+        try:
+            self._admin = self._connect(self.credentials.user, self.credentials.password())
+        except _Rejected as exc:
+            raise TargetError(f"{exc}: {self.credentials.refused()}") from None
+        return self._admin
+
+    def _execute(self, query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        psycopg = _psycopg()
+        connection = self._admin_connection()
+        try:
+            cursor = connection.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+        except psycopg.OperationalError as exc:
+            self._admin = None
+            raise ServiceUnavailable(f"{self.describe()}: connection lost ({_last_line(exc)})") from None
+        except psycopg.Error as exc:
+            raise TargetError(f"{self.describe()}: {_last_line(exc)}") from None
+
+    # --- the interface ----------------------------------------------------------------
+
+    def check(self) -> None:
+        rows = self._execute(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = %s), rolsuper, rolcreaterole "
+            "FROM pg_roles WHERE rolname = current_user",
+            (self.config.user,),
+        )
+        exists, superuser, createrole = rows[0]
+        if not exists:
+            raise TargetError(f"{self.describe()}: the role does not exist")
+        if not self.credentials.own and not (superuser or createrole):
+            raise TargetError(
+                f"{self.describe()}: {self.credentials.user!r} may not change passwords (needs CREATEROLE)"
+            )
+
+    def accepts(self, value: str) -> bool:
+        try:
+            self._connect(self.config.user, value).close()
+        except _Rejected:
+            return False
+        return True
+
+    def apply(self, new: str, old: str | None) -> None:
+        self._set_password(new)
+
+    def _set_password(self, value: str) -> None:
+        from psycopg import sql
+
+        connection = self._admin_connection()
+        verifier = connection.pgconn.encrypt_password(value.encode(), self.config.user.encode(), b"scram-sha-256")
+        statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(self.config.user), sql.Literal(verifier.decode())
+        )
+        self._execute(statement)
+
+    def verify(self, new: str) -> None:
+        if not self.accepts(new):
+            raise TargetError(f"{self.describe()}: a fresh login with the new password was refused")
+
+    def rollback(self, old: str | None, new: str) -> None:
+        if old is None:
+            raise TargetError(f"{self.describe()}: there is no previous password to go back to")
+        self._set_password(old)
+
+    def retirement_token(self, old: str) -> str | None:
+        return None
+
+    def retire(self, token: str) -> None:
+        return None
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait until no other keyroll session is active on the server: a killed
+        client's ALTER ROLE can still commit after the kill."""
+        deadline = time.monotonic() + timeout
+        mine = f"{APPLICATION_PREFIX}{os.getpid()}"
+        while True:
+            rows = self._execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s AND application_name <> %s",
+                (APPLICATION_PREFIX + "%", mine),
+            )
+            if rows[0][0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"{self.describe()}: another keyroll session is still active after {timeout:g}s"
+                )
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+
+class _Rejected(TargetError):
+    """The server answered, and refused the login."""

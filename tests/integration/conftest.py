@@ -1,0 +1,97 @@
+"""Real services for the integration tests: one throwaway PostgreSQL, Redis and
+MariaDB per test session, on free loopback ports (never the machine's shared ones)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import peers
+
+_names = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A role/user name no other test of this session uses."""
+    return f"{prefix}{os.getpid()}_{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.PostgresServer]:
+    with peers.PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.RedisServer]:
+    with peers.RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peers.MariaDBServer]:
+    with peers.MariaDBServer(tmp_path_factory.mktemp("mariadb")) as server:
+        yield server
+
+
+@pytest.fixture
+def running(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Make sure a server stopped by a test is started again afterwards."""
+    servers: list[object] = []
+    yield servers.append
+    for server in servers:
+        if not server.running:  # type: ignore[attr-defined]
+            server.start()  # type: ignore[attr-defined]
+
+
+class CmdlineWatcher:
+    """Reads every process's /proc/PID/cmdline while a rotation runs, to show that no
+    value ever appears in any argv (keyroll's own, or a child's)."""
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        self.seen.add(Path(entry.path, "cmdline").read_bytes())
+            time.sleep(0.002)
+
+    def __enter__(self) -> CmdlineWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def carries(self, value: str) -> bool:
+        return any(value.encode() in cmdline for cmdline in self.seen)
+
+
+def keyroll(
+    config: Path, *argv: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """keyroll as a real process (what crash tests kill)."""
+    return subprocess.run(
+        [sys.executable, "-m", "keyroll", "--config", str(config), *argv],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )

@@ -1,0 +1,290 @@
+"""The rotation transaction with a `command` target and real consumers: a small
+program stands in for the service that checks the value (it is exactly the
+interface keyroll offers users: phase in the environment, value on stdin), a
+restart command and real health checks (TCP, HTTP, command) follow the rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+SERVICE = textwrap.dedent(
+    """\
+    #!{python}
+    # A stand-in service: remembers which values it accepts, like a database would.
+    import json, os, sys, pathlib
+    state = pathlib.Path(os.environ["FAKE_STATE"])
+    log = pathlib.Path(os.environ["FAKE_LOG"])
+    phase = os.environ["KEYROLL_PHASE"]
+    lines = sys.stdin.read().split("\\n")
+    with log.open("a") as f:
+        f.write(json.dumps({{"phase": phase, "argv": sys.argv, "secret": os.environ["KEYROLL_SECRET"]}}) + "\\n")
+    if pathlib.Path(os.environ["FAKE_STATE"] + ".down").exists():
+        print("service is down", file=sys.stderr)
+        sys.exit(75)
+    accepted = json.loads(state.read_text()) if state.exists() else []
+    if phase == "verify":
+        sys.exit(0 if lines[0] in accepted else 1)
+    if phase == "apply" and pathlib.Path(os.environ["FAKE_STATE"] + ".refuse").exists():
+        print("refusing " + lines[0], file=sys.stderr)  # a careless program echoing the value
+        sys.exit(1)
+    state.write_text(json.dumps([lines[0]]))
+    """
+)
+
+RESTART = textwrap.dedent(
+    """\
+    #!/bin/sh
+    # A consumer restart: counts restarts; the consumer copies the secret when it starts.
+    n=$(cat "$FAKE_COUNTER" 2>/dev/null || echo 0)
+    echo $((n + 1)) > "$FAKE_COUNTER"
+    """
+)
+
+HEALTH_ODD_FAILS = textwrap.dedent(
+    """\
+    #!/bin/sh
+    # Healthy before any restart and after an even number of them (the rollback's).
+    n=$(cat "$FAKE_COUNTER" 2>/dev/null || echo 0)
+    [ $((n % 2)) -eq 0 ] || { echo "consumer crashed on start" >&2; exit 1; }
+    """
+)
+
+
+@pytest.fixture
+def service(home, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Scripts and state files of the stand-in service and its consumer."""
+    bin_dir = home.root / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "fake-service": SERVICE.format(python=sys.executable),
+        "restart-consumer": RESTART,
+        "health-odd-fails": HEALTH_ODD_FAILS,
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    state = home.root / "service.json"
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("FAKE_LOG", str(home.root / "service.log"))
+    monkeypatch.setenv("FAKE_COUNTER", str(home.root / "restarts"))
+
+    class Service:
+        def accepted(self) -> list[str]:
+            return json.loads(state.read_text()) if state.exists() else []
+
+        def accept(self, value: str) -> None:
+            state.write_text(json.dumps([value]))
+
+        def calls(self) -> list[dict[str, object]]:
+            log = home.root / "service.log"
+            return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+        def down(self, is_down: bool = True) -> None:
+            flag = Path(str(state) + ".down")
+            flag.touch() if is_down else flag.unlink(missing_ok=True)
+
+        def refuse(self) -> None:
+            Path(str(state) + ".refuse").touch()
+
+        def restarts(self) -> int:
+            counter = home.root / "restarts"
+            return int(counter.read_text()) if counter.exists() else 0
+
+        bin = bin_dir
+
+    return Service()
+
+
+def write_config(home, service, restart: str = "", health: str = "") -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    home.write_config(
+        f"""
+[targets.app]
+type = "command"
+argv = ["{service.bin / "fake-service"}", "--no-secrets-here"]
+
+[secrets.app_password]
+kind = "password"
+services = ["app"]
+target = "app"
+restart = [{restart}]
+health = [{health}]
+health_timeout = "2s"
+
+[secrets.plain_key]
+kind = "api_key"
+services = ["worker"]
+"""
+    )
+    return ("--config", str(home.config))
+
+
+def test_rotation_applies_tests_and_stores_through_the_command(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service, restart=f'"command:{service.bin / "restart-consumer"}"')
+    assert kr(*cfg, "init").code == 0
+    initial = home.value("app_password")
+    assert service.accepted() == [initial]  # init applied the created value through the target
+    assert service.restarts() == 1  # and restarted the consumer so that it reads it
+    result = kr(*cfg, "rotate", "all")
+    assert result.code == 0, result.both
+    new = home.value("app_password")
+    assert new != initial and service.accepted() == [new]
+    assert (
+        "app_password: rotated -> command" in result.out
+        and f"restarted command:{service.bin / 'restart-consumer'}" in result.out
+    )
+    assert "plain_key: rotated in the store only" in result.out
+    assert service.restarts() == 2
+    phases = [c["phase"] for c in service.calls()]
+    assert phases[-3:] == ["verify", "apply", "verify"]  # check (current value), apply, test
+    assert all(initial not in json.dumps(c["argv"]) and new not in json.dumps(c["argv"]) for c in service.calls())
+    assert all(c["secret"] == "app_password" for c in service.calls())
+
+
+def test_a_failed_health_check_rolls_back_target_store_and_consumers(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    restart = f'"command:{service.bin / "restart-consumer"}"'
+    cfg = write_config(home, service, restart=restart)
+    assert kr(*cfg, "init").code == 0
+    kr(*cfg, "rotate", "app_password")  # two restarts so far: the consumer is healthy
+    write_config(home, service, restart=restart, health=f'"command:{service.bin / "health-odd-fails"}"')
+    before = home.value("app_password")
+    restarts = service.restarts()
+    result = kr(*cfg, "rotate", "app_password")
+    assert result.code == 75, result.both
+    assert (
+        "health check failed" in result.out
+        and "consumer crashed on start" in result.out
+        and "rolled back" in result.out
+    )
+    assert home.value("app_password") == before
+    assert service.accepted() == [before]
+    assert service.restarts() == restarts + 2  # restarted with the new value, then again with the old
+    history = json.loads(kr(*cfg, "history", "app_password", "--json").out)["data"]["entries"]
+    assert history[0]["outcome"] == "failed"
+    assert kr(*cfg, "validate").code == 0
+
+
+def test_a_stack_already_failing_is_not_rotated(kr, home, service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    cfg = write_config(home, service, health=f'"tcp:127.0.0.1:{port}"')
+    created = kr(*cfg, "init")  # nothing to roll back to: the new secret is kept, and the failure reported
+    assert created.code == 75
+    assert (
+        f"app_password: created -> command {service.bin / 'fake-service'} (target app) (health check failed"
+        in created.out
+    )
+    assert "kept: there is no previous value to go back to" in created.out
+    assert service.accepted() == [home.value("app_password")]
+    before = home.value("app_password")
+    result = kr(*cfg, "rotate", "app_password")
+    assert result.code == 75
+    assert f"consumers already unhealthy before any change (tcp:127.0.0.1:{port}:" in result.out
+    assert home.value("app_password") == before and service.accepted() == [before]
+    with socket.create_server(("127.0.0.1", port)):
+        assert kr(*cfg, "rotate", "app_password").code == 0
+    assert home.value("app_password") != before
+
+
+def test_http_health_checks(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    status = {"code": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status["code"])
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        cfg = write_config(home, service, health=f'"{url}"')
+        assert kr(*cfg, "init").code == 0
+        assert kr(*cfg, "rotate", "app_password").code == 0
+        status["code"] = 503
+        result = kr(*cfg, "rotate", "app_password")
+        assert result.code == 75 and f"{url}: HTTP 503" in result.out
+    finally:
+        server.shutdown()
+
+
+def test_a_service_that_is_down_fails_cleanly_and_the_others_go_on(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service)
+    assert kr(*cfg, "init").code == 0
+    before = {n: home.value(n) for n in ("app_password", "plain_key")}
+    service.down()
+    result = kr(*cfg, "rotate", "all")
+    assert result.code == 75
+    line = next(ln for ln in result.out.splitlines() if ln.startswith("app_password:"))
+    assert "failed" in line and "service is down" in line
+    assert home.value("app_password") == before["app_password"]
+    assert home.value("plain_key") != before["plain_key"]
+    assert json.loads(kr(*cfg, "status", "--json").out)["data"]["secrets"][0]["state"] == "FAILED"
+    service.down(False)
+    assert kr(*cfg, "rotate", "app_password").code == 0
+
+
+def test_a_refused_value_is_reported_without_echoing_it(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service)
+    assert kr(*cfg, "init").code == 0
+    service.refuse()
+    result = kr(*cfg, "rotate", "app_password")
+    assert result.code == 1
+    assert "apply failed: refusing ***" in result.out
+    assert service.accepted() == [home.value("app_password")]
+
+
+def test_set_adopts_what_the_service_already_accepts_and_applies_the_rest(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service)
+    live = "L" * 32
+    service.accept(live)
+    adopted = kr(*cfg, "set", "app_password", stdin=live)
+    assert adopted.code == 0 and "app_password: adopted" in adopted.out
+    assert [c["phase"] for c in service.calls()] == ["verify"]  # recorded only, nothing applied
+    chosen = "C" * 32
+    applied = kr(*cfg, "set", "app_password", stdin=chosen)
+    assert applied.code == 0 and "app_password: set" in applied.out
+    assert service.accepted() == [chosen] and home.value("app_password") == chosen
+
+
+def test_dry_run_plan_names_targets_restarts_and_checks(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service, restart='"systemd:app.service"', health='"tcp:127.0.0.1:1"')
+    result = kr(*cfg, "rotate", "all", "--dry-run")
+    assert result.code == 0
+    assert "target:  command" in result.out
+    assert "restart: systemctl try-restart app.service" in result.out
+    assert "health:  tcp:127.0.0.1:1" in result.out
+    assert "note:    missing from the store" in result.out
+
+
+@pytest.mark.parametrize("step", ["create", "apply", "verify", "store-write", "store", "restart", "finish"])
+def test_sigkill_at_each_step_then_recovery_agrees_with_the_service(home, service, step: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service, restart=f'"command:{service.bin / "restart-consumer"}"')
+    argv = [sys.executable, "-m", "keyroll", *cfg]
+    assert subprocess.run([*argv, "init"], capture_output=True).returncode == 0
+    killed = subprocess.run(
+        [*argv, "rotate", "app_password"], env={**os.environ, "KEYROLL_FAILPOINT": step}, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    recovered = subprocess.run([*argv, "recover"], capture_output=True, text=True)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert service.accepted() == [home.value("app_password")]
+    assert subprocess.run([*argv, "validate"], capture_output=True).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,65 @@
+"""MariaDB target against a real throwaway mariadbd (general query log on)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from conftest import keyroll, unique
+
+
+@pytest.fixture
+def account(mariadb, home):  # type: ignore[no-untyped-def]
+    user = unique("acct")
+    initial = "Maria" * 6 + "db"
+    mariadb.create_user(user, initial)
+    admin_file = home.root / "mariadb-admin"
+    admin_file.write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{admin_file}"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    assert keyroll(home.config, "set", "db_password", stdin=initial).returncode == 0
+
+    class Account:
+        name = user
+
+    Account.initial = initial  # type: ignore[attr-defined]
+    return Account
+
+
+def test_rotation_sends_only_the_hash(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = home.value("db_password")
+    assert mariadb.login_ok(account.name, new) and not mariadb.login_ok(account.name, account.initial)
+    log = mariadb.general_log_text()
+    assert "IDENTIFIED BY PASSWORD" in log
+    assert new not in log and account.initial not in log
+
+
+def test_a_server_that_is_down(account, mariadb, home, running) -> None:  # type: ignore[no-untyped-def]
+    running(mariadb)
+    mariadb.stop()
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 75 and "unreachable" in done.stdout
+    assert home.value("db_password") == account.initial
+
+
+@pytest.mark.parametrize("step", ["apply", "verify", "store"])
+def test_sigkill_then_recover(account, mariadb, home, step: str) -> None:  # type: ignore[no-untyped-def]
+    killed = keyroll(home.config, "rotate", "db_password", env={"KEYROLL_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL
+    assert keyroll(home.config, "recover").returncode == 0
+    assert mariadb.login_ok(account.name, home.value("db_password"))

@@ -1,0 +1,154 @@
+"""Redis target against a real throwaway redis-server with an ACL file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+import peers
+from conftest import CmdlineWatcher, keyroll, unique
+
+
+@pytest.fixture
+def cache(redis_server, home):  # type: ignore[no-untyped-def]
+    user = unique("cache")
+    initial = "Cache" * 6 + "ok"
+    redis_server.create_user(user, initial)
+    redis_server.acl_save()
+    admin_file = home.root / "redis-admin"
+    admin_file.write_text(redis_server.default_password + "\n")
+
+    def configure(grace: str = "2s", extra: str = "") -> None:
+        home.write_config(
+            f"""
+[targets.cache]
+type = "redis"
+host = "{redis_server.host}"
+port = {redis_server.port}
+user = "{user}"
+admin_user = "default"
+admin_password_file = "{admin_file}"
+grace = "{grace}"
+
+[secrets.redis_password]
+services = ["redis", "aidb"]
+target = "cache"
+{extra}
+"""
+        )
+
+    configure()
+
+    class Cache:
+        config = home.config
+        name = user
+
+    Cache.initial = initial  # type: ignore[attr-defined]
+    Cache.configure = staticmethod(configure)  # type: ignore[attr-defined]
+    assert keyroll(home.config, "set", "redis_password", stdin=initial).returncode == 0
+    return Cache
+
+
+def test_old_and_new_work_side_by_side_until_the_grace_ends(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    with CmdlineWatcher() as watcher:
+        done = keyroll(cache.config, "rotate", "redis_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = home.value("redis_password")
+    assert redis_server.login_ok(cache.name, new)
+    assert redis_server.login_ok(cache.name, cache.initial), "the old password must survive the grace period"
+    acl = redis_server.acl_file_text()
+    assert peers_hash(new) in acl, "ACL SAVE persisted the new password"
+    for value in (new, cache.initial):
+        assert value not in acl and value not in redis_server.config_file_text()
+        assert not watcher.carries(value)
+    time.sleep(2.2)
+    # The next writing command (or the daemon) retires the old password once the grace has passed.
+    retired = keyroll(cache.config, "recover")
+    assert retired.returncode == 0 and "redis_password: old credential retired" in retired.stdout
+    assert not redis_server.login_ok(cache.name, cache.initial)
+    assert redis_server.login_ok(cache.name, new)
+    assert peers_hash(cache.initial) not in redis_server.acl_file_text()
+
+
+def peers_hash(value: str) -> str:
+    from keyroll.targets.redis import password_hash
+
+    return password_hash(value)
+
+
+def test_emergency_revokes_the_old_password_at_once(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    done = keyroll(cache.config, "rotate", "redis_password", "--emergency")
+    assert done.returncode == 0, done.stdout
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+    assert not redis_server.login_ok(cache.name, cache.initial)
+
+
+def test_health_failure_removes_the_new_password_and_keeps_the_old(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    flag = home.root / "broken"
+    cache.configure(
+        extra=f'restart = ["command:touch {flag}"]\nhealth = ["command:test ! -e {flag}"]\nhealth_timeout = "1s"'
+    )
+    done = keyroll(cache.config, "rotate", "redis_password")
+    assert done.returncode == 75 and "rolled back" in done.stdout
+    assert home.value("redis_password") == cache.initial
+    assert redis_server.login_ok(cache.name, cache.initial)
+    assert redis_server.acl_file_text().count(cache.name) == 1
+    history = json.loads(keyroll(cache.config, "history", "--json").stdout)["data"]["entries"]
+    assert history[0]["outcome"] == "failed"
+
+
+def test_a_server_that_is_down(cache, redis_server, home, running) -> None:  # type: ignore[no-untyped-def]
+    running(redis_server)
+    redis_server.stop()
+    done = keyroll(cache.config, "rotate", "redis_password")
+    assert done.returncode == 75
+    assert f"Redis ACL user '{cache.name}' at {redis_server.host}:{redis_server.port}: unreachable" in done.stdout
+    assert home.value("redis_password") == cache.initial
+    redis_server.start()
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+
+
+def test_wrong_admin_credentials(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    (home.root / "redis-admin").write_text("nope")
+    done = keyroll(cache.config, "rotate", "redis_password")
+    assert done.returncode == 1
+    assert "login refused" in done.stdout and "wrong admin credentials (file" in done.stdout
+
+
+@pytest.mark.parametrize("step", ["create", "apply", "verify", "store-write", "store", "finish"])
+def test_sigkill_at_every_step_leaves_store_and_server_in_step(cache, redis_server, home, step: str) -> None:  # type: ignore[no-untyped-def]
+    cache.configure(grace="0s")
+    killed = keyroll(cache.config, "rotate", "redis_password", env={"KEYROLL_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL
+    recovered = keyroll(cache.config, "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+    assert keyroll(cache.config, "validate").returncode == 0
+
+
+def test_requirepass_mode_changes_the_running_server_only(home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with peers.RedisServer(tmp_path / "bare", default_password="Bare" * 8) as bare:
+        config_before = bare.config_file_text()
+        home.write_config(
+            f"""
+[targets.bare]
+type = "redis"
+host = "{bare.host}"
+port = {bare.port}
+mode = "requirepass"
+
+[secrets.redis_password]
+target = "bare"
+"""
+        )
+        old = bare.default_password
+        assert keyroll(home.config, "set", "redis_password", stdin=old).returncode == 0
+        done = keyroll(home.config, "rotate", "redis_password")
+        assert done.returncode == 0, done.stdout + done.stderr
+        new = home.value("redis_password")
+        assert bare.login_ok("default", new) and not bare.login_ok("default", old)
+        assert bare.config_file_text() == config_before, "no CONFIG REWRITE: redis.conf is untouched"
+        bare.default_password = new
