@@ -14,7 +14,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 RESTART_TIMEOUT = 120.0
@@ -127,9 +127,14 @@ def check_once(spec: str, secret: str, env: Mapping[str, str]) -> str | None:
 
 
 def check_health(
-    specs: Sequence[str], secret: str, timeout: float, env: Mapping[str, str] | None = None
+    specs: Sequence[str],
+    secret: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[ConsumerFailure]:
-    """Poll every check until all pass or `timeout` runs out; return those still failing."""
+    """Poll every check until all pass or `timeout` runs out (or keyroll is asked to
+    stop: then the checks still failing count as failed); return those still failing."""
     env = os.environ if env is None else env
     pending = list(specs)
     failures: dict[str, str] = {}
@@ -145,6 +150,9 @@ def check_health(
                 failures.pop(spec, None)
         pending = still
         if not pending or time.monotonic() + POLL_INTERVAL > deadline:
+            break
+        if should_stop is not None and should_stop():
+            failures = {spec: f"{failures[spec]} (keyroll is stopping)" for spec in pending}
             break
         time.sleep(POLL_INTERVAL)
     return [ConsumerFailure(spec, failures[spec]) for spec in pending]

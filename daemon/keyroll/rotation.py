@@ -152,6 +152,7 @@ class WriterSession:
         self._journal: Journal | None = None
         self._live: dict[str, str | None] = {}
         self._targets: dict[str, Target] = {}
+        self._should_stop: Callable[[], bool] | None = None
         self.recovery = TxReport()
 
     # --- session ----------------------------------------------------------------------
@@ -232,7 +233,18 @@ class WriterSession:
 
     def backup(self, reason: str, protect: Iterable[str] = ()) -> Path | None:
         """A verified backup of the whole store; None when the store is empty.
-        Retention never deletes it, nor the backups named in `protect`."""
+        Retention never deletes it, nor the backups named in `protect`.  A plaintext
+        store's files are age-encrypted to `[backup] encrypt_to` when it is set; a
+        SOPS bundle is kept as it is (already encrypted).  Under
+        REQUIRE_ENCRYPTED_SECRETS a backup that would hold plaintext is refused
+        before anything is written."""
+        plaintext = self.store.is_plaintext()
+        encrypt_to = tuple(self.policy.backup.encrypt_to) if plaintext else ()
+        if self.policy.require_encrypted and plaintext and not encrypt_to:
+            raise EncryptionRequired(
+                f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): a backup of the {self.store.kind} store "
+                f"{self.store.location} would hold plaintext; set [backup] encrypt_to"
+            )
         files = self.store.snapshot()
         if not files:
             return None
@@ -248,7 +260,6 @@ class WriterSession:
             }
             for name, r in records.items()
         }
-        encrypt = getattr(self.store, "encrypt_backup_file", None)
         return backups.create_backup(
             self.policy.paths.backup_dir,
             files,
@@ -258,7 +269,9 @@ class WriterSession:
             now=utcnow(),
             keep=self.policy.backup.keep,
             secret_count=sum(1 for name in self.store.entries() if SECRET_NAME.match(name)),
-            encrypted=bool(encrypt),
+            encrypted=not plaintext,
+            encrypt_to=encrypt_to,
+            require_encrypted=self.policy.require_encrypted,
             protect=set(protect),
         )
 
@@ -275,6 +288,7 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport()
+        self._should_stop = should_stop
         txid = new_txid()
         inflight = self.journal.inflight_names()
         completions: list[Completion] = []
@@ -455,7 +469,11 @@ class WriterSession:
                 failpoint("restart")
                 if not failures and step.secret.health:
                     failures = consumers.check_health(
-                        step.secret.health, step.name, step.secret.health_timeout.total_seconds(), self.policy.env
+                        step.secret.health,
+                        step.name,
+                        step.secret.health_timeout.total_seconds(),
+                        self.policy.env,
+                        self._should_stop,
                     )
                 if failures:
                     kind = "restart" if failures[0].spec in step.secret.restart else "health check"

@@ -97,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("notify", "notifications")
     notify_sub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
     notify_sub.add_parser("test", help="send a test notice to every configured URL", parents=[json_flag])
-    p = command("notify-send", "send one notice read from stdin (used by the daemon)")
-    p.add_argument("--event", default="failure")
+    notify_sub.add_parser("send", help="(internal) send the JSON notice read from stdin; used by run and daemon")
 
     p = command("bundle", "the SOPS bundle")
     bundle_sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)

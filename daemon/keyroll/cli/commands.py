@@ -412,9 +412,90 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "config": cmd_config,
     "menu": cmd_menu,
-    "run": _not_yet,
-    "daemon": _not_yet,
-    "notify": _not_yet,
-    "notify-send": _not_yet,
     "bundle": _not_yet,
 }
+
+
+# --- scheduled operation and notices ----------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from keyroll.actions.run import run_cycle
+    from keyroll.notify import LogTail, cycle_notice, deliver
+
+    policy = _policy(args)
+    tail = LogTail()
+    logging.getLogger("keyroll").addHandler(tail)
+    report = run_cycle(policy, wait=args.wait)
+    notice = cycle_notice(report, policy, list(tail.lines))
+    deliveries = deliver(notice, policy) if notice else []
+    code = report.exit_code
+    if args.json:
+        emit_json("run", code, {"cycle": report, "notices": deliveries})
+        return code
+    if report.recovery is not None:
+        _render_recovery(report.recovery)
+    if report.rotation is not None:
+        _render_tx(args, report.rotation, "run")
+    else:
+        line("nothing is due")
+    for reminder in report.reminders:
+        state = "OVERDUE since" if reminder.overdue else "due"
+        line(f"reminder: {reminder.name} {state} {reminder.due}: rotate it with `keyroll rotate {reminder.name}`")
+    if report.not_initialized:
+        line(f"not initialized (run `keyroll init`): {', '.join(report.not_initialized)}")
+    if report.next_due:
+        line(f"next: {report.next_name} at {report.next_due}")
+    for delivery in deliveries:
+        line(f"notice to {delivery.url}: {'sent' if delivery.ok else 'FAILED: ' + delivery.error}")
+    return code
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import logging
+
+    from keyroll.daemon import run_daemon
+
+    root = logging.getLogger("keyroll")
+    root.setLevel(min(root.level, logging.INFO))  # the daemon logs every event it handles
+
+    return run_daemon(args.config)
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """`notify test`: a test notice to every configured URL, each one's result."""
+    from keyroll.notify import SendReport, configured_urls, deliver, test_notice
+
+    if args.notify_command == "send":
+        return _notify_send(args)
+    policy = _policy(args)
+    if not configured_urls(policy):
+        raise UsageError("no notification URLs configured: set [notify] urls or urls_file")
+    report = SendReport(deliver(test_notice(), policy))
+    if args.json:
+        emit_json("notify test", report.exit_code, report)
+        return report.exit_code
+    for delivery in report.deliveries:
+        line(f"{delivery.url}: {'sent' if delivery.ok else 'FAILED: ' + delivery.error}")
+    return report.exit_code
+
+
+def _notify_send(args: argparse.Namespace) -> int:
+    """Internal: send the notice on stdin (JSON) to every URL; print the results as JSON."""
+    import json
+    from dataclasses import asdict
+
+    from keyroll.notify import Notice, configured_urls, send_now
+    from keyroll.schedule import parse_duration
+
+    policy = _policy(args)
+    notice = Notice(**json.loads(sys.stdin.read()))
+    timeout = parse_duration(policy.notify.timeout).total_seconds() or 10.0
+    results = send_now(notice, configured_urls(policy), timeout)
+    sys.stdout.write(json.dumps([asdict(r) for r in results]) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+HANDLERS.update({"run": cmd_run, "daemon": cmd_daemon, "notify": cmd_notify})

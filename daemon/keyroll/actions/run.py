@@ -1,0 +1,173 @@
+"""One scheduled cycle: recover, then back up and rotate every secret that is due
+and may rotate unattended, and list reminders for the others.  `keyroll run`
+(a systemd timer) runs one cycle; the daemon runs one whenever something is due.
+
+A secret is due `schedule` after its last rotation (init counts as one), moved
+into its window and delayed by its jitter; after failed rotations it is retried
+with a doubling backoff (`[daemon] retry_min` .. `retry_max`), never in a loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keyroll.config.policy import Policy, SecretPolicy
+from keyroll.errors import EXIT_OK, combined_exit_code
+from keyroll.journal import Journal, SecretRecord
+from keyroll.rotation import Change, TxReport, WriterSession
+from keyroll.schedule import from_iso, next_due, parse_duration, to_iso, utcnow
+
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A secret keyroll will not rotate on its own, due soon or overdue."""
+
+    name: str
+    due: str
+    overdue: bool
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DueTime:
+    """When a secret is next due, and whether the daemon/run rotates it itself."""
+
+    name: str
+    due: datetime
+    unattended: bool
+    retrying: int = 0  # consecutive failed attempts behind this due time
+
+
+@dataclass
+class CycleReport:
+    started: str
+    recovery: TxReport | None = None
+    rotation: TxReport | None = None
+    reminders: list[Reminder] = field(default_factory=list)
+    not_initialized: list[str] = field(default_factory=list)
+    next_due: str | None = None
+    next_name: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        codes = [EXIT_OK]
+        for report in (self.recovery, self.rotation):
+            if report is not None:
+                codes.append(report.exit_code)
+        return combined_exit_code(codes)
+
+    @property
+    def rotated(self) -> list[str]:
+        return [o.name for o in self.rotation.outcomes if o.ok] if self.rotation else []
+
+    @property
+    def failed(self) -> list[str]:
+        outcomes = [
+            *(self.recovery.outcomes if self.recovery else []),
+            *(self.rotation.outcomes if self.rotation else []),
+        ]
+        return [o.name for o in outcomes if not o.ok]
+
+
+def _consecutive_failures(journal: Journal, name: str) -> tuple[int, datetime | None]:
+    count, last = 0, None
+    for entry in journal.history(name, limit=32):
+        if entry.op == "retire" or entry.outcome == "cancelled":
+            continue
+        if entry.outcome != FAILED:
+            break
+        count += 1
+        last = last or from_iso(entry.at)
+    return count, last
+
+
+def due_time(policy: Policy, secret: SecretPolicy, record: SecretRecord, journal: Journal) -> DueTime:
+    """The next due time of one recorded secret, backoff included."""
+    due = next_due(secret.name, from_iso(record.rotated), secret.schedule, secret.window, secret.jitter)
+    failures, last_failure = _consecutive_failures(journal, secret.name)
+    if failures and last_failure is not None:
+        first = parse_duration(policy.daemon.retry_min)
+        cap = parse_duration(policy.daemon.retry_max)
+        backoff = min(first * (2 ** min(failures - 1, 30)), cap)
+        retry_at = last_failure + backoff
+        if secret.window is not None:
+            retry_at = secret.window.next_open(retry_at)
+        due = max(due, retry_at)
+    return DueTime(secret.name, due, secret.rotates_unattended, failures)
+
+
+def due_times(policy: Policy) -> tuple[list[DueTime], list[str]]:
+    """Due time of every recorded secret, and the names keyroll has not recorded yet."""
+    journal = Journal.open_read(policy.paths)
+    if journal is None:
+        return [], list(policy.secrets)
+    try:
+        records = journal.records()
+        times = [due_time(policy, s, records[s.name], journal) for s in policy.secrets.values() if s.name in records]
+        missing = [name for name in policy.secrets if name not in records]
+    finally:
+        journal.close()
+    return times, missing
+
+
+def _in_window(secret: SecretPolicy, now: datetime) -> bool:
+    return secret.window is None or secret.window.contains(now)
+
+
+def effective_due(policy: Policy, due: DueTime, now: datetime) -> datetime:
+    """When a due secret can actually rotate: now, or when its window next opens."""
+    if due.due > now:
+        return due.due
+    window = policy.secrets[due.name].window
+    return window.next_open(now) if window else now
+
+
+def run_cycle(
+    policy: Policy,
+    *,
+    now: datetime | None = None,
+    wait: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> CycleReport:
+    """Recover, then rotate what is due (backup first), and collect reminders."""
+    now = now or utcnow()
+    report = CycleReport(started=to_iso(now))
+    with WriterSession(policy, wait=wait) as session:
+        report.recovery = session.recovery
+        times, report.not_initialized = due_times(policy)
+        due_now = [t.name for t in times if t.unattended and t.due <= now and _in_window(policy.secrets[t.name], now)]
+        if due_now and not (should_stop and should_stop()):
+            changes = [Change(name, "rotate") for name in due_now]
+            report.rotation = session.transact(changes, reason="before scheduled rotation", should_stop=should_stop)
+            report.rotation.recovery = None  # already reported above
+    times, _ = due_times(policy)
+    for t in times:
+        secret = policy.secrets[t.name]
+        if not t.unattended and t.due - secret.reminder <= now:
+            report.reminders.append(Reminder(t.name, to_iso(t.due), t.due <= now, secret.services))
+    upcoming = sorted((t for t in times if t.unattended), key=lambda t: t.due)
+    if upcoming:
+        report.next_due, report.next_name = to_iso(upcoming[0].due), upcoming[0].name
+    return report
+
+
+def next_wakeup(policy: Policy, now: datetime | None = None) -> tuple[datetime | None, str | None]:
+    """When the daemon must next run a cycle (something unattended falls due, or an
+    old credential's grace ends), and why (a secret name, or the retirement)."""
+    now = now or utcnow()
+    times, _ = due_times(policy)
+    candidates = [(effective_due(policy, t, now), t.name) for t in times if t.unattended]
+    journal = Journal.open_read(policy.paths)
+    if journal is not None:
+        try:
+            candidates += [(from_iso(r.not_before), f"retire the old {r.name}") for r in journal.retirements()]
+        finally:
+            journal.close()
+    if not candidates:
+        return None, None
+    when, why = min(candidates)
+    return when, why
