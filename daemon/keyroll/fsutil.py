@@ -42,8 +42,9 @@ def describe_os_error(path: Path | str, exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
 
 
-def ensure_dir(path: Path, mode: int = 0o700) -> None:
-    """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder."""
+def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False) -> None:
+    """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder.
+    With `enforce`, an existing folder with another mode is given `mode`."""
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -60,6 +61,11 @@ def ensure_dir(path: Path, mode: int = 0o700) -> None:
             raise StoreError(f"{path}: is a symlink to something that is not a folder")
     elif not stat.S_ISDIR(info.st_mode):
         raise StoreError(f"{path}: exists and is not a folder")
+    elif enforce and stat.S_IMODE(info.st_mode) != mode:
+        try:
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise StoreError(describe_os_error(path, exc)) from None
 
 
 @contextmanager

@@ -139,6 +139,12 @@ def _exit_code_of(exc: BaseException) -> int:
     return EXIT_TEMPFAIL if isinstance(exc, ServiceUnavailable) else EXIT_FAILURE
 
 
+def secrets_folder_mode(policy: Policy) -> int:
+    """0700, or 0711 when some secret may be read by other users (its group, a
+    container): they must pass through the folder, but never list it."""
+    return 0o711 if any(secret.mode & 0o077 for secret in policy.secrets.values()) else 0o700
+
+
 class WriterSession:
     """A writing command's hold on the state folder: the writer lock, the journal,
     the store, and a completed recovery.  Use as a context manager."""
@@ -167,7 +173,7 @@ class WriterSession:
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
         try:
-            ensure_dir(paths.secrets_dir)
+            ensure_dir(paths.secrets_dir, secrets_folder_mode(self.policy), enforce=self.store.kind == "directory")
             ensure_dir(paths.backup_dir)
             self._journal = Journal.open_write(paths)
             self._prepare_journal(self._journal)

@@ -412,6 +412,7 @@ def test_validate_warns_about_world_readable_files_the_policy_allows(kr, home) -
     cfg = ("--config", str(home.config))
     assert kr(*cfg, "init").code == 0
     assert stat.S_IMODE((home.secrets / "aidb_api_key").stat().st_mode) == 0o644
+    assert stat.S_IMODE(home.secrets.stat().st_mode) == 0o711  # passable, never listable
     result = kr(*cfg, "validate", "--json")
     assert result.code == 0
     findings = json.loads(result.out)["data"]["findings"]

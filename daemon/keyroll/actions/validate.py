@@ -21,6 +21,7 @@ from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
 from keyroll.paths import TEMP_PREFIX
+from keyroll.rotation import secrets_folder_mode
 from keyroll.store import open_store
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -147,8 +148,9 @@ def _check_folder(report: ValidationReport, policy: Policy, folder: Path) -> Non
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o002:
         report.add(FAIL, str(folder), f"mode {mode:04o}: anyone can add or replace secrets here")
-    elif mode & 0o077 and all(s.mode & 0o077 == 0 for s in policy.secrets.values()):
-        report.add(WARN, str(folder), f"mode {mode:04o}: the secrets folder is open to other users (0700 expected)")
+    elif mode & 0o077 & ~secrets_folder_mode(policy):
+        expected = f"{secrets_folder_mode(policy):04o}"
+        report.add(WARN, str(folder), f"mode {mode:04o}: the secrets folder is more open than needed ({expected} expected)")
     for entry in sorted(names):
         if entry in policy.secrets:
             continue
