@@ -5,6 +5,18 @@ in one second apart, so name order is time order), mode 0700, holding the
 store's files byte for byte plus `metadata.json` and `manifest.json` (names a
 secret cannot have).  It is assembled under a temp name and renamed into place,
 so a backup folder is either complete or absent.
+
+Encryption: a SOPS store's backup holds the encrypted bundle as it is (already
+encrypted to the .sops.yaml recipients; keyroll does not encrypt it again, so
+`[backup] encrypt_to` does not apply to it; add the backup key to .sops.yaml
+instead).  A directory store's backup with `[backup] encrypt_to` holds each
+file age-encrypted to those recipients as `NAME.age`.  Either way the manifest
+says `"encrypted": true` and `"encryption"` ("sops" or "age"), and its
+checksums are those of the stored (encrypted) bytes, so a backup verifies
+without any key; restoring an age-encrypted one needs an identity (see
+`keyroll.age`), and age's own authentication checks each file as it is
+decrypted.  Under REQUIRE_ENCRYPTED_SECRETS a backup that would hold plaintext
+is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -16,21 +28,26 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyroll import __version__
-from keyroll.errors import BackupError, StoreError, UsageError
+from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
 from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files
 from keyroll.paths import TEMP_PREFIX
+
+if TYPE_CHECKING:
+    from keyroll.config.policy import Policy
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
 NAME_PATTERN = re.compile(r"\Asecrets_(\d{8})_(\d{6})(?:_(\d{2,}))?\Z")
+AGE_SUFFIX = ".age"
+_BUNDLE_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,12 @@ class BackupContents:
     @property
     def encrypted(self) -> bool:
         return bool(self.manifest.get("encrypted", False))
+
+    @property
+    def encryption(self) -> str | None:
+        """The layer that encrypts the files: "age" (keyroll), "sops" (the store), or None."""
+        value = self.manifest.get("encryption")
+        return str(value) if value else None
 
 
 def sha256(data: bytes) -> str:
@@ -107,13 +130,31 @@ def create_backup(
     keep: int,
     secret_count: int,
     encrypted: bool = False,
+    encrypt_to: Sequence[str] = (),
+    require_encrypted: bool = False,
     protect: set[str] | None = None,
 ) -> Path:
     """Write a complete, verified backup and apply retention (never to this one).
 
-    Returns the new folder.  On failure nothing is left behind but a temp folder
-    that the next recovery removes.
+    `encrypted`: the store's files are already encrypted (a SOPS bundle).
+    `encrypt_to`: age recipients; each file is then stored age-encrypted as
+    NAME.age.  With `require_encrypted`, a backup that would hold plaintext is
+    refused (EncryptionRequired) before anything is written.  Returns the new
+    folder.  On failure nothing is left behind but a temp folder that the next
+    recovery removes.
     """
+    encryption: str | None = store_kind if encrypted else None
+    if encrypt_to and not encrypted:
+        from keyroll import age
+
+        recipients = age.parse_recipients(list(encrypt_to), "backup.encrypt_to")
+        files = {f"{name}{AGE_SUFFIX}": age.encrypt(data, recipients) for name, data in files.items()}
+        encryption = "age"
+    if require_encrypted and encryption is None:
+        raise EncryptionRequired(
+            f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): a backup to {backup_dir} would hold plaintext; "
+            "set [backup] encrypt_to"
+        )
     ensure_dir(backup_dir)
     name = backup_name(now, set(backup_names(backup_dir)))
     final = backup_dir / name
@@ -125,13 +166,16 @@ def create_backup(
         "format": FORMAT_VERSION,
         "keyroll": __version__,
         "store": store_kind,
-        "encrypted": encrypted,
+        "encrypted": encryption is not None,
+        "encryption": encryption,
         "created": to_iso(now),
         "reason": reason,
         "secrets": secret_count,
         "files": {n: {"sha256": sha256(data), "size": len(data)} for n, data in sorted(files.items())},
         "metadata": {"file": METADATA, "sha256": sha256(metadata_bytes)},
     }
+    if encryption == "age":
+        manifest["recipients"] = [r.strip() for r in encrypt_to]
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     try:
         os.mkdir(tmp, 0o700)
@@ -181,8 +225,27 @@ def resolve_backup(argument: str, backup_dir: Path) -> Path:
     return path
 
 
-def read_backup(path: Path) -> BackupContents:
-    """Read and verify a backup; BackupError naming the first bad file otherwise."""
+def _allowed_file_name(name: str, store_kind: str) -> bool:
+    from keyroll.config.schema import SECRET_NAME
+
+    if name in (MANIFEST, METADATA):
+        return False
+    if "/" in name or name.startswith("."):
+        return False
+    if SECRET_NAME.match(name) or name.endswith((".yaml", ".yml", ".json")):
+        return True
+    if name.endswith(AGE_SUFFIX) and SECRET_NAME.match(name[: -len(AGE_SUFFIX)]):
+        return True
+    return store_kind == "sops" and bool(_BUNDLE_NAME.match(name))
+
+
+def read_backup(path: Path, policy: Policy | None = None, *, decrypt: bool = True) -> BackupContents:
+    """Read and verify a backup; BackupError naming the first bad file otherwise.
+
+    The checksums are of the stored bytes, so verifying needs no key.  An
+    age-encrypted backup's files are then decrypted (unless `decrypt` is False)
+    with the identity of `policy` (or, without one, of the environment: see
+    `keyroll.age`) and returned under their secret names."""
     raw_manifest = read_bytes(path, MANIFEST)
     if raw_manifest is None:
         raise BackupError(f"{path / MANIFEST}: missing; this is not a complete keyroll backup")
@@ -194,8 +257,7 @@ def read_backup(path: Path) -> BackupContents:
         raise BackupError(f"{path / MANIFEST}: unreadable or damaged manifest") from None
     if format_version > FORMAT_VERSION:
         raise BackupError(f"{path / MANIFEST}: format {format_version} is newer than this keyroll understands")
-    from keyroll.config.schema import SECRET_NAME
-
+    store_kind = str(manifest.get("store", "directory"))
     expected = set(listed) | {MANIFEST, METADATA}
     try:
         present = set(os.listdir(path))
@@ -205,7 +267,7 @@ def read_backup(path: Path) -> BackupContents:
         raise BackupError(f"{path / extra}: not listed in the manifest; the backup was tampered with")
     files: dict[str, bytes] = {}
     for name, entry in sorted(listed.items()):
-        if not SECRET_NAME.match(name) and not name.endswith(".yaml") and not name.endswith(".json"):
+        if not _allowed_file_name(name, store_kind):
             raise BackupError(f"{path / MANIFEST}: lists an invalid file name {name!r}")
         info = _lstat(path / name)
         if info is None:
@@ -226,7 +288,31 @@ def read_backup(path: Path) -> BackupContents:
         metadata = json.loads(raw_metadata)
     except ValueError:
         raise BackupError(f"{path / METADATA}: unreadable") from None
+    if decrypt and manifest.get("encryption") == "age":
+        files = decrypt_files(path, files, policy)
     return BackupContents(path, manifest, files, metadata)
+
+
+def decrypt_files(path: Path, files: Mapping[str, bytes], policy: Policy | None) -> dict[str, bytes]:
+    """The files of an age-encrypted backup, decrypted, under their secret names."""
+    from keyroll import age
+
+    try:
+        if policy is not None:
+            identity = age.policy_identity_file(policy, required=True)
+        else:
+            identity = age.identity_file(os.environ, required=True)
+        assert identity is not None
+        identities = age.load_identities(identity)
+        plain: dict[str, bytes] = {}
+        for name, data in files.items():
+            if not name.endswith(AGE_SUFFIX):
+                raise BackupError(f"{path / name}: not encrypted, in a backup whose manifest says it is")
+            plain[name[: -len(AGE_SUFFIX)]] = age.decrypt(data, identities, str(path / name))
+    except (StoreError, ConfigError) as exc:
+        message = str(exc)
+        raise BackupError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    return plain
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -241,7 +327,7 @@ def summarize(path: Path) -> BackupSummary:
     problem: str | None = None
     manifest: dict[str, Any] = {}
     try:
-        contents = read_backup(path)
+        contents = read_backup(path, decrypt=False)
         manifest = contents.manifest
     except (BackupError, StoreError) as exc:
         problem = str(exc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import secrets
 import string
 
 # Letters and digits: safe in SQL literals, URLs, shell variables and .env files.
@@ -39,9 +38,20 @@ def alphabet_problem(alphabet: str) -> str | None:
 
 
 def generate(length: int, alphabet: str = "alnum") -> str:
-    """A uniformly random value of `length` characters drawn from `alphabet`."""
+    """A uniformly random value of `length` characters drawn from `alphabet`, from
+    the OS CSPRNG.  Bytes at or above the largest multiple of the alphabet's size
+    are discarded (rejection sampling), so every character is equally likely."""
+    import secrets
+
     chars = alphabet_characters(alphabet)
-    return "".join(secrets.choice(chars) for _ in range(length))
+    size = len(chars)
+    if size > 256:
+        return "".join(secrets.choice(chars) for _ in range(length))
+    limit = 256 - 256 % size
+    picked: list[str] = []
+    while len(picked) < length:
+        picked += [chars[b % size] for b in secrets.token_bytes(length + length // 2 + 8) if b < limit]
+    return "".join(picked[:length])
 
 
 def entropy_bits(length: int, alphabet: str = "alnum") -> int:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CALENDAR_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
 CALENDAR_DAYS = {"daily": 1, "weekly": 7}
@@ -27,12 +27,18 @@ class ScheduleError(ValueError):
     """A schedule, window or duration that cannot be parsed (message says why)."""
 
 
+_durations: dict[str, timedelta] = {}
+
+
 def parse_duration(text: str) -> timedelta:
     """`<number><s|m|h|d>` as a timedelta; `0s` is allowed."""
-    match = _DURATION.match(text.strip())
+    if text in _durations:
+        return _durations[text]
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ScheduleError(f"{text!r} is not a duration like 30s, 10m, 12h or 90d")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    _durations[text] = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return _durations[text]
 
 
 def format_duration(delta: timedelta) -> str:
@@ -165,6 +171,12 @@ class Schedule:
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
+        if text not in _schedules:
+            _schedules[text] = cls._parse(text)
+        return _schedules[text]
+
+    @classmethod
+    def _parse(cls, text: str) -> Schedule:
         word = text.strip().lower()
         if word in CALENDAR_MONTHS:
             return cls(text, months=CALENDAR_MONTHS[word])
@@ -190,6 +202,9 @@ class Schedule:
             return add_months(last, self.months)
         assert self.interval is not None
         return last + self.interval
+
+
+_schedules: dict[str, Schedule] = {}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     """Verify the backup, take a pre-restore backup, then restore every value that
     differs through the transaction (so live services follow the store)."""
     path = backups.resolve_backup(argument, policy.paths.backup_dir)
-    contents = backups.read_backup(path)
+    contents = backups.read_backup(path, policy)
     store = open_store(policy)
     values = store.restore_snapshot(contents.files, contents.store_kind)
     report = RestoreReport(path)

@@ -140,7 +140,7 @@ def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:
     try:
         for name_of_backup in reversed(backups.backup_names(policy.paths.backup_dir)):
             try:
-                contents = backups.read_backup(policy.paths.backup_dir / name_of_backup)
+                contents = backups.read_backup(policy.paths.backup_dir / name_of_backup, policy)
                 values = store.restore_snapshot(contents.files, contents.store_kind)
             except KeyrollError:
                 continue

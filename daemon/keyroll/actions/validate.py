@@ -125,7 +125,8 @@ def validate(policy: Policy) -> ValidationReport:
 
     if store.kind == "directory":
         _check_folder(report, policy, store.location)
-    exposure = git_exposure(store.location) if store.location.exists() else None
+    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext is not.)
+    exposure = git_exposure(store.location) if store.is_plaintext() and store.location.exists() else None
     if exposure:
         report.add(WARN, str(store.location), exposure)
     newest = backups.backup_names(policy.paths.backup_dir)
@@ -150,7 +151,9 @@ def _check_folder(report: ValidationReport, policy: Policy, folder: Path) -> Non
         report.add(FAIL, str(folder), f"mode {mode:04o}: anyone can add or replace secrets here")
     elif mode & 0o077 & ~secrets_folder_mode(policy):
         expected = f"{secrets_folder_mode(policy):04o}"
-        report.add(WARN, str(folder), f"mode {mode:04o}: the secrets folder is more open than needed ({expected} expected)")
+        report.add(
+            WARN, str(folder), f"mode {mode:04o}: the secrets folder is more open than needed ({expected} expected)"
+        )
     for entry in sorted(names):
         if entry in policy.secrets:
             continue

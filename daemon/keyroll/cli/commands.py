@@ -49,7 +49,11 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _policy(args: argparse.Namespace) -> Policy:
-    return load_policy(args.config)
+    """The policy for this invocation, loaded once."""
+    policy: Policy | None = getattr(args, "loaded_policy", None)
+    if policy is None:
+        policy = args.loaded_policy = load_policy(args.config)
+    return policy
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -394,8 +398,54 @@ def cmd_menu(args: argparse.Namespace) -> int:
     return run_menu(args)
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    raise UsageError(f"`{_command_name(args)}` is not available in this build")
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """`bundle migrate | render DIR | updatekeys`: the SOPS bundle."""
+    from keyroll.actions import bundle
+
+    policy = _policy(args)
+    report: Any
+    if args.bundle_command == "migrate":
+        report = bundle.migrate(policy, remove_plaintext=args.remove_plaintext, wait=args.wait)
+    elif args.bundle_command == "render":
+        report = bundle.render(policy, args.directory, fmt=args.format, restart=not args.no_restart, wait=args.wait)
+    else:
+        report = bundle.updatekeys(policy, wait=args.wait)
+    code = _combine(report.exit_code, report.recovery.exit_code)
+    if args.json:
+        emit_json(_command_name(args), code, {"report": report})
+        return code
+    _render_recovery(report.recovery)
+    if args.bundle_command == "migrate":
+        line(
+            f"bundle {report.bundle}: migrated {len(report.migrated)} secret(s) from {report.source}, verified one by one"
+        )
+        if report.already:
+            line(f"already in the bundle with the same value: {', '.join(report.already)}")
+        if report.missing:
+            line(f"not in the folder (nothing to migrate): {', '.join(report.missing)}")
+        if report.removed:
+            line(f"removed the plaintext files: {', '.join(report.removed)}")
+        elif report.migrated:
+            line(f"the plaintext files stay in {report.source}; `bundle migrate --remove-plaintext` removes them")
+    elif args.bundle_command == "render":
+        line(
+            f"rendered {report.format} to {report.path}: {len(report.changed)} changed, {len(report.unchanged)} unchanged"
+        )
+        for name in report.changed:
+            line(f"  changed: {name}")
+        for spec in report.restarted:
+            line(f"  restarted: {spec}")
+        for failure in report.failures:
+            line(f"  FAILED: {failure}")
+        if report.missing:
+            line(f"not in the bundle: {', '.join(report.missing)}")
+    else:
+        line(f"bundle {report.bundle}: {len(report.secrets)} secret(s) re-encrypted")
+        line(f"recipients before: {', '.join(report.before)}")
+        line(f"recipients now:    {', '.join(report.after)}")
+        if report.backup:
+            line(f"backup: {report.backup}")
+    return code
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -412,7 +462,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "config": cmd_config,
     "menu": cmd_menu,
-    "bundle": _not_yet,
+    "bundle": cmd_bundle,
 }
 
 

@@ -146,6 +146,12 @@ def _notify_events(values: tuple[str, ...]) -> str | None:
     return f"unknown event(s) {', '.join(bad)}; choose from {', '.join(NOTIFY_EVENTS)}" if bad else None
 
 
+def _recipients(values: tuple[str, ...]) -> str | None:
+    from keyroll.age import recipient_problem
+
+    return next((problem for value in values if (problem := recipient_problem(value))), None)
+
+
 def _argv(values: tuple[str, ...]) -> str | None:
     return None if values and values[0].strip() else "needs at least the program to run"
 
@@ -214,7 +220,8 @@ class DefaultsSection:
 
 @dataclass(frozen=True)
 class StoreSection:
-    """Where the values live: a folder of files, or one SOPS bundle encrypted with age."""
+    """Where the values live: a folder of files, or one SOPS bundle encrypted with age.  The bundle and
+    .sops.yaml paths are relative to this file's folder."""
 
     kind: str = opt(
         "directory", "directory (one file per secret) or sops (one encrypted bundle).", choices=("directory", "sops")
@@ -223,7 +230,8 @@ class StoreSection:
     sops_config: str = opt(".sops.yaml", "The .sops.yaml whose creation rules name the age recipients.")
     age_key_file: str = opt(
         "",
-        "age identity file used to decrypt; default $SOPS_AGE_KEY_FILE or the systemd credential age-key.",
+        'age identity file used to decrypt ("credential:NAME" for a systemd credential).  Looked for in '
+        "this order: $SOPS_AGE_KEY_FILE, this option, the systemd credential age-key, ~/.config/sops/age/keys.txt.",
     )
     require_encrypted: bool = opt(
         False, "Refuse any plaintext store or backup (same as REQUIRE_ENCRYPTED_SECRETS=true)."
@@ -235,7 +243,12 @@ class BackupSection:
     """Backups taken before every change, and on demand."""
 
     keep: int = opt(30, "How many backups to keep; the oldest beyond this are deleted.", check=_at_least(1))
-    encrypt_to: tuple[str, ...] = opt((), "age recipients (age1...): backups are then encrypted to them.")
+    encrypt_to: tuple[str, ...] = opt(
+        (),
+        "age recipients (age1...): backups of a directory store are then encrypted to them (a SOPS "
+        "store's backups hold its bundle, already encrypted).",
+        check=_recipients,
+    )
 
 
 @dataclass(frozen=True)
