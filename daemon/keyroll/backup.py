@@ -29,7 +29,6 @@ import secrets
 import shutil
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from keyroll import __version__
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
 from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files
 from keyroll.paths import TEMP_PREFIX
+from keyroll.records import field, record
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
@@ -50,7 +50,7 @@ AGE_SUFFIX = ".age"
 _BUNDLE_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BackupSummary:
     """One backup as `list-backups` shows it."""
 
@@ -66,7 +66,7 @@ class BackupSummary:
     reason: str
 
 
-@dataclass
+@record
 class BackupContents:
     """A verified backup: its manifest, its files (as stored) and its metadata."""
 

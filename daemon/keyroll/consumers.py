@@ -15,14 +15,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+from keyroll.records import record
 
 RESTART_TIMEOUT = 120.0
 CHECK_TIMEOUT = 5.0
 POLL_INTERVAL = 0.5
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConsumerFailure:
     """A restart or health check that did not succeed, in one line."""
 

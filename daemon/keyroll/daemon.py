@@ -18,7 +18,6 @@ safe point when a rotation is running.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from keyroll import records
 from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
 from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
@@ -180,7 +180,7 @@ class Daemon:
             return
         if policy.paths != self.policy.paths:
             log.warning("reload: new paths take effect after a restart; keeping %s", self.policy.paths.state_dir)
-            policy = dataclasses.replace(policy, paths=self.policy.paths)
+            policy = records.replace(policy, paths=self.policy.paths)
         self.policy = policy
         log.info("configuration reloaded from %s", policy.source or "the embedded default")
         self._schedule()

@@ -8,10 +8,8 @@ syncing the folder.  Nothing is ever written through a symlink.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,11 +18,15 @@ from pathlib import Path
 from keyroll.errors import StoreError
 from keyroll.paths import TEMP_PREFIX
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 # Above this many files, one syncfs() of the filesystem is cheaper than an fsync each.
 _SYNCFS_THRESHOLD = 8
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 
 
 def describe_os_error(path: Path | str, exc: OSError) -> str:
@@ -114,6 +116,8 @@ def _syncfs(fd: int) -> bool:
     global _libc
     try:
         if _libc is None:
+            import ctypes
+
             _libc = ctypes.CDLL(None, use_errno=True)
         return bool(_libc.syncfs(fd) == 0)
     except (OSError, AttributeError):
@@ -122,6 +126,8 @@ def _syncfs(fd: int) -> bool:
 
 def temp_name(final_name: str) -> str:
     """A fresh temp-file name for `final_name`; recovery recognises and removes it."""
+    import secrets
+
     return f"{TEMP_PREFIX}{final_name}.{secrets.token_hex(6)}"
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import string
 
 # Letters and digits: safe in SQL literals, URLs, shell variables and .env files.
-ALNUM = string.ascii_letters + string.digits
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+ALNUM = _LOWER + _LOWER.upper() + _DIGITS
 NAMED_ALPHABETS = {
     "alnum": ALNUM,
-    "lower-alnum": string.ascii_lowercase + string.digits,
+    "lower-alnum": _LOWER + _DIGITS,
     "hex": "0123456789abcdef",
 }
 # Characters a generated or stored value may never contain: they break URLs,

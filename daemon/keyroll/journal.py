@@ -8,20 +8,17 @@ erased (secure_delete plus a truncating WAL checkpoint) when it ends.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from keyroll.errors import JournalError
 from keyroll.fsutil import describe_os_error
 from keyroll.paths import Paths
+from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
 
 SCHEMA_VERSION = 1
@@ -76,7 +73,7 @@ PHASES = (CREATED, APPLIED, VERIFIED, STORED)
 Sealer = Callable[[bytes], bytes]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SecretRecord:
     """What the journal knows about one secret (never its value)."""
 
@@ -89,7 +86,7 @@ class SecretRecord:
     previous_fingerprint: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InFlight:
     """A rotation that has started and not yet ended."""
 
@@ -105,7 +102,7 @@ class InFlight:
     error: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HistoryEntry:
     txid: str
     name: str
@@ -115,7 +112,7 @@ class HistoryEntry:
     detail: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Retirement:
     """An old credential to remove from a target once `not_before` has passed."""
 
@@ -125,7 +122,7 @@ class Retirement:
     not_before: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Completion:
     """The end of one secret's rotation, as recorded in one journal transaction."""
 
@@ -140,6 +137,8 @@ class Completion:
 
 
 def new_txid() -> str:
+    import secrets
+
     return secrets.token_hex(8)
 
 
@@ -151,6 +150,9 @@ class Fingerprinter:
         self._key = key
 
     def __call__(self, value: str) -> str:
+        import hashlib
+        import hmac
+
         return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
 
     @classmethod
@@ -160,6 +162,8 @@ class Fingerprinter:
         except FileNotFoundError:
             if not create:
                 return None
+            import secrets
+
             key = secrets.token_bytes(32)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:

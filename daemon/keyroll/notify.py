@@ -17,10 +17,10 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from keyroll.errors import ConfigError
+from keyroll.records import asdict, field, record
 from keyroll.schedule import parse_duration
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ log = logging.getLogger("keyroll.notify")
 FAILURE, SUCCESS, REMINDER, RECOVERED, TEST = "failure", "success", "reminder", "recovered", "test"
 
 
-@dataclass
+@record
 class Notice:
     """One message: the events it reports, a title and a plain-text body."""
 
@@ -51,7 +51,7 @@ class Notice:
         return "warning" if REMINDER in self.events else "info"
 
 
-@dataclass
+@record
 class Delivery:
     """The result of sending to one URL (shown redacted)."""
 
@@ -244,7 +244,7 @@ def deliver(notice: Notice, policy: Policy) -> list[Delivery]:
     return results
 
 
-@dataclass
+@record
 class SendReport:
     deliveries: list[Delivery] = field(default_factory=list)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from keyroll.records import record
 
 ROOT_CONFIG_FILE = Path("/etc/keyroll/config.toml")
 ROOT_DATA_DIR = Path("/var/lib/keyroll")
@@ -85,7 +86,7 @@ def credential_path(value: str, env: Mapping[str, str], base: Path | None) -> Pa
     return path
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Paths:
     """The three data folders and every file keyroll keeps in them."""
 

@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -40,9 +39,14 @@ from keyroll.fsutil import ensure_dir
 from keyroll.generate import generate
 from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Journal, new_txid
 from keyroll.lock import FileLock
+from keyroll.records import field, record
 from keyroll.schedule import to_iso, utcnow
-from keyroll.store import Store, open_store
+from keyroll.store import open_store
 from keyroll.targets import Target, open_target
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from keyroll.store import Store
 
 FAILPOINT_ENV = "KEYROLL_FAILPOINT"
 # Steps at which KEYROLL_FAILPOINT=<step> (or <step>:<n>, the n-th time) kills the
@@ -67,7 +71,7 @@ def failpoint(step: str) -> None:
 SUCCESS_WORDS = {"rotate": "rotated", "set": "set", "restore": "restored", "rollback": "rolled back", "init": "created"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Change:
     """One secret to change.  `value` None means: generate a fresh one."""
 
@@ -77,7 +81,7 @@ class Change:
     rotated: str | None = None  # the value's own rotation time, when it is not now (restore)
 
 
-@dataclass
+@record
 class Outcome:
     """What happened to one secret; `message` is one line and never holds a value."""
 
@@ -96,7 +100,7 @@ class Outcome:
         return self.exit_code == EXIT_OK
 
 
-@dataclass
+@record
 class TxReport:
     """The result of one transaction (or one recovery)."""
 
@@ -115,7 +119,7 @@ class TxReport:
         return combined_exit_code(o.exit_code for o in self.outcomes)
 
 
-@dataclass
+@record
 class _Step:
     change: Change
     secret: SecretPolicy

@@ -10,10 +10,10 @@ window, and jitter adds a random delay that stays the same across restarts.
 from __future__ import annotations
 
 import calendar
-import hashlib
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+
+from keyroll.records import record
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -100,7 +100,7 @@ def _cron_field(text: str, low: int, high: int, names: dict[str, int] | None = N
     return frozenset(values)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cron:
     """A five-field cron expression: minute hour day-of-month month day-of-week."""
 
@@ -160,7 +160,7 @@ class Cron:
 # --- schedules and windows ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Schedule:
     """When a secret is due again after its last rotation."""
 
@@ -207,7 +207,7 @@ class Schedule:
 _schedules: dict[str, Schedule] = {}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Window:
     """Days of the week and a time range (UTC) in which scheduled rotations may start."""
 
@@ -280,6 +280,8 @@ def jitter_offset(name: str, last: datetime, jitter: timedelta) -> timedelta:
     so a restarted daemon computes the same due time."""
     if jitter.total_seconds() <= 0:
         return timedelta(0)
+    import hashlib
+
     digest = hashlib.sha256(f"{name}|{last.isoformat()}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return timedelta(seconds=int(jitter.total_seconds() * fraction))

@@ -104,7 +104,7 @@ def test_systemd_readiness_watchdog_reload_and_stop(kr, home, daemons, notify_so
     pings_before = notify_socket.messages().count("WATCHDOG=1")
     time.sleep(1.6)
     pings = notify_socket.messages().count("WATCHDOG=1") - pings_before
-    assert 5 <= pings <= 10, f"{pings} pings in 1.6 s with WATCHDOG_USEC=0.4 s (every 0.2 s expected)"
+    assert 4 <= pings <= 11, f"{pings} pings in 1.6 s with WATCHDOG_USEC=0.4 s (every 0.2 s expected)"
     daemon.process.send_signal(signal.SIGHUP)
     notify_socket.wait_for("RELOADING=1", timeout=5)
     messages = notify_socket.messages()

@@ -228,6 +228,6 @@ def test_require_encrypted_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_secret_section_fields_all_have_documentation() -> None:
-    from dataclasses import fields
+    from keyroll.records import fields
 
     assert all(f.metadata["doc"] for f in fields(SecretSection))

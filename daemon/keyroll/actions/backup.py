@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyroll import backup as backups
 from keyroll.config.policy import Policy
 from keyroll.errors import BackupError
+from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.store import open_store
 
 
-@dataclass
+@record
 class BackupResult:
     path: Path
     recovery: TxReport
@@ -32,7 +32,7 @@ def list_backups(policy: Policy) -> list[backups.BackupSummary]:
     return backups.list_backups(policy.paths.backup_dir)
 
 
-@dataclass
+@record
 class RestoreReport:
     backup: Path
     changes: list[str] = field(default_factory=list)  # secrets whose value differs from the backup's

@@ -7,7 +7,6 @@ Each runs inside a WriterSession (writer lock, recovery first) and needs
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyroll import consumers
@@ -15,6 +14,7 @@ from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, ConfigError, StoreError, UsageError
 from keyroll.fsutil import describe_os_error, fsync_dir
+from keyroll.records import field, record
 from keyroll.rotation import TxReport, WriterSession, failpoint
 from keyroll.store.sops import ENV_FILE, SopsStore, bundle_recipients, render_env, render_files
 
@@ -36,7 +36,7 @@ def _require_sops(policy: Policy, verb: str) -> None:
 # --- migrate ------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class MigrateReport:
     """What `bundle migrate` did; names only, never values."""
 
@@ -122,7 +122,7 @@ def _remove_files(directory: Path, names: list[str]) -> list[str]:
 # --- render -------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class RenderReport:
     """What `bundle render` wrote; names only, never values."""
 
@@ -206,7 +206,7 @@ def _restart_consumers(policy: Policy, report: RenderReport) -> None:
 # --- updatekeys ---------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class UpdateKeysReport:
     """The bundle's recipients before and after `bundle updatekeys`."""
 

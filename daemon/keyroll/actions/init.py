@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,12 @@ from keyroll.config.policy import Policy
 from keyroll.errors import UsageError
 from keyroll.generate import value_problem
 from keyroll.journal import Completion, new_txid
+from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
 from keyroll.schedule import to_iso
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OldMetadata:
     """One secret's entry in the old tool's metadata JSON."""
 
@@ -27,7 +27,7 @@ class OldMetadata:
     hash: str | None
 
 
-@dataclass
+@record
 class InitReport:
     created: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.consumers import describe_restart
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
 from keyroll.generate import value_problem
 from keyroll.journal import Journal
+from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
 from keyroll.schedule import utcnow
 
 
-@dataclass
+@record
 class PlanItem:
     """One step of a dry-run plan, in execution order."""
 

@@ -10,19 +10,19 @@ with a doubling backoff (`[daemon] retry_min` .. `retry_max`), never in a loop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.errors import EXIT_OK, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
+from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.schedule import from_iso, next_due, parse_duration, to_iso, utcnow
 
 FAILED = "failed"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reminder:
     """A secret keyroll will not rotate on its own, due soon or overdue."""
 
@@ -32,7 +32,7 @@ class Reminder:
     services: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DueTime:
     """When a secret is next due, and whether the daemon/run rotates it itself."""
 
@@ -42,7 +42,7 @@ class DueTime:
     retrying: int = 0  # consecutive failed attempts behind this due time
 
 
-@dataclass
+@record
 class CycleReport:
     started: str
     recovery: TxReport | None = None

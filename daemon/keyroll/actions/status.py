@@ -6,14 +6,18 @@ flight is reported with the hint to run `keyroll recover`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.generate import value_problem
 from keyroll.journal import HistoryEntry, Journal, SecretRecord
+from keyroll.records import field, record
 from keyroll.schedule import from_iso, next_due, to_iso, utcnow
-from keyroll.store import EntryInfo, Store, open_store
+from keyroll.store import EntryInfo, open_store
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from keyroll.store import Store
 
 OK, MISSING, WRONG_LENGTH, BAD_VALUE, MODIFIED, BAD_MODE = (
     "OK",
@@ -26,7 +30,7 @@ OK, MISSING, WRONG_LENGTH, BAD_VALUE, MODIFIED, BAD_MODE = (
 IN_FLIGHT, UNREADABLE, FAILED, UNRECORDED = "IN FLIGHT", "UNREADABLE", "FAILED", "UNRECORDED"
 
 
-@dataclass
+@record
 class SecretFacts:
     """Everything known about one secret, gathered once for status and validate."""
 
@@ -74,7 +78,7 @@ def gather(policy: Policy, store: Store | None = None) -> tuple[list[SecretFacts
     return facts, journal
 
 
-@dataclass
+@record
 class SecretStatus:
     name: str
     state: str
@@ -96,7 +100,7 @@ class SecretStatus:
     last_outcome: str | None
 
 
-@dataclass
+@record
 class StatusReport:
     store: str
     secrets_dir: str

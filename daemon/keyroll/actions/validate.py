@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyroll import backup as backups
@@ -21,20 +20,21 @@ from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
 from keyroll.paths import TEMP_PREFIX
+from keyroll.records import field, record
 from keyroll.rotation import secrets_folder_mode
 from keyroll.store import open_store
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     level: str
     subject: str
     message: str
 
 
-@dataclass
+@record
 class ValidationReport:
     findings: list[Finding] = field(default_factory=list)
 

@@ -6,13 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from keyroll.cli.output import emit_json, line, table
 from keyroll.config.policy import Policy, load_policy
 from keyroll.errors import EXIT_OK, UsageError
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from keyroll.actions.validate import ValidationReport
 
 STATE_STYLES = {
@@ -535,9 +537,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
 def _notify_send(args: argparse.Namespace) -> int:
     """Internal: send the notice on stdin (JSON) to every URL; print the results as JSON."""
     import json
-    from dataclasses import asdict
 
     from keyroll.notify import Notice, configured_urls, send_now
+    from keyroll.records import asdict
     from keyroll.schedule import parse_duration
 
     policy = _policy(args)

@@ -3,19 +3,22 @@ versioned JSON envelope with --json.  rich is imported only for a terminal."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+
+from keyroll.records import asdict, is_record
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 JSON_FORMAT = "keyroll/1"
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses, paths and tuples -> JSON-ready data."""
-    if is_dataclass(value) and not isinstance(value, type):
+    """Records, paths and tuples -> JSON-ready data."""
+    if is_record(value):
         return to_plain(asdict(value))
     if isinstance(value, dict):
         return {str(k): to_plain(v) for k, v in value.items()}
@@ -28,6 +31,8 @@ def to_plain(value: Any) -> Any:
 
 def emit_json(command: str, exit_code: int, data: Any = None, error: str | None = None) -> None:
     """The envelope every --json output uses: format, command, ok, exit_code, data|error."""
+    import json
+
     from keyroll.schedule import to_iso, utcnow
 
     envelope: dict[str, Any] = {

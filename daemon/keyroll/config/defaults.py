@@ -6,7 +6,9 @@ no [secrets] table.  `config.example.toml` is rendered from this and the schema.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 _SERVICE_KEYS = {
     "aidb": "AIDB, the stack's knowledge database API",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from keyroll.config.schema import (
     SECRET_NAME,
@@ -27,12 +25,17 @@ from keyroll.config.schema import (
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
 from keyroll.paths import Paths, config_file_to_use
+from keyroll.records import asdict, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SecretPolicy:
     """One secret with every default applied and every value parsed."""
 
@@ -72,7 +75,7 @@ class SecretPolicy:
         return not self.store_only or self.unattended
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """Everything keyroll needs to know, validated.  `source` is None for the embedded default."""
 

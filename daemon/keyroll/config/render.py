@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import Field, fields
 from typing import Any
 
 from keyroll.config.defaults import SEED_SECRETS
 from keyroll.config.schema import TARGET_TYPES, TOP_SECTIONS, DefaultsSection, SecretSection, field_default
+from keyroll.records import Field, fields
 
 HEADER = """\
 # keyroll configuration.
@@ -54,7 +54,7 @@ def _comment(text: str) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, 86)]
 
 
-def _option(fld: Field[Any], value: Any = None, *, active: bool | None = None) -> list[str]:
+def _option(fld: Field, value: Any = None, *, active: bool | None = None) -> list[str]:
     meta = fld.metadata
     shown = value if value is not None else field_default(fld)
     empty = shown in ("", ()) or shown == []

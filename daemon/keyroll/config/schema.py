@@ -1,6 +1,6 @@
 """The one declaration of the configuration.
 
-Each section is a frozen dataclass; each field carries its documentation, the
+Each section is a frozen record; each field carries its documentation, the
 kind of value it takes and its check in `metadata`.  Validation
 (`parse_section`), `keyroll config generate`, `config.example.toml` and the
 NixOS option documentation are all derived from these classes.
@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
-from difflib import get_close_matches
-from typing import Any
 
 from keyroll.errors import ConfigError
+from keyroll.records import MISSING, Field, field, fields, record
 
 SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
 
-Check = Callable[[Any], "str | None"]
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Check = Callable[[Any], str | None]
 
 
 def opt(
@@ -162,7 +164,7 @@ NOTIFY_EVENTS = ("failure", "success", "reminder", "recovered")
 # --- sections -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathsSection:
     """Where keyroll keeps secrets, backups and its state.  Relative paths resolve
     against this file's folder; KEYROLL_SECRETS_DIR, KEYROLL_BACKUP_DIR and
@@ -173,7 +175,7 @@ class PathsSection:
     state_dir: str = opt("", "Journal, locks and the fingerprint key (default: <data>/state).", example="state")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DefaultsSection:
     """Defaults for every secret; each key can also be set per secret."""
 
@@ -218,7 +220,7 @@ class DefaultsSection:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StoreSection:
     """Where the values live: a folder of files, or one SOPS bundle encrypted with age.  The bundle and
     .sops.yaml paths are relative to this file's folder."""
@@ -238,7 +240,7 @@ class StoreSection:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BackupSection:
     """Backups taken before every change, and on demand."""
 
@@ -251,7 +253,7 @@ class BackupSection:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotifySection:
     """Notices through Apprise (e-mail, chat, webhooks); never a secret value."""
 
@@ -269,7 +271,7 @@ class NotifySection:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DaemonSection:
     """The long-running scheduler (`keyroll daemon`)."""
 
@@ -279,7 +281,7 @@ class DaemonSection:
     retry_max: str = opt("6h", "Longest retry delay after repeated failures.", kind="duration", check=_duration)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SecretSection:
     """One secret.  Any [defaults] key may also be set here."""
 
@@ -304,7 +306,7 @@ class SecretSection:
     )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PostgresTarget:
     """A PostgreSQL role; only the SCRAM-SHA-256 verifier is sent (ALTER ROLE)."""
 
@@ -319,7 +321,7 @@ class PostgresTarget:
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RedisTarget:
     """A Redis ACL user (new password beside the old one until the grace has passed),
     or the bare default user's requirepass (not zero-downtime)."""
@@ -342,7 +344,7 @@ class RedisTarget:
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MysqlTarget:
     """A MariaDB/MySQL account, changed with ALTER USER."""
 
@@ -357,7 +359,7 @@ class MysqlTarget:
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CommandTarget:
     """A program that applies the value: stdin carries it, $KEYROLL_PHASE says
     apply, verify or rollback, $KEYROLL_SECRET names the secret; exit 0 is success,
@@ -396,11 +398,13 @@ TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
 # --- validation ---------------------------------------------------------------------
 
 
-def section_fields(cls: type) -> tuple[Field[Any], ...]:
+def section_fields(cls: type) -> tuple[Field, ...]:
     return fields(cls)
 
 
 def _suggest(key: str, allowed: list[str]) -> str:
+    from difflib import get_close_matches
+
     close = get_close_matches(key, allowed, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -434,7 +438,7 @@ def _typed(value: Any, kind: str, keypath: str) -> Any:
 
 
 def parse_section(
-    cls: type, data: Any, keypath: str, extra: Mapping[str, Field[Any]] | None = None
+    cls: type, data: Any, keypath: str, extra: Mapping[str, Field] | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """Validate one table against `cls`; return (instance, extra values).
 
@@ -468,7 +472,7 @@ def parse_section(
     return cls(**values), extras
 
 
-def field_default(fld: Field[Any]) -> Any:
+def field_default(fld: Field) -> Any:
     return fld.default if fld.default is not MISSING else None
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+from keyroll.records import record
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy, SecretPolicy
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EntryInfo:
     """What the store can say about one secret without revealing it."""
 
@@ -21,45 +22,48 @@ class EntryInfo:
     problem: str | None = None  # unreadable, symlink, not a regular file, ...
 
 
-class Store(Protocol):
-    """A place holding the current value of each secret."""
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    kind: str
-    location: Path
+    class Store(Protocol):
+        """A place holding the current value of each secret."""
 
-    def read(self, name: str) -> str | None:
-        """The value of `name`, None if absent; StoreError if it cannot be read."""
+        kind: str
+        location: Path
 
-    def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
-        """Values of `names` (None when absent) and, separately, per-name read errors."""
+        def read(self, name: str) -> str | None:
+            """The value of `name`, None if absent; StoreError if it cannot be read."""
 
-    def write(
-        self,
-        values: Mapping[str, str],
-        secrets: Mapping[str, SecretPolicy],
-        before_rename: Callable[[], None] | None = None,
-    ) -> None:
-        """Make every value current, each one atomically; nothing changes on failure
-        before the first replacement.  `before_rename` runs once everything new is
-        durable and nothing old is replaced yet (a failpoint hook)."""
+        def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
+            """Values of `names` (None when absent) and, separately, per-name read errors."""
 
-    def inspect(self, name: str) -> EntryInfo:
-        """Existence, size, mode and problems of one entry."""
+        def write(
+            self,
+            values: Mapping[str, str],
+            secrets: Mapping[str, SecretPolicy],
+            before_rename: Callable[[], None] | None = None,
+        ) -> None:
+            """Make every value current, each one atomically; nothing changes on failure
+            before the first replacement.  `before_rename` runs once everything new is
+            durable and nothing old is replaced yet (a failpoint hook)."""
 
-    def entries(self) -> list[str]:
-        """Names of everything in the store, secrets or not (temp files excluded)."""
+        def inspect(self, name: str) -> EntryInfo:
+            """Existence, size, mode and problems of one entry."""
 
-    def snapshot(self) -> dict[str, bytes]:
-        """The files a backup holds, byte for byte, keyed by file name."""
+        def entries(self) -> list[str]:
+            """Names of everything in the store, secrets or not (temp files excluded)."""
 
-    def restore_snapshot(self, files: Mapping[str, bytes], kind: str) -> dict[str, str]:
-        """The secret values held in a backup's files (decrypting where needed)."""
+        def snapshot(self) -> dict[str, bytes]:
+            """The files a backup holds, byte for byte, keyed by file name."""
 
-    def remove_temp_files(self) -> list[str]:
-        """Delete what a killed keyroll left behind; return the names removed."""
+        def restore_snapshot(self, files: Mapping[str, bytes], kind: str) -> dict[str, str]:
+            """The secret values held in a backup's files (decrypting where needed)."""
 
-    def is_plaintext(self) -> bool:
-        """True when values sit on disk unencrypted."""
+        def remove_temp_files(self) -> list[str]:
+            """Delete what a killed keyroll left behind; return the names removed."""
+
+        def is_plaintext(self) -> bool:
+            """True when values sit on disk unencrypted."""
 
 
 def decode_value(raw: bytes, where: Path) -> str:

@@ -7,13 +7,13 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from keyroll.errors import StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
 from keyroll.paths import TEMP_PREFIX
 from keyroll.store import EntryInfo, decode_value
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from keyroll.config.policy import SecretPolicy
 

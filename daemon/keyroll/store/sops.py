@@ -38,12 +38,12 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ConfigError, KeyrollError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
+from keyroll.records import record
 from keyroll.store import EntryInfo, decode_value
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def bundle_recipients(raw: bytes) -> list[str]:
     return list(dict.fromkeys(_RECIPIENT_LINE.findall(text)))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Reason:
     message: str
     config: bool = False  # the configuration (.sops.yaml, identity file) is at fault

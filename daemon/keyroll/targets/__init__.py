@@ -11,11 +11,11 @@ one question recovery asks: does the service take this value right now?
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from keyroll.errors import ConfigError, KeyrollError, TargetError
+from keyroll.records import record
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
@@ -68,7 +68,7 @@ class Target(Protocol):
         """Release connections."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     """How a target logs in to make a change: as `user` with `password()`, the
     value the service accepts for that login right now (None: no password).
