@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,6 @@ from keyroll.errors import (
     EncryptionRequired,
     KeyrollError,
     ServiceUnavailable,
-    StoreError,
     TargetError,
     combined_exit_code,
 )
@@ -42,7 +42,7 @@ from keyroll.lock import FileLock
 from keyroll.records import field, record
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
-from keyroll.targets import Target, open_target
+from keyroll.targets import Connections, Target, open_target
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class TxReport:
     removed_temp: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     recovery: TxReport | None = None  # what the session's recovery did first
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent per step, all secrets
 
     @property
     def all_outcomes(self) -> list[Outcome]:
@@ -162,7 +163,9 @@ class WriterSession:
         self._journal: Journal | None = None
         self._live: dict[str, str | None] = {}
         self._targets: dict[str, Target] = {}
+        self._connections = Connections()
         self._should_stop: Callable[[], bool] | None = None
+        self._timings: dict[str, float] = {}
         self.recovery = TxReport()
 
     # --- session ----------------------------------------------------------------------
@@ -192,9 +195,7 @@ class WriterSession:
         self.close()
 
     def close(self) -> None:
-        for target in self._targets.values():
-            with contextlib.suppress(Exception):
-                target.close()
+        self._connections.close()  # (closing must not hide the real result: it never raises)
         self._targets.clear()
         if self._journal is not None:
             self._journal.close()
@@ -225,7 +226,9 @@ class WriterSession:
         if secret.target is None:
             return None
         if secret.target not in self._targets:
-            self._targets[secret.target] = open_target(self.policy, secret.target, secret.name, self.live_value)
+            self._targets[secret.target] = open_target(
+                self.policy, secret.target, secret.name, self.live_value, self._connections
+            )
         return self._targets[secret.target]
 
     def _admin_value(self, name: str) -> str | None:
@@ -235,6 +238,15 @@ class WriterSession:
                 f"the admin secret {name} is missing from the store; adopt its current value with `keyroll set {name}`"
             )
         return value
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Add the time spent in the block to `step` (reported in TxReport.timings)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timings[step] = self._timings.get(step, 0.0) + time.perf_counter() - started
 
     def _admin_last(self, names: Iterable[str]) -> set[str]:
         return self.policy.admin_secrets() & set(names)
@@ -299,6 +311,7 @@ class WriterSession:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport()
         self._should_stop = should_stop
+        self._timings = {}
         txid = new_txid()
         inflight = self.journal.inflight_names()
         completions: list[Completion] = []
@@ -307,7 +320,8 @@ class WriterSession:
         ordered = sorted(changes, key=lambda c: c.name in admin_names)
 
         # 1. Read the current values; refuse what cannot be read (never rotate blindly).
-        values, errors = self.store.read_all([c.name for c in ordered])
+        with self._timed("read"):
+            values, errors = self.store.read_all([c.name for c in ordered])
         for change in ordered:
             secret = self.policy.secret(change.name)
             outcome = Outcome(change.name, change.op, "failed", services=secret.services, store_only=secret.store_only)
@@ -337,12 +351,14 @@ class WriterSession:
             steps.append(step)
 
         # 2. Preflight: every target reachable and willing; consumers healthy.
-        steps = self._preflight(steps, completions)
+        with self._timed("check"):
+            steps = self._preflight(steps, completions)
 
         # 3. Backup, before the first change.
         if steps and take_backup:
             try:
-                report.backup = self.backup(reason)
+                with self._timed("backup"):
+                    report.backup = self.backup(reason)
             except KeyrollError as exc:
                 for step in steps:
                     self._fail_outcome(step, exc, "no backup could be taken, nothing changed")
@@ -352,7 +368,8 @@ class WriterSession:
 
         # 4. Create: pending values durable before any service sees them.
         if steps:
-            self.journal.begin(txid, [(s.name, s.change.op, s.new, s.old, s.secret.target) for s in steps])
+            with self._timed("create"):
+                self.journal.begin(txid, [(s.name, s.change.op, s.new, s.old, s.secret.target) for s in steps])
             failpoint("create")
 
         # 5. Set and test, target by target (admin credentials last).
@@ -372,8 +389,10 @@ class WriterSession:
         # 6. Finish: store, consumers, retirement, journal.
         completions += self._finish(verified, emergency)
         failpoint("finish")
-        self.journal.complete(txid, completions)
+        with self._timed("finish"):
+            self.journal.complete(txid, completions)
         report.recovery = self.recovery
+        report.timings = dict(self._timings)
         return report
 
     def _preflight(self, steps: list[_Step], completions: list[Completion]) -> list[_Step]:
@@ -423,12 +442,14 @@ class WriterSession:
         assert step.target is not None and step.outcome is not None
         try:
             step.applied = True
-            step.target.apply(step.new, step.old)
-            self._live[step.name] = step.new
-            self.journal.advance([step.name], APPLIED)
+            with self._timed("apply"):
+                step.target.apply(step.new, step.old)
+                self._live[step.name] = step.new
+                self.journal.advance([step.name], APPLIED)
             failpoint("apply")
-            step.target.verify(step.new)
-            self.journal.advance([step.name], VERIFIED)
+            with self._timed("verify"):
+                step.target.verify(step.new)
+                self.journal.advance([step.name], VERIFIED)
             failpoint("verify")
             return True
         except KeyrollError as exc:
@@ -462,43 +483,54 @@ class WriterSession:
         completions: list[Completion] = []
         to_store = {s.name: s.new for s in steps if s.changes_store}
         try:
-            self.store.write(to_store, self.policy.secrets, before_rename=lambda: failpoint("store-write"))
-        except (StoreError, KeyrollError) as exc:
+            with self._timed("store"):
+                self.store.write(to_store, self.policy.secrets, before_rename=lambda: failpoint("store-write"))
+                if to_store:
+                    self.journal.advance(to_store, STORED)
+        except KeyrollError as exc:
             for step in steps:
                 completions += self._undo(step, exc, restore_store=False)
             return completions
         if to_store:
-            self.journal.advance(to_store, STORED)
             failpoint("store")
         for step in steps:
             self._live[step.name] = step.new
-            assert step.outcome is not None
-            if step.changes_store and (step.secret.restart or step.secret.health):
-                failures = consumers.restart(step.secret.restart, step.name, self.policy.env)
-                step.outcome.restarted = list(step.secret.restart)
-                failpoint("restart")
-                if not failures and step.secret.health:
-                    failures = consumers.check_health(
-                        step.secret.health,
-                        step.name,
-                        step.secret.health_timeout.total_seconds(),
-                        self.policy.env,
-                        self._should_stop,
-                    )
-                if failures:
-                    kind = "restart" if failures[0].spec in step.secret.restart else "health check"
-                    problem = ServiceUnavailable(f"{kind} failed: {failures[0]}")
-                    if step.old is None:
-                        # Just created: there is nothing to go back to, so keep (and record) it.
-                        completions.append(self._success(step))
-                        step.outcome.exit_code = EXIT_TEMPFAIL
-                        step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
-                        continue
-                    completions += self._undo(step, problem, restore_store=True)
-                    continue
-            self._retire_or_queue(step, emergency)
+            with self._timed("consumers"):
+                failures = self._restart_consumers(step)
+            if failures:
+                completions += self._consumers_failed(step, failures)
+                continue
+            with self._timed("retire"):
+                self._retire_or_queue(step, emergency)
             completions.append(self._success(step))
         return completions
+
+    def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
+        """Restart what reads a changed secret, then wait for its health checks."""
+        secret = step.secret
+        if not step.changes_store or not (secret.restart or secret.health):
+            return []
+        assert step.outcome is not None
+        failures = consumers.restart(secret.restart, step.name, self.policy.env)
+        step.outcome.restarted = list(secret.restart)
+        failpoint("restart")
+        if not failures and secret.health:
+            timeout = secret.health_timeout.total_seconds()
+            failures = consumers.check_health(secret.health, step.name, timeout, self.policy.env, self._should_stop)
+        return failures
+
+    def _consumers_failed(self, step: _Step, failures: list[consumers.ConsumerFailure]) -> list[Completion]:
+        """Roll a secret back after its consumers failed to restart or to become healthy."""
+        assert step.outcome is not None
+        kind = "restart" if failures[0].spec in step.secret.restart else "health check"
+        problem = ServiceUnavailable(f"{kind} failed: {failures[0]}")
+        if step.old is None:
+            # Just created: there is nothing to go back to, so keep (and record) it.
+            completion = self._success(step)
+            step.outcome.exit_code = EXIT_TEMPFAIL
+            step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
+            return [completion]
+        return self._undo(step, problem, restore_store=True)
 
     def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
         target = step.target

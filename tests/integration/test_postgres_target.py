@@ -181,3 +181,29 @@ def test_sigkill_at_every_step_leaves_store_and_server_in_step(app, pg, home, st
     assert pg.login_ok(app.name, home.value("app_password"))
     assert pg.login_ok(app.admin_name, home.value("pg_admin_password"))
     assert keyroll(app.config, "validate").returncode == 0
+
+
+def test_many_roles_on_a_server_with_few_connections(home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One admin connection per server and login, however many roles are rotated:
+    12 roles on a server that allows 7 client connections."""
+    import peers
+
+    with peers.PostgresServer(
+        tmp_path / "small", settings={"max_connections": "10", "superuser_reserved_connections": "3"}
+    ) as small:
+        admin_file = home.root / "admin"
+        admin_file.write_text(small.admin_password)
+        tables = []
+        for i in range(12):
+            small.create_role(f"r{i}", f"Start{i:02d}" + "s" * 25)
+            home.secrets.mkdir(mode=0o700, exist_ok=True)
+            (home.secrets / f"role_{i}").write_text(f"Start{i:02d}" + "s" * 25)
+            tables.append(
+                f'[targets.t{i}]\ntype = "postgres"\nhost = "{small.host}"\nport = {small.port}\nuser = "r{i}"\n'
+                f'admin_user = "postgres"\nadmin_password_file = "{admin_file}"\n[secrets.role_{i}]\ntarget = "t{i}"\n'
+            )
+        home.write_config("".join(tables))
+        assert keyroll(home.config, "init").returncode == 0
+        done = keyroll(home.config, "rotate", "all")
+        assert done.returncode == 0, done.stdout
+        assert all(small.login_ok(f"r{i}", home.value(f"role_{i}")) for i in range(12))

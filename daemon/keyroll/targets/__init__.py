@@ -10,9 +10,10 @@ one question recovery asks: does the service take this value right now?
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keyroll.errors import ConfigError, KeyrollError, TargetError
 from keyroll.records import record
@@ -23,6 +24,34 @@ if TYPE_CHECKING:
 # Name of the application as services see it (PostgreSQL application_name, Redis
 # CLIENT SETNAME): recovery waits until no other keyroll session is active.
 APPLICATION_PREFIX = "keyroll-"
+
+
+class Connections:
+    """Admin connections shared by the targets of one session: one per server and
+    login, however many roles or users are rotated there (a server's connection
+    limit is easily smaller than the number of secrets)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[object, ...], tuple[Any, Callable[[Any], None]]] = {}
+
+    def get(self, key: tuple[object, ...]) -> Any:
+        entry = self._open.get(key)
+        return entry[0] if entry else None
+
+    def put(self, key: tuple[object, ...], connection: Any, close: Callable[[Any], None]) -> Any:
+        self.discard(key)
+        self._open[key] = (connection, close)
+        return connection
+
+    def discard(self, key: tuple[object, ...]) -> None:
+        entry = self._open.pop(key, None)
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                entry[1](entry[0])
+
+    def close(self) -> None:
+        for key in list(self._open):
+            self.discard(key)
 
 
 class Target(Protocol):
@@ -141,7 +170,13 @@ def admin_credentials(
     return Credentials(admin_user, lambda: None, "no password")
 
 
-def open_target(policy: Policy, target_name: str, secret_name: str, live_value: Callable[[str], str | None]) -> Target:
+def open_target(
+    policy: Policy,
+    target_name: str,
+    secret_name: str,
+    live_value: Callable[[str], str | None],
+    connections: Connections | None = None,
+) -> Target:
     """Build the target named in the policy.  Nothing connects yet, and the client
     library (psycopg, redis, ...) is imported only when the target first connects."""
     from keyroll.config import schema
@@ -151,15 +186,15 @@ def open_target(policy: Policy, target_name: str, secret_name: str, live_value: 
     if isinstance(config, schema.PostgresTarget):
         from keyroll.targets.postgres import PostgresTarget
 
-        return PostgresTarget(target_name, config, credentials, secret_name)
+        return PostgresTarget(target_name, config, credentials, secret_name, connections or Connections())
     if isinstance(config, schema.RedisTarget):
         from keyroll.targets.redis import RedisTarget
 
-        return RedisTarget(target_name, config, credentials, secret_name)
+        return RedisTarget(target_name, config, credentials, secret_name, connections or Connections())
     if isinstance(config, schema.MysqlTarget):
         from keyroll.targets.mysql import MysqlTarget
 
-        return MysqlTarget(target_name, config, credentials, secret_name)
+        return MysqlTarget(target_name, config, credentials, secret_name, connections or Connections())
     if isinstance(config, schema.CommandTarget):
         from keyroll.targets.command import CommandTarget
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import Credentials
+from keyroll.targets import Connections, Credentials
 
 if TYPE_CHECKING:
     from keyroll.config.schema import MysqlTarget as MysqlConfig
@@ -38,14 +38,17 @@ class MysqlTarget:
     keeps_old = False
     grace = timedelta(0)
 
-    def __init__(self, name: str, config: MysqlConfig, credentials: Credentials, secret: str) -> None:
+    def __init__(
+        self, name: str, config: MysqlConfig, credentials: Credentials, secret: str, connections: Connections
+    ) -> None:
         self.name = name
         self.config = config
         self.credentials = credentials
         self.secret = secret
         self.needs_old = credentials.own
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
-        self._admin: Any = None
+        self._connections = connections
+        self._admin_key = ("mysql", config.host, config.port, credentials.user)
 
     def describe(self) -> str:
         c = self.config
@@ -71,13 +74,15 @@ class MysqlTarget:
 
     def _execute(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         pymysql = _pymysql()
-        if self._admin is None:
+        connection = self._connections.get(self._admin_key)
+        if connection is None:
             try:
-                self._admin = self._connect(self.credentials.user, self.credentials.password())
+                connection = self._connect(self.credentials.user, self.credentials.password())
             except _Rejected as exc:
                 raise TargetError(f"{exc}: {self.credentials.refused()}") from None
+            self._connections.put(self._admin_key, connection, lambda c: c.close())
         try:
-            with self._admin.cursor() as cursor:
+            with connection.cursor() as cursor:
                 cursor.execute(query, params)
                 return list(cursor.fetchall())
         except pymysql.err.OperationalError as exc:
@@ -136,9 +141,7 @@ class MysqlTarget:
         return None
 
     def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        self._connections.discard(self._admin_key)
 
 
 class _Rejected(TargetError):

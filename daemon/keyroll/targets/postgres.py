@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import APPLICATION_PREFIX, Credentials
+from keyroll.targets import APPLICATION_PREFIX, Connections, Credentials
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,13 +45,16 @@ class PostgresTarget:
     keeps_old = False
     grace = timedelta(0)
 
-    def __init__(self, name: str, config: PostgresConfig, credentials: Credentials, secret: str) -> None:
+    def __init__(
+        self, name: str, config: PostgresConfig, credentials: Credentials, secret: str, connections: Connections
+    ) -> None:
         self.name = name
         self.config = config
         self.credentials = credentials
         self.secret = secret
         self.needs_old = credentials.own
-        self._admin: psycopg.Connection[Any] | None = None
+        self._connections = connections
+        self._admin_key = ("postgres", config.host, config.port, config.database, credentials.user)
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
 
     def describe(self) -> str:
@@ -84,13 +87,14 @@ class PostgresTarget:
             raise ServiceUnavailable(f"{self.describe()}: unreachable ({reason})") from None
 
     def _admin_connection(self) -> psycopg.Connection[Any]:
-        if self._admin is not None and not self._admin.closed and not self._admin.broken:
-            return self._admin
+        connection: psycopg.Connection[Any] | None = self._connections.get(self._admin_key)
+        if connection is not None and not connection.closed and not connection.broken:
+            return connection
         try:
-            self._admin = self._connect(self.credentials.user, self.credentials.password())
+            connection = self._connect(self.credentials.user, self.credentials.password())
         except _Rejected as exc:
             raise TargetError(f"{exc}: {self.credentials.refused()}") from None
-        return self._admin
+        return self._connections.put(self._admin_key, connection, lambda c: c.close())  # type: ignore[no-any-return]
 
     def _execute(self, query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         psycopg = _psycopg()
@@ -99,7 +103,7 @@ class PostgresTarget:
             cursor = connection.execute(query, params)
             return cursor.fetchall() if cursor.description else []
         except psycopg.OperationalError as exc:
-            self._admin = None
+            self._connections.discard(self._admin_key)
             raise ServiceUnavailable(f"{self.describe()}: connection lost ({_last_line(exc)})") from None
         except psycopg.Error as exc:
             raise TargetError(f"{self.describe()}: {_last_line(exc)}") from None
@@ -174,9 +178,7 @@ class PostgresTarget:
             time.sleep(0.2)
 
     def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        self._connections.discard(self._admin_key)
 
 
 class _Rejected(TargetError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import Credentials
+from keyroll.targets import Connections, Credentials
 
 if TYPE_CHECKING:
     from keyroll.config.schema import RedisTarget as RedisConfig
@@ -42,7 +42,9 @@ def password_hash(value: str) -> str:
 class RedisTarget:
     """An ACL user's password (or the server's requirepass) on one Redis server."""
 
-    def __init__(self, name: str, config: RedisConfig, credentials: Credentials, secret: str) -> None:
+    def __init__(
+        self, name: str, config: RedisConfig, credentials: Credentials, secret: str, connections: Connections
+    ) -> None:
         self.name = name
         self.config = config
         self.credentials = credentials
@@ -52,7 +54,8 @@ class RedisTarget:
         self.grace = parse_duration(config.grace) if self.acl else timedelta(0)
         self.needs_old = credentials.own
         self._timeout = parse_duration(config.connect_timeout).total_seconds() or 5.0
-        self._admin: Any = None
+        self._connections = connections
+        self._admin_key = ("redis", config.host, config.port, credentials.user if self.acl else "default")
 
     def describe(self) -> str:
         c = self.config
@@ -90,12 +93,14 @@ class RedisTarget:
         return client
 
     def _admin_client(self) -> Any:
-        if self._admin is None:
+        client = self._connections.get(self._admin_key)
+        if client is None:
             try:
-                self._admin = self._client(self.credentials.user, self.credentials.password())
+                client = self._client(self.credentials.user, self.credentials.password())
             except _Rejected as exc:
                 raise TargetError(f"{exc}: {self.credentials.refused()}") from None
-        return self._admin
+            self._connections.put(self._admin_key, client, lambda c: c.close())
+        return client
 
     def _command(self, *args: str) -> Any:
         redis = _redis()
@@ -147,8 +152,7 @@ class RedisTarget:
         """requirepass changes the default user's password: the admin client, logged
         in as that user, must use the new one from now on."""
         if self.credentials.own:
-            self.close()
-            self._admin = self._client(None, password)
+            self._connections.put(self._admin_key, self._client(None, password), lambda c: c.close())
 
     def verify(self, new: str) -> None:
         if not self.accepts(new):
@@ -187,9 +191,7 @@ class RedisTarget:
         return None  # a Redis command is atomic: a killed client's change is done or not done
 
     def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        self._connections.discard(self._admin_key)
 
 
 class _Rejected(TargetError):
