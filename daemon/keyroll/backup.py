@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll import __version__
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
-from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files
+from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files, write_new_files
 from keyroll.paths import TEMP_PREFIX
 from keyroll.records import field, record
 
@@ -179,9 +179,7 @@ def create_backup(
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     try:
         os.mkdir(tmp, 0o700)
-        from keyroll.fsutil import write_files_atomically
-
-        write_files_atomically(tmp, {**files, METADATA: metadata_bytes, MANIFEST: manifest_bytes})
+        write_new_files(tmp, {**files, METADATA: metadata_bytes, MANIFEST: manifest_bytes})
         os.rename(tmp, final)
         fsync_dir(backup_dir)
     except StoreError as exc:

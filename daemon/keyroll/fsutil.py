@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,17 +111,17 @@ def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes |
         os.close(fd)
 
 
-def _syncfs(fd: int) -> bool:
-    """syncfs(2) on the filesystem holding `fd`; False where it is unavailable."""
+def _libc_syncfs() -> Any:
+    """libc's syncfs(2), or None where it is unavailable."""
     global _libc
     try:
         if _libc is None:
             import ctypes
 
             _libc = ctypes.CDLL(None, use_errno=True)
-        return bool(_libc.syncfs(fd) == 0)
+        return _libc.syncfs
     except (OSError, AttributeError):
-        return False
+        return None
 
 
 def temp_name(final_name: str) -> str:
@@ -129,6 +129,68 @@ def temp_name(final_name: str) -> str:
     import secrets
 
     return f"{TEMP_PREFIX}{final_name}.{secrets.token_hex(6)}"
+
+
+def _refuse_non_files(directory: Path, dir_fd: int, names: Iterable[str]) -> None:
+    """StoreError if a name is taken by a symlink or anything but a regular file."""
+    for name in names:
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(describe_os_error(directory / name, exc)) from None
+        if stat.S_ISLNK(info.st_mode):
+            raise StoreError(f"{directory / name}: is a symlink; keyroll never writes through one")
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{directory / name}: is not a regular file")
+
+
+def _create_durably(
+    directory: Path,
+    dir_fd: int,
+    files: Mapping[str, bytes],
+    on_disk: Mapping[str, str],
+    mode: Mapping[str, int] | int,
+    gid: Mapping[str, int | None] | None,
+) -> None:
+    """Create each file as `on_disk[name]` (O_EXCL, mode set before the data) and make
+    the data durable: one syncfs for a large batch, else an fsync per file.  No file
+    descriptor stays open beyond its own write.  On failure the created files are
+    removed and StoreError says which file and why."""
+    syncfs = _libc_syncfs() if len(files) > _SYNCFS_THRESHOLD else None
+    created: list[str] = []
+    current = next(iter(files))
+    try:
+        for name, data in files.items():
+            current = name
+            fd = os.open(on_disk[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
+            created.append(on_disk[name])
+            try:
+                file_gid = gid.get(name) if gid else None
+                if file_gid is not None:
+                    os.fchown(fd, -1, file_gid)
+                os.fchmod(fd, mode if isinstance(mode, int) else mode.get(name, 0o600))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if syncfs is None:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        if syncfs is not None and syncfs(dir_fd) != 0:
+            raise OSError(ctypes_errno(), "syncfs failed")
+    except OSError as exc:
+        for leftover in created:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover, dir_fd=dir_fd)
+        raise StoreError(describe_os_error(directory / current, exc) + "; nothing was changed") from None
+
+
+def ctypes_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def write_files_atomically(
@@ -140,62 +202,34 @@ def write_files_atomically(
 ) -> None:
     """Replace each `directory/name` with its bytes, all or (per file) nothing.
 
-    Writes every temp file, syncs them once, then renames each over its final
-    name and syncs the folder.  A failure before the renames removes the temp
-    files and leaves every old file untouched.  A symlink in place of a final
-    name is refused before anything is written.  `before_rename`, if callable,
-    runs between the sync and the first rename (a failpoint hook).
+    Writes every temp file and makes them durable, then renames each over its
+    final name and syncs the folder.  A failure before the renames removes the
+    temp files and leaves every old file untouched.  A symlink in place of a
+    final name is refused before anything is written.  `before_rename` runs
+    between the sync and the first rename (a failpoint hook).
     """
     if not files:
         return
     with open_dir(directory) as dir_fd:
-        for name in files:
-            try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise StoreError(describe_os_error(directory / name, exc)) from None
-            if stat.S_ISLNK(info.st_mode):
-                raise StoreError(f"{directory / name}: is a symlink; keyroll never writes through one")
-            if not stat.S_ISREG(info.st_mode):
-                raise StoreError(f"{directory / name}: is not a regular file")
-        written: list[tuple[str, str]] = []
-        fds: list[int] = []
-        try:
-            for name, data in files.items():
-                tmp = temp_name(name)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
-                fds.append(fd)
-                written.append((tmp, name))
-                file_mode = mode if isinstance(mode, int) else mode.get(name, 0o600)
-                file_gid = gid.get(name) if gid else None
-                if file_gid is not None:
-                    os.fchown(fd, -1, file_gid)
-                os.fchmod(fd, file_mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if len(fds) <= _SYNCFS_THRESHOLD or not _syncfs(dir_fd):
-                for fd in fds:
-                    os.fsync(fd)
-        except OSError as exc:
-            failed_path = directory / (written[-1][1] if written else next(iter(files)))
-            for fd in fds:
-                os.close(fd)
-            fds = []
-            for tmp, _ in written:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-            raise StoreError(describe_os_error(failed_path, exc) + "; nothing was changed") from None
-        finally:
-            for fd in fds:
-                os.close(fd)
+        _refuse_non_files(directory, dir_fd, files)
+        temps = {name: temp_name(name) for name in files}
+        _create_durably(directory, dir_fd, files, temps, mode, gid)
         if before_rename is not None:
             before_rename()
         try:
-            for tmp, name in written:
+            for name, tmp in temps.items():
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except OSError as exc:
+            raise StoreError(describe_os_error(directory, exc)) from None
+
+
+def write_new_files(directory: Path, files: Mapping[str, bytes], mode: int = 0o600) -> None:
+    """Create files in a new, private folder (nothing to replace, so no temp names),
+    durably, folder entries included."""
+    with open_dir(directory) as dir_fd:
+        _create_durably(directory, dir_fd, files, {name: name for name in files}, mode, None)
+        try:
             os.fsync(dir_fd)
         except OSError as exc:
             raise StoreError(describe_os_error(directory, exc)) from None

@@ -62,3 +62,21 @@ def test_remove_temp_files(tmp_path: Path) -> None:
     (tmp_path / f"{TEMP_PREFIX}backup.dir" / "f").write_text("x")
     assert sorted(remove_temp_files(tmp_path)) == [f"{TEMP_PREFIX}backup.dir", f"{TEMP_PREFIX}keep.abc"]
     assert os.listdir(tmp_path) == ["keep"]
+
+
+def test_many_files_under_a_small_open_file_limit(tmp_path: Path) -> None:
+    """2,000 secrets with RLIMIT_NOFILE at 128: no descriptor stays open beyond its write."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys; from pathlib import Path\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))\n"
+        "from keyroll.fsutil import write_files_atomically, write_new_files\n"
+        "d = Path(sys.argv[1])\n"
+        "write_files_atomically(d, {f's{i}': b'x' * 32 for i in range(2000)})\n"
+        "(d / 'new').mkdir(); write_new_files(d / 'new', {f's{i}': b'y' for i in range(2000)})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.glob("s*"))) == 2000 and len(list((tmp_path / "new").iterdir())) == 2000
