@@ -32,6 +32,14 @@ let
   dataDir = "/var/lib/keyroll";
   settingsFormat = pkgs.formats.toml { };
 
+  # keyroll's configuration schema (`keyroll config schema`; a test keeps this copy
+  # in step): the option documentation below comes from it.
+  schema = lib.importJSON ./schema.json;
+  optionDoc = section: key: schema.${section}.options.${key}.doc;
+  sectionDocs = lib.concatStringsSep "\n" (
+    lib.mapAttrsToList (name: section: "- `${name}`: ${section.doc}") schema
+  );
+
   rawConfigFile = settingsFormat.generate "keyroll.toml" cfg.settings;
 
   # Build-time check: `config validate --static` parses the file and checks
@@ -156,19 +164,19 @@ in
             type = types.strMatching "/.*";
             default = "${dataDir}/secrets";
             description = ''
-              Folder of secret files, one per secret (absolute).  Outside
+              ${optionDoc "paths" "secrets_dir"}  Absolute here; outside
               ${dataDir} it must be listed in `${opt}.extraWritablePaths`.
             '';
           };
           backup_dir = mkOption {
             type = types.strMatching "/.*";
             default = "${dataDir}/backups";
-            description = "Folder of timestamped backups (absolute; same rule as secrets_dir).";
+            description = "${optionDoc "paths" "backup_dir"}  Absolute here; same rule as secrets_dir.";
           };
           state_dir = mkOption {
             type = types.strMatching "/.*";
             default = "${dataDir}/state";
-            description = "Journal, locks and the fingerprint key (absolute; same rule as secrets_dir).";
+            description = "${optionDoc "paths" "state_dir"}  Absolute here; same rule as secrets_dir.";
           };
         };
       };
@@ -192,6 +200,9 @@ in
         and refer to them as "credential:NAME" (notify.urls_file,
         targets.<name>.admin_password_file; the age identity of a SOPS store is
         the credential named age-key).
+
+        Sections (from keyroll's schema):
+        ${sectionDocs}
       '';
     };
 

@@ -602,3 +602,21 @@ def test_flake_outputs(tmp_path: Path) -> None:
         assert "config validate --static" in checks["config-static"]["script"]
     assert outputs["nixosModules"]["default"] == str(REPO / "nix" / "module.nix")
     keyroll_validate_static(outputs["checks"]["x86_64-linux"]["config-static"]["configText"], tmp_path)
+
+
+def test_option_documentation_comes_from_keyroll_schema() -> None:
+    """nix/schema.json is `keyroll config schema`, and the module's option docs use it."""
+    from keyroll.cli.output import to_plain
+    from keyroll.config.schema import schema_description
+
+    shipped = json.loads((REPO / "nix" / "schema.json").read_text())
+    assert shipped == to_plain(schema_description()), (
+        "nix/schema.json is stale; regenerate it: keyroll config schema | "
+        "python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"data\"], indent=2, sort_keys=True))' "
+        "> nix/schema.json"
+    )
+    descriptions = evaluate(sample())["descriptions"]
+    for key in ("secrets_dir", "backup_dir", "state_dir"):
+        assert shipped["paths"]["options"][key]["doc"] in descriptions["paths"][key]
+    for section in ("defaults", "store", "backup", "notify", "secrets.<name>"):
+        assert f"- `{section}`: {shipped[section]['doc']}" in descriptions["settings"]

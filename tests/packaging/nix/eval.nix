@@ -51,6 +51,13 @@ in
   options = cfg // {
     package = cfg.package.outPath;
   };
+  # Option documentation, as `nixos-option` or the manual would show it.
+  descriptions = {
+    settings = evaluated.options.services.keyroll.settings.description;
+    paths = builtins.mapAttrs (_: option: option.description) (
+      evaluated.options.services.keyroll.settings.type.module.options.paths
+    );
+  };
   assertions = final.assertions or [ ];
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (final.assertions or [ ]));
   warnings = final.warnings or [ ];

@@ -53,6 +53,7 @@ let
     removeSuffix =
       suffix: str: if hasSuffix suffix str then substring 0 (stringLength str - stringLength suffix) str else str;
     concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+    importJSON = path: builtins.fromJSON (builtins.readFile path);
     unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
     mapAttrsToList = f: set: map (name: f name set.${name}) (attrNames set);
     genAttrs =
