@@ -63,3 +63,16 @@ def test_sigkill_then_recover(account, mariadb, home, step: str) -> None:  # typ
     assert killed.returncode == -signal.SIGKILL
     assert keyroll(home.config, "recover").returncode == 0
     assert mariadb.login_ok(account.name, home.value("db_password"))
+
+
+def test_health_failure_rolls_the_account_back(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    flag = home.root / "broken"
+    text = home.config.read_text().replace(
+        'target = "db"',
+        f'target = "db"\nrestart = ["command:touch {flag}"]\nhealth = ["command:test ! -e {flag}"]\nhealth_timeout = "1s"',
+    )
+    home.config.write_text(text)
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 75 and "rolled back" in done.stdout
+    assert home.value("db_password") == account.initial
+    assert mariadb.login_ok(account.name, account.initial)

@@ -169,17 +169,23 @@ def test_init_force_takes_the_services_along(app, pg, home) -> None:  # type: ig
     assert pg.login_ok(app.admin_name, home.value("pg_admin_password"))
 
 
-@pytest.mark.parametrize("step", ["create", "apply", "verify", "store-write", "store", "finish"])
+@pytest.mark.parametrize("step", ["backup", "create", "apply", "verify", "store-write", "store", "restart", "finish"])
 def test_sigkill_at_every_step_leaves_store_and_server_in_step(app, pg, home, step: str) -> None:  # type: ignore[no-untyped-def]
     adopt(app, pg)
+    marker = home.root / "restarted"
+    app.config.write_text(
+        app.config.read_text().replace('target = "pg_app"', f'target = "pg_app"\nrestart = ["command:touch {marker}"]')
+    )
     killed = keyroll(app.config, "rotate", "all", env={"KEYROLL_FAILPOINT": step})
     assert killed.returncode == -signal.SIGKILL
     status = json.loads(keyroll(app.config, "status", "--json").stdout)["data"]["secrets"]
-    assert any(s["state"] == "IN FLIGHT" for s in status)
+    assert any(s["state"] == "IN FLIGHT" for s in status) == (step != "backup")
     recovered = keyroll(app.config, "recover")
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert pg.login_ok(app.name, home.value("app_password"))
     assert pg.login_ok(app.admin_name, home.value("pg_admin_password"))
+    if home.value("app_password") != app.initial:
+        assert marker.exists(), "driven forward: the consumer was restarted"
     assert keyroll(app.config, "validate").returncode == 0
 
 

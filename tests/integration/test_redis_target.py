@@ -118,14 +118,22 @@ def test_wrong_admin_credentials(cache, redis_server, home) -> None:  # type: ig
     assert "login refused" in done.stdout and "wrong admin credentials (file" in done.stdout
 
 
-@pytest.mark.parametrize("step", ["create", "apply", "verify", "store-write", "store", "finish"])
+@pytest.mark.parametrize(
+    "step", ["backup", "create", "apply", "verify", "store-write", "store", "restart", "retire", "finish"]
+)
 def test_sigkill_at_every_step_leaves_store_and_server_in_step(cache, redis_server, home, step: str) -> None:  # type: ignore[no-untyped-def]
-    cache.configure(grace="0s")
+    # grace 0s: the old password is removed within the transaction (the `retire` step).
+    cache.configure(grace="0s", extra=f'restart = ["command:touch {home.root / "restarted"}"]')
     killed = keyroll(cache.config, "rotate", "redis_password", env={"KEYROLL_FAILPOINT": step})
     assert killed.returncode == -signal.SIGKILL
     recovered = keyroll(cache.config, "recover")
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+    stored = home.value("redis_password")
+    assert redis_server.login_ok(cache.name, stored)
+    if stored != cache.initial:
+        # Driven forward: the consumer was restarted and the old password is gone.
+        assert (home.root / "restarted").exists()
+        assert not redis_server.login_ok(cache.name, cache.initial)
     assert keyroll(cache.config, "validate").returncode == 0
 
 
