@@ -117,6 +117,12 @@ def _render_recovery(recovery: Any) -> None:
         line(f"recover: {name}: old credential retired")
 
 
+def _listing(label: str, names: list[str]) -> None:
+    """`label: a, b, c` when there are names; nothing otherwise."""
+    if names:
+        line(f"{label}: {', '.join(names)}")
+
+
 def _combine(*codes: int) -> int:
     from keyroll.errors import combined_exit_code
 
@@ -263,12 +269,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     line(f"backup {report.backup} verified")
     if args.dry_run:
         line(f"would restore: {', '.join(report.changes) or 'nothing (every value already matches)'}")
-    if report.unchanged:
-        line(f"already equal: {', '.join(report.unchanged)}")
-    if report.skipped:
-        line(f"skipped (not in the policy): {', '.join(report.skipped)}")
-    if report.absent:
-        line(f"not in the backup, left as they are: {', '.join(report.absent)}")
+    _listing("already equal", report.unchanged)
+    _listing("skipped (not in the policy)", report.skipped)
+    _listing("not in the backup, left as they are", report.absent)
     if report.pre_restore_backup:
         line(f"pre-restore backup: {report.pre_restore_backup}")
     if report.tx is not None:
@@ -421,13 +424,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         line(
             f"bundle {report.bundle}: migrated {len(report.migrated)} secret(s) from {report.source}, verified one by one"
         )
-        if report.already:
-            line(f"already in the bundle with the same value: {', '.join(report.already)}")
-        if report.missing:
-            line(f"not in the folder (nothing to migrate): {', '.join(report.missing)}")
-        if report.removed:
-            line(f"removed the plaintext files: {', '.join(report.removed)}")
-        elif report.migrated:
+        _listing("already in the bundle with the same value", report.already)
+        _listing("not in the folder (nothing to migrate)", report.missing)
+        _listing("removed the plaintext files", report.removed)
+        if report.migrated and not report.removed:
             line(f"the plaintext files stay in {report.source}; `bundle migrate --remove-plaintext` removes them")
     elif args.bundle_command == "render":
         line(
@@ -439,8 +439,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             line(f"  restarted: {spec}")
         for failure in report.failures:
             line(f"  FAILED: {failure}")
-        if report.missing:
-            line(f"not in the bundle: {', '.join(report.missing)}")
+        _listing("not in the bundle", report.missing)
     else:
         line(f"bundle {report.bundle}: {len(report.secrets)} secret(s) re-encrypted")
         line(f"recipients before: {', '.join(report.before)}")
@@ -496,8 +495,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for reminder in report.reminders:
         state = "OVERDUE since" if reminder.overdue else "due"
         line(f"reminder: {reminder.name} {state} {reminder.due}: rotate it with `keyroll rotate {reminder.name}`")
-    if report.not_initialized:
-        line(f"not initialized (run `keyroll init`): {', '.join(report.not_initialized)}")
+    _listing("not initialized (run `keyroll init`)", report.not_initialized)
     if report.next_due:
         line(f"next: {report.next_name} at {report.next_due}")
     for delivery in deliveries:

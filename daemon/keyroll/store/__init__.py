@@ -66,6 +66,21 @@ if TYPE_CHECKING:
             """True when values sit on disk unencrypted."""
 
 
+def read_each(store: Store, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """`store.read` for each name: values (None when absent) and, apart, each name's
+    read error, so that one unreadable secret does not hide the others."""
+    from keyroll.errors import StoreError
+
+    values: dict[str, str | None] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            values[name] = store.read(name)
+        except StoreError as exc:
+            errors[name] = str(exc)
+    return values, errors
+
+
 def decode_value(raw: bytes, where: Path) -> str:
     """File bytes -> value: UTF-8, one trailing newline is not part of it."""
     from keyroll.errors import StoreError

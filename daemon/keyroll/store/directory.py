@@ -11,7 +11,7 @@ from pathlib import Path
 from keyroll.errors import StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
 from keyroll.paths import TEMP_PREFIX
-from keyroll.store import EntryInfo, decode_value
+from keyroll.store import EntryInfo, decode_value, read_each
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -43,14 +43,7 @@ class DirectoryStore:
         return None if raw is None else decode_value(raw, self.location / name)
 
     def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
-        values: dict[str, str | None] = {}
-        errors: dict[str, str] = {}
-        for name in names:
-            try:
-                values[name] = self.read(name)
-            except StoreError as exc:
-                errors[name] = str(exc)
-        return values, errors
+        return read_each(self, names)
 
     def write(
         self,

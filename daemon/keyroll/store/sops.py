@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from keyroll.errors import ConfigError, KeyrollError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
 from keyroll.records import record
-from keyroll.store import EntryInfo, decode_value
+from keyroll.store import EntryInfo, decode_value, read_each
 
 if TYPE_CHECKING:
     import subprocess
@@ -378,14 +378,7 @@ class SopsStore:
         StoreError at once: one line, before anything changes."""
         self.binary()
         self.load()
-        values: dict[str, str | None] = {}
-        errors: dict[str, str] = {}
-        for name in names:
-            try:
-                values[name] = self.read(name)
-            except StoreError as exc:
-                errors[name] = str(exc)
-        return values, errors
+        return read_each(self, names)
 
     def write(
         self,

@@ -54,6 +54,65 @@ class Connections:
             self.discard(key)
 
 
+class LoginRefused(TargetError):
+    """The service answered, and refused the login."""
+
+
+def client_library(module: str, extra: str) -> Any:
+    """Import a service's client library (only when a target first connects), or
+    say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TargetError(f"this target needs the Python package {module}: pip install 'keyroll[{extra}]'") from None
+
+
+class BaseTarget:
+    """What most targets share: one valid password per account, changed by
+    `set_password` and checked by a fresh login (`accepts`); nothing to retire and
+    nothing to wait for.  Targets override what their service does differently."""
+
+    name: str
+    needs_old = False
+    keeps_old = False
+    grace = timedelta(0)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def accepts(self, value: str) -> bool:
+        raise NotImplementedError
+
+    def set_password(self, value: str) -> None:
+        raise NotImplementedError
+
+    def apply(self, new: str, old: str | None) -> None:
+        self.set_password(new)
+
+    def verify(self, new: str) -> None:
+        if not self.accepts(new):
+            raise TargetError(f"{self.describe()}: a fresh login with the new value was refused")
+
+    def rollback(self, old: str | None, new: str) -> None:
+        if old is None:
+            raise TargetError(f"{self.describe()}: there is no previous value to go back to")
+        self.set_password(old)
+
+    def retirement_token(self, old: str) -> str | None:
+        return None
+
+    def retire(self, token: str) -> None:
+        return None
+
+    def wait_idle(self, timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class Target(Protocol):
     """One account on one live service."""
 

@@ -12,23 +12,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import Credentials
+from keyroll.targets import BaseTarget, Credentials
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig
 
 
-class CommandTarget:
+class CommandTarget(BaseTarget):
     """Runs the configured program for each phase of the rotation."""
-
-    keeps_old = False
-    grace = timedelta(0)
-    needs_old = False
 
     def __init__(
         self, name: str, config: CommandConfig, credentials: Credentials, secret: str, env: Mapping[str, str]
@@ -94,23 +89,7 @@ class CommandTarget:
     def apply(self, new: str, old: str | None) -> None:
         self._run("apply", new, old)
 
-    def verify(self, new: str) -> None:
-        if not self.accepts(new):
-            raise TargetError(f"{self.describe()}: verify refused the new value")
-
     def rollback(self, old: str | None, new: str) -> None:
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
         self._run("rollback", old, new)
-
-    def retirement_token(self, old: str) -> str | None:
-        return None
-
-    def retire(self, token: str) -> None:
-        return None
-
-    def wait_idle(self, timeout: float) -> None:
-        return None
-
-    def close(self) -> None:
-        return None

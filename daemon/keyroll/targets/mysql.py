@@ -6,12 +6,11 @@ password per account, so the change is not zero-downtime for new logins."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import Connections, Credentials
+from keyroll.targets import BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     from keyroll.config.schema import MysqlTarget as MysqlConfig
@@ -19,24 +18,13 @@ if TYPE_CHECKING:
 _ACCESS_DENIED = 1045
 
 
-def _pymysql() -> Any:
-    try:
-        import pymysql
-    except ImportError:
-        raise TargetError("MariaDB/MySQL targets need PyMySQL: pip install 'keyroll[mysql]'") from None
-    return pymysql
-
-
 def native_password_hash(value: str) -> str:
     """mysql_native_password's stored form: '*' + upper hex of SHA1(SHA1(password))."""
     return "*" + hashlib.sha1(hashlib.sha1(value.encode("utf-8")).digest()).hexdigest().upper()
 
 
-class MysqlTarget:
+class MysqlTarget(BaseTarget):
     """An account's password on one MariaDB/MySQL server."""
-
-    keeps_old = False
-    grace = timedelta(0)
 
     def __init__(
         self, name: str, config: MysqlConfig, credentials: Credentials, secret: str, connections: Connections
@@ -55,7 +43,7 @@ class MysqlTarget:
         return f"MariaDB/MySQL account '{c.user}'@'{c.user_host}' at {c.host}:{c.port}"
 
     def _connect(self, user: str, password: str | None) -> Any:
-        pymysql = _pymysql()
+        pymysql = client_library("pymysql", "mysql")
         try:
             return pymysql.connect(
                 host=self.config.host,
@@ -69,16 +57,16 @@ class MysqlTarget:
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
             if code == _ACCESS_DENIED:
-                raise _Rejected(f"{self.describe()}: login as {user!r} refused") from None
+                raise LoginRefused(f"{self.describe()}: login as {user!r} refused") from None
             raise ServiceUnavailable(f"{self.describe()}: unreachable ({exc.args[-1] if exc.args else exc})") from None
 
     def _execute(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        pymysql = _pymysql()
+        pymysql = client_library("pymysql", "mysql")
         connection = self._connections.get(self._admin_key)
         if connection is None:
             try:
                 connection = self._connect(self.credentials.user, self.credentials.password())
-            except _Rejected as exc:
+            except LoginRefused as exc:
                 raise TargetError(f"{exc}: {self.credentials.refused()}") from None
             self._connections.put(self._admin_key, connection, lambda c: c.close())
         try:
@@ -106,11 +94,11 @@ class MysqlTarget:
     def accepts(self, value: str) -> bool:
         try:
             self._connect(self.config.user, value).close()
-        except _Rejected:
+        except LoginRefused:
             return False
         return True
 
-    def _set_password(self, value: str) -> None:
+    def set_password(self, value: str) -> None:
         digest = native_password_hash(value)
         if self.credentials.own:
             self._execute("SET PASSWORD = %s", (digest,))
@@ -119,30 +107,5 @@ class MysqlTarget:
                 "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (self.config.user, self.config.user_host, digest)
             )
 
-    def apply(self, new: str, old: str | None) -> None:
-        self._set_password(new)
-
-    def verify(self, new: str) -> None:
-        if not self.accepts(new):
-            raise TargetError(f"{self.describe()}: a fresh login with the new password was refused")
-
-    def rollback(self, old: str | None, new: str) -> None:
-        if old is None:
-            raise TargetError(f"{self.describe()}: there is no previous password to go back to")
-        self._set_password(old)
-
-    def retirement_token(self, old: str) -> str | None:
-        return None
-
-    def retire(self, token: str) -> None:
-        return None
-
-    def wait_idle(self, timeout: float) -> None:
-        return None
-
     def close(self) -> None:
         self._connections.discard(self._admin_key)
-
-
-class _Rejected(TargetError):
-    """The server answered, and refused the login."""

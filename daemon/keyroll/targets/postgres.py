@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import APPLICATION_PREFIX, Connections, Credentials
+from keyroll.targets import APPLICATION_PREFIX, BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     import psycopg
@@ -20,14 +19,6 @@ if TYPE_CHECKING:
 
 _AUTH_SQLSTATES = {"28P01", "28000"}  # invalid_password, invalid_authorization_specification
 _AUTH_PHRASES = ("password authentication failed", "no password supplied", "authentication failed")
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError:
-        raise TargetError("PostgreSQL targets need psycopg: pip install 'keyroll[postgres]'") from None
-    return psycopg
 
 
 def _last_line(exc: BaseException) -> str:
@@ -39,11 +30,8 @@ def _last_line(exc: BaseException) -> str:
     return text.removeprefix("connection failed:").strip() or type(exc).__name__
 
 
-class PostgresTarget:
+class PostgresTarget(BaseTarget):
     """A role's password on one PostgreSQL server."""
-
-    keeps_old = False
-    grace = timedelta(0)
 
     def __init__(
         self, name: str, config: PostgresConfig, credentials: Credentials, secret: str, connections: Connections
@@ -66,7 +54,7 @@ class PostgresTarget:
     def _connect(self, user: str, password: str | None) -> psycopg.Connection[Any]:
         """A new connection; ServiceUnavailable if the server cannot be reached,
         TargetError (auth=True attribute) if it refuses the login."""
-        psycopg = _psycopg()
+        psycopg = client_library("psycopg", "postgres")
         params: dict[str, Any] = {
             "host": self.config.host,
             "port": self.config.port,
@@ -83,7 +71,7 @@ class PostgresTarget:
         except psycopg.OperationalError as exc:
             reason = _last_line(exc)
             if getattr(exc, "sqlstate", None) in _AUTH_SQLSTATES or any(p in reason for p in _AUTH_PHRASES):
-                raise _Rejected(f"{self.describe()}: login as {user!r} refused ({reason})") from None
+                raise LoginRefused(f"{self.describe()}: login as {user!r} refused ({reason})") from None
             raise ServiceUnavailable(f"{self.describe()}: unreachable ({reason})") from None
 
     def _admin_connection(self) -> psycopg.Connection[Any]:
@@ -92,12 +80,12 @@ class PostgresTarget:
             return connection
         try:
             connection = self._connect(self.credentials.user, self.credentials.password())
-        except _Rejected as exc:
+        except LoginRefused as exc:
             raise TargetError(f"{exc}: {self.credentials.refused()}") from None
         return self._connections.put(self._admin_key, connection, lambda c: c.close())  # type: ignore[no-any-return]
 
     def _execute(self, query: Any, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        psycopg = _psycopg()
+        psycopg = client_library("psycopg", "postgres")
         connection = self._admin_connection()
         try:
             cursor = connection.execute(query, params)
@@ -127,14 +115,11 @@ class PostgresTarget:
     def accepts(self, value: str) -> bool:
         try:
             self._connect(self.config.user, value).close()
-        except _Rejected:
+        except LoginRefused:
             return False
         return True
 
-    def apply(self, new: str, old: str | None) -> None:
-        self._set_password(new)
-
-    def _set_password(self, value: str) -> None:
+    def set_password(self, value: str) -> None:
         from psycopg import sql
 
         connection = self._admin_connection()
@@ -143,21 +128,6 @@ class PostgresTarget:
             sql.Identifier(self.config.user), sql.Literal(verifier.decode())
         )
         self._execute(statement)
-
-    def verify(self, new: str) -> None:
-        if not self.accepts(new):
-            raise TargetError(f"{self.describe()}: a fresh login with the new password was refused")
-
-    def rollback(self, old: str | None, new: str) -> None:
-        if old is None:
-            raise TargetError(f"{self.describe()}: there is no previous password to go back to")
-        self._set_password(old)
-
-    def retirement_token(self, old: str) -> str | None:
-        return None
-
-    def retire(self, token: str) -> None:
-        return None
 
     def wait_idle(self, timeout: float) -> None:
         """Wait until no other keyroll session is active on the server: a killed
@@ -179,7 +149,3 @@ class PostgresTarget:
 
     def close(self) -> None:
         self._connections.discard(self._admin_key)
-
-
-class _Rejected(TargetError):
-    """The server answered, and refused the login."""

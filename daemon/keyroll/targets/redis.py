@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import Connections, Credentials
+from keyroll.targets import BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     from keyroll.config.schema import RedisTarget as RedisConfig
@@ -26,21 +26,15 @@ if TYPE_CHECKING:
 _AUTH_WORDS = ("WRONGPASS", "NOAUTH", "invalid username-password", "HELLO must be called", "invalid password")
 
 
-def _redis() -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise TargetError("Redis targets need redis-py: pip install 'keyroll[redis]'") from None
-    return redis
-
-
 def password_hash(value: str) -> str:
     """The SHA-256 hex digest Redis ACLs store and accept as `#hash` / `!hash`."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-class RedisTarget:
-    """An ACL user's password (or the server's requirepass) on one Redis server."""
+class RedisTarget(BaseTarget):
+    """An ACL user's password (or the server's requirepass) on one Redis server.
+    A Redis command is atomic: a killed client's change is done or not done, so
+    there is no other session to wait for."""
 
     def __init__(
         self, name: str, config: RedisConfig, credentials: Credentials, secret: str, connections: Connections
@@ -66,7 +60,7 @@ class RedisTarget:
     # --- connections ------------------------------------------------------------------
 
     def _client(self, user: str | None, password: str | None) -> Any:
-        redis = _redis()
+        redis = client_library("redis", "redis")
         client = redis.Redis(
             host=self.config.host,
             port=self.config.port,
@@ -81,14 +75,14 @@ class RedisTarget:
             client.ping()
         except redis.AuthenticationError as exc:
             client.close()
-            raise _Rejected(f"{self.describe()}: login refused ({exc})") from None
+            raise LoginRefused(f"{self.describe()}: login refused ({exc})") from None
         except redis.ConnectionError as exc:
             client.close()
             raise ServiceUnavailable(f"{self.describe()}: unreachable ({exc})") from None
         except redis.ResponseError as exc:
             client.close()
             if any(word in str(exc) for word in _AUTH_WORDS):
-                raise _Rejected(f"{self.describe()}: login refused ({exc})") from None
+                raise LoginRefused(f"{self.describe()}: login refused ({exc})") from None
             raise TargetError(f"{self.describe()}: {exc}") from None
         return client
 
@@ -97,13 +91,13 @@ class RedisTarget:
         if client is None:
             try:
                 client = self._client(self.credentials.user, self.credentials.password())
-            except _Rejected as exc:
+            except LoginRefused as exc:
                 raise TargetError(f"{exc}: {self.credentials.refused()}") from None
             self._connections.put(self._admin_key, client, lambda c: c.close())
         return client
 
     def _command(self, *args: str) -> Any:
-        redis = _redis()
+        redis = client_library("redis", "redis")
         for attempt in (1, 2):
             try:
                 return self._admin_client().execute_command(*args)
@@ -136,40 +130,31 @@ class RedisTarget:
     def accepts(self, value: str) -> bool:
         try:
             self._client(self.config.user, value).close()
-        except _Rejected:
+        except LoginRefused:
             return False
         return True
 
     def apply(self, new: str, old: str | None) -> None:
-        if self.acl:
-            self._command("ACL", "SETUSER", self.config.user, "on", f"#{password_hash(new)}")
-            self._save_acl()
-        else:
-            self._command("CONFIG", "SET", "requirepass", new)
-            self._reconnect_with(new)
+        if not self.acl:
+            return super().apply(new, old)
+        self._command("ACL", "SETUSER", self.config.user, "on", f"#{password_hash(new)}")
+        self._save_acl()
 
-    def _reconnect_with(self, password: str) -> None:
-        """requirepass changes the default user's password: the admin client, logged
-        in as that user, must use the new one from now on."""
+    def set_password(self, value: str) -> None:
+        """requirepass mode: the default user's only password (the old one stops working)."""
+        self._command("CONFIG", "SET", "requirepass", value)
         if self.credentials.own:
-            self._connections.put(self._admin_key, self._client(None, password), lambda c: c.close())
-
-    def verify(self, new: str) -> None:
-        if not self.accepts(new):
-            raise TargetError(f"{self.describe()}: a fresh login with the new password was refused")
+            # The admin client is logged in as that user: it must use the new password from now on.
+            self._connections.put(self._admin_key, self._client(None, value), lambda c: c.close())
 
     def rollback(self, old: str | None, new: str) -> None:
-        if self.acl:
-            rules = [f"!{password_hash(new)}"] if old != new else []
-            if old is not None:
-                rules.insert(0, f"#{password_hash(old)}")
-            self._remove_tolerantly(rules)
-            self._save_acl()
-        else:
-            if old is None:
-                raise TargetError(f"{self.describe()}: there is no previous password to go back to")
-            self._command("CONFIG", "SET", "requirepass", old)
-            self._reconnect_with(old)
+        if not self.acl:
+            return super().rollback(old, new)
+        rules = [f"!{password_hash(new)}"] if old != new else []
+        if old is not None:
+            rules.insert(0, f"#{password_hash(old)}")
+        self._remove_tolerantly(rules)
+        self._save_acl()
 
     def _remove_tolerantly(self, rules: list[str]) -> None:
         """Apply ACL rules one by one; removing a password that is already gone is fine."""
@@ -187,12 +172,5 @@ class RedisTarget:
         self._remove_tolerantly([f"!{token}"])
         self._save_acl()
 
-    def wait_idle(self, timeout: float) -> None:
-        return None  # a Redis command is atomic: a killed client's change is done or not done
-
     def close(self) -> None:
         self._connections.discard(self._admin_key)
-
-
-class _Rejected(TargetError):
-    """The server answered, and refused the login."""
