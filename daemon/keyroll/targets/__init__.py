@@ -74,10 +74,18 @@ class BaseTarget:
     `set_password` and checked by a fresh login (`accepts`); nothing to retire and
     nothing to wait for.  Targets override what their service does differently."""
 
-    name: str
-    needs_old = False
     keeps_old = False
     grace = timedelta(0)
+
+    def __init__(
+        self, name: str, credentials: Credentials, secret: str, connections: Connections | None = None
+    ) -> None:
+        self.name = name
+        self.credentials = credentials
+        self.secret = secret
+        # The account changes its own password: keyroll logs in with the current value.
+        self.needs_old = credentials.own
+        self._connections = connections or Connections()
 
     def describe(self) -> str:
         raise NotImplementedError

@@ -28,10 +28,9 @@ class CommandTarget(BaseTarget):
     def __init__(
         self, name: str, config: CommandConfig, credentials: Credentials, secret: str, env: Mapping[str, str]
     ) -> None:
-        self.name = name
+        super().__init__(name, credentials, secret)
+        self.needs_old = False  # the program does not log in with the old value
         self.config = config
-        self.credentials = credentials
-        self.secret = secret
         self.env = env
         self.timeout = parse_duration(config.timeout).total_seconds() or 30.0
 

@@ -29,13 +29,9 @@ class MysqlTarget(BaseTarget):
     def __init__(
         self, name: str, config: MysqlConfig, credentials: Credentials, secret: str, connections: Connections
     ) -> None:
-        self.name = name
+        super().__init__(name, credentials, secret, connections)
         self.config = config
-        self.credentials = credentials
-        self.secret = secret
-        self.needs_old = credentials.own
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
-        self._connections = connections
         self._admin_key = ("mysql", config.host, config.port, credentials.user)
 
     def describe(self) -> str:

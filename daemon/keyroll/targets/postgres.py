@@ -36,12 +36,8 @@ class PostgresTarget(BaseTarget):
     def __init__(
         self, name: str, config: PostgresConfig, credentials: Credentials, secret: str, connections: Connections
     ) -> None:
-        self.name = name
+        super().__init__(name, credentials, secret, connections)
         self.config = config
-        self.credentials = credentials
-        self.secret = secret
-        self.needs_old = credentials.own
-        self._connections = connections
         self._admin_key = ("postgres", config.host, config.port, config.database, credentials.user)
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
 

@@ -39,16 +39,12 @@ class RedisTarget(BaseTarget):
     def __init__(
         self, name: str, config: RedisConfig, credentials: Credentials, secret: str, connections: Connections
     ) -> None:
-        self.name = name
+        super().__init__(name, credentials, secret, connections)
         self.config = config
-        self.credentials = credentials
-        self.secret = secret
         self.acl = config.mode == "acl"
         self.keeps_old = self.acl
         self.grace = parse_duration(config.grace) if self.acl else timedelta(0)
-        self.needs_old = credentials.own
         self._timeout = parse_duration(config.connect_timeout).total_seconds() or 5.0
-        self._connections = connections
         self._admin_key = ("redis", config.host, config.port, credentials.user if self.acl else "default")
 
     def describe(self) -> str:
