@@ -30,6 +30,7 @@ def test_nothing_due_then_due(kr, home, values) -> None:  # type: ignore[no-unty
     assert kr(*cfg, "init").code == 0
     quiet = kr(*cfg, "run")
     assert quiet.code == 0 and "nothing is due" in quiet.out
+    assert "next: auto_key at" in quiet.out and "next to rotate by hand: manual_key, due" in quiet.out
     before = values(home)
     time.sleep(2.1)
     result = kr(*cfg, "run")

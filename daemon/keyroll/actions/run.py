@@ -49,8 +49,10 @@ class CycleReport:
     rotation: TxReport | None = None
     reminders: list[Reminder] = field(default_factory=list)
     not_initialized: list[str] = field(default_factory=list)
-    next_due: str | None = None
+    next_due: str | None = None  # the next secret keyroll rotates on its own
     next_name: str | None = None
+    next_manual_due: str | None = None  # the next one a person rotates (after a reminder)
+    next_manual_name: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -149,9 +151,12 @@ def run_cycle(
         secret = policy.secrets[t.name]
         if not t.unattended and t.due - secret.reminder <= now:
             report.reminders.append(Reminder(t.name, to_iso(t.due), t.due <= now, secret.services))
-    upcoming = sorted((t for t in times if t.unattended), key=lambda t: t.due)
-    if upcoming:
-        report.next_due, report.next_name = to_iso(upcoming[0].due), upcoming[0].name
+    for unattended in (True, False):
+        upcoming = sorted((t for t in times if t.unattended == unattended), key=lambda t: t.due)
+        if upcoming and unattended:
+            report.next_due, report.next_name = to_iso(upcoming[0].due), upcoming[0].name
+        elif upcoming:
+            report.next_manual_due, report.next_manual_name = to_iso(upcoming[0].due), upcoming[0].name
     return report
 
 

@@ -498,6 +498,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _listing("not initialized (run `keyroll init`)", report.not_initialized)
     if report.next_due:
         line(f"next: {report.next_name} at {report.next_due}")
+    if report.next_manual_due:
+        line(
+            f"next to rotate by hand: {report.next_manual_name}, due {report.next_manual_due} (a reminder comes first; "
+            "secrets rotate on their own with a target or restart, or unattended = true)"
+        )
     for delivery in deliveries:
         line(f"notice to {delivery.url}: {'sent' if delivery.ok else 'FAILED: ' + delivery.error}")
     return code
