@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS inflight (
     target TEXT,
     started TEXT NOT NULL,
     updated TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    emergency INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -100,6 +101,7 @@ class InFlight:
     started: str
     updated: str
     error: str | None
+    emergency: bool = False  # rotate --emergency: retire the old credential at once, even when recovered
 
 
 @record(frozen=True)
@@ -205,6 +207,9 @@ class Journal:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA secure_delete=ON")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(inflight)")}
+            if "emergency" not in columns:  # journals written before the column existed
+                db.execute("ALTER TABLE inflight ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{path}: cannot open the journal ({exc})") from None
@@ -286,10 +291,11 @@ class Journal:
 
     def inflight(self) -> dict[str, InFlight]:
         rows = self._db.execute(
-            "SELECT name, txid, op, phase, pending, old, sealed, target, started, updated, error FROM inflight ORDER BY started, name"
+            "SELECT name, txid, op, phase, pending, old, sealed, target, started, updated, error, emergency "
+            "FROM inflight ORDER BY started, name"
         ).fetchall()
         result = {}
-        for name, txid, op, phase, pending, old, sealed, target, started, updated, error in rows:
+        for name, txid, op, phase, pending, old, sealed, target, started, updated, error, emergency in rows:
             result[name] = InFlight(
                 name,
                 txid,
@@ -301,6 +307,7 @@ class Journal:
                 started,
                 updated,
                 error,
+                bool(emergency),
             )
         return result
 
@@ -308,16 +315,43 @@ class Journal:
         """Name -> phase of every rotation in flight, without reading any value."""
         return dict(self._db.execute("SELECT name, phase FROM inflight").fetchall())
 
-    def begin(self, txid: str, entries: Iterable[tuple[str, str, str, str | None, str | None]]) -> None:
-        """Record pending values durably: (name, op, pending, old, target) each."""
+    def begin(
+        self,
+        txid: str,
+        entries: Iterable[tuple[str, str, str, str | None, str | None]],
+        *,
+        emergency: bool = False,
+        replacing: Iterable[str] = (),
+    ) -> None:
+        """Record pending values durably: (name, op, pending, old, target) each.  The
+        unresolved rotations of `replacing` (a `keyroll set` settles them) end in the
+        same transaction, so they are kept if this one never begins."""
         now = to_iso(utcnow())
         sealed = 1 if self.seal else 0
         with self.transaction() as db:
+            for name in replacing:
+                db.execute("DELETE FROM inflight WHERE name = ?", (name,))
+                db.execute(
+                    "INSERT INTO history (txid, name, op, outcome, at, detail) VALUES (?, ?, 'recover', 'abandoned', ?, ?)",
+                    (txid, name, now, "settled by keyroll set"),
+                )
             db.executemany(
-                "INSERT INTO inflight (name, txid, op, phase, pending, old, sealed, target, started, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO inflight (name, txid, op, phase, pending, old, sealed, target, started, updated, emergency) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (name, txid, op, CREATED, self._to_blob(pending), self._to_blob(old), sealed, target, now, now)
+                    (
+                        name,
+                        txid,
+                        op,
+                        CREATED,
+                        self._to_blob(pending),
+                        self._to_blob(old),
+                        sealed,
+                        target,
+                        now,
+                        now,
+                        emergency,
+                    )
                     for name, op, pending, old, target in entries
                 ],
             )
@@ -342,7 +376,8 @@ class Journal:
             for c in completions:
                 if c.value is not None:
                     self._put_record(db, c, now)
-                db.execute("DELETE FROM inflight WHERE name = ?", (c.name,))
+                # Only this transaction's own entry: another's (left unresolved) stays.
+                db.execute("DELETE FROM inflight WHERE name = ? AND txid = ?", (c.name, txid))
                 db.execute(
                     "INSERT INTO history (txid, name, op, outcome, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
                     (txid, c.name, c.op, c.outcome, now, c.detail),

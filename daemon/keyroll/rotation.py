@@ -316,6 +316,7 @@ class WriterSession:
         inflight = self.journal.inflight_names()
         completions: list[Completion] = []
         steps: list[_Step] = []
+        settling: list[str] = []  # unresolved rotations a `set` replaces once it begins
         admin_names = self._admin_last(c.name for c in changes)
         ordered = sorted(changes, key=lambda c: c.name in admin_names)
 
@@ -328,8 +329,7 @@ class WriterSession:
             report.outcomes.append(outcome)
             if change.name in inflight:
                 if change.op == "set":
-                    completions_now = [Completion(change.name, "recover", "abandoned", "replaced by keyroll set")]
-                    self.journal.complete(txid, completions_now)
+                    settling.append(change.name)
                 else:
                     outcome.exit_code = EXIT_TEMPFAIL
                     outcome.message = "a rotation of it is still in flight; run `keyroll recover`"
@@ -369,7 +369,14 @@ class WriterSession:
         # 4. Create: pending values durable before any service sees them.
         if steps:
             with self._timed("create"):
-                self.journal.begin(txid, [(s.name, s.change.op, s.new, s.old, s.secret.target) for s in steps])
+                entries = [(s.name, s.change.op, s.new, s.old, s.secret.target) for s in steps]
+                started = {s.name for s in steps}
+                settled = [n for n in settling if n in started]
+                self.journal.begin(txid, entries, emergency=emergency, replacing=settled)
+                for outcome in self.recovery.outcomes:
+                    if outcome.name in settled:  # no longer a failure: this `set` takes it over
+                        outcome.status, outcome.exit_code = "settled", EXIT_OK
+                        outcome.message = "the interrupted rotation is settled by this `keyroll set`"
             failpoint("create")
 
         # 5. Set and test, target by target (admin credentials last).
@@ -533,10 +540,16 @@ class WriterSession:
         return self._undo(step, problem, restore_store=True)
 
     def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
+        """The value left behind is removed from the service now (--emergency, no grace)
+        or queued until its grace ends; the value now current is never retired, even if
+        an earlier rotation had queued it (going back within the grace period)."""
         target = step.target
-        if target is None or not target.keeps_old or step.old is None or step.old == step.new or step.record_only:
+        if target is None or not target.keeps_old or step.old is None or step.old == step.new:
             return
+        current = target.retirement_token(step.new)
         token = target.retirement_token(step.old)
+        if current is not None:
+            self.journal.retired(step.name, current)
         if token is None:
             return
         if emergency or target.grace <= timedelta(0):
@@ -596,8 +609,14 @@ class WriterSession:
             current = self.store.read(entry.name)
             target = self.target_for(secret) if entry.target and secret.target == entry.target else None
             if target is None:
-                # Store only: nothing outside keyroll saw the pending value; drive forward.
-                step = _Step(change, secret, current, entry.pending, outcome=outcome)
+                if current not in (entry.old, entry.pending):
+                    raise KeyrollError(
+                        f"{entry.name} was changed by hand after the interrupted rotation; keyroll leaves it "
+                        f"as it is: store the value its services use with `keyroll set {entry.name}`"
+                    )
+                # Store only: no service checks the value; drive forward (store it, restart
+                # the consumers, which may or may not have been restarted before the kill).
+                step = _Step(change, secret, entry.old, entry.pending, outcome=outcome)
                 return self._recover_forward(entry, step)
             # Learn which value the service takes first: when the secret is its own (or
             # another target's) login, that is the password to log in with.
@@ -638,7 +657,7 @@ class WriterSession:
     def _recover_forward(self, entry: InFlight, step: _Step) -> Outcome:
         """Finish an interrupted rotation whose new value the service (if any) accepts."""
         assert step.outcome is not None
-        completions = self._finish([step], emergency=False)
+        completions = self._finish([step], emergency=entry.emergency)
         self.journal.complete(entry.txid, completions)
         if step.outcome.ok:
             step.outcome.status = "completed"
@@ -659,6 +678,11 @@ class WriterSession:
             try:
                 target = self.target_for(secret)
                 assert target is not None
+                stored = self.store.read(secret.name)
+                if stored is not None and target.retirement_token(stored) == item.credential:
+                    # The stored value came back (set, restore, rollback): never remove it.
+                    self.journal.retired(item.name, item.credential)
+                    continue
                 target.retire(item.credential)
             except KeyrollError:
                 continue  # stays queued; the next writing command or daemon cycle retries

@@ -288,3 +288,51 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_failed_set_keeps_an_unresolved_rotation(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    """`keyroll set` settles a rotation left in flight only once the set itself begins;
+    if it fails before that, the interrupted rotation's values stay in the journal."""
+    cfg = write_config(home, service)
+    argv = [sys.executable, "-m", "keyroll", *cfg]
+    assert kr(*cfg, "init").code == 0
+    killed = subprocess.run([*argv, "rotate", "app_password"], env={**os.environ, "KEYROLL_FAILPOINT": "verify"})
+    assert killed.returncode == -signal.SIGKILL
+    taken = service.accepted()[0]
+    assert home.value("app_password") != taken  # the service has the new value, the store the old one
+    service.down()
+    failed = kr(*cfg, "set", "app_password", stdin="Q" * 32)
+    assert failed.code == 75, failed.both
+    service.down(False)
+    recovered = kr(*cfg, "recover")
+    assert recovered.code == 0, recovered.both
+    assert home.value("app_password") == taken and service.accepted() == [taken], failed.both + recovered.both
+
+
+def test_recovery_restarts_the_consumers_of_a_store_only_secret(home, service) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(
+        f'[secrets.plain_key]\nkind = "api_key"\nrestart = ["command:{service.bin / "restart-consumer"}"]\n'
+    )
+    argv = [sys.executable, "-m", "keyroll", "--config", str(home.config)]
+    assert subprocess.run([*argv, "init"], capture_output=True).returncode == 0
+    restarts = service.restarts()
+    killed = subprocess.run([*argv, "rotate", "plain_key"], env={**os.environ, "KEYROLL_FAILPOINT": "store"})
+    assert killed.returncode == -signal.SIGKILL
+    assert service.restarts() == restarts  # killed after the store write, before the restart
+    assert subprocess.run([*argv, "recover"], capture_output=True).returncode == 0
+    assert service.restarts() == restarts + 1
+
+
+def test_a_value_changed_by_hand_after_a_crash_is_left_alone(home) -> None:  # type: ignore[no-untyped-def]
+    home.write_config('[secrets.plain_key]\nkind = "api_key"\n')
+    argv = [sys.executable, "-m", "keyroll", "--config", str(home.config)]
+    assert subprocess.run([*argv, "init"], capture_output=True).returncode == 0
+    killed = subprocess.run([*argv, "rotate", "plain_key"], env={**os.environ, "KEYROLL_FAILPOINT": "create"})
+    assert killed.returncode == -signal.SIGKILL
+    (home.secrets / "plain_key").write_text("H" * 64)
+    done = subprocess.run([*argv, "recover"], capture_output=True, text=True)
+    assert done.returncode == 1 and "changed by hand after the interrupted rotation" in done.stdout
+    assert home.value("plain_key") == "H" * 64
+    settled = subprocess.run([*argv, "set", "plain_key"], input="H" * 64, capture_output=True, text=True)
+    assert settled.returncode == 0, settled.stdout
+    assert subprocess.run([*argv, "validate"], capture_output=True).returncode == 0

@@ -160,3 +160,25 @@ target = "bare"
         assert bare.login_ok("default", new) and not bare.login_ok("default", old)
         assert bare.config_file_text() == config_before, "no CONFIG REWRITE: redis.conf is untouched"
         bare.default_password = new
+
+
+def test_going_back_within_the_grace_period_keeps_the_value_going_back_to(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    cache.configure(grace="2s")
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+    second = home.value("redis_password")
+    back = keyroll(cache.config, "rollback", "redis_password")  # both are still valid: recorded only
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert home.value("redis_password") == cache.initial
+    time.sleep(2.2)
+    assert keyroll(cache.config, "recover").returncode == 0
+    assert redis_server.login_ok(cache.name, cache.initial), "the stored value must keep working"
+    assert not redis_server.login_ok(cache.name, second), "the value left behind is retired"
+
+
+def test_an_interrupted_emergency_rotation_still_revokes_at_once(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    cache.configure(grace="10m")
+    killed = keyroll(cache.config, "rotate", "redis_password", "--emergency", env={"KEYROLL_FAILPOINT": "store"})
+    assert killed.returncode == -signal.SIGKILL
+    assert keyroll(cache.config, "recover").returncode == 0
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+    assert not redis_server.login_ok(cache.name, cache.initial)

@@ -70,3 +70,13 @@ def test_versions_and_previous_fingerprint(tmp_path: Path) -> None:
 
 def test_read_only_journal_is_absent_before_first_write(tmp_path: Path) -> None:
     assert Journal.open_read(paths(tmp_path)) is None
+
+
+def test_ending_one_transaction_never_ends_another_ones_rotation(tmp_path: Path) -> None:
+    journal = Journal.open_write(paths(tmp_path))
+    journal.begin("left-behind", [("a", "rotate", "P" * 32, "O" * 32, None)])
+    journal.complete("other", [Completion("a", "set", "failed", "service down")])
+    assert journal.inflight()["a"].pending == "P" * 32
+    journal.begin("settling", [("a", "set", "S" * 32, "O" * 32, None)], replacing=["a"])
+    assert journal.inflight()["a"].txid == "settling"
+    assert [h.outcome for h in journal.history("a")][:2] == ["abandoned", "failed"]
