@@ -237,6 +237,20 @@ def _allowed_file_name(name: str, store_kind: str) -> bool:
     return store_kind == "sops" and bool(_BUNDLE_NAME.match(name))
 
 
+def _parse_manifest(raw: bytes) -> dict[str, Any] | None:
+    """The manifest, or None when it is not one (bad JSON, or the wrong shape)."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("format"), int):
+        return None
+    files, metadata = manifest.get("files"), manifest.get("metadata", {})
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
+        return None
+    return manifest if isinstance(metadata, dict) else None
+
+
 def read_backup(path: Path, policy: Policy | None = None, *, decrypt: bool = True) -> BackupContents:
     """Read and verify a backup; BackupError naming the first bad file otherwise.
 
@@ -247,12 +261,11 @@ def read_backup(path: Path, policy: Policy | None = None, *, decrypt: bool = Tru
     raw_manifest = read_bytes(path, MANIFEST)
     if raw_manifest is None:
         raise BackupError(f"{path / MANIFEST}: missing; this is not a complete keyroll backup")
-    try:
-        manifest = json.loads(raw_manifest)
-        listed: dict[str, dict[str, Any]] = manifest["files"]
-        format_version = int(manifest["format"])
-    except (ValueError, KeyError, TypeError):
-        raise BackupError(f"{path / MANIFEST}: unreadable or damaged manifest") from None
+    manifest = _parse_manifest(raw_manifest)
+    if manifest is None:
+        raise BackupError(f"{path / MANIFEST}: unreadable or damaged manifest")
+    listed: dict[str, dict[str, Any]] = manifest["files"]
+    format_version = int(manifest["format"])
     if format_version > FORMAT_VERSION:
         raise BackupError(f"{path / MANIFEST}: format {format_version} is newer than this keyroll understands")
     store_kind = str(manifest.get("store", "directory"))
@@ -330,8 +343,8 @@ def summarize(path: Path) -> BackupSummary:
     except (BackupError, StoreError) as exc:
         problem = str(exc)
         try:
-            manifest = json.loads((path / MANIFEST).read_bytes())
-        except (OSError, ValueError):
+            manifest = _parse_manifest((path / MANIFEST).read_bytes()) or {}
+        except OSError:
             manifest = {}
     size = 0
     try:

@@ -29,6 +29,7 @@ class ConsumerFailure:
 
     spec: str
     reason: str
+    temporary: bool = True  # worth retrying later (a timeout, exit 75, an unhealthy service)
 
     def __str__(self) -> str:
         return f"{self.spec}: {self.reason}"
@@ -47,8 +48,9 @@ def _command_env(secret: str, env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "KEYROLL_SECRET": secret}
 
 
-def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -> str | None:
-    """Run a program; None on exit 0, else why not (one line)."""
+def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -> tuple[str, bool] | None:
+    """Run a program; None on exit 0, else why not (one line) and whether that is
+    temporary (a timeout, or exit status 75)."""
     try:
         done = subprocess.run(
             argv,
@@ -60,16 +62,16 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
             check=False,
         )
     except FileNotFoundError:
-        return f"{argv[0]}: not found"
+        return f"{argv[0]}: not found", False
     except PermissionError:
-        return f"{argv[0]}: not executable"
+        return f"{argv[0]}: not executable", False
     except subprocess.TimeoutExpired:
-        return f"timed out after {timeout:g}s"
+        return f"timed out after {timeout:g}s", True
     if done.returncode == 0:
         return None
     last = done.stderr.decode("utf-8", "replace").strip().splitlines()
     detail = f": {last[-1][:200]}" if last else ""
-    return f"exit status {done.returncode}{detail}"
+    return f"exit status {done.returncode}{detail}", done.returncode == 75
 
 
 def restart_argv(spec: str) -> list[str]:
@@ -88,7 +90,7 @@ def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = N
     for spec in specs:
         problem = _run(restart_argv(spec), secret, env, RESTART_TIMEOUT)
         if problem:
-            failures.append(ConsumerFailure(spec, problem))
+            failures.append(ConsumerFailure(spec, *problem))
     return failures
 
 
@@ -124,7 +126,8 @@ def check_once(spec: str, secret: str, env: Mapping[str, str]) -> str | None:
         return _check_http(spec)
     if spec.startswith("tcp:"):
         return _check_tcp(spec)
-    return _run(shlex.split(spec.removeprefix("command:")), secret, env, CHECK_TIMEOUT * 2)
+    problem = _run(shlex.split(spec.removeprefix("command:")), secret, env, CHECK_TIMEOUT * 2)
+    return problem[0] if problem else None
 
 
 def check_health(

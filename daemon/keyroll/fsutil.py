@@ -235,6 +235,32 @@ def write_new_files(directory: Path, files: Mapping[str, bytes], mode: int = 0o6
             raise StoreError(describe_os_error(directory, exc)) from None
 
 
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding `path` (or its nearest existing parent),
+    from /proc/self/mounts; None where that cannot be told."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    place = path.absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    place = place.resolve()
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(place) == point or str(place).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
 def remove_temp_files(directory: Path) -> list[str]:
     """Delete temp files a killed keyroll left in `directory`; return their names."""
     removed: list[str] = []

@@ -233,22 +233,30 @@ class Journal:
     @staticmethod
     def _check_schema(db: sqlite3.Connection, path: Path) -> None:
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None or int(row[0]) > SCHEMA_VERSION:
-            raise JournalError(f"{path}: written by a newer keyroll (schema {row[0] if row else '?'})")
+        if row is None:
+            raise JournalError(
+                f"{path}: the journal was never completed; any writing command (keyroll recover) completes it"
+            )
+        if int(row[0]) > SCHEMA_VERSION:
+            raise JournalError(f"{path}: written by a newer keyroll (schema {row[0]})")
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One durable transaction (BEGIN IMMEDIATE ... COMMIT, fsynced)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One durable transaction (BEGIN IMMEDIATE ... COMMIT, fsynced); a database
+        error (a full disk, a damaged file) is a JournalError naming the journal."""
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal could not be written ({exc}); nothing was recorded") from None
 
     # --- fingerprints -----------------------------------------------------------------
 

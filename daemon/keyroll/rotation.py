@@ -361,7 +361,7 @@ class WriterSession:
                     report.backup = self.backup(reason)
             except KeyrollError as exc:
                 for step in steps:
-                    self._fail_outcome(step, exc, "no backup could be taken, nothing changed")
+                    self._fail_outcome(step, exc, "not rotated without a backup")
                     completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
                 self.journal.complete(txid, completions)
                 return report
@@ -530,7 +530,9 @@ class WriterSession:
         """Roll a secret back after its consumers failed to restart or to become healthy."""
         assert step.outcome is not None
         kind = "restart" if failures[0].spec in step.secret.restart else "health check"
-        problem = ServiceUnavailable(f"{kind} failed: {failures[0]}")
+        # An unhealthy service may recover (retry later, 75); a restart that cannot run will not (1).
+        error = ServiceUnavailable if failures[0].temporary else TargetError
+        problem = error(f"{kind} failed: {failures[0]}")
         if step.old is None:
             # Just created: there is nothing to go back to, so keep (and record) it.
             completion = self._success(step)

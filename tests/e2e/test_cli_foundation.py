@@ -223,13 +223,19 @@ def test_set_reads_the_value_from_stdin_only(kr, home, krp) -> None:  # type: ig
     assert (home.secrets / "postgres_password").read_text() == value
     assert value not in result.both
     assert kr("set", "postgres_password", value).code == 2  # no value in argv
-    wrong = kr("set", "postgres_password", stdin="tooShort\n")
-    assert wrong.code == 2 and "has 8 characters; the policy says 32" in wrong.err and "tooShort" not in wrong.err
-    assert kr("set", "postgres_password", stdin="").code == 2
-    assert "outside its alphabet" in kr("set", "postgres_password", stdin="a/" * 16).err
-    assert (home.secrets / "postgres_password").read_text() == value
     status = {s["name"]: s["state"] for s in json.loads(kr("status", "--json").out)["data"]["secrets"]}
     assert status["postgres_password"] == "OK"
+    for bad in ("", "two\nlines", "nul\0byte"):
+        refused = kr("set", "postgres_password", stdin=bad)
+        assert refused.code == 2 and "nothing was changed" in refused.err
+    assert (home.secrets / "postgres_password").read_text() == value
+    # Adopting an existing credential that departs from the policy: stored, with a warning.
+    adopted = kr("set", "postgres_password", stdin="tooShort/+=\n")
+    assert adopted.code == 0 and "has" in adopted.out and "outside its alphabet" in adopted.out
+    assert "`keyroll rotate postgres_password` replaces it" in adopted.out and "tooShort" not in adopted.both
+    assert (home.secrets / "postgres_password").read_text() == "tooShort/+="
+    status = {s["name"]: s["state"] for s in json.loads(kr("status", "--json").out)["data"]["secrets"]}
+    assert status["postgres_password"] == "WRONG LENGTH"
 
 
 # --- backup, list-backups, restore ----------------------------------------------------------
@@ -303,7 +309,7 @@ def test_restore_brings_values_back_through_a_pre_restore_backup(kr, initialized
     assert [h["outcome"] for h in history] == ["restored", "rotated", "created"]
 
 
-@pytest.mark.parametrize("damage", ["tamper", "delete", "extra", "manifest"])
+@pytest.mark.parametrize("damage", ["tamper", "delete", "extra", "manifest", "list", "shape"])
 def test_restore_refuses_a_damaged_backup_naming_the_file(kr, initialized, values, damage: str) -> None:  # type: ignore[no-untyped-def]
     backup = Path(kr("backup").out.strip())
     kr("rotate", "all")
@@ -319,7 +325,12 @@ def test_restore_refuses_a_damaged_backup_naming_the_file(kr, initialized, value
         (backup / "evil").write_text("x")
         expected = f"{backup / 'evil'}: not listed in the manifest"
     else:
-        (backup / "manifest.json").write_text("{")
+        damaged = {
+            "manifest": "{",
+            "list": "[]",
+            "shape": json.dumps({"format": 1, "files": {"a": "x"}, "metadata": "x"}),
+        }
+        (backup / "manifest.json").write_text(damaged[damage])
         expected = f"{backup / 'manifest.json'}: unreadable or damaged manifest"
     result = kr("restore", backup.name)
     assert result.code == 1
@@ -505,3 +516,22 @@ def test_subprocess_entry_points(krp, home) -> None:  # type: ignore[no-untyped-
     assert bare.code == 0 and "usage: keyroll" in bare.out  # no terminal: help, not the menu
     error = krp("rotate", "nope")
     assert error.code == 2 and "Traceback" not in error.err
+
+
+def test_usage_errors(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+    envelope = kr("--json", "rotate", "--bogus")
+    assert envelope.code == 2 and json.loads(envelope.out)["exit_code"] == 2  # --json even for usage errors
+    assert "is not a number of seconds" in kr("rotate", "all", "--wait", "soon").err
+    assert kr("rotate", "all", "--wait", "nan").code == 2
+    assert kr("rotate", "all", "--wait", "-1").code == 2
+    assert kr("history", "--limit", "0").code == 2
+    generated = kr("config", "generate", "-")
+    assert generated.code == 0 and generated.out.startswith("# keyroll configuration")
+    assert not Path("-").exists()
+
+
+def test_list_backups_fails_when_a_backup_does_not_verify(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+    backup = Path(kr("backup").out.strip())
+    assert kr("list-backups").code == 0
+    (backup / "aidb_api_key").write_text("x")
+    assert kr("list-backups").code == 1

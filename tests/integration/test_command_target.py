@@ -336,3 +336,13 @@ def test_a_value_changed_by_hand_after_a_crash_is_left_alone(home) -> None:  # t
     settled = subprocess.run([*argv, "set", "plain_key"], input="H" * 64, capture_output=True, text=True)
     assert settled.returncode == 0, settled.stdout
     assert subprocess.run([*argv, "validate"], capture_output=True).returncode == 0
+
+
+def test_a_restart_that_cannot_run_is_a_hard_failure(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(home, service, restart='"command:false"')
+    assert kr(*cfg, "init").code == 75  # created and kept (nothing to go back to), consumers not healthy
+    before = home.value("app_password")
+    result = kr(*cfg, "rotate", "app_password")
+    assert result.code == 1, result.both  # retrying will not help: not a temporary failure
+    assert "restart failed: command:false: exit status 1" in result.out and "rolled back" in result.out
+    assert home.value("app_password") == before and service.accepted() == [before]

@@ -21,7 +21,7 @@ import pytest
 
 from keyroll.actions import bundle
 from keyroll.config.policy import load_policy
-from keyroll.errors import ConfigError, StoreError
+from keyroll.errors import ConfigError, EncryptionRequired, StoreError
 from keyroll.paths import TEMP_PREFIX
 from keyroll.store.sops import SopsStore, find_sops, reduce_sops_error
 
@@ -610,3 +610,31 @@ def test_sigkill_during_the_bundle_write_leaves_a_bundle_that_decrypts(krp, kr, 
     after = sops.values()
     assert all(after[n] != before[n] for n in before)  # store only: driven forward
     assert kr(*sops.cfg, "validate").code == 0
+
+
+def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypatch, tiny_fs) -> None:  # type: ignore[no-untyped-def]
+    assert kr(*sops.cfg, "init").code == 0
+    bundle.render(sops.policy())  # before encryption was required: plaintext copies on disk
+    monkeypatch.setenv("REQUIRE_ENCRYPTED_SECRETS", "true")
+    result = kr(*sops.cfg, "validate", "--json")
+    assert result.code == 1
+    failures = {f["subject"]: f["message"] for f in json.loads(result.out)["data"]["findings"] if f["level"] == "fail"}
+    assert failures["db_password"].startswith("a plaintext copy lies on disk")
+    with pytest.raises(EncryptionRequired, match="rendering writes plaintext"):
+        bundle.render(sops.policy(), home.root / "on-disk")
+    assert not (home.root / "on-disk").exists()
+    in_memory = tiny_fs / "run-secrets"
+    rendered = bundle.render(sops.policy(), in_memory)  # a tmpfs, like /run/secrets: allowed
+    assert sorted(rendered.changed) == sorted(sops.values())
+    for name in sops.values():
+        (home.secrets / name).unlink()
+    assert kr(*sops.cfg, "validate").code == 0
+
+
+def test_require_encrypted_reports_plaintext_backups(kr, home, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    home.write_config('[secrets.a_key]\nkind = "api_key"\n')
+    cfg = ("--config", str(home.config))
+    assert kr(*cfg, "init").code == 0 and kr(*cfg, "backup").code == 0
+    monkeypatch.setenv("REQUIRE_ENCRYPTED_SECRETS", "true")
+    findings = json.loads(kr(*cfg, "validate", "--json").out)["data"]["findings"]
+    assert any(f["level"] == "fail" and "backup holds plaintext" in f["message"] for f in findings)

@@ -231,3 +231,16 @@ def test_secret_section_fields_all_have_documentation() -> None:
     from keyroll.records import fields
 
     assert all(f.metadata["doc"] for f in fields(SecretSection))
+
+
+def test_the_three_folders_must_be_apart(tmp_path: Path) -> None:
+    assert "paths.secrets_dir" in config_error('[paths]\nsecrets_dir = "s"\nbackup_dir = "s/backups"\n', tmp_path)
+    assert "overlap" in config_error('[paths]\nsecrets_dir = "x"\nstate_dir = "x"\n', tmp_path)
+    with pytest.raises(ConfigError, match="overlap"):
+        load_policy(None, {**ENV, "KEYROLL_SECRETS_DIR": "/srv/k", "KEYROLL_STATE_DIR": "/srv/k/state"})
+
+
+def test_a_misspelt_encryption_switch_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\$REQUIRE_ENCRYPTED_SECRETS='ture': use true or false"):
+        policy_from("", tmp_path, {**ENV, "REQUIRE_ENCRYPTED_SECRETS": "ture"})
+    assert not policy_from("", tmp_path, {**ENV, "REQUIRE_ENCRYPTED_SECRETS": "no"}).require_encrypted

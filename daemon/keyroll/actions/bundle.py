@@ -12,8 +12,16 @@ from pathlib import Path
 from keyroll import consumers
 from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
-from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, ConfigError, StoreError, UsageError
-from keyroll.fsutil import describe_os_error, fsync_dir
+from keyroll.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    ConfigError,
+    EncryptionRequired,
+    StoreError,
+    UsageError,
+)
+from keyroll.fsutil import MEMORY_FILESYSTEMS, describe_os_error, filesystem_type, fsync_dir
 from keyroll.records import field, record
 from keyroll.rotation import TxReport, WriterSession, failpoint
 from keyroll.store.sops import ENV_FILE, SopsStore, bundle_recipients, render_env, render_files
@@ -168,6 +176,13 @@ def render(
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; use files or env")
     folder = Path(directory).expanduser().absolute() if directory is not None else policy.paths.secrets_dir
+    if policy.require_encrypted:
+        kind = filesystem_type(folder)
+        if kind not in MEMORY_FILESYSTEMS:
+            raise EncryptionRequired(
+                f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): rendering writes plaintext, and {folder} is on "
+                f"{kind or 'an unknown filesystem'}; render into memory (a tmpfs such as /run/secrets), as sops-nix does"
+            )
     session = WriterSession(policy, wait=wait)
     _sops_store(session).expect_writes = False  # rendering needs no .sops.yaml
     with session:

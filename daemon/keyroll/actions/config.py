@@ -17,7 +17,7 @@ from keyroll.fsutil import describe_os_error
 def generate_config(path: Path | None, *, force: bool = False) -> str:
     """The commented starting config; written to `path` (0600) when given."""
     text = render_example()
-    if path is None:
+    if path is None or str(path) == "-":
         return text
     if (path.exists() or path.is_symlink()) and not force:
         raise UsageError(f"{path}: already exists; pass --force to overwrite it")

@@ -105,24 +105,29 @@ def rotate(
     return report
 
 
-def check_value(secret: SecretPolicy, value: str) -> None:
-    """Refuse a value the policy would flag; the message never repeats the value."""
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise UsageError(f"{secret.name}: the value must be one line without NUL bytes")
+def check_value(secret: SecretPolicy, value: str) -> str | None:
+    """Refuse what cannot be stored as one value (empty, several lines, NUL); say how
+    an existing credential being adopted departs from the policy.  Never echoes it."""
+    if not value or "\n" in value or "\r" in value or "\0" in value:
+        raise UsageError(f"{secret.name}: the value must be one non-empty line without NUL bytes; nothing was changed")
     problem = value_problem(value, secret.length, secret.alphabet)
     if problem:
-        raise UsageError(
-            f"{secret.name}: the value {problem}; adjust secrets.{secret.name}.length or .alphabet in the config to store it"
-        )
+        return f"stored as given, but it {problem}: `keyroll rotate {secret.name}` replaces it with one that does"
+    return None
 
 
 def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0) -> TxReport:
-    """Store a given value (read from stdin by the CLI).  With a target: recorded
-    only if the service already accepts it, else applied and tested."""
+    """Store a given value (read from stdin by the CLI), e.g. to adopt the credential a
+    service has today.  With a target: recorded only if the service already accepts it,
+    else applied and tested.  A value outside the policy is stored with a warning."""
     secret = policy.secret(name)
-    check_value(secret, value)
+    warning = check_value(secret, value)
     with WriterSession(policy, wait=wait) as session:
-        return session.transact([Change(name, "set", value)], reason="before set")
+        report = session.transact([Change(name, "set", value)], reason="before set")
+    for outcome in report.outcomes:
+        if warning and outcome.ok:
+            outcome.message = "; ".join(filter(None, [outcome.message, warning]))
+    return report
 
 
 def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:

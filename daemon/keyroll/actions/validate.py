@@ -19,6 +19,7 @@ from keyroll.actions.status import gather
 from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
+from keyroll.fsutil import MEMORY_FILESYSTEMS, filesystem_type
 from keyroll.paths import TEMP_PREFIX
 from keyroll.records import field, record
 from keyroll.rotation import secrets_folder_mode
@@ -99,8 +100,8 @@ def validate(policy: Policy) -> ValidationReport:
         report.add(FAIL, str(policy.paths.state_dir), "keyroll has not been initialized here: run `keyroll init`")
     else:
         journal.close()
-    if policy.require_encrypted and store.is_plaintext():
-        report.add(FAIL, str(store.location), "encryption is required, but this store keeps secrets in plaintext")
+    if policy.require_encrypted:
+        _check_encryption(report, policy, store.is_plaintext(), str(store.location))
     for item in facts:
         name, secret = item.secret.name, item.secret
         problems_before = len(report.failures)
@@ -135,6 +136,24 @@ def validate(policy: Policy) -> ValidationReport:
         if not summary.verified:
             report.add(WARN, summary.name, f"the newest backup does not verify: {summary.problem}")
     return report
+
+
+def _check_encryption(report: ValidationReport, policy: Policy, plaintext_store: bool, location: str) -> None:
+    """Under REQUIRE_ENCRYPTED_SECRETS: any plaintext at rest is a failure (rendered
+    copies in a memory filesystem, as sops-nix keeps /run/secrets, are not at rest)."""
+    if plaintext_store:
+        report.add(FAIL, location, "encryption is required, but this store keeps secrets in plaintext")
+    else:
+        folder = policy.paths.secrets_dir
+        if folder.is_dir() and filesystem_type(folder) not in MEMORY_FILESYSTEMS:
+            for name in sorted(os.listdir(folder)):
+                if name in policy.secrets and (folder / name).is_file():
+                    report.add(
+                        FAIL, name, f"a plaintext copy lies on disk in {folder}: remove it, or render into a tmpfs"
+                    )
+    for summary in backups.list_backups(policy.paths.backup_dir):
+        if not summary.encrypted:
+            report.add(FAIL, summary.name, "this backup holds plaintext while encryption is required: remove it")
 
 
 def _check_folder(report: ValidationReport, policy: Policy, folder: Path) -> None:

@@ -31,20 +31,44 @@ class _Formatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
+    # Set by main(): a usage error then also gets the JSON envelope on stdout.
+    json_requested = False
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if _Parser.json_requested:
+            from keyroll.cli.output import emit_json
+
+            emit_json("", EXIT_USAGE, error=message)
         self.print_usage(sys.stderr)
         sys.stderr.write(f"keyroll: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
 
 
+def _seconds(text: str) -> float:
+    """A --wait value: a finite number of seconds, at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
+
+
 def _wait(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=0.0,
         metavar="SECONDS",
         help="wait this long for another keyroll to finish (default: exit 3 at once)",
@@ -79,7 +103,7 @@ def _restore(p: argparse.ArgumentParser) -> None:
 
 def _history(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", metavar="NAME")
-    p.add_argument("--limit", type=int, default=50, help="show at most this many entries (default 50)")
+    p.add_argument("--limit", type=_positive, default=50, help="show at most this many entries (default 50)")
 
 
 def _nothing(p: argparse.ArgumentParser) -> None:
@@ -207,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (contract)."""
     os.umask(0o077)
     argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_requested = "--json" in argv
     parser = build_parser(requested_command(argv))
     args = parser.parse_args(argv)
     if args.verbose or args.command in _LOGGING_COMMANDS:

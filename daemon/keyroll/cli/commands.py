@@ -9,7 +9,7 @@ from pathlib import Path
 
 from keyroll.cli.output import emit_json, line, table
 from keyroll.config.policy import Policy, load_policy
-from keyroll.errors import EXIT_OK, UsageError
+from keyroll.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -245,9 +245,10 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
     from keyroll.actions.backup import list_backups
 
     summaries = list_backups(_policy(args))
+    code = EXIT_OK if all(s.verified for s in summaries) else EXIT_FAILURE  # a backup that fails to verify
     if args.json:
-        emit_json("list-backups", EXIT_OK, {"backups": summaries})
-        return EXIT_OK
+        emit_json("list-backups", code, {"backups": summaries})
+        return code
     if not summaries:
         line("no backups yet")
         return EXIT_OK
@@ -256,7 +257,7 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
         for s in summaries
     ]
     table(None, ["BACKUP", "CREATED", "SIZE", "SECRETS", "REASON", "VERIFIED", "PROBLEM"], rows, STATE_STYLES)
-    return EXIT_OK
+    return code
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -373,7 +374,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from keyroll.actions import config as config_actions
 
     if args.config_command == "generate":
-        path = Path(args.path) if args.path else None
+        path = Path(args.path) if args.path and args.path != "-" else None
         text = config_actions.generate_config(path, force=args.force)
         if args.json:
             emit_json("config generate", EXIT_OK, {"path": path, "text": text if path is None else None})

@@ -304,13 +304,13 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
     _check_admin_cycles(targets, used_targets)
 
     store: StoreSection = sections["store"]
-    require_encrypted = (
-        store.require_encrypted or env.get("REQUIRE_ENCRYPTED_SECRETS", "").strip().lower() in TRUE_WORDS
-    )
+    require_encrypted = store.require_encrypted or _env_flag(env, "REQUIRE_ENCRYPTED_SECRETS")
     config_dir = source.parent if source else None
+    paths = Paths.resolve(asdict(paths_section), config_dir, env)
+    _check_folders_apart(paths)
     return Policy(
         source=source,
-        paths=Paths.resolve(asdict(paths_section), config_dir, env),
+        paths=paths,
         defaults=defaults,
         store=store,
         backup=sections["backup"],
@@ -321,6 +321,29 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         require_encrypted=require_encrypted,
         env=env,
     )
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A boolean environment variable; a value that is neither true nor false is an
+    error (a misspelt security switch must not be silently off)."""
+    value = env.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"${name}={env[name]!r}: use true or false")
+
+
+def _check_folders_apart(paths: Paths) -> None:
+    """Secrets, backups and state must be three separate folders, none inside another
+    (the secrets folder holds nothing but secrets)."""
+    folders = {"secrets_dir": paths.secrets_dir, "backup_dir": paths.backup_dir, "state_dir": paths.state_dir}
+    names = list(folders)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = folders[first].absolute(), folders[second].absolute()
+            if a == b or a in b.parents or b in a.parents:
+                raise ConfigError(f"paths.{first} ({a}) and paths.{second} ({b}) overlap: keep the three folders apart")
 
 
 def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:

@@ -170,9 +170,20 @@ class PathsSection:
     against this file's folder; KEYROLL_SECRETS_DIR, KEYROLL_BACKUP_DIR and
     KEYROLL_STATE_DIR override them."""
 
-    secrets_dir: str = opt("", "Folder of secret files, one per secret (default: <data>/secrets).", example="secrets")
-    backup_dir: str = opt("", "Folder of timestamped backups (default: <data>/backups).", example="backups")
-    state_dir: str = opt("", "Journal, locks and the fingerprint key (default: <data>/state).", example="state")
+    secrets_dir: str = opt(
+        "",
+        "Folder of secret files, one per secret (default: /var/lib/keyroll/secrets for root, "
+        "$XDG_STATE_HOME/keyroll/secrets otherwise).",
+        example="/var/lib/keyroll/secrets",
+    )
+    backup_dir: str = opt(
+        "", "Folder of timestamped backups (default: backups/ beside secrets/).", example="/var/lib/keyroll/backups"
+    )
+    state_dir: str = opt(
+        "",
+        "Journal, locks and the fingerprint key (default: state/ beside secrets/).",
+        example="/var/lib/keyroll/state",
+    )
 
 
 @record(frozen=True)

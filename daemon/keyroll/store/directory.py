@@ -87,9 +87,8 @@ class DirectoryStore:
 
         files: dict[str, bytes] = {}
         for name in filter(SECRET_NAME.match, self.entries()):
-            info = self.inspect(name)
-            if info.problem:
-                raise StoreError(f"cannot back up: {info.problem}")
+            if self.inspect(name).problem:
+                continue  # a symlink or a folder: never read; that secret is refused on its own
             raw = read_bytes(self.location, name)
             if raw is not None:
                 files[name] = raw
