@@ -152,7 +152,7 @@ def _create_durably(
     files: Mapping[str, bytes],
     on_disk: Mapping[str, str],
     mode: Mapping[str, int] | int,
-    gid: Mapping[str, int | None] | None,
+    owner: Mapping[str, tuple[int, int]] | None,
 ) -> None:
     """Create each file as `on_disk[name]` (O_EXCL, mode set before the data) and make
     the data durable: one syncfs for a large batch, else an fsync per file.  No file
@@ -167,9 +167,9 @@ def _create_durably(
             fd = os.open(on_disk[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dir_fd)
             created.append(on_disk[name])
             try:
-                file_gid = gid.get(name) if gid else None
-                if file_gid is not None:
-                    os.fchown(fd, -1, file_gid)
+                uid, gid = owner.get(name, (-1, -1)) if owner else (-1, -1)
+                if (uid, gid) != (-1, -1):
+                    os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode if isinstance(mode, int) else mode.get(name, 0o600))
                 view = memoryview(data)
                 while view:
@@ -197,7 +197,7 @@ def write_files_atomically(
     directory: Path,
     files: Mapping[str, bytes],
     mode: Mapping[str, int] | int = 0o600,
-    gid: Mapping[str, int | None] | None = None,
+    owner: Mapping[str, tuple[int, int]] | None = None,
     before_rename: Callable[[], None] | None = None,
 ) -> None:
     """Replace each `directory/name` with its bytes, all or (per file) nothing.
@@ -213,7 +213,7 @@ def write_files_atomically(
     with open_dir(directory) as dir_fd:
         _refuse_non_files(directory, dir_fd, files)
         temps = {name: temp_name(name) for name in files}
-        _create_durably(directory, dir_fd, files, temps, mode, gid)
+        _create_durably(directory, dir_fd, files, temps, mode, owner)
         if before_rename is not None:
             before_rename()
         try:

@@ -535,3 +535,23 @@ def test_list_backups_fails_when_a_backup_does_not_verify(kr, initialized) -> No
     assert kr("list-backups").code == 0
     (backup / "aidb_api_key").write_text("x")
     assert kr("list-backups").code == 1
+
+
+def test_owner_group_and_mode_for_a_service_account(kr, home) -> None:  # type: ignore[no-untyped-def]
+    import grp
+    import pwd
+
+    home.write_config(
+        '[defaults]\nowner = "nobody"\ngroup = "nogroup"\nmode = "0640"\n[secrets.svc_key]\nkind = "api_key"\n'
+    )
+    cfg = ("--config", str(home.config))
+    assert kr(*cfg, "init").code == 0
+    info = (home.secrets / "svc_key").stat()
+    assert (info.st_uid, info.st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    assert kr(*cfg, "rotate", "all").code == 0
+    assert (home.secrets / "svc_key").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    assert kr(*cfg, "validate").code == 0
+    home.write_config('[defaults]\nowner = "no-such-user"\n[secrets.svc_key]\nkind = "api_key"\n')
+    checked = kr(*cfg, "config", "validate")
+    assert checked.code == 1 and "user 'no-such-user' does not exist on this machine" in checked.out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import os
 import shutil
 from pathlib import Path
@@ -68,14 +67,13 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         argv = getattr(target, "argv", ())
         if argv and not shutil.which(argv[0]):
             report.add(FAIL, f"targets.{name}.argv", f"{argv[0]}: not found or not executable")
+    from keyroll.store.directory import ownership
+
     for secret in policy.secrets.values():
-        if secret.group:
-            try:
-                grp.getgrnam(secret.group) if not secret.group.isdigit() else None
-            except KeyError:
-                report.add(
-                    FAIL, f"secrets.{secret.name}.group", f"group {secret.group!r} does not exist on this machine"
-                )
+        try:
+            ownership(secret)
+        except KeyrollError as exc:
+            report.add(FAIL, f"secrets.{secret.name}", str(exc))
     for label, folder in (
         ("paths.secrets_dir", policy.paths.secrets_dir),
         ("paths.backup_dir", policy.paths.backup_dir),

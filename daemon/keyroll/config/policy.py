@@ -52,6 +52,7 @@ class SecretPolicy:
     window: Window | None
     jitter: timedelta
     mode: int
+    owner: str
     group: str
     reminder: timedelta
     unattended: bool
@@ -146,6 +147,7 @@ class Policy:
                 "window": secret.window.text if secret.window else "",
                 "jitter": _duration_text(secret.jitter),
                 "mode": f"{secret.mode:04o}",
+                "owner": secret.owner,
                 "group": secret.group,
                 "reminder": _duration_text(secret.reminder),
                 "unattended": secret.unattended,
@@ -289,6 +291,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             window=Window.parse(merged["window"]),
             jitter=parse_duration(merged["jitter"]),
             mode=parse_mode(merged["mode"]),
+            owner=merged["owner"],
             group=merged["group"],
             reminder=parse_duration(merged["reminder"]),
             unattended=merged["unattended"],

@@ -212,6 +212,9 @@ class DefaultsSection:
         kind="mode",
         check=_mode,
     )
+    owner: str = opt(
+        "", "User owning the secret file (empty: keyroll's own user), e.g. the service account that reads it."
+    )
     group: str = opt("", "Group owning the secret file (empty: keyroll's own group).")
     reminder: str = opt(
         "7d",

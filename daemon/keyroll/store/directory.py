@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -18,16 +17,22 @@ if TYPE_CHECKING:
     from keyroll.config.policy import SecretPolicy
 
 
-def group_id(group: str) -> int | None:
-    """The gid of a group name (or number); None for ''."""
-    if not group:
-        return None
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise StoreError(f"group {group!r} does not exist on this machine") from None
+def ownership(secret: SecretPolicy) -> tuple[int, int]:
+    """The (uid, gid) a secret's file gets from its policy; -1 leaves one as it is."""
+    import grp
+    import pwd
+
+    def resolve(name: str, what: str) -> int:
+        if not name:
+            return -1
+        if name.isdigit():
+            return int(name)
+        try:
+            return pwd.getpwnam(name).pw_uid if what == "user" else grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise StoreError(f"secrets.{secret.name}: {what} {name!r} does not exist on this machine") from None
+
+    return resolve(secret.owner, "user"), resolve(secret.group, "group")
 
 
 class DirectoryStore:
@@ -56,7 +61,7 @@ class DirectoryStore:
             self.location,
             {name: value.encode("utf-8") for name, value in values.items()},
             mode={name: secrets[name].mode for name in values},
-            gid={name: group_id(secrets[name].group) for name in values},
+            owner={name: ownership(secrets[name]) for name in values},
             before_rename=before_rename,
         )
 

@@ -545,11 +545,11 @@ def _is_regular(path: Path) -> bool:
 def render_files(
     directory: Path, values: Mapping[str, str], secrets: Mapping[str, SecretPolicy]
 ) -> tuple[list[str], list[str]]:
-    """Write one file per secret (mode and group from its policy), atomically, the
-    way sops-nix fills /run/secrets.  Returns (changed, unchanged): a file whose
-    content differs (or that was missing) is changed; one whose mode or group
+    """Write one file per secret (mode, owner and group from its policy), atomically,
+    the way sops-nix fills /run/secrets.  Returns (changed, unchanged): a file whose
+    content differs (or that was missing) is changed; one whose mode or ownership
     differs is rewritten but counts as unchanged."""
-    from keyroll.store.directory import group_id
+    from keyroll.store.directory import ownership
 
     wanted_dir_mode = 0o711 if any(secrets[n].mode & 0o044 for n in values) else 0o700
     ensure_dir(directory, wanted_dir_mode)
@@ -559,7 +559,7 @@ def render_files(
     for name, value in values.items():
         data = value.encode("utf-8")
         secret = secrets[name]
-        gid = group_id(secret.group)
+        uid, gid = ownership(secret)
         try:
             current = read_bytes(directory, name)
             info = (directory / name).lstat() if current is not None else None
@@ -571,13 +571,13 @@ def render_files(
             continue
         unchanged.append(name)
         assert info is not None
-        if stat.S_IMODE(info.st_mode) != secret.mode or (gid is not None and info.st_gid != gid):
+        if stat.S_IMODE(info.st_mode) != secret.mode or uid not in (-1, info.st_uid) or gid not in (-1, info.st_gid):
             to_write[name] = data
     write_files_atomically(
         directory,
         to_write,
         mode={n: secrets[n].mode for n in to_write},
-        gid={n: group_id(secrets[n].group) for n in to_write},
+        owner={n: ownership(secrets[n]) for n in to_write},
     )
     return changed, unchanged
 
