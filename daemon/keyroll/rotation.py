@@ -309,7 +309,7 @@ class WriterSession:
         should_stop: Callable[[], bool] | None = None,
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
-        report = TxReport()
+        report = TxReport(recovery=self.recovery)
         self._should_stop = should_stop
         self._timings = {}
         txid = new_txid()
@@ -398,7 +398,6 @@ class WriterSession:
         failpoint("finish")
         with self._timed("finish"):
             self.journal.complete(txid, completions)
-        report.recovery = self.recovery
         report.timings = dict(self._timings)
         return report
 
