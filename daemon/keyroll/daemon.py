@@ -33,14 +33,15 @@ from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
 from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
 from keyroll.lock import FileLock
-from keyroll.notify import LogTail, cycle_notice, deliver
+from keyroll.notify import FAILURE, RECOVERED, LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
 
 log = logging.getLogger("keyroll.daemon")
 
 LOCK_WAIT = 60.0  # a cycle waits this long for a manual keyroll to finish
 HUNG_AFTER = 30 * 60.0  # a cycle running longer stops the watchdog pings: systemd restarts us
-REMINDER_EVERY = timedelta(hours=24)
+REMINDER_EVERY = timedelta(hours=24)  # wake at least this often, whatever the schedule
+STOPPING_NOTICE_LIMIT = 5.0  # seconds a notice may take while the daemon stops
 
 
 class SystemdNotifier:
@@ -88,9 +89,9 @@ class Daemon:
         self._cycle_lock = threading.Lock()
         self._cycle_started: float | None = None
         self._last: CycleReport | None = None
-        self._last_end: datetime | None = None
+        self._last_start: datetime | None = None  # when the last cycle began
+        self._last_failed = False  # the whole last cycle failed (store, config, lock, ...)
         self._idle_retries = 0
-        self._reminded: dict[str, datetime] = {}
         self._next: tuple[datetime | None, str | None] = (None, None)
         self._tail = LogTail()
 
@@ -125,7 +126,7 @@ class Daemon:
             )
             self._start_scheduler()
             self._recover_at_start()
-            self._schedule()
+            self._schedule(after_cycle=self._last_failed)  # a failed recovery is retried, backing off
             self.systemd.send("READY=1", self._status())
             log.info("ready: %s", self._status().removeprefix("STATUS="))
             self._loop()
@@ -165,7 +166,9 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             # One cycle at a time; a cycle whose time passed while we were busy or down
             # still runs (no misfire limit), and several missed ones run once (coalesce).
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            # max_instances=2: a cycle schedules the next one before it returns; with one
+            # worker the next waits for it, where max_instances=1 would drop it.
+            job_defaults={"coalesce": True, "max_instances": 2, "misfire_grace_time": None},
         )
         self._scheduler.start()
 
@@ -183,7 +186,7 @@ class Daemon:
             policy = records.replace(policy, paths=self.policy.paths)
         self.policy = policy
         log.info("configuration reloaded from %s", policy.source or "the embedded default")
-        self._schedule()
+        self._schedule(after_cycle=False)
         self.systemd.send("READY=1", self._status("configuration reloaded"))
 
     # --- cycles -----------------------------------------------------------------------
@@ -197,6 +200,8 @@ class Daemon:
             recovery = recover(self.policy, wait=LOCK_WAIT)
         except KeyrollError as exc:
             log.error("recovery at start failed: %s", exc)
+            self._last_failed = True
+            self._notify_failure(f"recovery at start failed: {exc}")
             return
         report = CycleReport(started=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), recovery=recovery)
         self._log_cycle(report)
@@ -209,24 +214,30 @@ class Daemon:
             if self.stopping.is_set():
                 return
             self._cycle_started = time.monotonic()
+            self._last_start = utcnow()
             report: CycleReport | None = None
+            problem = ""
             try:
                 report = run_cycle(self.policy, wait=LOCK_WAIT, should_stop=self.stopping.is_set)
             except LockHeld as exc:
                 log.warning("cycle postponed: %s", exc)
             except KeyrollError as exc:
-                log.error("cycle failed: %s", exc)
-            except Exception:
-                log.exception("cycle failed unexpectedly")
+                problem = f"the cycle failed: {exc}"
+                log.error("%s", problem)
+            except Exception as exc:
+                problem = f"the cycle failed unexpectedly ({type(exc).__name__})"
+                log.exception("%s", problem)
             finally:
                 self._cycle_started = None
-            self._last_end = utcnow()
+            self._last_failed = report is None
             if report is not None:
                 self._last = report
                 self._log_cycle(report)
                 self._notify(report)
+            elif problem:
+                self._notify_failure(problem)
             if not self.stopping.is_set():
-                self._schedule()
+                self._schedule(after_cycle=True)
                 self.systemd.send(self._status())
 
     def _log_cycle(self, report: CycleReport) -> None:
@@ -241,37 +252,45 @@ class Daemon:
             log.info("%s: old credential retired", name)
 
     def _notify(self, report: CycleReport) -> None:
-        now = utcnow()
-        fresh = [
-            r
-            for r in report.reminders
-            if now - self._reminded.get(r.name, datetime.min.replace(tzinfo=UTC)) >= REMINDER_EVERY
-        ]
-        for reminder in fresh:
-            self._reminded[reminder.name] = now
-        report.reminders = fresh
+        """The cycle's notice.  While stopping, only failures and recoveries are sent,
+        and within a short limit (the stop must not wait on a slow notifier)."""
         notice = cycle_notice(report, self.policy, list(self._tail.lines))
-        if notice is not None and not self.stopping.is_set():
+        if notice is None:
+            return
+        if not self.stopping.is_set():
             deliver(notice, self.policy)
+        elif {FAILURE, RECOVERED} & set(notice.events):
+            deliver(notice, self.policy, limit=STOPPING_NOTICE_LIMIT)
 
-    def _schedule(self) -> None:
-        """One job at the next moment something is due; reminders at least daily."""
+    def _notify_failure(self, problem: str) -> None:
+        """A notice for a cycle that failed as a whole (no per-secret report)."""
+        notice = failure_notice(problem, self.policy, list(self._tail.lines))
+        if notice is not None:
+            deliver(notice, self.policy, limit=STOPPING_NOTICE_LIMIT if self.stopping.is_set() else None)
+
+    def _schedule(self, *, after_cycle: bool) -> None:
+        """One job at the next moment there is work.  After a cycle that left work it
+        should have done (the whole cycle failed, or something already due when it
+        began is due still: a service down, the lock busy, a rotation unresolved), back
+        off, doubling from retry_min to retry_max, instead of looping."""
         from apscheduler.triggers.date import DateTrigger
 
         now = utcnow()
         try:
-            when, why = next_wakeup(self.policy, now)
+            wakeup = next_wakeup(self.policy, now)
         except KeyrollError as exc:
             log.error("cannot compute the schedule: %s", exc)
-            when, why = now + parse_duration(self.policy.daemon.retry_min), "retry after an error"
-        if when is not None and self._last_end is not None and when <= self._last_end:
-            # Still due right after a cycle (service down, lock busy, unresolved recovery):
-            # back off, doubling, instead of looping.
+            wakeup, self._last_failed = None, True
+        when, why = (wakeup.at, wakeup.why) if wakeup else (None, None)
+        stuck = self._last_failed or (
+            wakeup is not None and self._last_start is not None and wakeup.due <= self._last_start
+        )
+        if after_cycle and stuck:
             first, cap = parse_duration(self.policy.daemon.retry_min), parse_duration(self.policy.daemon.retry_max)
             when = now + min(first * (2 ** min(self._idle_retries, 30)), cap)
-            why = f"retry: {why}"
+            why = f"retry: {why or 'the last cycle failed'}"
             self._idle_retries += 1
-        else:
+        elif after_cycle:
             self._idle_retries = 0
         self._next = (max(when, now), why) if when else (None, None)
         daily = now + REMINDER_EVERY
@@ -285,7 +304,7 @@ class Daemon:
 
     def _status(self, note: str = "") -> str:
         when, why = self._next
-        parts = [f"next: {why} at {_stamp(when)}" if when else "nothing due; daily reminder checks"]
+        parts = [f"next: {why} at {_stamp(when)}" if when else "nothing scheduled"]
         if self._last is not None:
             report = self._last
             failed = len(report.failed)

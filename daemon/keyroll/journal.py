@@ -451,6 +451,16 @@ class Journal:
         )
         return {row[1]: HistoryEntry(*row) for row in rows}
 
+    # --- small facts (when each secret was last reminded about, ...) ---------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
     # --- retirement of old credentials ------------------------------------------------
 
     def queue_retirement(self, name: str, target: str, credential: str, not_before: datetime) -> None:

@@ -140,6 +140,17 @@ def cycle_notice(report: CycleReport, policy: Policy, log_tail: list[str] | None
     return Notice(list(wanted), title, body)
 
 
+def failure_notice(problem: str, policy: Policy, log_tail: list[str] | None = None) -> Notice | None:
+    """The message for a cycle that failed as a whole (the store or config unusable,
+    say), when failures are wanted; `problem` is one line without values."""
+    if FAILURE not in policy.notify.on:
+        return None
+    body = f"{problem}\n\nNo secret was rotated in this cycle; keyroll retries with a growing delay."
+    if log_tail:
+        body += "\n\nLast log lines:\n" + "\n".join(log_tail)
+    return Notice([FAILURE], f"keyroll on {socket.gethostname()}: FAILED: {problem[:120]}", body)
+
+
 def test_notice() -> Notice:
     host = socket.gethostname()
     return Notice([TEST], f"keyroll on {host}: test notice", "This is a test notice from `keyroll notify test`.")
@@ -165,12 +176,35 @@ def configured_urls(policy: Policy) -> list[str]:
     return urls
 
 
-def redact(url: str) -> str:
-    """scheme://host of a URL: enough to tell URLs apart, without tokens or passwords."""
+# Schemes whose authority is a real host; for the others (tgram://TOKEN/..., pover://USER@TOKEN,
+# pbul://TOKEN, ...) it is a credential and is never shown.
+_HOST_SCHEMES = {
+    "mailto",
+    "mailtos",
+    "json",
+    "jsons",
+    "xml",
+    "xmls",
+    "form",
+    "forms",
+    "ntfy",
+    "ntfys",
+    "matrix",
+    "matrixs",
+}
+
+
+def redact(url: str, index: int) -> str:
+    """A URL as logs and messages may show it: scheme://host for schemes whose
+    authority is a host, else the scheme, its place in the list and a short hash."""
+    import hashlib
+
     scheme, _, rest = url.partition("://")
-    authority = rest.split("?", 1)[0].split("#", 1)[0].split("/", 1)[0]
-    host = authority.rsplit("@", 1)[-1]
-    return f"{scheme}://{host}" if rest else scheme
+    if scheme.lower() in _HOST_SCHEMES and rest:
+        authority = rest.split("?", 1)[0].split("#", 1)[0].split("/", 1)[0]
+        return f"{scheme}://{authority.rsplit('@', 1)[-1]}"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:6]
+    return f"{scheme or '?'} URL #{index} ({digest})"
 
 
 # --- sending ----------------------------------------------------------------------------
@@ -184,8 +218,8 @@ def send_now(notice: Notice, urls: list[str], timeout: float) -> list[Delivery]:
     quiet.setLevel(logging.CRITICAL)
     quiet.propagate = False
     results: list[Delivery] = []
-    for url in urls:
-        shown = redact(url)
+    for index, url in enumerate(urls, 1):
+        shown = redact(url, index)
         sender = apprise.Apprise()
         if not sender.add(url):
             results.append(Delivery(shown, False, "not a valid Apprise URL"))
@@ -207,9 +241,10 @@ def send_now(notice: Notice, urls: list[str], timeout: float) -> list[Delivery]:
     return results
 
 
-def deliver(notice: Notice, policy: Policy) -> list[Delivery]:
-    """Send from a child process (`keyroll notify send`) with a hard time limit.
-    Never raises: a failed or hung notifier is a warning in the log."""
+def deliver(notice: Notice, policy: Policy, limit: float | None = None) -> list[Delivery]:
+    """Send from a child process (`keyroll notify send`: the notice, the URLs and the
+    timeout on its stdin, so it reads no config) with a hard time limit.  Never
+    raises: a notifier that fails, hangs or crashes is a warning in the log."""
     try:
         urls = configured_urls(policy)
     except ConfigError as exc:
@@ -218,15 +253,13 @@ def deliver(notice: Notice, policy: Policy) -> list[Delivery]:
     if not urls:
         return []
     per_url = parse_duration(policy.notify.timeout).total_seconds() or 10.0
-    limit = per_url * len(urls) + 15.0  # start-up and Apprise's plugin loading included
-    argv = [sys.executable, "-m", "keyroll"]
-    if policy.source is not None:
-        argv += ["--config", str(policy.source)]
-    argv += ["notify", "send"]
+    if limit is None:
+        limit = per_url * len(urls) + 15.0  # start-up and Apprise's plugin loading included
+    request = {"notice": asdict(notice), "urls": urls, "timeout": min(per_url, limit)}
     try:
         done = subprocess.run(
-            argv,
-            input=json.dumps(asdict(notice)),
+            [sys.executable, "-m", "keyroll", "notify", "send"],
+            input=json.dumps(request),
             capture_output=True,
             text=True,
             timeout=limit,
@@ -234,6 +267,9 @@ def deliver(notice: Notice, policy: Policy) -> list[Delivery]:
             check=False,
         )
         results = [Delivery(**item) for item in json.loads(done.stdout or "[]")]
+        if not results:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
+            results = [Delivery("-", False, f"the notifier sent nothing: {why}")]
     except subprocess.TimeoutExpired:
         results = [Delivery("-", False, f"the notifier did not finish within {limit:g}s; killed")]
     except (ValueError, TypeError, OSError) as exc:

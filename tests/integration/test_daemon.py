@@ -100,7 +100,7 @@ def test_systemd_readiness_watchdog_reload_and_stop(kr, home, daemons, notify_so
     daemon = daemons(home, notify_socket, {"WATCHDOG_USEC": "400000"})
     notify_socket.wait_for("READY=1", timeout=20)
     status = notify_socket.wait_for(lambda line: line.startswith("STATUS="), timeout=5)
-    assert status.isascii() and "next: ticket_key at" in status
+    assert status.isascii() and re.match(r"STATUS=next: (ticket_key|remind about manual_key) at \d{4}-", status)
     pings_before = notify_socket.messages().count("WATCHDOG=1")
     time.sleep(1.6)
     pings = notify_socket.messages().count("WATCHDOG=1") - pings_before
@@ -228,3 +228,65 @@ def test_logs_are_journald_friendly_and_never_carry_a_value(kr, home, daemons, v
     assert lines and all(re.match(r"(INFO|WARNING|ERROR|DEBUG) ", line) for line in lines), lines[:3]
     for value in values(home).values():
         assert value not in daemon.log
+
+
+def test_a_secret_falling_due_during_a_long_cycle_runs_right_after_it(kr, home, daemons, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    slow = tmp_path / "slow-service"
+    slow.write_text('#!/bin/sh\ncat > /dev/null\n[ "$KEYROLL_PHASE" = apply ] && sleep 2\nexit 0\n')
+    slow.chmod(0o755)
+    home.write_config(
+        f"""
+[defaults]
+schedule = "4s"
+unattended = true
+[targets.slow]
+type = "command"
+argv = ["{slow}"]
+[secrets.slow_password]
+target = "slow"
+[secrets.quick_key]
+kind = "api_key"
+"""
+    )
+    assert kr("--config", str(home.config), "init").code == 0
+    time.sleep(1)
+    assert kr("--config", str(home.config), "rotate", "quick_key").code == 0  # due 1 s after slow_password
+    daemon = daemons(home)
+    daemon.wait_log("ready")
+    deadline = time.monotonic() + 20
+    while rotations(kr, home, "quick_key") < 3 or rotations(kr, home, "slow_password") < 2:
+        assert time.monotonic() < deadline, f"the schedule stalled:\n{daemon.log}"
+        time.sleep(0.2)
+    assert "maximum number of running instances" not in daemon.log
+    assert daemon.stop()[0] == 0
+
+
+def test_a_cycle_that_fails_as_a_whole_backs_off_and_is_reported(kr, home, daemons) -> None:  # type: ignore[no-untyped-def]
+    with peers.HTTPSink() as http:
+        home.write_config(
+            f"""
+[store]
+kind = "sops"
+[daemon]
+retry_min = "1s"
+[defaults]
+schedule = "1s"
+unattended = true
+[notify]
+urls = ["{http.url("/hook").replace("http://", "json://")}"]
+[secrets.a_key]
+kind = "api_key"
+"""
+        )
+        daemon = daemons(home)
+        daemon.wait_log("ready")
+        time.sleep(6)
+        retries = re.findall(r"next cycle at .* \(retry: ", daemon.log)
+        failures = daemon.log.count("the cycle failed")
+        assert 2 <= failures <= 5, f"{failures} failed cycles in 6 s with retry_min=1s doubling:\n{daemon.log}"
+        assert len(retries) >= 2
+        http.wait_for(1, timeout=10)
+        assert http.bodies[0]["type"] == "failure" and "recovery at start failed" in http.bodies[0]["title"]
+        http.wait_for(2, timeout=10)
+        assert "the cycle failed" in http.bodies[1]["title"] and ".sops.yaml: not found" in http.bodies[1]["message"]
+        assert daemon.stop()[0] == 0

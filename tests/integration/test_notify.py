@@ -128,7 +128,7 @@ def test_notify_test_reports_each_url(kr, home, smtp, http, tmp_path) -> None:  
     assert f"mailto://127.0.0.1:{smtp.port}: sent" in result.out
     assert f"json://127.0.0.1:{http.port}: sent" in result.out
     assert "FAILED: the service refused or could not be reached" in result.out
-    assert "nonsense://what: FAILED: not a valid Apprise URL" in result.out
+    assert "nonsense URL #4 (" in result.out and "): FAILED: not a valid Apprise URL" in result.out
     assert smtp.wait_for(1, timeout=20) and "test notice" in smtp.messages[0].subject
 
 
@@ -144,3 +144,31 @@ def test_urls_from_a_systemd_credential_stay_out_of_the_config(kr, home, http, t
     assert http.wait_for(1, timeout=20)
     assert http.requests[0].path == "/hook/SECRET-TOKEN-123"
     assert "SECRET-TOKEN-123" not in result.both  # URLs are shown redacted
+
+
+def test_token_urls_are_never_shown_whole() -> None:
+    from keyroll.notify import redact
+
+    assert redact("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/1234", 1).startswith("tgram URL #1 (")
+    assert "AAHdq" not in redact("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/1234", 1)
+    assert redact("pover://user@apptoken123", 2) == redact("pover://user@apptoken123", 2) != "pover://apptoken123"
+    assert redact("mailto://user:pass@smtp.example.com:587?to=ops@example.com", 3) == "mailto://smtp.example.com:587"
+    assert redact("json://hooks.example.com/secret-path", 4) == "json://hooks.example.com"
+
+
+def test_a_failed_cycle_is_reported_even_without_a_per_secret_outcome(kr, home, http, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The store cannot be read at all: no secret was rotated, and the failure is sent."""
+    home.write_config(
+        f"""
+[store]
+kind = "sops"
+[notify]
+urls = ["{json_url(http)}"]
+[secrets.a_key]
+kind = "api_key"
+"""
+    )
+    result = kr("--config", str(home.config), "run")
+    assert result.code in (1, 2), result.both
+    http.wait_for(1, timeout=20)
+    assert http.bodies[0]["type"] == "failure" and "keyroll run failed" in http.bodies[0]["title"]

@@ -10,10 +10,10 @@ with a doubling backoff (`[daemon] retry_min` .. `retry_max`), never in a loop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import EXIT_OK, combined_exit_code
+from keyroll.errors import EXIT_FAILURE, EXIT_OK, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
 from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
@@ -56,7 +56,9 @@ class CycleReport:
 
     @property
     def exit_code(self) -> int:
-        codes = [EXIT_OK]
+        """0, 1 or 75 as the contract says; a secret never created is a failure (1):
+        the job cannot be done for it until `keyroll init` runs."""
+        codes = [EXIT_FAILURE if self.not_initialized else EXIT_OK]
         for report in (self.recovery, self.rotation):
             if report is not None:
                 codes.append(report.exit_code)
@@ -128,6 +130,18 @@ def effective_due(policy: Policy, due: DueTime, now: datetime) -> datetime:
     return window.next_open(now) if window else now
 
 
+REMIND_EVERY = timedelta(hours=24)
+
+
+def reminder_time(journal: Journal, secret: SecretPolicy, due: datetime) -> datetime:
+    """When a reminder about a secret rotated by hand is next wanted: `reminder`
+    before it is due, then once a day (the last one is kept in the journal, so a
+    restart or reload neither repeats nor postpones it)."""
+    start = due - secret.reminder
+    last = journal.get_meta(f"reminded:{secret.name}")
+    return max(start, from_iso(last) + REMIND_EVERY) if last else start
+
+
 def run_cycle(
     policy: Policy,
     *,
@@ -146,11 +160,15 @@ def run_cycle(
             changes = [Change(name, "rotate") for name in due_now]
             report.rotation = session.transact(changes, reason="before scheduled rotation", should_stop=should_stop)
             report.rotation.recovery = None  # already reported above
-    times, _ = due_times(policy)
-    for t in times:
-        secret = policy.secrets[t.name]
-        if not t.unattended and t.due - secret.reminder <= now:
-            report.reminders.append(Reminder(t.name, to_iso(t.due), t.due <= now, secret.services))
+        times, _ = due_times(policy)
+        reminded: dict[str, str] = {}
+        for t in times:
+            secret = policy.secrets[t.name]
+            if not t.unattended and reminder_time(session.journal, secret, t.due) <= now:
+                report.reminders.append(Reminder(t.name, to_iso(t.due), t.due <= now, secret.services))
+                reminded[f"reminded:{t.name}"] = to_iso(now)
+        if reminded:
+            session.journal.set_meta(reminded)
     for unattended in (True, False):
         upcoming = sorted((t for t in times if t.unattended == unattended), key=lambda t: t.due)
         if upcoming and unattended:
@@ -160,19 +178,32 @@ def run_cycle(
     return report
 
 
-def next_wakeup(policy: Policy, now: datetime | None = None) -> tuple[datetime | None, str | None]:
-    """When the daemon must next run a cycle (something unattended falls due, or an
-    old credential's grace ends), and why (a secret name, or the retirement)."""
+@record(frozen=True)
+class Wakeup:
+    """The next moment the daemon has work: `at` (when it can be done), `due` (since
+    when it has been wanted: earlier than `at` for an overdue secret), and why."""
+
+    at: datetime
+    due: datetime
+    why: str
+
+
+def next_wakeup(policy: Policy, now: datetime | None = None) -> Wakeup | None:
+    """When the daemon must next run a cycle: an unattended secret falls due, an old
+    credential's grace ends, or a reminder is wanted; None when nothing ever is."""
     now = now or utcnow()
     times, _ = due_times(policy)
-    candidates = [(effective_due(policy, t, now), t.name) for t in times if t.unattended]
+    candidates = [Wakeup(effective_due(policy, t, now), t.due, t.name) for t in times if t.unattended]
     journal = Journal.open_read(policy.paths)
     if journal is not None:
         try:
-            candidates += [(from_iso(r.not_before), f"retire the old {r.name}") for r in journal.retirements()]
+            for item in journal.retirements():
+                moment = from_iso(item.not_before)
+                candidates.append(Wakeup(moment, moment, f"retire the old {item.name}"))
+            for t in times:
+                if not t.unattended:
+                    moment = reminder_time(journal, policy.secrets[t.name], t.due)
+                    candidates.append(Wakeup(moment, moment, f"remind about {t.name}"))
         finally:
             journal.close()
-    if not candidates:
-        return None, None
-    when, why = min(candidates)
-    return when, why
+    return min(candidates, key=lambda w: w.at) if candidates else None

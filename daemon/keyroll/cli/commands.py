@@ -475,12 +475,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from keyroll.actions.run import run_cycle
-    from keyroll.notify import LogTail, cycle_notice, deliver
+    from keyroll.errors import KeyrollError, LockHeld
+    from keyroll.notify import LogTail, cycle_notice, deliver, failure_notice
 
     policy = _policy(args)
     tail = LogTail()
     logging.getLogger("keyroll").addHandler(tail)
-    report = run_cycle(policy, wait=args.wait)
+    try:
+        report = run_cycle(policy, wait=args.wait)
+    except LockHeld:
+        raise  # another keyroll is at work: nothing failed
+    except KeyrollError as exc:
+        notice = failure_notice(f"keyroll run failed: {exc}", policy, list(tail.lines))
+        if notice is not None:
+            deliver(notice, policy)
+        raise
     notice = cycle_notice(report, policy, list(tail.lines))
     deliveries = deliver(notice, policy) if notice else []
     code = report.exit_code
@@ -539,17 +548,15 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 
 def _notify_send(args: argparse.Namespace) -> int:
-    """Internal: send the notice on stdin (JSON) to every URL; print the results as JSON."""
+    """Internal: send the notice on stdin to the URLs given with it (JSON), reading no
+    config, and print each URL's result as JSON."""
     import json
 
-    from keyroll.notify import Notice, configured_urls, send_now
+    from keyroll.notify import Notice, send_now
     from keyroll.records import asdict
-    from keyroll.schedule import parse_duration
 
-    policy = _policy(args)
-    notice = Notice(**json.loads(sys.stdin.read()))
-    timeout = parse_duration(policy.notify.timeout).total_seconds() or 10.0
-    results = send_now(notice, configured_urls(policy), timeout)
+    request = json.loads(sys.stdin.read())
+    results = send_now(Notice(**request["notice"]), list(request["urls"]), float(request["timeout"]))
     sys.stdout.write(json.dumps([asdict(r) for r in results]) + "\n")
     return 0 if all(r.ok for r in results) else 1
 
