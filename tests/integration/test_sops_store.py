@@ -273,6 +273,13 @@ def test_updatekeys_moves_the_bundle_to_a_new_key(kr, sops, home) -> None:  # ty
     assert stat.S_IMODE(sops.bundle.stat().st_mode) == 0o600
     # The backup taken before still holds the bundle for the old key.
     assert sops_decrypt((report.backup / "secrets.sops.yaml").read_bytes(), sops.key) == values
+    # The command line says what happened; run again, there is nothing to do.
+    again = kr(*sops.cfg, "bundle", "updatekeys")
+    assert again.code == 0 and "already encrypted to the recipients in .sops.yaml" in again.out, again.both
+    write_sops_yaml(sops.sops_yaml, new_recipient, sops.recipient)
+    both_ways = kr(*sops.cfg, "bundle", "updatekeys")
+    assert both_ways.code == 0 and "3 secret(s) re-encrypted" in both_ways.out, both_ways.both
+    assert "recipients now:" in both_ways.out and sops.values(sops.key) == values == sops.values(new_key)
 
 
 def test_migrate_from_the_directory_store(kr, sops, home) -> None:  # type: ignore[no-untyped-def]
@@ -283,8 +290,12 @@ def test_migrate_from_the_directory_store(kr, sops, home) -> None:  # type: igno
     records = sqlite3.connect(home.state / "journal.sqlite3").execute("SELECT * FROM secrets ORDER BY name").fetchall()
 
     sops.write_config()
-    report = bundle.migrate(sops.policy())
-    assert sorted(report.migrated) == sorted(plain) and report.removed == [] and report.skipped == ["stray_file"]
+    shown = kr(*sops.cfg, "bundle", "migrate", "--json")
+    assert shown.code == 0, shown.both
+    report_data = json.loads(shown.out)["data"]["report"]
+    assert sorted(report_data["migrated"]) == sorted(plain) and report_data["skipped"] == ["stray_file"]
+    report = bundle.migrate(sops.policy())  # again, in-process: everything is already there
+    assert sorted(report.already) == sorted(plain) and report.removed == [] and report.skipped == ["stray_file"]
     assert sops.values() == plain  # value by value
     assert {p.name for p in home.secrets.iterdir()} == {*plain, "stray_file"}  # plaintext kept unless asked
     after = sqlite3.connect(home.state / "journal.sqlite3").execute("SELECT * FROM secrets ORDER BY name").fetchall()
@@ -292,9 +303,9 @@ def test_migrate_from_the_directory_store(kr, sops, home) -> None:  # type: igno
     status = json.loads(kr(*sops.cfg, "status", "--json").out)["data"]
     assert {s["state"] for s in status["secrets"]} == {"OK"}
 
-    again = bundle.migrate(sops.policy(), remove_plaintext=True)
-    assert again.migrated == [] and sorted(again.already) == sorted(plain)
-    assert sorted(again.removed) == sorted(plain)
+    removed = kr(*sops.cfg, "bundle", "migrate", "--remove-plaintext")
+    assert removed.code == 0, removed.both
+    assert "removed the plaintext files:" in removed.out and "backups taken before the migration" in removed.out
     assert {p.name for p in home.secrets.iterdir()} == {"stray_file"}
     assert sops.values() == plain
     assert kr(*sops.cfg, "validate").code == 0
@@ -638,3 +649,14 @@ def test_require_encrypted_reports_plaintext_backups(kr, home, monkeypatch) -> N
     monkeypatch.setenv("REQUIRE_ENCRYPTED_SECRETS", "true")
     findings = json.loads(kr(*cfg, "validate", "--json").out)["data"]["findings"]
     assert any(f["level"] == "fail" and "backup holds plaintext" in f["message"] for f in findings)
+
+
+def test_bundle_render_on_the_command_line(kr, sops, home) -> None:  # type: ignore[no-untyped-def]
+    assert kr(*sops.cfg, "init").code == 0
+    out = home.root / "rendered"
+    first = kr(*sops.cfg, "bundle", "render", str(out))
+    assert first.code == 0 and f"rendered files to {out}: 3 changed, 0 unchanged" in first.out, first.both
+    env = kr(*sops.cfg, "bundle", "render", str(out), "--format", "env", "--no-restart")
+    assert env.code == 0 and "rendered env to" in env.out
+    for value in sops.values().values():
+        assert value not in first.both + env.both

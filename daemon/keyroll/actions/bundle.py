@@ -268,6 +268,8 @@ def updatekeys(policy: Policy, *, wait: float = 0.0) -> UpdateKeysReport:
             sum(1 for n in data if SECRET_NAME.match(n)),
             recovery=session.recovery,
         )
+        if not report.changed:
+            return report  # already encrypted to exactly these recipients: nothing to rewrite
         report.backup = session.backup("before updatekeys")
         store.replace(new, data, before_rename=lambda: failpoint("store-write"))
     return report

@@ -428,6 +428,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         _listing("already in the bundle with the same value", report.already)
         _listing("not in the folder (nothing to migrate)", report.missing)
         _listing("removed the plaintext files", report.removed)
+        if report.removed:
+            line("backups taken before the migration still hold plaintext values: remove them when no longer needed")
         if report.migrated and not report.removed:
             line(f"the plaintext files stay in {report.source}; `bundle migrate --remove-plaintext` removes them")
     elif args.bundle_command == "render":
@@ -442,7 +444,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             line(f"  FAILED: {failure}")
         _listing("not in the bundle", report.missing)
     else:
-        line(f"bundle {report.bundle}: {len(report.secrets)} secret(s) re-encrypted")
+        if not report.changed:
+            line(f"bundle {report.bundle}: already encrypted to the recipients in .sops.yaml; left as it is")
+            return code
+        line(f"bundle {report.bundle}: {report.secrets} secret(s) re-encrypted")
         line(f"recipients before: {', '.join(report.before)}")
         line(f"recipients now:    {', '.join(report.after)}")
         if report.backup:

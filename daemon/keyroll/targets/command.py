@@ -59,10 +59,11 @@ class CommandTarget(BaseTarget):
         if done.returncode == 0:
             return 0
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1][:200] if lines else f"exit status {done.returncode}"
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
         for secret in (value, other):
             if secret:
-                reason = reason.replace(secret, "***")  # a careless program may echo what it read
+                reason = reason.replace(secret, "***")
+        reason = reason[:200]  # (cut after masking: a value cut in two would escape the mask)  # a careless program may echo what it read
         if done.returncode == EXIT_TEMPFAIL:
             raise ServiceUnavailable(f"{self.describe()}: {phase}: {reason}")
         if phase == "verify":
