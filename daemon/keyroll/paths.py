@@ -31,7 +31,6 @@ JOURNAL_FILE = "journal.sqlite3"
 WRITER_LOCK_FILE = "writer.lock"
 DAEMON_LOCK_FILE = "daemon.lock"
 FINGERPRINT_KEY_FILE = "fingerprint.key"
-DAEMON_LOG_FILE = "daemon.log"
 
 # Temp files keyroll may leave behind when killed; recovery removes them.
 TEMP_PREFIX = ".keyroll-tmp-"
@@ -110,9 +109,13 @@ class Paths:
     def fingerprint_key(self) -> Path:
         return self.state_dir / FINGERPRINT_KEY_FILE
 
-    @property
-    def daemon_log(self) -> Path:
-        return self.state_dir / DAEMON_LOG_FILE
+    def running_command(self, target: str, pid: int) -> Path:
+        """Where keyroll process `pid` writes down the program it runs for a command target."""
+        return self.state_dir / f"command-{target}.{pid}.running"
+
+    def running_commands(self, target: str) -> list[Path]:
+        """Every such note for `target`, whoever wrote it."""
+        return sorted(self.state_dir.glob(f"command-{target}.*.running"))
 
     @classmethod
     def resolve(

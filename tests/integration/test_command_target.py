@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -346,3 +347,41 @@ def test_a_restart_that_cannot_run_is_a_hard_failure(kr, home, service) -> None:
     assert result.code == 1, result.both  # retrying will not help: not a temporary failure
     assert "restart failed: command:false: exit status 1" in result.out and "rolled back" in result.out
     assert home.value("app_password") == before and service.accepted() == [before]
+
+
+def test_a_program_left_running_by_a_killed_keyroll_cannot_land_after_recovery(home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    accepted = tmp_path / "accepted"
+    started = tmp_path / "applying"
+    program = tmp_path / "slow-service"
+    program.write_text(
+        f"""#!/bin/sh
+value=$(head -n1)
+case "$KEYROLL_PHASE" in
+  apply) touch {started}; sleep 3; echo "$value" > {accepted} ;;
+  rollback) echo "$value" > {accepted} ;;
+  verify) [ "$value" = "$(cat {accepted})" ] ;;
+esac
+"""
+    )
+    program.chmod(0o755)
+    home.write_config(
+        f'[targets.slow]\ntype = "command"\nargv = ["{program}"]\n[secrets.slow_password]\ntarget = "slow"\n'
+    )
+    argv = [sys.executable, "-m", "keyroll", "--config", str(home.config)]
+    accepted.write_text("I" * 32 + "\n")
+    assert (
+        subprocess.run([*argv, "set", "slow_password"], input="I" * 32, capture_output=True, text=True).returncode == 0
+    )
+    rotation = subprocess.Popen(
+        [*argv, "rotate", "slow_password"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 20
+    while not started.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    rotation.kill()  # SIGKILL while the program is applying the new value
+    rotation.wait()
+    recovered = subprocess.run([*argv, "recover"], capture_output=True, text=True)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    time.sleep(3.5)  # long enough for a straggling apply to land
+    assert accepted.read_text().strip() == home.value("slow_password")

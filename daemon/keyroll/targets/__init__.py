@@ -265,5 +265,5 @@ def open_target(
     if isinstance(config, schema.CommandTarget):
         from keyroll.targets.command import CommandTarget
 
-        return CommandTarget(target_name, config, credentials, secret_name, policy.env)
+        return CommandTarget(target_name, config, credentials, secret_name, policy.env, policy.paths)
     raise KeyrollError(f"targets.{target_name}.type: unsupported type {config.type!r}")

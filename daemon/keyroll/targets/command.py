@@ -9,9 +9,14 @@ and rollback) the value being replaced, when there is one.  Exit 0 is success,
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
@@ -20,19 +25,33 @@ from keyroll.targets import BaseTarget, Credentials
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig
+    from keyroll.paths import Paths
 
 
 class CommandTarget(BaseTarget):
-    """Runs the configured program for each phase of the rotation."""
+    """Runs the configured program for each phase of the rotation.
+
+    The program runs in a process group of its own, recorded (pid and start time)
+    in the state folder while it runs: if keyroll is killed meanwhile, the next
+    recovery ends that group before asking the service which value it takes, so
+    a straggling `apply` cannot land after recovery has decided."""
 
     def __init__(
-        self, name: str, config: CommandConfig, credentials: Credentials, secret: str, env: Mapping[str, str]
+        self,
+        name: str,
+        config: CommandConfig,
+        credentials: Credentials,
+        secret: str,
+        env: Mapping[str, str],
+        paths: Paths,
     ) -> None:
         super().__init__(name, credentials, secret)
         self.needs_old = False  # the program does not log in with the old value
         self.config = config
         self.env = env
         self.timeout = parse_duration(config.timeout).total_seconds() or 30.0
+        self.paths = paths
+        self.running_file = paths.running_command(name, os.getpid())
 
     def describe(self) -> str:
         return f"command {self.config.argv[0]} (target {self.name})"
@@ -40,35 +59,64 @@ class CommandTarget(BaseTarget):
     def _run(self, phase: str, value: str, other: str | None = None) -> int:
         stdin = value + "\n" + (other + "\n" if other is not None else "")
         env = {**self.env, "KEYROLL_PHASE": phase, "KEYROLL_SECRET": self.secret, "KEYROLL_TARGET": self.name}
+        self.wait_idle(5.0)  # a program a killed keyroll left running must not race this one
         try:
-            done = subprocess.run(
+            process = subprocess.Popen(
                 list(self.config.argv),
-                input=stdin.encode(),
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env=env,
-                timeout=self.timeout,
-                check=False,
+                start_new_session=True,
             )
         except FileNotFoundError:
             raise TargetError(f"{self.describe()}: not found") from None
         except PermissionError:
             raise TargetError(f"{self.describe()}: not executable") from None
+        self._remember(process.pid)
+        try:
+            _, stderr = process.communicate(stdin.encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            _end_group(process.pid)
+            process.wait()
             raise ServiceUnavailable(f"{self.describe()}: {phase} timed out after {self.timeout:g}s") from None
-        if done.returncode == 0:
+        finally:
+            self.running_file.unlink(missing_ok=True)
+        if process.returncode == 0:
             return 0
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {process.returncode}"
         for secret in (value, other):
             if secret:
-                reason = reason.replace(secret, "***")
-        reason = reason[:200]  # (cut after masking: a value cut in two would escape the mask)  # a careless program may echo what it read
-        if done.returncode == EXIT_TEMPFAIL:
+                reason = reason.replace(secret, "***")  # a careless program may echo what it read
+        reason = reason[:200]  # (cut after masking: a value cut in two would escape the mask)
+        if process.returncode == EXIT_TEMPFAIL:
             raise ServiceUnavailable(f"{self.describe()}: {phase}: {reason}")
         if phase == "verify":
-            return done.returncode
+            return process.returncode
         raise TargetError(f"{self.describe()}: {phase} failed: {reason}")
+
+    def _remember(self, pid: int) -> None:
+        """Write down the running program and this keyroll (pids and kernel start
+        times, which tell a reused pid apart) for a later recovery."""
+        me = os.getpid()
+        with contextlib.suppress(OSError):
+            self.running_file.write_text(f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n")
+
+    def wait_idle(self, timeout: float) -> None:
+        """End every program a killed keyroll left running for this target (its whole
+        process group).  A program whose keyroll is still alive is left alone."""
+        for note in self.paths.running_commands(self.name):
+            try:
+                pid, started, owner, owner_started = note.read_text().split()
+            except (OSError, ValueError):
+                note.unlink(missing_ok=True)
+                continue
+            if _start_time(int(owner)) == owner_started:
+                continue  # its keyroll is alive and will see it through
+            if _start_time(int(pid)) == started:
+                _end_group(int(pid), grace=min(timeout, 5.0))
+            note.unlink(missing_ok=True)
 
     def check(self) -> None:
         """The program exists, and (when there is a current value) the service is up
@@ -93,3 +141,25 @@ class CommandTarget(BaseTarget):
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
         self._run("rollback", old, new)
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of a process ('' if it is gone): tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _end_group(pid: int, grace: float = 2.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `grace` s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.05)
