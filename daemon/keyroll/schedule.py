@@ -263,6 +263,15 @@ class Window:
             return moment.weekday() in self.weekdays
         return now < self.end and (moment.weekday() - 1) % 7 in self.weekdays
 
+    def remaining(self, moment: datetime) -> timedelta:
+        """How long the window stays open after `moment` (zero if it is closed)."""
+        if not self.contains(moment):
+            return timedelta(0)
+        end = datetime.combine(moment.date(), self.end, tzinfo=moment.tzinfo)
+        if end <= moment:
+            end += timedelta(days=1)
+        return end - moment - timedelta(seconds=1)
+
     def next_open(self, moment: datetime) -> datetime:
         """`moment` if it lies in the window, else the next start of the window."""
         if self.contains(moment):
@@ -294,9 +303,15 @@ def next_due(
     window: Window | None = None,
     jitter: timedelta = timedelta(0),
 ) -> datetime:
-    """When `name`, last rotated at `last`, is next due."""
-    due = schedule.next_after(last) + jitter_offset(name, last, jitter)
-    return window.next_open(due) if window else due
+    """When `name`, last rotated at `last`, is next due: the schedule's time plus its
+    jitter; with a window, the first moment inside it plus the jitter, kept inside
+    the window (so many secrets due at once still spread over it)."""
+    due = schedule.next_after(last)
+    if window is None:
+        return due + jitter_offset(name, last, jitter)
+    opens = window.next_open(due)
+    room = window.remaining(opens)
+    return opens + jitter_offset(name, last, min(jitter, room))
 
 
 def utcnow() -> datetime:

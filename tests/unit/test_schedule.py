@@ -104,3 +104,15 @@ def test_iso_round_trip() -> None:
     assert to_iso(T0) == "2026-11-28T15:00:00Z"
     assert from_iso("2026-11-28T15:00:00Z") == T0
     assert from_iso("2026-11-28T15:00:00") == T0
+
+
+def test_jitter_spreads_secrets_over_their_window() -> None:
+    window = Window.parse("Sun 02:00-05:00")
+    dues = {next_due(f"s{i}", T0, Schedule.parse("weekly"), window, timedelta(hours=6)) for i in range(50)}
+    assert len(dues) > 40, "not all at the window's first minute"
+    assert all(window.contains(due) for due in dues)
+    assert min(dues) >= datetime(2026, 12, 6, 2, 0, tzinfo=UTC) and max(dues) < datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
+    overnight = Window.parse("Sat 23:00-01:00")
+    assert overnight is not None and overnight.remaining(datetime(2026, 12, 5, 23, 30, tzinfo=UTC)) == timedelta(
+        minutes=89, seconds=59
+    )
