@@ -44,34 +44,25 @@ def opt(
 # --- checks -------------------------------------------------------------------------
 
 
-def _duration(value: str) -> str | None:
-    from keyroll.schedule import ScheduleError, parse_duration
+def _parses(parse: Callable[[Any, str], object]) -> Check:
+    """A check that `parse(keyroll.schedule, value)` accepts the value (imported late:
+    validation of durations, schedules and windows needs the module, start-up not)."""
 
-    try:
-        parse_duration(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
+    def check(value: str) -> str | None:
+        from keyroll import schedule
 
+        try:
+            parse(schedule, value)
+        except schedule.ScheduleError as exc:
+            return str(exc)
+        return None
 
-def _schedule(value: str) -> str | None:
-    from keyroll.schedule import Schedule, ScheduleError
-
-    try:
-        Schedule.parse(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
+    return check
 
 
-def _window(value: str) -> str | None:
-    from keyroll.schedule import ScheduleError, Window
-
-    try:
-        Window.parse(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
+_duration = _parses(lambda schedule, value: schedule.parse_duration(value))
+_schedule = _parses(lambda schedule, value: schedule.Schedule.parse(value))
+_window = _parses(lambda schedule, value: schedule.Window.parse(value))
 
 
 def parse_mode(value: str | int) -> int:
