@@ -21,7 +21,6 @@ is refused before anything is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyroll import __version__
+from keyroll.digest import sha256
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
 from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files, write_new_files
 from keyroll.paths import TEMP_PREFIX
@@ -90,8 +90,8 @@ class BackupContents:
         return str(value) if value else None
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(data: bytes) -> str:
+    return sha256(data).hexdigest()
 
 
 def backup_name(now: datetime, taken: set[str]) -> str:
@@ -171,8 +171,8 @@ def create_backup(
         "created": to_iso(now),
         "reason": reason,
         "secrets": secret_count,
-        "files": {n: {"sha256": sha256(data), "size": len(data)} for n, data in sorted(files.items())},
-        "metadata": {"file": METADATA, "sha256": sha256(metadata_bytes)},
+        "files": {n: {"sha256": sha256_hex(data), "size": len(data)} for n, data in sorted(files.items())},
+        "metadata": {"file": METADATA, "sha256": sha256_hex(metadata_bytes)},
     }
     if encryption == "age":
         manifest["recipients"] = [r.strip() for r in encrypt_to]
@@ -286,14 +286,14 @@ def read_backup(path: Path, policy: Policy | None = None, *, decrypt: bool = Tru
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
             raise BackupError(f"{path / name}: not a regular file; the backup was tampered with")
         data = read_bytes(path, name) or b""
-        if sha256(data) != entry.get("sha256"):
+        if sha256_hex(data) != entry.get("sha256"):
             raise BackupError(f"{path / name}: checksum mismatch; the backup is damaged or was tampered with")
         files[name] = data
     metadata: dict[str, dict[str, Any]] = {}
     raw_metadata = read_bytes(path, METADATA)
     if raw_metadata is None:
         raise BackupError(f"{path / METADATA}: missing; the backup is incomplete")
-    if sha256(raw_metadata) != manifest.get("metadata", {}).get("sha256"):
+    if sha256_hex(raw_metadata) != manifest.get("metadata", {}).get("sha256"):
         raise BackupError(f"{path / METADATA}: checksum mismatch; the backup is damaged or was tampered with")
     try:
         metadata = json.loads(raw_metadata)

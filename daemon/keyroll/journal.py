@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from keyroll.digest import hmac_sha256
 from keyroll.errors import JournalError
 from keyroll.fsutil import describe_os_error
 from keyroll.paths import Paths
@@ -152,10 +153,7 @@ class Fingerprinter:
         self._key = key
 
     def __call__(self, value: str) -> str:
-        import hashlib
-        import hmac
-
-        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac_sha256(self._key, value.encode("utf-8")).hex()
 
     @classmethod
     def load(cls, path: Path, create: bool) -> Fingerprinter | None:

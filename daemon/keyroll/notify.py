@@ -197,13 +197,13 @@ _HOST_SCHEMES = {
 def redact(url: str, index: int) -> str:
     """A URL as logs and messages may show it: scheme://host for schemes whose
     authority is a host, else the scheme, its place in the list and a short hash."""
-    import hashlib
+    from keyroll.digest import sha256
 
     scheme, _, rest = url.partition("://")
     if scheme.lower() in _HOST_SCHEMES and rest:
         authority = rest.split("?", 1)[0].split("#", 1)[0].split("/", 1)[0]
         return f"{scheme}://{authority.rsplit('@', 1)[-1]}"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:6]
+    digest = sha256(url.encode()).hexdigest()[:6]
     return f"{scheme or '?'} URL #{index} ({digest})"
 
 

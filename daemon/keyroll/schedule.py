@@ -9,7 +9,6 @@ window, and jitter adds a random delay that stays the same across restarts.
 
 from __future__ import annotations
 
-import calendar
 import re
 from datetime import UTC, datetime, time, timedelta
 
@@ -52,12 +51,19 @@ def format_duration(delta: timedelta) -> str:
     return f"{sign}{seconds}s"
 
 
+def days_in_month(year: int, month: int) -> int:
+    """28 to 31, as the Gregorian calendar says (without importing `calendar`, which loads `locale`)."""
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """`moment` plus whole calendar months, clamping the day (Jan 31 + 1 month = Feb 28/29)."""
     month_index = moment.month - 1 + months
     year = moment.year + month_index // 12
     month = month_index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
+    day = min(moment.day, days_in_month(year, month))
     return moment.replace(year=year, month=month, day=day)
 
 
@@ -289,9 +295,9 @@ def jitter_offset(name: str, last: datetime, jitter: timedelta) -> timedelta:
     so a restarted daemon computes the same due time."""
     if jitter.total_seconds() <= 0:
         return timedelta(0)
-    import hashlib
+    from keyroll.digest import sha256
 
-    digest = hashlib.sha256(f"{name}|{last.isoformat()}".encode()).digest()
+    digest = sha256(f"{name}|{last.isoformat()}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return timedelta(seconds=int(jitter.total_seconds() * fraction))
 

@@ -555,3 +555,14 @@ def test_owner_group_and_mode_for_a_service_account(kr, home) -> None:  # type: 
     home.write_config('[defaults]\nowner = "no-such-user"\n[secrets.svc_key]\nkind = "api_key"\n')
     checked = kr(*cfg, "config", "validate")
     assert checked.code == 1 and "user 'no-such-user' does not exist on this machine" in checked.out
+
+
+def test_status_loads_nothing_heavy(krp, initialized) -> None:  # type: ignore[no-untyped-def]
+    """Start-up stays light: without a terminal, `status` imports no service client, no
+    scheduler, no rich, no OpenSSL (keyroll.digest) and not `typing` (bench/README.md)."""
+    result = krp("status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.journal" in loaded  # the probe sees keyroll's own imports
+    heavy = {"psycopg", "redis", "pymysql", "apprise", "apscheduler", "rich", "_hashlib", "typing", "tomllib", "json"}
+    assert not {m for m in loaded if m.split(".")[0] in heavy}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from keyroll.config.policy import Policy
+from keyroll.digest import sha256
 from keyroll.errors import UsageError
 from keyroll.generate import value_problem
 from keyroll.journal import Completion, new_txid
@@ -91,7 +91,7 @@ def _matches_old_hash(value: str, digest: str) -> bool | None:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         return None
     candidates = (value, value + "\n")
-    return any(hashlib.sha256(c.encode()).hexdigest() == digest for c in candidates)
+    return any(sha256(c.encode()).hexdigest() == digest for c in candidates)
 
 
 def initialize(

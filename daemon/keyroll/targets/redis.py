@@ -12,10 +12,10 @@ the secret file for the change to survive a Redis restart.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from keyroll.digest import sha256
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
 from keyroll.targets import BaseTarget, Connections, Credentials, LoginRefused, client_library
@@ -28,7 +28,7 @@ _AUTH_WORDS = ("WRONGPASS", "NOAUTH", "invalid username-password", "HELLO must b
 
 def password_hash(value: str) -> str:
     """The SHA-256 hex digest Redis ACLs store and accept as `#hash` / `!hash`."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return sha256(value.encode("utf-8")).hexdigest()
 
 
 class RedisTarget(BaseTarget):
