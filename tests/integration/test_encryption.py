@@ -60,7 +60,7 @@ def test_an_encrypted_backup_holds_no_plaintext_and_verifies_without_a_key(kr, e
     assert manifest["encrypted"] is True and manifest["encryption"] == "age" and manifest["recipients"] == [recipient]
     for name in values:
         stored = (folder / f"{name}.age").read_bytes()
-        assert manifest["files"][f"{name}.age"]["sha256"] == backups.sha256(stored)
+        assert manifest["files"][f"{name}.age"]["sha256"] == backups.sha256_hex(stored)
         assert stored.startswith(b"age-encryption.org/v1")
     for path in folder.iterdir():
         assert not [v for v in values.values() if v.encode() in path.read_bytes()]

@@ -34,4 +34,3 @@ def test_hmac_matches_the_hmac_module(key_size: int, message: bytes) -> None:
 def test_rfc_4231_case_2() -> None:
     expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     assert hmac_sha256(b"Jefe", b"what do ya want for nothing?").hex() == expected
-
