@@ -60,6 +60,23 @@ def entropy_bits(length: int, alphabet: str = "alnum") -> int:
     return int(length * math.log2(len(alphabet_characters(alphabet))))
 
 
+def unstorable(value: str) -> str | None:
+    """Why `value` cannot be a secret's value at all (empty, several lines, a NUL
+    byte, not UTF-8), or None.  Never echoes it."""
+    if not value.strip():
+        return "is empty"
+    if "\n" in value or "\r" in value:
+        return "holds several lines"
+    if "\0" in value:
+        return "holds a NUL byte"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, read with surrogateescape
+            return "is not UTF-8 text"
+    return None
+
+
 def value_problem(value: str, length: int, alphabet: str) -> str | None:
     """Why a stored value does not meet its policy, or None if it does."""
     if not value:

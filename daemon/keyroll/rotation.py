@@ -167,6 +167,7 @@ class WriterSession:
         self._should_stop: Callable[[], bool] | None = None
         self._timings: dict[str, float] = {}
         self.recovery = TxReport()
+        self.backup_left_out: dict[str, str] = {}  # secret files the last backup could not hold, and why
 
     # --- session ----------------------------------------------------------------------
 
@@ -176,6 +177,11 @@ class WriterSession:
                 f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {self.store.kind} store "
                 f'{self.store.location} keeps plaintext; use [store] kind = "sops"'
             )
+        if self.store.kind == "directory":
+            from keyroll.store.directory import ownership
+
+            for secret in self.policy.secrets.values():
+                ownership(secret)  # an owner or group that does not exist: a config error before any work
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
@@ -270,6 +276,11 @@ class WriterSession:
         files = self.store.snapshot()
         if not files:
             return None
+        secret_count = sum(1 for name in self.store.entries() if SECRET_NAME.match(name))
+        if self.store.kind == "directory":  # one file per secret: say which could not be read
+            left_out = [n for n in self.store.entries() if SECRET_NAME.match(n) and n not in files]
+            self.backup_left_out = {n: self.store.inspect(n).problem or "cannot be read" for n in left_out}
+            secret_count = len(files)
         failpoint("backup")
         records = self.journal.records()
         metadata = {
@@ -290,7 +301,7 @@ class WriterSession:
             reason=reason,
             now=utcnow(),
             keep=self.policy.backup.keep,
-            secret_count=sum(1 for name in self.store.entries() if SECRET_NAME.match(name)),
+            secret_count=secret_count,
             encrypted=not plaintext,
             encrypt_to=encrypt_to,
             require_encrypted=self.policy.require_encrypted,

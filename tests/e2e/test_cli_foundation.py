@@ -114,6 +114,45 @@ def test_init_refuses_bad_metadata_before_changing_anything(kr, home, tmp_path: 
     assert not home.secrets.exists() or not any(home.secrets.iterdir())
     bad.write_text(json.dumps({"postgres_password": {"created": "yesterday"}}))
     assert "postgres_password.created: 'yesterday' is not a date" in kr("init", "--import-metadata", str(bad)).err
+    # A date in the future would switch rotation off for decades: refused, as is rotated before created.
+    bad.write_text(json.dumps({"postgres_password": {"created": "2020-01-01T00:00:00Z", "rotated": "2999-01-01"}}))
+    result = kr("init", "--import-metadata", str(bad))
+    assert result.code == 2 and "postgres_password.rotated: 2999-01-01T00:00:00Z is in the future" in result.err
+    bad.write_text(json.dumps({"postgres_password": {"created": "2024-01-01T00:00:00Z", "rotated": "2023-01-01"}}))
+    result = kr("init", "--import-metadata", str(bad))
+    assert result.code == 2 and "rotated (2023-01-01T00:00:00Z) is before created" in result.err
+    assert not home.secrets.exists() or not any(home.secrets.iterdir())
+
+
+def test_init_does_not_adopt_a_file_that_cannot_be_a_value(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.secrets.mkdir(mode=0o700)
+    broken = {"postgres_password": b"", "redis_password": b"line1\nline2\n", "stack_api_key": b"   \n"}
+    for name, content in broken.items():
+        (home.secrets / name).write_bytes(content)
+    result = kr("init")
+    assert result.code == 1
+    for name, content in broken.items():
+        assert f"{name}: failed" in result.out + result.err and "not adopted" in result.both
+        assert (home.secrets / name).read_bytes() == content  # left for a person to look at
+    assert (home.secrets / "grafana_admin_password").exists()  # the others were created
+    status = {s["name"]: s for s in json.loads(kr("status", "--json").out)["data"]["secrets"]}
+    assert status["postgres_password"]["rotated"] is None  # nothing recorded for them
+
+
+def test_init_gives_adopted_files_the_policy_mode(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.secrets.mkdir(mode=0o700)
+    adopted = home.secrets / "postgres_password"
+    adopted.write_text("Q" * 32)
+    adopted.chmod(0o644)
+    result = kr("init")
+    assert result.code == 0, result.both
+    assert stat.S_IMODE(adopted.stat().st_mode) == 0o600
+    assert "postgres_password: mode 0600 and owner set as the policy says" in result.out
+    (home.secrets / "redis_password").chmod(0o664)
+    result = kr("init")
+    assert result.code == 0 and "nothing to do" not in result.out
+    assert stat.S_IMODE((home.secrets / "redis_password").stat().st_mode) == 0o600
+    assert "nothing to do" in kr("init").out
 
 
 def test_init_force_regenerates_everything_after_a_backup(kr, initialized, values) -> None:  # type: ignore[no-untyped-def]
@@ -214,6 +253,22 @@ def test_a_symlinked_secret_is_never_written_through(kr, initialized, tmp_path: 
 
 
 # --- set ------------------------------------------------------------------------------
+
+
+def test_set_refuses_bytes_that_are_not_utf8(krp, initialized, values) -> None:  # type: ignore[no-untyped-def]
+    from conftest import keyroll_argv
+
+    before = values(initialized)
+    done = subprocess.run(
+        [*keyroll_argv(), "set", "redis_password"], input=b"abc\xff\xfedef1234567", capture_output=True, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode() == (
+        "keyroll: error: redis_password: the value is not UTF-8 text: it must be one line of UTF-8 text; "
+        "nothing was changed\n"
+    )
+    assert values(initialized) == before
+    assert not backups_of(initialized)  # refused before the transaction's backup
 
 
 def test_set_reads_the_value_from_stdin_only(kr, home, krp) -> None:  # type: ignore[no-untyped-def]
@@ -566,3 +621,41 @@ def test_status_loads_nothing_heavy(krp, initialized) -> None:  # type: ignore[n
     assert "keyroll.journal" in loaded  # the probe sees keyroll's own imports
     heavy = {"psycopg", "redis", "pymysql", "apprise", "apscheduler", "rich", "_hashlib", "typing", "tomllib", "json"}
     assert not {m for m in loaded if m.split(".")[0] in heavy}
+
+
+def test_backup_names_a_secret_it_could_not_hold(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+    target = initialized.secrets / "redis_password"
+    target.unlink()
+    target.symlink_to("/etc/hostname")
+    result = kr("backup")
+    assert result.code == 1
+    assert "keyroll: error: redis_password is not in this backup:" in result.err and "symlink" in result.err
+    (made,) = backups_of(initialized)
+    manifest = json.loads((made / "manifest.json").read_text())
+    assert manifest["secrets"] == 11 and "redis_password" not in manifest["files"]
+    assert json.loads(kr("list-backups", "--json").out)["data"]["backups"][0]["secrets"] == 11
+
+
+def test_the_menu_needs_a_terminal(krp, initialized) -> None:  # type: ignore[no-untyped-def]
+    result = krp("menu", stdin="")
+    assert result.code == 2 and result.out == ""
+    assert (
+        result.err == "keyroll: error: the menu needs a terminal; without one, run a command (see `keyroll --help`)\n"
+    )
+    envelope = json.loads(krp("--json", "menu", stdin="").out)
+    assert envelope["exit_code"] == 2 and envelope["ok"] is False
+
+
+def test_an_owner_that_does_not_exist_is_a_config_error_before_any_work(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.write_config('[defaults]\nowner = "no-such-user-here"\n')
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "owner: user 'no-such-user-here' does not exist" in result.err
+    assert not home.secrets.exists() and not home.backups.exists()
+
+
+def test_status_points_to_restore_when_a_recorded_secret_is_gone(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+    (initialized.secrets / "redis_password").unlink()
+    result = kr("status")
+    assert "redis_password: missing from the store, though keyroll recorded it" in result.out
+    assert "`keyroll restore`" in result.out

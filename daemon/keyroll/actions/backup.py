@@ -16,6 +16,7 @@ from keyroll.store import open_store
 class BackupResult:
     path: Path
     recovery: TxReport
+    left_out: dict[str, str] = field(default_factory=dict)  # secret files it could not hold, and why
 
 
 def take_backup(policy: Policy, *, wait: float = 0.0) -> BackupResult:
@@ -24,7 +25,7 @@ def take_backup(policy: Policy, *, wait: float = 0.0) -> BackupResult:
         path = session.backup("manual")
     if path is None:
         raise BackupError(f"{policy.paths.secrets_dir}: the store is empty; nothing to back up (run `keyroll init`)")
-    return BackupResult(path, session.recovery)
+    return BackupResult(path, session.recovery, session.backup_left_out)
 
 
 def list_backups(policy: Policy) -> list[backups.BackupSummary]:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from keyroll.config.policy import Policy
 from keyroll.digest import sha256
 from keyroll.errors import UsageError
-from keyroll.generate import value_problem
+from keyroll.generate import unstorable, value_problem
 from keyroll.journal import Completion, new_txid
 from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
-from keyroll.schedule import to_iso
+from keyroll.schedule import from_iso, to_iso, utcnow
 
 
 @record(frozen=True)
@@ -32,6 +32,7 @@ class InitReport:
     created: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # mode or owner set back to the policy's
     warnings: list[str] = field(default_factory=list)
     tx: TxReport = field(default_factory=TxReport)
 
@@ -45,14 +46,16 @@ def _parse_time(value: Any, where: str) -> str | None:
         return None
     try:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return to_iso(datetime.fromtimestamp(value, UTC))
-        if isinstance(value, str):
-            from keyroll.schedule import from_iso
-
-            return to_iso(from_iso(value.strip()))
+            moment = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, str):
+            moment = from_iso(value.strip())
+        else:
+            raise ValueError
     except (ValueError, OverflowError, OSError):
-        pass
-    raise UsageError(f"{where}: {value!r} is not a date (ISO 8601 or seconds since 1970)")
+        raise UsageError(f"{where}: {value!r} is not a date (ISO 8601 or seconds since 1970)") from None
+    if moment > utcnow() + timedelta(minutes=5):  # (a little clock skew is not an error)
+        raise UsageError(f"{where}: {to_iso(moment)} is in the future; a secret cannot have been made or rotated then")
+    return to_iso(moment)
 
 
 def load_old_metadata(path: Path, known: set[str]) -> dict[str, OldMetadata]:
@@ -76,9 +79,13 @@ def load_old_metadata(path: Path, known: set[str]) -> dict[str, OldMetadata]:
         if not isinstance(entry, dict):
             raise UsageError(f"{path}: {name}: expected an object with created, rotated, type, hash")
         digest = entry.get("hash")
+        created = _parse_time(entry.get("created"), f"{path}: {name}.created")
+        rotated = _parse_time(entry.get("rotated"), f"{path}: {name}.rotated")
+        if created and rotated and rotated < created:
+            raise UsageError(f"{path}: {name}: rotated ({rotated}) is before created ({created})")
         result[name] = OldMetadata(
-            created=_parse_time(entry.get("created"), f"{path}: {name}.created"),
-            rotated=_parse_time(entry.get("rotated"), f"{path}: {name}.rotated"),
+            created=created,
+            rotated=rotated,
             kind=entry.get("type") if isinstance(entry.get("type"), str) else None,
             hash=digest.lower() if isinstance(digest, str) else None,
         )
@@ -122,6 +129,21 @@ def initialize(
                 continue
             if name in records:
                 report.already.append(name)
+                if name in old_metadata:
+                    report.warnings.append(f"{name}: already recorded by keyroll; the old metadata was not applied")
+                continue
+            why = unstorable(value)
+            if why:
+                failed.append(
+                    Outcome(
+                        name,
+                        "init",
+                        "failed",
+                        1,
+                        f"the existing file {why}; not adopted (fix it, or store the real value with "
+                        f"`keyroll set {name}`)",
+                    )
+                )
                 continue
             meta = old_metadata.get(name)
             created = rotated = None
@@ -153,6 +175,9 @@ def initialize(
             report.adopted.append(name)
         if adoptions:
             session.journal.complete(new_txid(), adoptions)
+        for name in report.adopted + report.already:
+            if session.store.repair_permissions(policy.secrets[name]):
+                report.repaired.append(name)
         missing = [name for name in names if values.get(name) is None and name not in errors]
         report.tx = session.transact([Change(name, "init") for name in missing], reason="before init")
         report.tx.outcomes.extend(failed)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.consumers import describe_restart
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
-from keyroll.generate import value_problem
+from keyroll.generate import unstorable, value_problem
 from keyroll.journal import Journal
 from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
@@ -108,8 +108,9 @@ def rotate(
 def check_value(secret: SecretPolicy, value: str) -> str | None:
     """Refuse what cannot be stored as one value (empty, several lines, NUL); say how
     an existing credential being adopted departs from the policy.  Never echoes it."""
-    if not value or "\n" in value or "\r" in value or "\0" in value:
-        raise UsageError(f"{secret.name}: the value must be one non-empty line without NUL bytes; nothing was changed")
+    why = unstorable(value)
+    if why:
+        raise UsageError(f"{secret.name}: the value {why}: it must be one line of UTF-8 text; nothing was changed")
     problem = value_problem(value, secret.length, secret.alphabet)
     if problem:
         return f"stored as given, but it {problem}: `keyroll rotate {secret.name}` replaces it with one that does"

@@ -114,7 +114,15 @@ def _state(facts: SecretFacts) -> tuple[str, list[str]]:
     secret = facts.secret
     if facts.inflight_phase:
         problems.append((IN_FLIGHT, f"a rotation was interrupted after {facts.inflight_phase}; run `keyroll recover`"))
-    if not facts.info.exists:
+    if not facts.info.exists and facts.record is not None:
+        problems.append(
+            (
+                MISSING,
+                "missing from the store, though keyroll recorded it: bring it back with `keyroll restore` "
+                "(see `keyroll list-backups`); `keyroll init` would make a new value",
+            )
+        )
+    elif not facts.info.exists:
         problems.append((MISSING, "missing from the store; `keyroll init` creates it"))
     elif facts.read_error:
         problems.append((UNREADABLE, facts.read_error))

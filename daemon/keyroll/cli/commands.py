@@ -153,11 +153,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         return report.exit_code
     for name in report.adopted:
         line(f"{name}: adopted the existing file")
+    policy = _policy(args)
+    for name in report.repaired:
+        line(f"{name}: mode {policy.secrets[name].mode:04o} and owner set as the policy says")
     for warning in report.warnings:
         line(f"warning: {warning}")
-    if report.already and not report.created and not report.adopted and not report.tx.outcomes:
+    recovery = report.tx.recovery
+    if report.tx.outcomes or (recovery and (recovery.outcomes or recovery.removed_temp or recovery.retired)):
+        return _render_tx(args, report.tx, "init")
+    if report.already and not (report.adopted or report.repaired):
         line(f"already initialized: {len(report.already)} secrets recorded, nothing to do")
-    return _render_tx(args, report.tx, "init") if report.tx.outcomes or report.tx.recovery else report.exit_code
+    return report.exit_code
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -228,11 +234,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from keyroll.actions.backup import take_backup
 
     result = take_backup(_policy(args), wait=args.wait)
-    code = result.recovery.exit_code
+    code = EXIT_FAILURE if result.left_out else result.recovery.exit_code  # (a hard failure outranks 75)
     if args.json:
         emit_json("backup", code, result)
     else:
         _render_recovery(result.recovery)
+        for name, why in result.left_out.items():
+            sys.stderr.write(f"keyroll: error: {name} is not in this backup: {why}\n")
         line(str(result.path))
     return code
 
@@ -399,6 +407,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_menu(args: argparse.Namespace) -> int:
+    if args.json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the menu needs a terminal; without one, run a command (see `keyroll --help`)")
     from keyroll.cli.menu import run_menu
 
     return run_menu(args)

@@ -65,6 +65,10 @@ if TYPE_CHECKING:
         def is_plaintext(self) -> bool:
             """True when values sit on disk unencrypted."""
 
+        def repair_permissions(self, secret: SecretPolicy) -> bool:
+            """Give an existing entry the mode and owner its policy says (never through a
+            symlink); True when something had to change."""
+
 
 def read_each(store: Store, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
     """`store.read` for each name: values (None when absent) and, apart, each name's

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from keyroll.errors import StoreError
+from keyroll.errors import ConfigError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
 from keyroll.paths import TEMP_PREFIX
 from keyroll.store import EntryInfo, decode_value, read_each
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 def ownership(secret: SecretPolicy) -> tuple[int, int]:
-    """The (uid, gid) a secret's file gets from its policy; -1 leaves one as it is."""
+    """The (uid, gid) a secret's file gets from its policy; -1 leaves one as it is.
+    ConfigError (naming the key) when the user or group does not exist here."""
     import grp
     import pwd
 
@@ -30,7 +31,8 @@ def ownership(secret: SecretPolicy) -> tuple[int, int]:
         try:
             return pwd.getpwnam(name).pw_uid if what == "user" else grp.getgrnam(name).gr_gid
         except KeyError:
-            raise StoreError(f"secrets.{secret.name}: {what} {name!r} does not exist on this machine") from None
+            key = "owner" if what == "user" else "group"
+            raise ConfigError(f"secrets.{secret.name}.{key}: {what} {name!r} does not exist on this machine") from None
 
     return resolve(secret.owner, "user"), resolve(secret.group, "group")
 
@@ -109,3 +111,29 @@ class DirectoryStore:
 
     def is_plaintext(self) -> bool:
         return True
+
+    def repair_permissions(self, secret: SecretPolicy) -> bool:
+        path = self.location / secret.name
+        uid, gid = ownership(secret)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(describe_os_error(path, exc)) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return False
+            wrong_owner = (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid)
+            if stat.S_IMODE(info.st_mode) == secret.mode and not wrong_owner:
+                return False
+            if wrong_owner:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, secret.mode)
+            os.fsync(fd)
+            return True
+        except OSError as exc:
+            raise StoreError(describe_os_error(path, exc)) from None
+        finally:
+            os.close(fd)

@@ -434,6 +434,9 @@ class SopsStore:
     def is_plaintext(self) -> bool:
         return False
 
+    def repair_permissions(self, secret: SecretPolicy) -> bool:
+        return False  # the bundle is one file, written 0600 by every encrypt
+
     # --- hooks --------------------------------------------------------------------------
 
     def prepare_journal(self, journal: Journal) -> None:
