@@ -40,7 +40,23 @@ let
     lib.mapAttrsToList (name: section: "- `${name}`: ${section.doc}") schema
   );
 
-  rawConfigFile = settingsFormat.generate "keyroll.toml" cfg.settings;
+  # keyroll resolves a relative path against its config file's folder, which is in
+  # the read-only Nix store here: a SOPS store's bundle and .sops.yaml get
+  # absolute defaults in ${dataDir}, where the units may write.
+  storeSettings = cfg.settings.store or { };
+  usesSops = (storeSettings.kind or "directory") == "sops";
+  renderedSettings =
+    cfg.settings
+    // lib.optionalAttrs usesSops {
+      store = {
+        bundle = "${dataDir}/secrets.sops.yaml";
+        sops_config = "${dataDir}/.sops.yaml";
+      }
+      // storeSettings;
+    };
+  sopsPath = key: renderedSettings.store.${key};
+
+  rawConfigFile = settingsFormat.generate "keyroll.toml" renderedSettings;
 
   # Build-time check: `config validate --static` parses the file and checks
   # every key and value against keyroll's schema, touching no other file, no
@@ -290,6 +306,21 @@ in
             ${opt}.settings.paths.${name} = "${cfg.settings.paths.${name}}" is outside the folders keyroll's units may write (ProtectSystem=strict).
             Put it under ${dataDir}, or add it (or a folder above it) to ${opt}.extraWritablePaths.'';
         }) folderOptions
+        ++ lib.optionals usesSops [
+          {
+            assertion = lib.hasPrefix "/" (sopsPath "bundle") && isWritable (dirOf (sopsPath "bundle"));
+            message = ''
+              ${opt}.settings.store.bundle = "${sopsPath "bundle"}" must be an absolute path in a folder keyroll's units may write
+              (a relative one would point into the Nix store). Leave it unset for ${dataDir}/secrets.sops.yaml,
+              or add its folder to ${opt}.extraWritablePaths.'';
+          }
+          {
+            assertion = lib.hasPrefix "/" (sopsPath "sops_config");
+            message = ''
+              ${opt}.settings.store.sops_config = "${sopsPath "sops_config"}" must be an absolute path
+              (a relative one would point into the Nix store). Leave it unset for ${dataDir}/.sops.yaml.'';
+          }
+        ]
         ++ map (ref: {
           assertion = cfg.credentials ? ${ref.name};
           message = ''

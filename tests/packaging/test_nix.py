@@ -419,6 +419,34 @@ def test_folder_in_extra_writable_paths_is_accepted() -> None:
     ]
 
 
+def test_a_sops_store_gets_a_writable_bundle_outside_the_nix_store(tmp_path: Path) -> None:
+    """Relative paths would resolve against the config file's folder, in the read-only Nix store."""
+    settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops"}}
+    result = evaluate(sample(settings=settings, credentials={**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}))
+    assert failed(result) == []
+    assert tomllib.loads(result["configText"])["store"] == {
+        "kind": "sops",
+        "bundle": "/var/lib/keyroll/secrets.sops.yaml",
+        "sops_config": "/var/lib/keyroll/.sops.yaml",
+    }
+    keyroll_validate_static(result["configText"], tmp_path)
+    assert "store" not in tomllib.loads(evaluate(sample())["configText"])  # a directory store is left alone
+
+
+@pytest.mark.parametrize(
+    "store, option",
+    [
+        ({"bundle": "secrets.sops.yaml"}, "store.bundle"),
+        ({"bundle": "/etc/keyroll/secrets.sops.yaml"}, "store.bundle"),
+        ({"sops_config": ".sops.yaml"}, "store.sops_config"),
+    ],
+)
+def test_a_sops_bundle_that_cannot_work_fails(store: dict[str, str], option: str) -> None:
+    settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops", **store}}
+    messages = failed(evaluate(sample(settings=settings)))
+    assert len(messages) == 1 and f"services.keyroll.settings.{option}" in messages[0]
+
+
 def test_relative_folder_is_a_type_error() -> None:
     stderr = evaluation_error(sample(settings={"paths": {"secrets_dir": "secrets"}}))
     assert "services.keyroll.settings.paths.secrets_dir" in stderr

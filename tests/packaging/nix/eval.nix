@@ -45,7 +45,16 @@ let
 
   cfg = final.services.keyroll;
   etcConfig = ((final.environment or { }).etc or { })."keyroll/config.toml".source or null;
-  rawConfig = (pkgs.formats.toml { }).generate "keyroll.toml" cfg.settings;
+  # The TOML file the module renders (before its build-time check): the module
+  # evaluated once more with checkConfig off, whose /etc file is that file itself.
+  unchecked = import module {
+    inherit lib pkgs;
+    config.services.keyroll = optionValues.services.keyroll // {
+      checkConfig = false;
+    };
+    options = { };
+  };
+  rawConfig = (((lib.resolve unchecked.config).environment or { }).etc or { })."keyroll/config.toml".source or null;
 in
 {
   options = cfg // {
@@ -64,8 +73,8 @@ in
   systemd = final.systemd or { };
   environment = final.environment or { };
   # The TOML the module renders from `settings`, and the store path it would have.
-  configText = rawConfig.text;
-  rawConfigPath = rawConfig.outPath;
+  configText = if rawConfig == null then null else rawConfig.text;
+  rawConfigPath = if rawConfig == null then null else rawConfig.outPath;
   # The checked config file the units and /etc/keyroll/config.toml use.
   configFile =
     if etcConfig == null then
