@@ -552,27 +552,39 @@ class WriterSession:
         return self._undo(step, problem, restore_store=True)
 
     def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
-        """The value left behind is removed from the service now (--emergency, no grace)
-        or queued until its grace ends; the value now current is never retired, even if
-        an earlier rotation had queued it (going back within the grace period)."""
+        """Every credential the account holds besides the value now current (the one
+        left behind, one set before keyroll, one still in an earlier grace period) is
+        removed now (--emergency, or no grace) or queued until the grace ends; the value
+        now current is never retired, even if an earlier rotation had queued it (going
+        back within the grace period)."""
         target = step.target
-        if target is None or not target.keeps_old or step.old is None or step.old == step.new:
+        if target is None or not target.keeps_old or step.old == step.new:
             return
         current = target.retirement_token(step.new)
-        token = target.retirement_token(step.old)
         if current is not None:
             self.journal.retired(step.name, current)
-        if token is None:
-            return
-        if emergency or target.grace <= timedelta(0):
-            failpoint("retire")
-            try:
-                target.retire(token)
-                return
-            except KeyrollError as exc:
-                assert step.outcome is not None
-                step.outcome.message = f"old credential not yet removed ({exc}); will retry"
-        self.journal.queue_retirement(step.name, target.name, token, utcnow() + target.grace)
+        tokens = {target.retirement_token(step.old)} if step.old is not None else set()
+        try:
+            tokens.update(target.other_credentials(step.new))
+        except KeyrollError as exc:
+            assert step.outcome is not None
+            step.outcome.message = f"could not list the account's other credentials ({exc})"
+        tokens.discard(None)
+        tokens.discard(current)
+        now = emergency or target.grace <= timedelta(0)
+        for token in sorted(t for t in tokens if t is not None):
+            if now:
+                failpoint("retire")
+                try:
+                    target.retire(token)
+                    self.journal.retired(step.name, token)
+                    continue
+                except KeyrollError as exc:
+                    assert step.outcome is not None
+                    step.outcome.message = f"old credential not yet removed ({exc}); will retry"
+            self.journal.queue_retirement(
+                step.name, target.name, token, utcnow() + (timedelta(0) if now else target.grace)
+            )
 
     def _success(self, step: _Step) -> Completion:
         assert step.outcome is not None

@@ -182,3 +182,34 @@ def test_an_interrupted_emergency_rotation_still_revokes_at_once(cache, redis_se
     assert keyroll(cache.config, "recover").returncode == 0
     assert redis_server.login_ok(cache.name, home.value("redis_password"))
     assert not redis_server.login_ok(cache.name, cache.initial)
+
+
+def test_a_password_from_before_keyroll_is_retired_too(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    """The account had a second password keyroll never stored: it goes after the grace
+    like the one left behind (and at once with --emergency)."""
+    stray = "Stray" * 6 + "pw"
+    with redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", cache.name, f">{stray}")
+    assert redis_server.login_ok(cache.name, stray)
+    cache.configure(grace="1s")
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+    assert redis_server.login_ok(cache.name, stray) and redis_server.login_ok(cache.name, cache.initial)
+    time.sleep(1.2)
+    assert keyroll(cache.config, "recover").returncode == 0
+    assert not redis_server.login_ok(cache.name, stray) and not redis_server.login_ok(cache.name, cache.initial)
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+
+
+def test_emergency_also_revokes_passwords_still_in_their_grace(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    cache.configure(grace="10m")
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+    leaked = home.value("redis_password")  # now current; the initial one is in its grace period
+    done = keyroll(cache.config, "rotate", "redis_password", "--emergency")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not redis_server.login_ok(cache.name, leaked)
+    assert not redis_server.login_ok(cache.name, cache.initial)
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+    with redis_server.client() as admin:
+        reply = admin.execute_command("ACL", "GETUSER", cache.name)
+        passwords = reply.get("passwords", reply.get(b"passwords"))
+        assert len(passwords) == 1, "only the new password is left"

@@ -114,6 +114,9 @@ class BaseTarget:
     def retire(self, token: str) -> None:
         return None
 
+    def other_credentials(self, current: str) -> list[str]:
+        return []
+
     def wait_idle(self, timeout: float) -> None:
         return None
 
@@ -156,6 +159,10 @@ class Target(Protocol):
 
     def retire(self, token: str) -> None:
         """Remove the old credential identified by `token`."""
+
+    def other_credentials(self, current: str) -> list[str]:
+        """Retirement tokens of every credential the account holds besides `current`
+        (one set before keyroll, or still in an earlier rotation's grace period)."""
 
     def wait_idle(self, timeout: float) -> None:
         """Wait until no other keyroll session is still active on the service."""

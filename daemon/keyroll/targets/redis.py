@@ -168,5 +168,16 @@ class RedisTarget(BaseTarget):
         self._remove_tolerantly([f"!{token}"])
         self._save_acl()
 
+    def other_credentials(self, current: str) -> list[str]:
+        if not self.acl:
+            return []
+        reply = self._command("ACL", "GETUSER", self.config.user)
+        if isinstance(reply, list):  # a raw reply: [field, value, field, value, ...]
+            reply = dict(zip(reply[::2], reply[1::2], strict=False))
+        passwords = (reply or {}).get("passwords") or (reply or {}).get(b"passwords") or []
+        keep = password_hash(current)
+        hashes = (p.decode() if isinstance(p, bytes) else str(p) for p in passwords)
+        return sorted(h for h in hashes if h != keep)
+
     def close(self) -> None:
         self._connections.discard(self._admin_key)
