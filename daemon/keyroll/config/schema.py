@@ -366,9 +366,11 @@ class MysqlTarget:
 
 @record(frozen=True)
 class CommandTarget:
-    """A program that applies the value: stdin carries it, $KEYROLL_PHASE says
-    apply, verify or rollback, $KEYROLL_SECRET names the secret; exit 0 is success,
-    75 a temporary failure."""
+    """A program that applies the value.  $KEYROLL_PHASE says apply, verify or
+    rollback, $KEYROLL_SECRET names the secret; stdin carries the values, never
+    argv: line 1 the value of this phase, line 2 (apply, rollback) the value it
+    replaces, when there is one, so read line 1 only (`IFS= read -r value`), and
+    refuse an empty one.  Exit 0 is success, 75 a temporary failure."""
 
     type: str = opt("command", "Target type.", choices=("command",))
     argv: tuple[str, ...] = opt(
