@@ -424,6 +424,12 @@ class WriterSession:
                     # Adopting a value the service already takes needs no change and no admin login.
                     step.record_only = step.change.op != "rotate" and target.accepts(step.new)
                     if not step.record_only:
+                        if step.old is None and target.needs_old and step.change.op == "set":
+                            raise TargetError(
+                                f"{target.describe()}: the service does not accept this value, and keyroll cannot "
+                                f"change it: that needs the current password, which {step.name} does not have in "
+                                "the store (or an admin login for the target)"
+                            )
                         if step.old is None and target.needs_old:
                             raise TargetError(
                                 f"{target.describe()}: keyroll logs in with the current password to change it, "

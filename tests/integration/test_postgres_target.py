@@ -97,6 +97,9 @@ def test_init_creates_what_it_can_and_says_what_needs_adopting(app, pg, home) ->
     assert done.returncode == 1
     assert "adopt it first with `keyroll set pg_admin_password`" in done.stdout
     assert "the admin secret pg_admin_password is missing from the store" in done.stdout
+    wrong = keyroll(app.config, "set", "pg_admin_password", stdin="NotTheAdminPassword1234567890abc")
+    assert wrong.returncode == 1 and "the service does not accept this value" in wrong.stdout
+    assert "adopt it first" not in wrong.stdout  # (not the command that just failed)
     assert keyroll(app.config, "set", "pg_admin_password", stdin=app.admin_initial).returncode == 0
     created = keyroll(app.config, "init")
     assert created.returncode == 0, created.stdout
