@@ -216,3 +216,18 @@ def test_many_roles_on_a_server_with_few_connections(home, tmp_path) -> None:  #
         done = keyroll(home.config, "rotate", "all")
         assert done.returncode == 0, done.stdout
         assert all(small.login_ok(f"r{i}", home.value(f"role_{i}")) for i in range(12))
+
+
+def test_init_adopts_an_existing_file_only_if_the_service_takes_it(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    home.secrets.mkdir(mode=0o700)
+    (home.secrets / "pg_admin_password").write_text(app.admin_initial + "\n")  # right
+    (home.secrets / "app_password").write_text("Stale" * 6 + "xx\n")  # not what PostgreSQL has
+    done = keyroll(app.config, "init")
+    assert done.returncode == 1
+    assert "pg_admin_password: adopted the existing file" in done.stdout
+    assert "app_password: failed" in done.stdout and "does not accept the existing file's value" in done.stdout
+    assert "`keyroll set app_password`" in done.stdout
+    assert home.value("app_password") == "Stale" * 6 + "xx\n"  # left as it was
+    assert pg.login_ok(app.name, app.initial)  # and so is the service
+    assert keyroll(app.config, "set", "app_password", stdin=app.initial).returncode == 0
+    assert keyroll(app.config, "init").returncode == 0

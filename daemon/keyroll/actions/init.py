@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keyroll.config.policy import Policy
+from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.digest import sha256
-from keyroll.errors import UsageError
+from keyroll.errors import EXIT_FAILURE, KeyrollError, UsageError
 from keyroll.generate import unstorable, value_problem
 from keyroll.journal import Completion, new_txid
 from keyroll.records import field, record
@@ -101,6 +101,20 @@ def _matches_old_hash(value: str, digest: str) -> bool | None:
     return any(sha256(c.encode()).hexdigest() == digest for c in candidates)
 
 
+def _service_refuses(session: WriterSession, secret: SecretPolicy, value: str) -> Outcome | None:
+    """For a secret with a target: None when the service takes the existing file's
+    value, else the failed outcome (never adopt a value the service would refuse)."""
+    try:
+        target = session.target_for(secret)
+        if target is None or target.accepts(value):
+            return None
+        why, code = f"{target.describe()} does not accept the existing file's value", EXIT_FAILURE
+    except KeyrollError as exc:
+        why, code = f"cannot check the existing file's value with its service ({exc})", exc.exit_code
+    hint = f"store the value the service takes with `keyroll set {secret.name}`"
+    return Outcome(secret.name, "init", "failed", code, f"{why}; not adopted: {hint}")
+
+
 def initialize(
     policy: Policy, *, force: bool = False, import_metadata: Path | None = None, wait: float = 0.0
 ) -> InitReport:
@@ -144,6 +158,10 @@ def initialize(
                         f"`keyroll set {name}`)",
                     )
                 )
+                continue
+            refusal = _service_refuses(session, secret, value)
+            if refusal is not None:
+                failed.append(refusal)
                 continue
             meta = old_metadata.get(name)
             created = rotated = None
