@@ -634,6 +634,13 @@ def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypa
     with pytest.raises(EncryptionRequired, match="rendering writes plaintext"):
         bundle.render(sops.policy(), home.root / "on-disk")
     assert not (home.root / "on-disk").exists()
+    # A rotation does not refresh the plaintext copies on disk either (it says so instead).
+    copies = {name: (home.secrets / name).read_text() for name in sops.values()}
+    rotated = kr(*sops.cfg, "-v", "rotate", "all")
+    assert rotated.code == 0, rotated.both
+    assert "rendered copies in" in rotated.err and "encryption is required" in rotated.err
+    assert {name: (home.secrets / name).read_text() for name in copies} == copies
+    assert set(copies.values()).isdisjoint(sops.values().values())
     in_memory = tiny_fs / "run-secrets"
     rendered = bundle.render(sops.policy(), in_memory)  # a tmpfs, like /run/secrets: allowed
     assert sorted(rendered.changed) == sorted(sops.values())

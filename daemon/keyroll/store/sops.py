@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ConfigError, KeyrollError, StoreError
-from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
+from keyroll.fsutil import (
+    MEMORY_FILESYSTEMS,
+    describe_os_error,
+    ensure_dir,
+    filesystem_type,
+    read_bytes,
+    remove_temp_files,
+    write_files_atomically,
+)
 from keyroll.records import record
 from keyroll.store import EntryInfo, decode_value, read_each
 
@@ -485,6 +493,16 @@ class SopsStore:
         keyroll's to overwrite).  Best effort: the bundle is already written, so a
         failure here is logged, not raised."""
         directory = self.policy.paths.secrets_dir
+        if self.policy.require_encrypted and directory.is_dir():
+            kind = filesystem_type(directory)
+            if kind not in MEMORY_FILESYSTEMS:
+                log.warning(
+                    "rendered copies in %s not updated: encryption is required and it is on %s, not in memory; "
+                    "remove them (`keyroll validate` lists them) or render into a tmpfs",
+                    directory,
+                    kind or "an unknown filesystem",
+                )
+                return
         try:
             in_step = [n for n in values if n in secrets and _file_value(directory / n) == old.get(n, _ABSENT)]
             if in_step:
