@@ -31,7 +31,7 @@ from typing import Any
 from keyroll import records
 from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
-from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
+from keyroll.errors import EXIT_OK, KeyrollError, LockHeld, UsageError
 from keyroll.lock import FileLock
 from keyroll.notify import FAILURE, RECOVERED, LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
@@ -108,6 +108,10 @@ class Daemon:
     # --- main loop ----------------------------------------------------------------------
 
     def run(self) -> int:
+        from keyroll.rotation import refuse_unusable
+        from keyroll.store import open_store
+
+        refuse_unusable(self.policy, open_store(self.policy))  # exit 2 before creating anything
         lock = FileLock(self.policy.paths.daemon_lock, "daemon")
         try:
             lock.acquire()
@@ -198,6 +202,8 @@ class Daemon:
 
         try:
             recovery = recover(self.policy, wait=LOCK_WAIT)
+        except UsageError:
+            raise  # a configuration no writer can use (exit 2): retrying will not help
         except KeyrollError as exc:
             log.error("recovery at start failed: %s", exc)
             self._last_failed = True

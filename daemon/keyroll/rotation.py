@@ -150,6 +150,22 @@ def secrets_folder_mode(policy: Policy) -> int:
     return 0o711 if any(secret.mode & 0o077 for secret in policy.secrets.values()) else 0o700
 
 
+def refuse_unusable(policy: Policy, store: Store) -> None:
+    """The refusals every writer makes before it creates anything (exit 2): a
+    plaintext store where encryption is required, an owner or group that does not
+    exist on this machine."""
+    if policy.require_encrypted and store.is_plaintext():
+        raise EncryptionRequired(
+            f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {store.kind} store "
+            f'{store.location} keeps plaintext; use [store] kind = "sops"'
+        )
+    if store.kind == "directory":
+        from keyroll.store.directory import ownership
+
+        for secret in policy.secrets.values():
+            ownership(secret)
+
+
 class WriterSession:
     """A writing command's hold on the state folder: the writer lock, the journal,
     the store, and a completed recovery.  Use as a context manager."""
@@ -172,16 +188,7 @@ class WriterSession:
     # --- session ----------------------------------------------------------------------
 
     def __enter__(self) -> WriterSession:
-        if self.policy.require_encrypted and self.store.is_plaintext():
-            raise EncryptionRequired(
-                f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {self.store.kind} store "
-                f'{self.store.location} keeps plaintext; use [store] kind = "sops"'
-            )
-        if self.store.kind == "directory":
-            from keyroll.store.directory import ownership
-
-            for secret in self.policy.secrets.values():
-                ownership(secret)  # an owner or group that does not exist: a config error before any work
+        refuse_unusable(self.policy, self.store)
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)

@@ -174,6 +174,16 @@ def test_one_daemon_per_state_folder_and_the_writer_lock_is_free_while_idle(kr, 
     assert first.stop()[0] == 0
 
 
+def test_a_config_no_writer_can_use_stops_the_daemon_before_ready(home, daemons, notify_socket) -> None:  # type: ignore[no-untyped-def]
+    """Exit 2 (RestartPreventExitStatus=2 in the unit), nothing created, no READY=1."""
+    home.write_config(SCHEDULED.format(schedule="90d") + "\n[store]\nrequire_encrypted = true\n")
+    daemon = daemons(home, notify_socket)
+    assert daemon.process.wait(15) == 2
+    assert "encryption is required" in daemon.log and daemon.log.count("error") == 1
+    assert not home.state.exists() and not home.secrets.exists()
+    assert not any(m.startswith("READY=1") for m in notify_socket.messages())
+
+
 def test_sigterm_mid_rotation_stops_at_a_safe_point(kr, home, daemons, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "accepted"
     marker = tmp_path / "applying"
