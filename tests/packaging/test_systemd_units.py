@@ -46,6 +46,7 @@ MODE_KEYS = {
     "WatchdogSec",
     "Restart",
     "RestartSec",
+    "RestartPreventExitStatus",
     "NotifyAccess",
     "TimeoutStopSec",
     "TimeoutStartSec",
