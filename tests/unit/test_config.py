@@ -125,6 +125,7 @@ def test_unknown_keys_and_sections_are_refused_with_a_suggestion(tmp_path: Path)
         ("[defaults]\nwindow = 'Sun 2-5'", "defaults.window:"),
         ("[defaults]\nmode = '0666'", "defaults.mode: a secret must not be writable by group or others"),
         ("[defaults]\nmode = 'rw'", "defaults.mode: 'rw' is not an octal file mode"),
+        ("[defaults]\nmode = 600", 'defaults.mode: the number 600 is not a file mode: write "0600" (a string)'),
         ("[secrets.a]\nkind = 'token'", "secrets.a.kind: must be one of password, api_key"),
         ("[secrets.a]\nalphabet = 'abc/+=defghijk'", "secrets.a.alphabet: contains characters that are not"),
         ("[secrets.a]\ntarget = 'nowhere'", "secrets.a.target: no [targets.nowhere]"),

@@ -68,6 +68,8 @@ _window = _parses(lambda schedule, value: schedule.Window.parse(value))
 def parse_mode(value: str | int) -> int:
     """A file mode from "0600" / "600" / 0o600; ValueError when it is not one."""
     if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 0o777:
+            raise ValueError(f'the number {value} is not a file mode: write "0600" (a string) or 0o600 (TOML octal)')
         return value
     if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value.strip()):
         return int(value.strip(), 8)
@@ -438,7 +440,10 @@ def _typed(value: Any, kind: str, keypath: str) -> Any:
             raise wrong("a list of strings")
         return tuple(value)
     if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:04o}"
+        try:
+            return f"{parse_mode(value):04o}"  # TOML octal, 0o600
+        except ValueError as exc:
+            raise ConfigError(f"{keypath}: {exc}") from None
     if not isinstance(value, str):
         raise wrong("a string")
     return value
