@@ -254,7 +254,10 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise JournalError(f"the journal could not be written ({exc}); nothing was recorded") from None
+            raise JournalError(
+                f"the journal could not be written ({exc}); once that is fixed, `keyroll recover` "
+                "finishes or undoes whatever this left in flight"
+            ) from None
 
     # --- fingerprints -----------------------------------------------------------------
 
