@@ -394,6 +394,8 @@ def test_a_directory_store_not_yet_migrated_is_not_overwritten(kr, sops, home) -
         assert result.code == 2 and "bundle migrate" in _one_line_error(result)
     assert not sops.bundle.exists()
     assert {p.name: p.read_text() for p in home.secrets.iterdir()} == plain
+    hint = kr(*sops.cfg, "status").out
+    assert "move them in with `keyroll bundle migrate`, not `keyroll init`" in hint
     bundle.migrate(sops.policy())
     assert kr(*sops.cfg, "rotate", "all").code == 0
     assert {p.name: p.read_text() for p in home.secrets.iterdir()} == sops.values()  # copies kept in step
