@@ -338,6 +338,7 @@ def test_render_files_env_changes_and_restarts(kr, sops, home) -> None:  # type:
     assert kr(*sops.cfg, "init").code == 0
     values = sops.values()
     out = home.root / "run-secrets"
+    out.mkdir(mode=0o700)  # an existing private folder: api-key (0640) readers must still get through
     counter.unlink(missing_ok=True)  # init restarted it once already
 
     first = bundle.render(sops.policy(), out)
@@ -346,6 +347,7 @@ def test_render_files_env_changes_and_restarts(kr, sops, home) -> None:  # type:
         assert (out / name).read_text() == value
     assert stat.S_IMODE((out / "api-key").stat().st_mode) == 0o640
     assert stat.S_IMODE((out / "db_password").stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o711
     assert first.restarted == [f"command:{restart}"]
     assert counter.read_text().split() == ["db_password"]
 

@@ -572,8 +572,15 @@ def render_files(
     differs is rewritten but counts as unchanged."""
     from keyroll.store.directory import ownership
 
-    wanted_dir_mode = 0o711 if any(secrets[n].mode & 0o044 for n in values) else 0o700
-    ensure_dir(directory, wanted_dir_mode)
+    shared = any(secrets[n].mode & 0o044 for n in values)
+    ensure_dir(directory, 0o711 if shared else 0o700)
+    if shared:  # readers must pass through an existing folder too (never list it): add x, take nothing away
+        try:
+            folder_mode = stat.S_IMODE(os.stat(directory).st_mode)
+            if folder_mode & 0o011 != 0o011:
+                os.chmod(directory, folder_mode | 0o011)
+        except OSError as exc:
+            raise StoreError(describe_os_error(directory, exc)) from None
     changed: list[str] = []
     unchanged: list[str] = []
     to_write: dict[str, bytes] = {}
