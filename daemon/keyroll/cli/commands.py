@@ -97,7 +97,7 @@ def _render_tx(args: argparse.Namespace, report: Any, title: str, extra: dict[st
             guidance.append(f"  {outcome.name}: {store_only_guidance(policy.secrets[outcome.name])}")
     if guidance:
         line()
-        line("Changed in the store only: the services keep the old values until you")
+        line("Changed in the store only: the services keep the old values until you do this:")
         for text in guidance:
             line(text)
         line(GUIDANCE_FOOTER)
