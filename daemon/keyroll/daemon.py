@@ -31,7 +31,7 @@ from typing import Any
 from keyroll import records
 from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
-from keyroll.errors import EXIT_OK, KeyrollError, LockHeld, UsageError
+from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
 from keyroll.lock import FileLock
 from keyroll.notify import FAILURE, RECOVERED, LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
@@ -202,8 +202,6 @@ class Daemon:
 
         try:
             recovery = recover(self.policy, wait=LOCK_WAIT)
-        except UsageError:
-            raise  # a configuration no writer can use (exit 2): retrying will not help
         except KeyrollError as exc:
             log.error("recovery at start failed: %s", exc)
             self._last_failed = True

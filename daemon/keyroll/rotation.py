@@ -562,7 +562,17 @@ class WriterSession:
             step.outcome.exit_code = EXIT_TEMPFAIL
             step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
             return [completion]
-        return self._undo(step, problem, restore_store=True)
+        completions = self._undo(step, problem, restore_store=True)
+        if completions and kind == "health check" and failures[0].temporary:
+            # Healthy again on the previous value: the new one is the cause, not a passing outage (1, not 75).
+            timeout = step.secret.health_timeout.total_seconds()
+            again = consumers.check_health(step.secret.health, step.name, timeout, self.policy.env, self._should_stop)
+            if again:
+                step.outcome.message += "; still unhealthy on the previous value: retry once the service is back"
+            else:
+                step.outcome.exit_code = EXIT_FAILURE
+                step.outcome.message += "; healthy again on the previous value, so the new one is refused"
+        return completions
 
     def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
         """Every credential the account holds besides the value now current (the one

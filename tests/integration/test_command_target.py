@@ -161,11 +161,12 @@ def test_a_failed_health_check_rolls_back_target_store_and_consumers(kr, home, s
     before = home.value("app_password")
     restarts = service.restarts()
     result = kr(*cfg, "rotate", "app_password")
-    assert result.code == 75, result.both
+    assert result.code == 1, result.both  # healthy again once back on the old value: not an outage
     assert (
         "health check failed" in result.out
         and "consumer crashed on start" in result.out
         and "rolled back" in result.out
+        and "healthy again on the previous value" in result.out
     )
     assert home.value("app_password") == before
     assert service.accepted() == [before]
@@ -219,6 +220,24 @@ def test_http_health_checks(kr, home, service) -> None:  # type: ignore[no-untyp
         assert result.code == 75 and f"{url}: HTTP 503" in result.out
     finally:
         server.shutdown()
+
+
+def test_a_consumer_that_refuses_the_new_value_is_a_failure_not_an_outage(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    """Healthy again once rolled back: the new value is the cause (exit 1, not 75, so a
+    timer does not retry it as if the service were down)."""
+    pinned = home.root / "consumer-knows"
+    check = home.root / "consumer-check"
+    check.write_text(f'#!/bin/sh\ntest "$(cat {home.secrets / "app_password"})" = "$(cat {pinned})"\n')
+    check.chmod(0o755)
+    cfg = write_config(home, service, health=f'"command:{check}"')
+    pinned.write_text("")
+    assert kr(*cfg, "init").code == 75  # created, kept (nothing to go back to), consumer not healthy
+    pinned.write_text(home.value("app_password"))  # the consumer only ever works with this value
+    before = home.value("app_password")
+    result = kr(*cfg, "rotate", "app_password")
+    assert result.code == 1, result.both
+    assert "healthy again on the previous value, so the new one is refused" in result.out
+    assert home.value("app_password") == before and service.accepted()[-1] == before
 
 
 def test_a_service_that_is_down_fails_cleanly_and_the_others_go_on(kr, home, service) -> None:  # type: ignore[no-untyped-def]
