@@ -109,6 +109,9 @@ def cycle_notice(report: CycleReport, policy: Policy, log_tail: list[str] | None
         sections.append("Rotations:\n" + "\n".join(_outcome_line(o) for o in outcomes))
         if report.rotation.backup:
             sections.append(f"Backup taken first: {report.rotation.backup}")
+    if report.not_initialized:
+        events.append(FAILURE)
+        sections.append("Not initialized, so not rotated (run `keyroll init`): " + ", ".join(report.not_initialized))
     if report.reminders:
         events.append(REMINDER)
         lines = [
@@ -130,6 +133,8 @@ def cycle_notice(report: CycleReport, policy: Policy, log_tail: list[str] | None
         counts += [f"{failed} failed"] if failed else []
     if recovery is not None and recovery.outcomes:
         counts.append(f"{len(recovery.outcomes)} recovered")
+    if report.not_initialized:
+        counts.append(f"{len(report.not_initialized)} not initialized")
     if report.reminders:
         counts.append(f"{len(report.reminders)} reminder(s)")
     state = "FAILED" if FAILURE in events else "ok"
@@ -227,7 +232,14 @@ def send_now(notice: Notice, urls: list[str], timeout: float) -> list[Delivery]:
         outcome: dict[str, bool] = {}
 
         def attempt(sender: apprise.Apprise = sender, outcome: dict[str, bool] = outcome) -> None:
-            outcome["ok"] = bool(sender.notify(title=notice.title, body=notice.body, notify_type=notice.kind))
+            outcome["ok"] = bool(
+                sender.notify(
+                    title=notice.title,
+                    body=notice.body,
+                    notify_type=notice.kind,
+                    body_format=apprise.NotifyFormat.TEXT,  # plain lines: e-mail keeps them apart
+                )
+            )
 
         worker = threading.Thread(target=attempt, daemon=True)
         worker.start()

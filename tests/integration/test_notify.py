@@ -79,6 +79,7 @@ def test_a_failure_reaches_mail_and_webhook_without_any_value(kr, home, values, 
     assert "FAILED" in mail.subject and "1 failed" in mail.subject and "1 rotated" in mail.subject
     assert "db_password: failed" in mail.text and "db is down" in mail.text
     assert "app_key: rotated" in mail.text and "Backup taken first" in mail.text
+    assert "\n- db_password: failed" in mail.text, "one line per secret, as plain text (not run together)"
     assert body["type"] == "failure" and "db_password: failed" in body["message"]
     everything = mail.raw.decode(errors="replace") + json.dumps(http.bodies)
     for name, value in values(home).items():
@@ -172,3 +173,16 @@ kind = "api_key"
     assert result.code in (1, 2), result.both
     http.wait_for(1, timeout=20)
     assert http.bodies[0]["type"] == "failure" and "keyroll run failed" in http.bodies[0]["title"]
+
+
+def test_a_secret_never_initialized_is_a_failure_notice(kr, home, http, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = configure(home, tmp_path, [json_url(http)], ["failure"], down=False)
+    assert kr(*cfg, "init").code == 0
+    with home.config.open("a") as config:
+        config.write('\n[secrets.added_later]\nkind = "password"\n')
+    time.sleep(1.1)
+    result = kr(*cfg, "run")
+    assert result.code == 1 and "added_later" in result.both
+    http.wait_for(1, timeout=20)
+    assert http.bodies[0]["type"] == "failure" and "1 not initialized" in http.bodies[0]["title"]
+    assert "added_later" in http.bodies[0]["message"] and "keyroll init" in http.bodies[0]["message"]
