@@ -36,7 +36,7 @@ class FileLock:
                 if time.monotonic() >= deadline:
                     holder = self._holder(fd)
                     os.close(fd)
-                    hint = "" if wait else "; retry, or pass --wait SECONDS"
+                    hint = "" if wait or self.purpose == "daemon" else "; retry, or pass --wait SECONDS"
                     raise LockHeld(f"another keyroll{holder} holds the {self.purpose} lock {self.path}{hint}") from None
                 time.sleep(min(0.1, max(deadline - time.monotonic(), 0.01)))
         os.ftruncate(fd, 0)

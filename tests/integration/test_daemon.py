@@ -169,6 +169,7 @@ def test_one_daemon_per_state_folder_and_the_writer_lock_is_free_while_idle(kr, 
     second = daemons(home)
     assert second.process.wait(15) == 3
     assert f"a keyroll daemon is already running for {home.state}" in second.log
+    assert "--wait" not in second.log  # (the daemon has no such option)
     manual = kr("--config", str(home.config), "rotate", "all")
     assert manual.code == 0, manual.both
     assert first.stop()[0] == 0
