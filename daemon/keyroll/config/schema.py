@@ -371,8 +371,10 @@ class CommandTarget:
     """A program that applies the value.  $KEYROLL_PHASE says apply, verify or
     rollback, $KEYROLL_SECRET names the secret; stdin carries the values, never
     argv: line 1 the value of this phase, line 2 (apply, rollback) the value it
-    replaces, when there is one, so read line 1 only (`IFS= read -r value`), and
-    refuse an empty one.  Exit 0 is success, 75 a temporary failure."""
+    replaces, when there is one.  Read line 1 only, with `IFS= read -r value ||
+    exit 1` (line 1 always ends with a newline, so input cut short by a killed
+    keyroll is refused), and refuse an empty value.  Exit 0 is success, 75 a
+    temporary failure."""
 
     type: str = opt("command", "Target type.", choices=("command",))
     argv: tuple[str, ...] = opt(
