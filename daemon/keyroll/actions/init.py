@@ -153,7 +153,7 @@ def initialize(
                         name,
                         "init",
                         "failed",
-                        1,
+                        EXIT_FAILURE,
                         f"the existing file {why}; not adopted (fix it, or store the real value with "
                         f"`keyroll set {name}`)",
                     )
