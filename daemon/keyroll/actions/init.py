@@ -137,7 +137,7 @@ def initialize(
             secret = policy.secrets[name]
             value = values.get(name)
             if name in errors:
-                failed.append(Outcome(name, "init", "failed", 1, f"{errors[name]}; not adopted"))
+                failed.append(Outcome(name, "init", "failed", EXIT_FAILURE, f"{errors[name]}; not adopted"))
                 continue
             if value is None:
                 continue
