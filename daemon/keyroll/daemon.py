@@ -33,7 +33,7 @@ from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
 from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
 from keyroll.lock import FileLock
-from keyroll.notify import FAILURE, RECOVERED, LogTail, cycle_notice, deliver, failure_notice
+from keyroll.notify import LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
 
 log = logging.getLogger("keyroll.daemon")
@@ -256,21 +256,17 @@ class Daemon:
             log.info("%s: old credential retired", name)
 
     def _notify(self, report: CycleReport) -> None:
-        """The cycle's notice.  While stopping, only failures and recoveries are sent,
-        and within a short limit (the stop must not wait on a slow notifier)."""
+        """The cycle's notice; once the daemon is stopping, within a short limit (the
+        stop must not wait on a slow notifier)."""
         notice = cycle_notice(report, self.policy, list(self._tail.lines))
-        if notice is None:
-            return
-        if not self.stopping.is_set():
-            deliver(notice, self.policy)
-        elif {FAILURE, RECOVERED} & set(notice.events):
-            deliver(notice, self.policy, limit=STOPPING_NOTICE_LIMIT)
+        if notice is not None:
+            deliver(notice, self.policy, stopping=self.stopping.is_set, stop_limit=STOPPING_NOTICE_LIMIT)
 
     def _notify_failure(self, problem: str) -> None:
         """A notice for a cycle that failed as a whole (no per-secret report)."""
         notice = failure_notice(problem, self.policy, list(self._tail.lines))
         if notice is not None:
-            deliver(notice, self.policy, limit=STOPPING_NOTICE_LIMIT if self.stopping.is_set() else None)
+            deliver(notice, self.policy, stopping=self.stopping.is_set, stop_limit=STOPPING_NOTICE_LIMIT)
 
     def _schedule(self, *, after_cycle: bool) -> None:
         """One job at the next moment there is work.  After a cycle that left work it

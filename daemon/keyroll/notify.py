@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from keyroll.errors import ConfigError
@@ -253,10 +255,18 @@ def send_now(notice: Notice, urls: list[str], timeout: float) -> list[Delivery]:
     return results
 
 
-def deliver(notice: Notice, policy: Policy, limit: float | None = None) -> list[Delivery]:
+def deliver(
+    notice: Notice,
+    policy: Policy,
+    *,
+    stopping: Callable[[], bool] | None = None,
+    stop_limit: float = 5.0,
+) -> list[Delivery]:
     """Send from a child process (`keyroll notify send`: the notice, the URLs and the
-    timeout on its stdin, so it reads no config) with a hard time limit.  Never
-    raises: a notifier that fails, hangs or crashes is a warning in the log."""
+    timeout on its stdin, so it reads no config) with a hard time limit, shortened to
+    `stop_limit` seconds once `stopping()` turns true (a stop does not wait on a slow
+    notifier).  Never raises: a notifier that fails, hangs or crashes is a warning in
+    the log."""
     try:
         urls = configured_urls(policy)
     except ConfigError as exc:
@@ -265,25 +275,38 @@ def deliver(notice: Notice, policy: Policy, limit: float | None = None) -> list[
     if not urls:
         return []
     per_url = parse_duration(policy.notify.timeout).total_seconds() or 10.0
-    if limit is None:
-        limit = per_url * len(urls) + 15.0  # start-up and Apprise's plugin loading included
-    request = {"notice": asdict(notice), "urls": urls, "timeout": min(per_url, limit)}
+    limit = per_url * len(urls) + 15.0  # start-up and Apprise's plugin loading included
+    request = {"notice": asdict(notice), "urls": urls, "timeout": per_url}
     try:
-        done = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, "-m", "keyroll", "notify", "send"],
-            input=json.dumps(request),
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=limit,
             env={**os.environ, **policy.env},
-            check=False,
         )
-        results = [Delivery(**item) for item in json.loads(done.stdout or "[]")]
+        payload: str | None = json.dumps(request)
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                out, err = child.communicate(payload, timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                payload = None  # (already being written: a retry continues it)
+                if stopping is not None and stopping():
+                    deadline = min(deadline, time.monotonic() + stop_limit)
+                    stopping = None
+                if time.monotonic() >= deadline:
+                    child.kill()
+                    child.communicate()
+                    raise
+        results = [Delivery(**item) for item in json.loads(out or "[]")]
         if not results:
-            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
+            why = (err.strip().splitlines() or [f"exit status {child.returncode}"])[-1][:200]
             results = [Delivery("-", False, f"the notifier sent nothing: {why}")]
     except subprocess.TimeoutExpired:
-        results = [Delivery("-", False, f"the notifier did not finish within {limit:g}s; killed")]
+        results = [Delivery("-", False, "the notifier did not finish in time; killed")]
     except (ValueError, TypeError, OSError) as exc:
         results = [Delivery("-", False, f"the notifier failed ({type(exc).__name__})")]
     for result in results:

@@ -301,3 +301,23 @@ kind = "api_key"
         http.wait_for(2, timeout=10)
         assert "the cycle failed" in http.bodies[1]["title"] and ".sops.yaml: not found" in http.bodies[1]["message"]
         assert daemon.stop()[0] == 0
+
+
+def test_a_stop_does_not_wait_for_a_hanging_notifier(kr, home, daemons) -> None:  # type: ignore[no-untyped-def]
+    """Two URLs that never answer would hold a notice for 2 x 10 s; once SIGTERM comes,
+    the notice gets at most STOPPING_NOTICE_LIMIT (5 s) more."""
+    with peers.HTTPSink() as http:
+        http.hang_seconds = 60
+        urls = [http.url(p).replace("http://", "json://") for p in ("/a", "/b")]
+        home.write_config(
+            SCHEDULED.format(schedule="1s")
+            + f'\n[notify]\nurls = {json.dumps(urls)}\non = ["success"]\ntimeout = "10s"\n'
+        )
+        assert kr("--config", str(home.config), "init").code == 0
+        time.sleep(1.1)
+        daemon = daemons(home)
+        daemon.wait_log("ticket_key: rotated")
+        time.sleep(1.0)  # the notice child is now waiting on the first URL
+        code, took = daemon.stop(signal.SIGTERM, timeout=30)
+        assert code == 0 and took < 8.0, f"stop took {took:.1f}s with a hanging notifier"
+        assert "notice to" in daemon.log and "killed" in daemon.log
