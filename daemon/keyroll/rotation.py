@@ -360,7 +360,7 @@ class WriterSession:
             old = values[change.name]
             if old is None and change.op in ("rotate", "rollback"):
                 outcome.exit_code = EXIT_FAILURE
-                outcome.message = "missing from the store; run `keyroll init` to create it"
+                outcome.message = "missing from the store, not rotated: `keyroll restore` brings it back, `keyroll init` makes a new one"
                 completions.append(Completion(change.name, change.op, "failed", outcome.message))
                 continue
             new = change.value if change.value is not None else generate(secret.length, secret.alphabet)

@@ -234,7 +234,7 @@ def test_a_missing_secret_is_not_rotated_blindly(kr, initialized, values) -> Non
     (initialized.secrets / "aidb_api_key").unlink()
     result = kr("rotate", "all")
     assert result.code == 1
-    assert "aidb_api_key: failed (missing from the store; run `keyroll init` to create it)" in result.out
+    assert "aidb_api_key: failed (missing from the store, not rotated: `keyroll restore` brings it back" in result.out
     assert not (initialized.secrets / "aidb_api_key").exists()
     assert "redis_password: rotated" in result.out
 

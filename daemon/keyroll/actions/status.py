@@ -109,21 +109,29 @@ class StatusReport:
     hints: list[str] = field(default_factory=list)
 
 
+def missing_hint(facts: SecretFacts) -> str:
+    """What to do about a secret missing from the store (status and validate)."""
+    name = facts.secret.name
+    if facts.record is not None:
+        return (
+            "missing from the store, though keyroll recorded it: bring it back with `keyroll restore` "
+            "(see `keyroll list-backups`); `keyroll init` would make a new value"
+        )
+    if facts.secret.target:
+        return (
+            "missing from the store: `keyroll init` creates it if keyroll can log in to its target; "
+            f"otherwise store the value the service has today with `keyroll set {name}`"
+        )
+    return "missing from the store; `keyroll init` creates it"
+
+
 def _state(facts: SecretFacts) -> tuple[str, list[str]]:
     problems: list[tuple[str, str]] = []
     secret = facts.secret
     if facts.inflight_phase:
         problems.append((IN_FLIGHT, f"a rotation was interrupted after {facts.inflight_phase}; run `keyroll recover`"))
-    if not facts.info.exists and facts.record is not None:
-        problems.append(
-            (
-                MISSING,
-                "missing from the store, though keyroll recorded it: bring it back with `keyroll restore` "
-                "(see `keyroll list-backups`); `keyroll init` would make a new value",
-            )
-        )
-    elif not facts.info.exists:
-        problems.append((MISSING, "missing from the store; `keyroll init` creates it"))
+    if not facts.info.exists:
+        problems.append((MISSING, missing_hint(facts)))
     elif facts.read_error:
         problems.append((UNREADABLE, facts.read_error))
     if facts.fingerprint_matches is False:

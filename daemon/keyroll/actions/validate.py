@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from keyroll import backup as backups
-from keyroll.actions.status import gather
+from keyroll.actions.status import gather, missing_hint
 from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
@@ -108,7 +108,7 @@ def validate(policy: Policy) -> ValidationReport:
         if item.inflight_phase:
             report.add(FAIL, name, f"a rotation was interrupted after {item.inflight_phase}: run `keyroll recover`")
         if not item.info.exists:
-            report.add(FAIL, name, "missing: run `keyroll init` to create it")
+            report.add(FAIL, name, missing_hint(item))
             continue
         if item.read_error:
             report.add(FAIL, name, item.read_error)
