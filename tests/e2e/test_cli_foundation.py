@@ -358,6 +358,7 @@ def test_restore_brings_values_back_through_a_pre_restore_backup(kr, initialized
     # by path, and again: nothing differs any more
     again = kr("restore", str(backup))
     assert again.code == 0 and "already equal" in again.out
+    assert len(backups_of(initialized)) == 2  # nothing to restore: no new pre-restore backup
     assert_no_secret_in(result.both + again.both, {**original, **{k + "r": v for k, v in rotated.items()}})
     history = json.loads(kr("history", "postgres_password", "--json").out)["data"]["entries"]
     assert [h["outcome"] for h in history] == ["restored", "rotated", "created"]

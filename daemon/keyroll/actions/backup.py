@@ -65,8 +65,13 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     if dry_run:
         return report
     with WriterSession(policy, wait=wait) as session:
+        current, _errors = session.store.read_all(report.changes)  # again, under the lock
+        report.changes = [n for n in report.changes if current.get(n) != values[n]]
+        if not report.changes:
+            report.unchanged = [n for n in policy.secrets if n in values]
+            report.tx = TxReport(recovery=session.recovery)
+            return report  # nothing to restore: no pre-restore backup either
         report.pre_restore_backup = session.backup("before restore", protect={path.name})
-        current, _errors = session.store.read_all(report.changes)
         changes = []
         for name in report.changes:
             rotated = contents.metadata.get(name, {}).get("rotated")
