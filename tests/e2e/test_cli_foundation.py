@@ -259,7 +259,10 @@ def test_a_symlinked_secret_is_never_written_through(kr, initialized, tmp_path: 
 def test_set_refuses_bytes_that_are_not_utf8(krp, initialized, values) -> None:  # type: ignore[no-untyped-def]
     before = values(initialized)
     done = subprocess.run(
-        [sys.executable, "-m", "keyroll", "set", "redis_password"], input=b"abc\xff\xfedef1234567", capture_output=True, check=False
+        [sys.executable, "-m", "keyroll", "set", "redis_password"],
+        input=b"abc\xff\xfedef1234567",
+        capture_output=True,
+        check=False,
     )
     assert done.returncode == 2
     assert done.stderr.decode() == (

@@ -69,3 +69,35 @@ def test_a_bare_keyroll_on_a_terminal_opens_the_menu(initialized, values) -> Non
     assert after["redis_password"] != before["redis_password"]
     assert {n for n in before if after[n] != before[n]} == {"redis_password"}
     assert after["redis_password"] not in terminal.screen
+
+
+def test_ctrl_d_leaves_the_menu_cleanly(initialized, values) -> None:  # type: ignore[no-untyped-def]
+    before = values(initialized)
+    terminal = Terminal([sys.executable, "-m", "keyroll"])
+    terminal.expect(r"Choose")
+    terminal.type("2\r")  # rotate one
+    terminal.expect(r"Secret")
+    terminal.type("redis_password\r")
+    terminal.expect(r"Rotate redis_password now\?")
+    terminal.type("\x04")  # Ctrl-D at the confirmation: nothing rotates
+    assert terminal.wait() == 0
+    assert "error" not in terminal.screen
+    assert values(initialized) == before
+
+
+def test_a_narrow_terminal_never_cuts_a_backup_name(initialized) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "keyroll", "backup"], check=True, capture_output=True)
+    terminal = Terminal(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.environ['COLUMNS'] = '60'; "
+            "sys.argv = ['keyroll', 'list-backups']; from keyroll.cli import main; sys.exit(main())",
+        ]
+    )
+    assert terminal.wait() == 0
+    screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", terminal.screen)
+    assert re.search(r"secrets_\d{8}_\d{6}", screen), screen
+    assert "…" not in screen

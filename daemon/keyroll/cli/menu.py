@@ -30,7 +30,16 @@ def _namespace(base: argparse.Namespace, command: str, **values: object) -> argp
 
 
 def run_menu(base: argparse.Namespace) -> int:
-    """Loop until the user exits; each choice runs the matching command."""
+    """Loop until the user exits (0, or Ctrl-D at any prompt); each choice runs the
+    matching command."""
+    try:
+        return _menu_loop(base)
+    except EOFError:  # Ctrl-D: leave, as a shell does
+        print()
+        return 0
+
+
+def _menu_loop(base: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.prompt import Confirm, Prompt
     from rich.table import Table

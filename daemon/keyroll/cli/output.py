@@ -64,8 +64,12 @@ def table(
         from rich.table import Table
 
         rich_table = Table(title=title, header_style="bold")
-        for header in headers:
-            rich_table.add_column(header)
+        for index, header in enumerate(headers):
+            if index == 0:  # the name a person types next (a secret, a backup): never cut
+                longest = max([len(header), *(len(row[0]) for row in cells)])
+                rich_table.add_column(header, no_wrap=True, min_width=longest)
+            else:  # a narrow terminal folds the other cells onto more lines, never drops characters
+                rich_table.add_column(header, overflow="fold")
         for row in cells:
             rich_table.add_row(
                 *[(f"[{styles[c]}]{escape(c)}[/]" if styles and c in styles else escape(c)) for c in row]
