@@ -216,8 +216,8 @@ def resolve_backup(argument: str, backup_dir: Path) -> Path:
         if not NAME_PATTERN.match(argument):
             raise UsageError(f"{argument!r} is not a backup name (secrets_YYYYmmdd_HHMMSS) or a path")
         path = backup_dir / argument
-    if not path.exists():
-        raise BackupError(f"{path}: no such backup")
+    if not path.exists():  # a name that names nothing, like an unknown secret: a usage error
+        raise UsageError(f"{path}: no such backup (`keyroll list-backups` shows them)")
     if path.is_symlink() or not path.is_dir():
         raise BackupError(f"{path}: not a backup folder")
     return path

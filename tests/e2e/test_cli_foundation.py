@@ -401,7 +401,7 @@ def test_restore_refuses_a_damaged_backup_naming_the_file(kr, initialized, value
 
 def test_restore_of_missing_or_malformed_backup_names(kr, initialized) -> None:  # type: ignore[no-untyped-def]
     missing = kr("restore", "secrets_20200101_000000")
-    assert missing.code == 1 and "no such backup" in missing.err
+    assert missing.code == 2 and "no such backup" in missing.err
     assert kr("restore", "../../etc").code == 1
     assert kr("restore", "..").code == 1
     assert "is not a backup name" in kr("restore", "latest").err
