@@ -277,6 +277,7 @@ def test_set_reads_the_value_from_stdin_only(kr, home, krp) -> None:  # type: ig
     value = "Zz9" * 10 + "ab"
     result = kr("set", "postgres_password", stdin=value + "\n")  # works before init
     assert result.code == 0, result.both
+    assert "Stored only: if the services do not have this value yet" in result.out  # (adopting is the usual case)
     assert (home.secrets / "postgres_password").read_text() == value
     assert value not in result.both
     assert kr("set", "postgres_password", value).code == 2  # no value in argv

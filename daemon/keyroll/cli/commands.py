@@ -97,7 +97,10 @@ def _render_tx(args: argparse.Namespace, report: Any, title: str, extra: dict[st
             guidance.append(f"  {outcome.name}: {store_only_guidance(policy.secrets[outcome.name])}")
     if guidance:
         line()
-        line("Changed in the store only: the services keep the old values until you do this:")
+        if all(o.op == "set" for o in report.outcomes):  # often the value the services already have
+            line("Stored only: if the services do not have this value yet, do this:")
+        else:
+            line("Changed in the store only: the services keep the old values until you do this:")
         for text in guidance:
             line(text)
         line(GUIDANCE_FOOTER)
