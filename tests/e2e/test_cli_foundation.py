@@ -577,6 +577,13 @@ def test_subprocess_entry_points(krp, home) -> None:  # type: ignore[no-untyped-
     assert error.code == 2 and "Traceback" not in error.err
 
 
+def test_verbose_and_json_go_before_or_after_the_command(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+    for argv in (("-v", "rotate", "nosuch"), ("rotate", "-v", "nosuch")):
+        result = kr(*argv)
+        assert result.code == 2 and "Traceback" in result.err and "unknown secret 'nosuch'" in result.err
+    assert json.loads(kr("rotate", "--json", "nosuch").out)["exit_code"] == 2
+
+
 def test_usage_errors(kr, initialized) -> None:  # type: ignore[no-untyped-def]
     envelope = kr("--json", "rotate", "--bogus")
     assert envelope.code == 2 and json.loads(envelope.out)["exit_code"] == 2  # --json even for usage errors

@@ -195,6 +195,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="keyroll")
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    json_flag.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more detail")
     for name, (help_text, add_arguments) in COMMANDS.items():
         if only is not None and name != only:
             continue

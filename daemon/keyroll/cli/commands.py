@@ -163,7 +163,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         line(f"warning: {warning}")
     recovery = report.tx.recovery
     if report.tx.outcomes or (recovery and (recovery.outcomes or recovery.removed_temp or recovery.retired)):
-        return _render_tx(args, report.tx, "init")
+        code = _render_tx(args, report.tx, "init")
+        if report.adopted or report.already:
+            line(f"init: {len(report.adopted)} adopted as they were, {len(report.already)} already recorded")
+        return code
     if report.already and not (report.adopted or report.repaired):
         line(f"already initialized: {len(report.already)} secrets recorded, nothing to do")
     return report.exit_code
