@@ -107,7 +107,10 @@ def _check_targets(policy: Policy, report: ValidationReport) -> None:
         return store.read(name)
 
     owners = {s.target: s.name for s in policy.secrets.values() if s.target}
+    already_failed = {f.subject for f in report.failures}
     for name in policy.targets:
+        if f"targets.{name}.admin_password_file" in already_failed:
+            continue  # (reported once, under the option that names the file)
         if name not in owners:
             report.add(WARN, f"targets.{name}", "no secret names this target")
             continue
