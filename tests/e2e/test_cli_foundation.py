@@ -531,6 +531,13 @@ def test_config_commands(kr, home) -> None:  # type: ignore[no-untyped-def]
     assert bad.code == 2 and "secrets.a.length: expected an integer" in bad.err
     home.write_config("[secrets.a\n")
     assert f"{home.config}: invalid TOML" in kr("--config", str(home.config), "status").err
+    home.write_config(
+        '[targets.pg]\ntype = "postgres"\nuser = "app"\nadmin_user = "postgres"\n'
+        'admin_password_file = "credential:pg-admin"\n[secrets.pgpw]\ntarget = "pg"\n'
+    )
+    findings = json.loads(kr("--config", str(home.config), "config", "validate", "--json").out)["data"]["findings"]
+    failed = [f["subject"] for f in findings if f["level"] == "fail"]
+    assert failed == ["targets.pg.admin_password_file"]  # one problem, reported once
 
 
 def test_a_read_only_secrets_folder_fails_cleanly(kr, home, tiny_fs: Path) -> None:  # type: ignore[no-untyped-def]
