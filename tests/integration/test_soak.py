@@ -69,9 +69,12 @@ target = "cache"
     )
     for name, value in (("postgres_password", pg_initial), ("redis_password", redis_initial)):
         assert keyroll(home.config, "set", name, stdin=value).returncode == 0
-    started = time.monotonic()
-    assert keyroll(home.config, "rotate", "all").returncode == 0
-    duration = time.monotonic() - started
+    durations = []
+    for _ in range(3):  # the shortest of three: kills land mid-run even when later runs are faster
+        started = time.monotonic()
+        assert keyroll(home.config, "rotate", "all").returncode == 0
+        durations.append(time.monotonic() - started)
+    duration = min(durations)
     rng = random.Random(1128)
     killed_mid_run = 0
     outcomes: dict[str, int] = {}
@@ -88,7 +91,7 @@ target = "cache"
             env=env,
         )
         if round_number % 2:
-            time.sleep(rng.uniform(duration * 0.4, duration * 1.1))
+            time.sleep(rng.uniform(duration * 0.3, duration * 0.95))
             process.send_signal(signal.SIGKILL)
         process.wait()
         killed_mid_run += process.returncode == -signal.SIGKILL
