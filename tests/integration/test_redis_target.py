@@ -213,3 +213,23 @@ def test_emergency_also_revokes_passwords_still_in_their_grace(cache, redis_serv
         reply = admin.execute_command("ACL", "GETUSER", cache.name)
         passwords = reply.get("passwords", reply.get(b"passwords"))
         assert len(passwords) == 1, "only the new password is left"
+
+
+def test_a_refused_login_is_one_attempt(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    """redis-py retries by default (~11 attempts in 4 s): each would hold the lock
+    longer and fill the ACL log, which lockout tools watch."""
+    from keyroll.config.policy import load_policy
+    from keyroll.targets import open_target
+
+    policy = load_policy(str(cache.config))
+    target = open_target(policy, "cache", "redis_password", lambda name: home.value(name))
+    with redis_server.client() as admin:
+        admin.execute_command("ACL", "LOG", "RESET")
+        started = time.monotonic()
+        assert target.accepts("Wrong" * 6 + "xy") is False
+        took = time.monotonic() - started
+        failures = [e for e in admin.execute_command("ACL", "LOG") if cache.name in str(e)]
+    target.close()
+    assert took < 1.0, f"one refused login took {took:.1f}s"
+    counts = [int(entry.get("count", entry.get(b"count", 0))) for entry in failures]
+    assert sum(counts) == 1, failures

@@ -47,6 +47,10 @@ class MysqlTarget(BaseTarget):
                 user=user,
                 password=password or "",
                 connect_timeout=self._timeout,
+                # pymysql's connect_timeout covers the TCP connect only: a server that
+                # accepts and then stalls would hang the greeting and every query.
+                read_timeout=max(self._timeout, 10),
+                write_timeout=max(self._timeout, 10),
                 autocommit=True,
                 program_name="keyroll",
             )

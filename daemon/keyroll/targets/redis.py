@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 _AUTH_WORDS = ("WRONGPASS", "NOAUTH", "invalid username-password", "HELLO must be called", "invalid password")
 
 
+def _no_retry() -> Any:
+    """redis-py's policy for no retries (its default retries, with back-off)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
 def password_hash(value: str) -> str:
     """The SHA-256 hex digest Redis ACLs store and accept as `#hash` / `!hash`."""
     return sha256(value.encode("utf-8")).hexdigest()
@@ -65,16 +73,16 @@ class RedisTarget(BaseTarget):
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
             client_name=None,
-            retry_on_timeout=False,
+            retry=_no_retry(),  # one refused login is one attempt (not ~11 in 4 s, flooding the ACL log)
         )
         try:
             client.ping()
         except redis.AuthenticationError as exc:
             client.close()
             raise LoginRefused(f"{self.describe()}: login refused ({exc})") from None
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             client.close()
-            raise ServiceUnavailable(f"{self.describe()}: unreachable ({exc})") from None
+            raise ServiceUnavailable(f"{self.describe()}: unreachable ({exc or type(exc).__name__})") from None
         except redis.ResponseError as exc:
             client.close()
             if any(word in str(exc) for word in _AUTH_WORDS):
@@ -97,7 +105,7 @@ class RedisTarget(BaseTarget):
         for attempt in (1, 2):
             try:
                 return self._admin_client().execute_command(*args)
-            except redis.ConnectionError as exc:
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Redis may drop connections of a user whose ACL changed: log in again once.
                 self.close()
                 if attempt == 2:
