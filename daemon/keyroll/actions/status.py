@@ -147,7 +147,10 @@ def _state(facts: SecretFacts) -> tuple[str, list[str]]:
     if facts.last and facts.last.outcome == "failed":
         problems.append((FAILED, f"last {facts.last.op} failed at {facts.last.at}: {facts.last.detail}"))
     if facts.value is not None and facts.record is None:
-        problems.append((UNRECORDED, "not recorded by keyroll yet; `keyroll init` adopts it"))
+        hint = "`keyroll init` adopts it" + (
+            f" if its service accepts the value; otherwise `keyroll set {secret.name}`" if secret.target else ""
+        )
+        problems.append((UNRECORDED, f"not recorded by keyroll yet; {hint}"))
     if not problems:
         return OK, []
     return problems[0][0], [message for _, message in problems]
@@ -172,7 +175,13 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
                 name=secret.name,
                 state=state,
                 problems=problems,
-                size=item.info.size if item.info.exists and not item.info.problem else None,
+                size=(  # the value's length (a trailing newline is not part of it), else the file's
+                    len(item.value)
+                    if item.value is not None
+                    else item.info.size
+                    if item.info.exists and not item.info.problem
+                    else None
+                ),
                 kind=secret.kind,
                 length=secret.length,
                 entropy_bits=secret.entropy_bits,

@@ -353,7 +353,8 @@ class RedisTarget:
 
 @record(frozen=True)
 class MysqlTarget:
-    """A MariaDB/MySQL account, changed with ALTER USER."""
+    """A MariaDB account, changed with ALTER USER (tested with MariaDB; MySQL 8
+    takes password hashes differently and is not supported)."""
 
     type: str = opt("mysql", "Target type.", choices=("mysql",))
     host: str = opt("127.0.0.1", "Host name or address.")
