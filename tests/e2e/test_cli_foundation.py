@@ -681,7 +681,5 @@ def test_status_points_to_restore_when_a_recorded_secret_is_gone(kr, initialized
 
 def test_status_size_is_the_values_length_without_the_trailing_newline(kr, initialized) -> None:  # type: ignore[no-untyped-def]
     (initialized.secrets / "redis_password").write_text("x" * 30 + "\n")
-    entry = next(
-        s for s in json.loads(kr("status", "--json").out)["data"]["secrets"] if s["name"] == "redis_password"
-    )
+    entry = next(s for s in json.loads(kr("status", "--json").out)["data"]["secrets"] if s["name"] == "redis_password")
     assert entry["size"] == 30 and entry["state"] in ("MODIFIED", "WRONG LENGTH")
