@@ -283,9 +283,10 @@ class WriterSession:
         files = self.store.snapshot()
         if not files:
             return None
-        secret_count = sum(1 for name in self.store.entries() if SECRET_NAME.match(name))
+        names = [name for name in self.store.entries() if SECRET_NAME.match(name)]
+        secret_count = len(names)
         if self.store.kind == "directory":  # one file per secret: say which could not be read
-            left_out = [n for n in self.store.entries() if SECRET_NAME.match(n) and n not in files]
+            left_out = [n for n in names if n not in files]
             self.backup_left_out = {n: self.store.inspect(n).problem or "cannot be read" for n in left_out}
             secret_count = len(files)
         failpoint("backup")
@@ -431,16 +432,15 @@ class WriterSession:
                     # Adopting a value the service already takes needs no change and no admin login.
                     step.record_only = step.change.op != "rotate" and target.accepts(step.new)
                     if not step.record_only:
-                        if step.old is None and target.needs_old and step.change.op == "set":
+                        if step.old is None and target.needs_old:
+                            # The account changes its own password: keyroll must log in with the current one.
                             raise TargetError(
                                 f"{target.describe()}: the service does not accept this value, and keyroll cannot "
-                                f"change it: that needs the current password, which {step.name} does not have in "
-                                "the store (or an admin login for the target)"
-                            )
-                        if step.old is None and target.needs_old:
-                            raise TargetError(
-                                f"{target.describe()}: keyroll logs in with the current password to change it, "
-                                f"and {step.name} has none in the store; adopt it first with `keyroll set {step.name}`"
+                                f"change it without the current password, which {step.name} does not have"
+                                if step.change.op == "set"
+                                else f"{target.describe()}: keyroll logs in with the current password to change "
+                                f"it, and {step.name} has none in the store; adopt it first with "
+                                f"`keyroll set {step.name}`"
                             )
                         if step.secret.target not in checked:
                             try:
@@ -586,16 +586,16 @@ class WriterSession:
         current = target.retirement_token(step.new)
         if current is not None:
             self.journal.retired(step.name, current)
-        tokens = {target.retirement_token(step.old)} if step.old is not None else set()
+        left_behind = target.retirement_token(step.old) if step.old is not None else None
+        tokens = {left_behind} if left_behind else set()
         try:
             tokens.update(target.other_credentials(step.new))
         except KeyrollError as exc:
             assert step.outcome is not None
             step.outcome.message = f"could not list the account's other credentials ({exc})"
-        tokens.discard(None)
-        tokens.discard(current)
+        tokens.discard(current)  # (other_credentials leaves it out; a rollback's "old" may equal it)
         now = emergency or target.grace <= timedelta(0)
-        for token in sorted(t for t in tokens if t is not None):
+        for token in sorted(tokens):
             if now:
                 failpoint("retire")
                 try:

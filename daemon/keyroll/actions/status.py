@@ -204,13 +204,12 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         journal.close()
     if any(s.state == IN_FLIGHT for s in report.secrets):
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
-    if store.kind == "sops":
-        folder = policy.paths.secrets_dir
-        unmigrated = [s.name for s in report.secrets if s.state == MISSING and (folder / s.name).is_file()]
-        if unmigrated:
-            report.hints.append(
-                f"{folder} holds plaintext files of secrets the bundle lacks ({', '.join(unmigrated[:5])}"
-                f"{' ...' if len(unmigrated) > 5 else ''}): move them in with `keyroll bundle migrate`, "
-                "not `keyroll init`"
-            )
+    unmigrated = getattr(store, "unmigrated", None)  # (a SOPS store beside a folder not migrated yet)
+    if unmigrated is not None and (names := unmigrated()):
+        from keyroll.store.sops import shown_names
+
+        report.hints.append(
+            f"{policy.paths.secrets_dir} holds plaintext files of secrets the bundle lacks ({shown_names(names)}): "
+            "move them in with `keyroll bundle migrate`, not `keyroll init`"
+        )
     return report

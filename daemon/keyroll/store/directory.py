@@ -37,6 +37,11 @@ def ownership(secret: SecretPolicy) -> tuple[int, int]:
     return resolve(secret.owner, "user"), resolve(secret.group, "group")
 
 
+def follows_policy(info: os.stat_result, mode: int, uid: int, gid: int) -> bool:
+    """Whether a file has `mode` and the owner and group (-1: any) its policy gives."""
+    return stat.S_IMODE(info.st_mode) == mode and uid in (-1, info.st_uid) and gid in (-1, info.st_gid)
+
+
 class DirectoryStore:
     """Secrets as files in one folder (mode 0700), each replaced atomically."""
 
@@ -123,12 +128,9 @@ class DirectoryStore:
             raise StoreError(describe_os_error(path, exc)) from None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+            if not stat.S_ISREG(info.st_mode) or follows_policy(info, secret.mode, uid, gid):
                 return False
-            wrong_owner = (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid)
-            if stat.S_IMODE(info.st_mode) == secret.mode and not wrong_owner:
-                return False
-            if wrong_owner:
+            if not follows_policy(info, stat.S_IMODE(info.st_mode), uid, gid):
                 os.fchown(fd, uid, gid)
             os.fchmod(fd, secret.mode)
             os.fsync(fd)

@@ -518,27 +518,35 @@ class SopsStore:
         except KeyrollError as exc:
             log.warning("rendered copies in %s not updated: %s (run `keyroll bundle render`)", directory, exc)
 
-    def refuse_unmigrated(self) -> None:
-        """ConfigError when the secrets folder holds a plaintext file for a secret the
-        bundle lacks: a directory store not migrated yet (creating the secret in the
-        bundle would leave the services' value behind)."""
+    def unmigrated(self) -> list[str]:
+        """Secrets of the policy that the secrets folder holds as plaintext files and
+        the bundle lacks: a directory store not migrated yet."""
         directory = self.policy.paths.secrets_dir
         try:
             names = [n for n in os.listdir(directory) if n in self.policy.secrets]
         except FileNotFoundError:
-            return
+            return []
         except OSError as exc:
             raise StoreError(describe_os_error(directory, exc)) from None
         if not names:
-            return
+            return []
         data = self.load()
-        unmigrated = sorted(n for n in names if n not in data and _is_regular(directory / n))
+        return sorted(n for n in names if n not in data and _is_regular(directory / n))
+
+    def refuse_unmigrated(self) -> None:
+        """ConfigError when the folder holds secrets not migrated yet (creating them in
+        the bundle would leave the services' values behind)."""
+        unmigrated = self.unmigrated()
         if unmigrated:
-            shown = ", ".join(unmigrated[:5]) + (" ..." if len(unmigrated) > 5 else "")
             raise ConfigError(
-                f"{directory}: holds plaintext secrets the bundle {self.location} lacks ({shown}); "
-                "move them in first with `keyroll bundle migrate`"
+                f"{self.policy.paths.secrets_dir}: holds plaintext secrets the bundle {self.location} lacks "
+                f"({shown_names(unmigrated)}); move them in first with `keyroll bundle migrate`"
             )
+
+
+def shown_names(names: list[str], most: int = 5) -> str:
+    """`a, b, c` for a message, the first `most` of them then `...`."""
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 # --- rendering (shared with `keyroll bundle render`) --------------------------------------
@@ -570,7 +578,7 @@ def render_files(
     the way sops-nix fills /run/secrets.  Returns (changed, unchanged): a file whose
     content differs (or that was missing) is changed; one whose mode or ownership
     differs is rewritten but counts as unchanged."""
-    from keyroll.store.directory import ownership
+    from keyroll.store.directory import follows_policy, ownership
 
     shared = any(secrets[n].mode & 0o044 for n in values)
     ensure_dir(directory, 0o711 if shared else 0o700)
@@ -599,7 +607,7 @@ def render_files(
             continue
         unchanged.append(name)
         assert info is not None
-        if stat.S_IMODE(info.st_mode) != secret.mode or uid not in (-1, info.st_uid) or gid not in (-1, info.st_gid):
+        if not follows_policy(info, secret.mode, uid, gid):
             to_write[name] = data
     write_files_atomically(
         directory,
