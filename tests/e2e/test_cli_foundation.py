@@ -625,6 +625,16 @@ def test_owner_group_and_mode_for_a_service_account(kr, home) -> None:  # type: 
     assert kr(*cfg, "rotate", "all").code == 0
     assert (home.secrets / "svc_key").stat().st_uid == pwd.getpwnam("nobody").pw_uid
     assert kr(*cfg, "validate").code == 0
+    os.chown(home.secrets / "svc_key", 0, 0)  # changed by hand: init puts the owner back
+    (home.secrets / "svc_key").chmod(0o600)
+    repaired = kr(*cfg, "init")
+    assert repaired.code == 0 and "svc_key: mode 0640 and owner set as the policy says" in repaired.out
+    info = (home.secrets / "svc_key").stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        pwd.getpwnam("nobody").pw_uid,
+        grp.getgrnam("nogroup").gr_gid,
+        0o640,
+    )
     home.write_config('[defaults]\nowner = "no-such-user"\n[secrets.svc_key]\nkind = "api_key"\n')
     checked = kr(*cfg, "config", "validate")
     assert checked.code == 1 and "user 'no-such-user' does not exist on this machine" in checked.out
