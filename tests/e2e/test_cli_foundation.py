@@ -400,12 +400,17 @@ def test_restore_refuses_a_damaged_backup_naming_the_file(kr, initialized, value
     assert listing[backup.name]["verified"] is False
 
 
-def test_restore_of_missing_or_malformed_backup_names(kr, initialized) -> None:  # type: ignore[no-untyped-def]
+def test_restore_of_missing_or_malformed_backup_names(kr, initialized, values, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(initialized.secrets)  # relative paths resolve the same on every machine
+    before = values(initialized)
     missing = kr("restore", "secrets_20200101_000000")
     assert missing.code == 2 and "no such backup" in missing.err
-    assert kr("restore", "../../etc").code == 1
-    assert kr("restore", "..").code == 1
+    assert kr("restore", "../../no-such-folder").code == 2
+    not_a_backup = kr("restore", "..")  # a folder that exists but holds no manifest
+    assert not_a_backup.code == 1 and not_a_backup.err.count("\n") == 1
+    assert kr("restore", "../secrets").code == 1
     assert "is not a backup name" in kr("restore", "latest").err
+    assert values(initialized) == before
 
 
 def test_retention_never_deletes_the_backup_being_restored(kr, initialized, values) -> None:  # type: ignore[no-untyped-def]
