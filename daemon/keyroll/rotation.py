@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from keyroll import backup as backups
-from keyroll import consumers
+from keyroll import consumers, stopping
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
@@ -180,7 +180,8 @@ class WriterSession:
         self._live: dict[str, str | None] = {}
         self._targets: dict[str, Target] = {}
         self._connections = Connections()
-        self._should_stop: Callable[[], bool] | None = None
+        self._should_stop: Callable[[], bool] = stopping.requested()
+        self._signals = contextlib.ExitStack()
         self._timings: dict[str, float] = {}
         self.recovery = TxReport()
         self.backup_left_out: dict[str, str] = {}  # secret files the last backup could not hold, and why
@@ -192,6 +193,7 @@ class WriterSession:
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
+        self._signals.enter_context(stopping.deferred())  # from here, a stop waits for a safe point
         try:
             ensure_dir(paths.secrets_dir, secrets_folder_mode(self.policy), enforce=self.store.kind == "directory")
             ensure_dir(paths.backup_dir)
@@ -214,6 +216,7 @@ class WriterSession:
             self._journal.close()
             self._journal = None
         self._lock.release()
+        self._signals.close()
 
     def _prepare_journal(self, journal: Journal) -> None:
         """Hook for stores that encrypt the journal's pending values."""
@@ -329,7 +332,7 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
-        self._should_stop = should_stop
+        self._should_stop = should_stop = stopping.requested(should_stop)
         self._timings = {}
         txid = new_txid()
         inflight = self.journal.inflight_names()
@@ -404,7 +407,7 @@ class WriterSession:
             if step.target is None or step.record_only:
                 verified.append(step)
                 continue
-            if should_stop is not None and should_stop():
+            if should_stop():
                 assert step.outcome is not None
                 step.outcome.status, step.outcome.message = "cancelled", "not started: keyroll is stopping"
                 completions.append(Completion(step.name, step.change.op, "cancelled", "keyroll was stopping"))

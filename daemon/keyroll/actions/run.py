@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from keyroll import stopping
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.errors import EXIT_FAILURE, EXIT_OK, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
@@ -156,7 +157,7 @@ def run_cycle(
         report.recovery = session.recovery
         times, report.not_initialized = due_times(policy)
         due_now = [t.name for t in times if t.unattended and t.due <= now and _in_window(policy.secrets[t.name], now)]
-        if due_now and not (should_stop and should_stop()):
+        if due_now and not stopping.requested(should_stop)():
             changes = [Change(name, "rotate") for name in due_now]
             report.rotation = session.transact(changes, reason="before scheduled rotation", should_stop=should_stop)
             report.rotation.recovery = None  # already reported above

@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keyroll.cli import commands
 
     try:
-        return commands.dispatch(args)
+        code = commands.dispatch(args)
     except KeyrollError as exc:
         if args.verbose:
             _log_exception(str(exc))
@@ -260,3 +260,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log_exception("unexpected error")
         name = type(exc).__name__
         return commands.report_error(args, f"unexpected {name} (run with -v for details)", EXIT_FAILURE)
+    return _after_deferred_stop(code)
+
+
+def _after_deferred_stop(code: int) -> int:
+    """The exit code once a write stopped early for SIGTERM/SIGINT: 128 + the signal,
+    as a shell reports it (the report above says what was done and what was not)."""
+    stopping = sys.modules.get("keyroll.stopping")  # imported by every write; not loaded for reads
+    signum: int | None = stopping.received() if stopping is not None else None
+    if signum is None:
+        return code
+    sys.stderr.write(
+        "keyroll: stopped at a safe point: nothing is left half-done; run the command again for the rest\n"
+    )
+    return 128 + signum

@@ -44,6 +44,7 @@ def _menu_loop(base: argparse.Namespace) -> int:
     from rich.prompt import Confirm, Prompt
     from rich.table import Table
 
+    from keyroll import stopping
     from keyroll.cli import commands
 
     console = Console()
@@ -81,4 +82,6 @@ def _menu_loop(base: argparse.Namespace) -> int:
                 commands.cmd_validate(_namespace(base, "validate"))
         except KeyrollError as exc:
             console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        if stopping.received() is not None:  # Ctrl-C during a write: it stopped safely; leave
+            return 0
         console.print()

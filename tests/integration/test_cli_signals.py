@@ -1,0 +1,118 @@
+"""SIGTERM and SIGINT sent to a real `keyroll rotate` / `keyroll run` process while a
+live target is being changed: the command stops at the next safe point, with the
+store and the service agreeing and nothing left in flight; a second signal stops
+it at once, and recovery then puts everything in step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+NAMES = ("a_password", "b_password", "c_password")
+INITIAL = {name: (name.replace("_", "") * 4)[:32] for name in NAMES}  # the services' passwords before keyroll
+
+
+def _slow_service(tmp_path: Path) -> Path:
+    """A command target that keeps each secret's accepted value in a file and takes
+    1.5 s to apply one (it says when it starts by creating `applying-NAME`)."""
+    script = tmp_path / "slow-service"
+    script.write_text(
+        f"""#!/bin/sh
+value=$(head -n1)
+state="{tmp_path}/accepted-$KEYROLL_SECRET"
+case "$KEYROLL_PHASE" in
+  apply) touch "{tmp_path}/applying-$KEYROLL_SECRET"; sleep 1.5; echo "$value" > "$state" ;;
+  rollback) echo "$value" > "$state" ;;
+  verify) [ "$value" = "$(cat "$state" 2>/dev/null)" ] ;;
+esac
+"""
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def slow_home(home, krp, tmp_path):  # type: ignore[no-untyped-def]
+    script = _slow_service(tmp_path)
+    home.write_config(
+        "".join(
+            f'[targets.{name}]\ntype = "command"\nargv = ["{script}"]\n'
+            f'[secrets.{name}]\ntarget = "{name}"\nschedule = "1s"\n'
+            for name in NAMES
+        )
+    )
+    for name in NAMES:  # the service's current passwords, adopted by init
+        (tmp_path / f"accepted-{name}").write_text(INITIAL[name] + "\n")
+        home.secrets.mkdir(exist_ok=True)
+        (home.secrets / name).write_text(INITIAL[name])
+    assert krp("--config", str(home.config), "init").code == 0
+    return home
+
+
+def _start(home, tmp_path: Path, *argv: str) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyroll", "--config", str(home.config), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("applying-*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    return process
+
+
+def _in_step(home, krp, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Each secret's stored value, after checking that the service accepts exactly it."""
+    stored = {name: home.value(name).strip() for name in NAMES}
+    accepted = {name: (tmp_path / f"accepted-{name}").read_text().strip() for name in NAMES}
+    assert stored == accepted
+    status = json.loads(krp("--config", str(home.config), "status", "--json").out)["data"]["secrets"]
+    assert all(s["state"] != "IN FLIGHT" for s in status)
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("argv", "sig"),
+    [(("rotate", "all"), signal.SIGTERM), (("rotate", "all"), signal.SIGINT), (("run",), signal.SIGTERM)],
+    ids=["rotate-SIGTERM", "rotate-SIGINT", "run-SIGTERM"],
+)
+def test_a_signal_mid_rotation_stops_at_the_next_safe_point(slow_home, krp, tmp_path, argv, sig) -> None:  # type: ignore[no-untyped-def]
+    if argv == ("run",):
+        time.sleep(1.1)  # every secret falls due (schedule 1s)
+    process = _start(slow_home, tmp_path, *argv)
+    started = time.monotonic()
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + sig, (out, err)
+    assert time.monotonic() - started < 10
+    assert "stopping at the next safe point" in err and "stopped at a safe point" in err
+    assert "Traceback" not in err
+    # The secret being applied was finished, the others not started: no recovery needed.
+    stored = _in_step(slow_home, krp, tmp_path)
+    changed = [name for name in NAMES if stored[name] != INITIAL[name]]
+    assert len(changed) == 1, stored
+    assert "not started" in out
+    assert krp("--config", str(slow_home.config), "validate").code == 0
+
+
+def test_a_second_signal_stops_at_once_and_recovery_puts_things_in_step(slow_home, krp, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    process = _start(slow_home, tmp_path, "rotate", "all")
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGTERM  # died mid-apply, as `systemctl stop` + SIGKILL would leave it
+    recovered = krp("--config", str(slow_home.config), "recover")
+    assert recovered.code == 0, recovered.err
+    _in_step(slow_home, krp, tmp_path)
+    assert krp("--config", str(slow_home.config), "validate").code == 0
