@@ -61,3 +61,27 @@ kind = "api_key"
     assert "got ***" in everything, "the service's echo of the value was masked"
     for value in seen:
         assert value not in everything, "a secret value was printed"
+
+
+def test_config_output_never_shows_notification_tokens(kr, home) -> None:  # type: ignore[no-untyped-def]
+    tokens = ("SuperTokenPass123", "BotToken987", "QueryToken555", "HealthPass42")
+    home.write_config(
+        f"""
+[notify]
+urls = ["json://hooks:{tokens[0]}@chat.example.com/in", "tgram://{tokens[1]}/12345", "ntfy://ntfy.example.com/t?token={tokens[2]}"]
+[secrets.app_key]
+kind = "api_key"
+health = ["http://probe:{tokens[3]}@127.0.0.1:9/health"]
+"""
+    )
+    cfg = ("--config", str(home.config))
+    shown = kr(*cfg, "config", "show")
+    as_json = kr(*cfg, "--json", "config", "show")
+    validated = kr(*cfg, "config", "validate")
+    assert shown.code == 0 and as_json.code == 0
+    everything = "\n".join(r.out + r.err for r in (shown, as_json, validated))
+    for token in tokens:
+        assert token not in everything
+    urls = json.loads(as_json.out)["data"]["notify"]["urls"]
+    assert urls[0] == "json://chat.example.com" and urls[1].startswith("tgram URL #2")
+    assert "http://***@127.0.0.1:9/health" in shown.out

@@ -31,7 +31,10 @@ def show_config(policy: Policy) -> str:
     """The effective configuration (defaults applied, paths resolved) as TOML."""
     import tomli_w
 
-    header = f"# effective configuration from {policy.source or 'the embedded default policy'}\n"
+    header = (
+        f"# effective configuration from {policy.source or 'the embedded default policy'}\n"
+        "# (notification URLs and health URL passwords are redacted)\n"
+    )
     return header + tomli_w.dumps(policy.effective_document())
 
 

@@ -120,7 +120,10 @@ class Policy:
         return {n for t in self.targets if (n := self.admin_secret_of(t))}
 
     def effective_document(self) -> dict[str, Any]:
-        """The whole effective configuration as a TOML-ready document."""
+        """The whole effective configuration as a TOML-ready document, with what may
+        carry a token redacted (notification URLs, a health URL's user:password@)."""
+        from keyroll.notify import redact
+
         doc: dict[str, Any] = {
             "paths": {
                 "secrets_dir": str(self.paths.secrets_dir),
@@ -132,6 +135,7 @@ class Policy:
             if name != "paths":
                 doc[name] = _plain(asdict(getattr(self, name)))
         doc["store"]["require_encrypted"] = self.require_encrypted
+        doc["notify"]["urls"] = [redact(url, index) for index, url in enumerate(self.notify.urls, 1)]
         doc["secrets"] = {}
         for secret in self.secrets.values():
             doc["secrets"][secret.name] = {
@@ -142,7 +146,7 @@ class Policy:
                 "services": list(secret.services),
                 "target": secret.target or "",
                 "restart": list(secret.restart),
-                "health": list(secret.health),
+                "health": [_without_userinfo(spec) for spec in secret.health],
                 "schedule": secret.schedule.text,
                 "window": secret.window.text if secret.window else "",
                 "jitter": _duration_text(secret.jitter),
@@ -155,6 +159,15 @@ class Policy:
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
+
+
+def _without_userinfo(spec: str) -> str:
+    """An http(s) health URL with any user:password@ shown as ***@."""
+    scheme, sep, rest = spec.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return spec
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
 def _plain(value: Any) -> Any:
