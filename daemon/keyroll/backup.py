@@ -22,6 +22,7 @@ is refused before anything is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from keyroll import __version__
 from keyroll.digest import sha256
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
-from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files, write_new_files
+from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, write_new_files
 from keyroll.paths import TEMP_PREFIX
 from keyroll.records import field, record
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
+log = logging.getLogger("keyroll.backup")
 NAME_PATTERN = re.compile(r"\Asecrets_(\d{8})_(\d{6})(?:_(\d{2,}))?\Z")
 AGE_SUFFIX = ".age"
 _BUNDLE_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -196,16 +198,47 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _refuse_non_folder(path: Path) -> None:
+    """BackupError unless `path` is a real folder (a symlink is never followed)."""
+    info = _lstat(path)
+    if info is None:
+        raise BackupError(f"{path}: no such backup")
+    if stat.S_ISLNK(info.st_mode):
+        raise BackupError(f"{path}: a symlink, not a backup folder")
+    if not stat.S_ISDIR(info.st_mode):
+        raise BackupError(f"{path}: not a backup folder")
+
+
+def _is_keyroll_backup(path: Path) -> bool:
+    """A real folder holding a manifest file: what retention may delete."""
+    folder = _lstat(path)
+    if folder is None or not stat.S_ISDIR(folder.st_mode):
+        return False
+    manifest = _lstat(path / MANIFEST)
+    return manifest is not None and stat.S_ISREG(manifest.st_mode)
+
+
 def apply_retention(backup_dir: Path, keep: int, protect: set[str]) -> list[str]:
-    """Delete the oldest backups beyond `keep`; never those in `protect` (the one
-    just made, the one being restored)."""
-    names = backup_names(backup_dir)
+    """Delete the oldest keyroll backups beyond `keep`; never those in `protect` (the
+    one just made, the one being restored), nor anything else found under a backup's
+    name (a symlink, a file, a folder without a manifest: not keyroll's to delete).
+    Each is renamed to a temp name first, so a kill mid-way leaves no half-deleted
+    backup (recovery removes the temp folder); one that cannot be deleted is a
+    warning, never the command's failure (its backup is already made)."""
+    names = [n for n in backup_names(backup_dir) if _is_keyroll_backup(backup_dir / n)]
     doomed = [n for n in names[: max(len(names) - keep, 0)] if n not in protect]
+    deleted: list[str] = []
     for name in doomed:
-        shutil.rmtree(backup_dir / name)
-    if doomed:
-        fsync_dir(backup_dir)
-    return doomed
+        condemned = backup_dir / f"{TEMP_PREFIX}{name}.deleted"
+        try:
+            os.rename(backup_dir / name, condemned)
+            fsync_dir(backup_dir)
+            shutil.rmtree(condemned)
+        except OSError as exc:
+            log.warning("retention: could not delete backup %s: %s", name, describe_os_error(backup_dir / name, exc))
+            continue
+        deleted.append(name)
+    return deleted
 
 
 def resolve_backup(argument: str, backup_dir: Path) -> Path:
@@ -218,8 +251,7 @@ def resolve_backup(argument: str, backup_dir: Path) -> Path:
         path = backup_dir / argument
     if not path.exists():  # a name that names nothing, like an unknown secret: a usage error
         raise UsageError(f"{path}: no such backup (`keyroll list-backups` shows them)")
-    if path.is_symlink() or not path.is_dir():
-        raise BackupError(f"{path}: not a backup folder")
+    _refuse_non_folder(path)
     return path
 
 
@@ -258,6 +290,7 @@ def read_backup(path: Path, policy: Policy | None = None, *, decrypt: bool = Tru
     age-encrypted backup's files are then decrypted (unless `decrypt` is False)
     with the identity of `policy` (or, without one, of the environment: see
     `keyroll.age`) and returned under their secret names."""
+    _refuse_non_folder(path)
     raw_manifest = read_bytes(path, MANIFEST)
     if raw_manifest is None:
         raise BackupError(f"{path / MANIFEST}: missing; this is not a complete keyroll backup")
@@ -375,5 +408,26 @@ def list_backups(backup_dir: Path) -> list[BackupSummary]:
 
 
 def remove_partial_backups(backup_dir: Path) -> list[str]:
-    """Delete backup folders a killed keyroll left half-written."""
-    return remove_temp_files(backup_dir)
+    """Delete the temp folders a killed keyroll left (a backup half-written, or one
+    retention was deleting); one that cannot be deleted is a warning, never a failure."""
+    try:
+        names = [n for n in os.listdir(backup_dir) if n.startswith(TEMP_PREFIX)]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BackupError(describe_os_error(backup_dir, exc)) from None
+    removed: list[str] = []
+    for name in names:
+        path = backup_dir / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            log.warning("could not remove the leftover %s: %s", name, describe_os_error(path, exc))
+            continue
+        removed.append(name)
+    if removed:
+        fsync_dir(backup_dir)
+    return removed
