@@ -29,6 +29,9 @@ class ScheduleError(ValueError):
 _durations: dict[str, timedelta] = {}
 
 
+LONGEST_DURATION = 36525 * 86400  # 100 years: far beyond any policy, and far from datetime's limits
+
+
 def parse_duration(text: str) -> timedelta:
     """`<number><s|m|h|d>` as a timedelta; `0s` is allowed."""
     if text in _durations:
@@ -36,7 +39,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ScheduleError(f"{text!r} is not a duration like 30s, 10m, 12h or 90d")
-    _durations[text] = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > LONGEST_DURATION:
+        raise ScheduleError(f"{text!r} is longer than 100 years")
+    _durations[text] = timedelta(seconds=seconds)
     return _durations[text]
 
 
@@ -192,7 +198,9 @@ class Schedule:
             return cls(text, cron=Cron.parse(word.removeprefix("cron:")))
         try:
             interval = parse_duration(word)
-        except ScheduleError:
+        except ScheduleError as exc:
+            if _DURATION.fullmatch(word):  # a duration, but too long: say so
+                raise exc from None
             raise ScheduleError(
                 f"{text!r} is not a schedule: use daily, weekly, monthly, quarterly, yearly, "
                 "'cron:MIN HOUR DAY MONTH WEEKDAY' or an interval like 90d"

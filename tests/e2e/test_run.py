@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 
 def history(kr, cfg) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
     return json.loads(kr(*cfg, "history", "--json").out)["data"]["entries"]
@@ -109,3 +111,23 @@ def test_windows_defer_scheduled_rotations(kr, home, values) -> None:  # type: i
     manual = kr(*cfg, "rotate", "windowed_key")
     assert manual.code == 75 and "outside its window" in manual.out and "--emergency" in manual.out
     assert kr(*cfg, "rotate", "windowed_key", "--emergency").code == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("[secrets.x]", "schedule"),
+        ("[secrets.x]", "reminder"),
+        ("[secrets.x]", "jitter"),
+        ("[daemon]", "retry_max"),
+        ("[targets.r]\ntype = 'redis'", "grace"),
+        ("[targets.r]\ntype = 'redis'", "connect_timeout"),
+    ],
+)
+def test_an_absurdly_long_duration_is_a_config_error_naming_its_key(kr, home, section, key) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(f'{section}\n{key} = "9999999d"\n')
+    cfg = ("--config", str(home.config))
+    for argv in (("config", "validate"), ("status",), ("run",)):
+        result = kr(*cfg, *argv)
+        assert result.code == 2, (argv, result.both)
+        assert f".{key}" in result.err and "longer than 100 years" in result.err and result.err.count("\n") == 1

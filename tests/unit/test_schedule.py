@@ -23,13 +23,16 @@ T0 = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)  # a Saturday
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("0s", 0), ("30s", 30), ("10m", 600), ("12h", 43200), ("90d", 90 * 86400)]
+    ("text", "seconds"),
+    [("0s", 0), ("30s", 30), ("10m", 600), ("12h", 43200), ("90d", 90 * 86400), ("36525d", 36525 * 86400)],
 )
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "10", "5 minutes", "-1d", "1w", "d"])
+@pytest.mark.parametrize(
+    "text", ["", "10", "5 minutes", "-1d", "1w", "d", "36526d", "9999999d", "99999999999999999999s"]
+)
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ScheduleError):
         parse_duration(text)
@@ -61,7 +64,7 @@ def test_cron_expressions() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["cron:0 3 1 *", "cron:61 * * * *", "cron:* * 32 * *", "fortnightly", "cron:0 0 30 2 *"]
+    "text", ["cron:0 3 1 *", "cron:61 * * * *", "cron:* * 32 * *", "fortnightly", "cron:0 0 30 2 *", "9999999d"]
 )
 def test_bad_schedules(text: str) -> None:
     with pytest.raises(ScheduleError):
