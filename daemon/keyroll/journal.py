@@ -178,6 +178,16 @@ class Fingerprinter:
         return cls(key)
 
 
+def _explain(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's message, saying so when the cause is a full disk (SQLite calls it a
+    "disk I/O error" when it cannot even create its side files)."""
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        full = False
+    return f"{exc}: the disk is full" if full and "full" not in str(exc) else str(exc)
+
+
 class Journal:
     """The SQLite journal in the state folder.  Open with `open_write` or `open_read`."""
 
@@ -199,6 +209,7 @@ class Journal:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             except OSError as exc:
                 raise JournalError(describe_os_error(path, exc)) from None
+        db = None
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
@@ -210,7 +221,9 @@ class Journal:
                 db.execute("ALTER TABLE inflight ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{path}: cannot open the journal ({exc})") from None
+            if db is not None:
+                db.close()
+            raise JournalError(f"{path}: cannot open the journal ({_explain(exc, path)})") from None
         cls._check_schema(db, path)
         return cls(db, Fingerprinter.load(paths.fingerprint_key, create=True), writable=True)
 
@@ -220,11 +233,14 @@ class Journal:
         path = paths.journal
         if not path.exists():
             return None
+        db = None
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
             db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{path}: cannot read the journal ({exc})") from None
+            if db is not None:
+                db.close()
+            raise JournalError(f"{path}: cannot read the journal ({_explain(exc, path)})") from None
         cls._check_schema(db, path)
         return cls(db, Fingerprinter.load(paths.fingerprint_key, create=False), writable=False)
 
@@ -250,7 +266,8 @@ class Journal:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # (SQLite may have rolled back already: a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -422,8 +439,17 @@ class Journal:
         )
 
     def erase_freed_pages(self) -> None:
-        """Make sure erased pending values leave no copy in the WAL file."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Make sure erased pending values leave no copy in the WAL file.  When that
+        cannot be done now (a full disk), the committed transaction stands: a warning,
+        and the next write's checkpoint erases them."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            import logging
+
+            logging.getLogger("keyroll.journal").warning(
+                "the journal's write-ahead log could not be emptied (%s); the next write empties it", exc
+            )
 
     # --- history ----------------------------------------------------------------------
 
