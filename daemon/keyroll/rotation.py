@@ -166,6 +166,11 @@ def refuse_unusable(policy: Policy, store: Store) -> None:
             ownership(secret)
 
 
+# Operations that bring their own value (or a new one): they may replace a plain file
+# whose bytes are not a value (not UTF-8), where a rotation refuses to guess.
+_REPLACES_UNREADABLE = ("set", "restore", "init")
+
+
 class WriterSession:
     """A writing command's hold on the state folder: the writer lock, the journal,
     the store, and a completed recovery.  Use as a context manager."""
@@ -357,10 +362,17 @@ class WriterSession:
                     outcome.message = "a rotation of it is still in flight; run `keyroll recover`"
                     continue
             if change.name in errors:
-                outcome.exit_code = EXIT_FAILURE
-                outcome.message = f"cannot be read, not rotating it blindly: {errors[change.name]}"
-                completions.append(Completion(change.name, change.op, "failed", outcome.message))
-                continue
+                replaceable = self.store.kind == "directory" and self.store.inspect(change.name).problem is None
+                if replaceable and change.op in _REPLACES_UNREADABLE:
+                    # The value given replaces it; the backup taken first keeps its bytes.
+                    values[change.name] = None
+                    outcome.message = f"replaced an unreadable file ({errors[change.name]})"
+                else:
+                    hint = f"; `keyroll restore` or `keyroll set {change.name}` replaces it" if replaceable else ""
+                    outcome.exit_code = EXIT_FAILURE
+                    outcome.message = f"cannot be read, not rotating it blindly: {errors[change.name]}{hint}"
+                    completions.append(Completion(change.name, change.op, "failed", outcome.message))
+                    continue
             old = values[change.name]
             if old is None and change.op in ("rotate", "rollback"):
                 outcome.exit_code = EXIT_FAILURE
