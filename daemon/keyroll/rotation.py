@@ -574,7 +574,7 @@ class WriterSession:
         if step.old is None:
             # Just created: there is nothing to go back to, so keep (and record) it.
             completion = self._success(step)
-            step.outcome.exit_code = EXIT_TEMPFAIL
+            step.outcome.exit_code = problem.exit_code  # a restart that cannot run: 1; an outage: 75
             step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
             return [completion]
         completions = self._undo(step, problem, restore_store=True)

@@ -360,7 +360,7 @@ def test_a_value_changed_by_hand_after_a_crash_is_left_alone(home) -> None:  # t
 
 def test_a_restart_that_cannot_run_is_a_hard_failure(kr, home, service) -> None:  # type: ignore[no-untyped-def]
     cfg = write_config(home, service, restart='"command:false"')
-    assert kr(*cfg, "init").code == 75  # created and kept (nothing to go back to), consumers not healthy
+    assert kr(*cfg, "init").code == 1  # created and kept (nothing to go back to); retrying will not help
     before = home.value("app_password")
     result = kr(*cfg, "rotate", "app_password")
     assert result.code == 1, result.both  # retrying will not help: not a temporary failure
@@ -404,3 +404,16 @@ esac
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     time.sleep(3.5)  # long enough for a straggling apply to land
     assert accepted.read_text().strip() == home.value("slow_password")
+
+
+def test_a_restart_that_cannot_run_is_a_failure_not_a_retry(kr, home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(
+        '[secrets.x_key]\nkind = "api_key"\nrestart = ["command:/nonexistent/reload"]\n'
+        '[secrets.y_key]\nkind = "api_key"\nrestart = ["command:/bin/false"]\n'
+    )
+    cfg = ("--config", str(home.config))
+    created = kr(*cfg, "init")
+    assert created.code == 1, created.both  # nothing will make these work by retrying: not 75
+    assert "x_key: created" in created.out and "not found" in created.out and "exit status 1" in created.out
+    assert len(home.value("x_key")) == 64 and len(home.value("y_key")) == 64  # kept: nothing to go back to
+    assert kr(*cfg, "rotate", "all").code == 1
