@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+from tests_helpers import ROOT_CONFIG_ENV, in_ci, keyroll_argv  # noqa: E402
 
 # Variables that would leak the developer's (or CI's) own keyroll setup into a test.
 _ISOLATED = (
@@ -31,6 +35,12 @@ _ISOLATED = (
     "JOURNAL_STREAM",
     "SOPS_AGE_KEY_FILE",
 )
+# Read by the programs and libraries keyroll drives, so they would reach the tests' own peers differently:
+# libpq's PG* (PGSSLMODE=require fails against the test PostgreSQL), sops' SOPS_* (SOPS_AGE_KEY is an identity
+# that sops tries first), and the proxies that urllib (HTTP health checks) and Apprise (json://) send 127.0.0.1
+# requests through.
+_ISOLATED_PREFIXES = ("PG", "SOPS_")
+_PROXIES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
 @dataclass
@@ -63,10 +73,26 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+def no_machine_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run as root (as in CI), keyroll's default config file is /etc/keyroll/config.toml: the machine's, present
+    wherever keyroll is installed. Point it at a missing file in tmp_path, in this process and in the keyroll
+    subprocesses started with keyroll_argv() (tests_helpers.py)."""
+    import keyroll.paths
+
+    path = tmp_path / "etc-keyroll" / "config.toml"
+    monkeypatch.setattr(keyroll.paths, "ROOT_CONFIG_FILE", path)
+    monkeypatch.setenv(ROOT_CONFIG_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_machine_config: Path) -> Home:
     """Every keyroll path inside tmp_path; no outside config, state or credential."""
     for name in _ISOLATED:
         monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith(_ISOLATED_PREFIXES) or name in _PROXIES:
+            monkeypatch.delenv(name)
     root = tmp_path / "kr"
     root.mkdir()
     h = Home(root, root / "secrets", root / "backups", root / "state", root / "config.toml")
@@ -82,9 +108,22 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
 @pytest.fixture
 def kr(home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Run keyroll in-process: kr("status", "--json", stdin="...") -> Result."""
+    import logging
+
     from keyroll.cli import main
 
+    logger = logging.getLogger("keyroll")
+    pristine = (list(logger.handlers), logger.level)
+
+    def reset_logging() -> None:
+        # main() sets the "keyroll" logger up as for a whole process (-v, the logging commands), with a handler on
+        # the sys.stderr of the moment: each call starts as a new process would, and no later test logs to this
+        # test's closed capture ("--- Logging error ---" and a traceback in its output).
+        logger.handlers[:] = pristine[0]
+        logger.setLevel(pristine[1])
+
     def run(*argv: str, stdin: str | None = None) -> Result:
+        reset_logging()
         capsys.readouterr()
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -95,11 +134,8 @@ def kr(home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    return run
-
-
-def keyroll_argv() -> list[str]:
-    return [sys.executable, "-m", "keyroll"]
+    yield run
+    reset_logging()
 
 
 @pytest.fixture
@@ -138,14 +174,35 @@ def values():  # type: ignore[no-untyped-def]
     return secret_values
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+@pytest.fixture
+def disk_dir(tmp_path: Path) -> Iterator[Path]:
+    """A private folder on a disk filesystem, for what keyroll treats differently in memory (tmpfs, ramfs):
+    under tmp_path, unless $TMPDIR or /tmp is a tmpfs (as on many distributions), then under /var/tmp."""
+    from keyroll.fsutil import MEMORY_FILESYSTEMS, filesystem_type
+
+    if filesystem_type(tmp_path) not in MEMORY_FILESYSTEMS:
+        folder = tmp_path / "on-disk"
+        folder.mkdir()
+        yield folder
+        return
+    if not os.path.isdir("/var/tmp") or filesystem_type(Path("/var/tmp")) in MEMORY_FILESYSTEMS:
+        message = f"{tmp_path} is on a {filesystem_type(tmp_path)} and /var/tmp is not on a disk"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = Path(tempfile.mkdtemp(prefix="keyroll-tests-", dir="/var/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a real full disk (needs root; skipped elsewhere unless in CI)."""
-    mount_point = tmp_path_factory.mktemp("tinyfs")
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs of the test's own, empty (what another test left there would fill it): a real full disk
+    (needs root; skipped elsewhere unless in CI)."""
+    mount_point = tmp_path / "tinyfs"
+    mount_point.mkdir()
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)], capture_output=True
     )

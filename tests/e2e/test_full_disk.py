@@ -4,7 +4,6 @@ never with an unexpected error, and no value is lost (a real tmpfs, needs root).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,13 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests_helpers import fill_disk
-
-
-@pytest.fixture(autouse=True)
-def no_stale_log_handler(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An earlier in-process `-v` command leaves keyroll's log handler on a stream pytest has since
-    closed; the warnings a full disk causes must reach this test's stderr, as in a real process."""
-    monkeypatch.setattr(logging.getLogger("keyroll"), "handlers", [])
 
 
 @pytest.mark.parametrize("free_kib", [0, 4, 8, 16, 32, 64])

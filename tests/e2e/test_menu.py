@@ -7,17 +7,18 @@ import os
 import pty
 import re
 import select
-import sys
 import time
+
+from tests_helpers import keyroll_argv
 
 
 class Terminal:
     """keyroll on a pseudo-terminal, driven like a person would."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], columns: int = 120) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # child
-            os.environ.update(TERM="xterm", COLUMNS="120", LINES="40")
+            os.environ.update(TERM="xterm", COLUMNS=str(columns), LINES="40")
             os.execv(argv[0], argv)
         self.screen = ""
 
@@ -50,7 +51,7 @@ class Terminal:
 
 def test_a_bare_keyroll_on_a_terminal_opens_the_menu(initialized, values) -> None:  # type: ignore[no-untyped-def]
     before = values(initialized)
-    terminal = Terminal([sys.executable, "-m", "keyroll"])
+    terminal = Terminal(keyroll_argv())
     terminal.expect(r"Rotate one secret")
     terminal.expect(r"Choose")
     terminal.type("6\r")  # status
@@ -73,7 +74,7 @@ def test_a_bare_keyroll_on_a_terminal_opens_the_menu(initialized, values) -> Non
 
 def test_ctrl_d_leaves_the_menu_cleanly(initialized, values) -> None:  # type: ignore[no-untyped-def]
     before = values(initialized)
-    terminal = Terminal([sys.executable, "-m", "keyroll"])
+    terminal = Terminal(keyroll_argv())
     terminal.expect(r"Choose")
     terminal.type("2\r")  # rotate one
     terminal.expect(r"Secret")
@@ -88,15 +89,8 @@ def test_ctrl_d_leaves_the_menu_cleanly(initialized, values) -> None:  # type: i
 def test_a_narrow_terminal_never_cuts_a_backup_name(initialized) -> None:  # type: ignore[no-untyped-def]
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "keyroll", "backup"], check=True, capture_output=True)
-    terminal = Terminal(
-        [
-            sys.executable,
-            "-c",
-            "import os, sys; os.environ['COLUMNS'] = '60'; "
-            "sys.argv = ['keyroll', 'list-backups']; from keyroll.cli import main; sys.exit(main())",
-        ]
-    )
+    subprocess.run([*keyroll_argv(), "backup"], check=True, capture_output=True)
+    terminal = Terminal([*keyroll_argv(), "list-backups"], columns=60)
     assert terminal.wait() == 0
     screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", terminal.screen)
     assert re.search(r"secrets_\d{8}_\d{6}", screen), screen

@@ -627,7 +627,10 @@ def test_sigkill_during_the_bundle_write_leaves_a_bundle_that_decrypts(krp, kr, 
     assert kr(*sops.cfg, "validate").code == 0
 
 
-def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypatch, tiny_fs) -> None:  # type: ignore[no-untyped-def]
+def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypatch, tiny_fs, disk_dir) -> None:  # type: ignore[no-untyped-def]
+    # The rendered copies on a disk (tmp_path is in memory where $TMPDIR or /tmp is a tmpfs).
+    secrets_dir = disk_dir / "secrets"
+    monkeypatch.setenv("KEYROLL_SECRETS_DIR", str(secrets_dir))
     assert kr(*sops.cfg, "init").code == 0
     bundle.render(sops.policy())  # before encryption was required: plaintext copies on disk
     monkeypatch.setenv("REQUIRE_ENCRYPTED_SECRETS", "true")
@@ -636,20 +639,20 @@ def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypa
     failures = {f["subject"]: f["message"] for f in json.loads(result.out)["data"]["findings"] if f["level"] == "fail"}
     assert failures["db_password"].startswith("a plaintext copy lies on disk")
     with pytest.raises(EncryptionRequired, match="rendering writes plaintext"):
-        bundle.render(sops.policy(), home.root / "on-disk")
-    assert not (home.root / "on-disk").exists()
+        bundle.render(sops.policy(), disk_dir / "rendered")
+    assert not (disk_dir / "rendered").exists()
     # A rotation does not refresh the plaintext copies on disk either (it says so instead).
-    copies = {name: (home.secrets / name).read_text() for name in sops.values()}
+    copies = {name: (secrets_dir / name).read_text() for name in sops.values()}
     rotated = kr(*sops.cfg, "-v", "rotate", "all")
     assert rotated.code == 0, rotated.both
     assert "rendered copies in" in rotated.err and "encryption is required" in rotated.err
-    assert {name: (home.secrets / name).read_text() for name in copies} == copies
+    assert {name: (secrets_dir / name).read_text() for name in copies} == copies
     assert set(copies.values()).isdisjoint(sops.values().values())
     in_memory = tiny_fs / "run-secrets"
     rendered = bundle.render(sops.policy(), in_memory)  # a tmpfs, like /run/secrets: allowed
     assert sorted(rendered.changed) == sorted(sops.values())
     for name in sops.values():
-        (home.secrets / name).unlink()
+        (secrets_dir / name).unlink()
     assert kr(*sops.cfg, "validate").code == 0
 
 

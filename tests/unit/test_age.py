@@ -106,7 +106,9 @@ def test_where_the_identity_comes_from(tmp_path: Path) -> None:
 
 
 def test_status_on_a_directory_store_loads_neither_pyrage_nor_the_sops_store(home) -> None:  # type: ignore[no-untyped-def]
-    code = (
+    from tests_helpers import USE_TEST_ROOT_CONFIG
+
+    code = USE_TEST_ROOT_CONFIG + (
         "import sys\n"
         "from keyroll.cli import main\n"
         "assert main(['status']) == 0\n"

@@ -44,7 +44,7 @@ def config_error(text: str, tmp_path: Path) -> str:
     return str(info.value)
 
 
-def test_embedded_default_is_the_seed_stack(tmp_path: Path) -> None:
+def test_embedded_default_is_the_seed_stack(tmp_path: Path, no_machine_config: Path) -> None:
     policy = load_policy(None, {"HOME": str(tmp_path), "KEYROLL_CONFIG": ""})
     assert policy.source is None
     assert {n: (s.kind, list(s.services)) for n, s in policy.secrets.items()} == SEED
@@ -54,7 +54,7 @@ def test_embedded_default_is_the_seed_stack(tmp_path: Path) -> None:
     assert all(s.mode == 0o600 and s.store_only for s in policy.secrets.values())
 
 
-def test_example_file_is_the_generated_config_and_the_embedded_default(tmp_path: Path) -> None:
+def test_example_file_is_the_generated_config_and_the_embedded_default(tmp_path: Path, no_machine_config: Path) -> None:
     example = (ROOT / "config.example.toml").read_text()
     assert example == render_example(), (
         "config.example.toml is stale: run `keyroll config generate > config.example.toml`"
@@ -234,7 +234,7 @@ def test_secret_section_fields_all_have_documentation() -> None:
     assert all(f.metadata["doc"] for f in fields(SecretSection))
 
 
-def test_the_three_folders_must_be_apart(tmp_path: Path) -> None:
+def test_the_three_folders_must_be_apart(tmp_path: Path, no_machine_config: Path) -> None:
     assert "paths.secrets_dir" in config_error('[paths]\nsecrets_dir = "s"\nbackup_dir = "s/backups"\n', tmp_path)
     assert "overlap" in config_error('[paths]\nsecrets_dir = "x"\nstate_dir = "x"\n', tmp_path)
     with pytest.raises(ConfigError, match="overlap"):
