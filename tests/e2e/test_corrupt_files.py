@@ -58,3 +58,13 @@ def test_a_symlink_in_place_of_a_secret_is_never_replaced(kr, initialized, tmp_p
     for result in (kr("restore", good), kr("set", "aidb_api_key", stdin="Q" * 64)):
         assert result.code == 1 and "symlink" in result.out
     assert link.is_symlink() and outside.read_bytes() == GARBAGE
+
+
+def test_a_secrets_folder_that_is_a_file_is_said_once(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.secrets.write_text("not a folder\n")
+    status = kr("status")
+    assert status.code == 1 and status.err.count("\n") == 1 and "exists and is not a folder" in status.err
+    assert "`keyroll init` creates it" not in status.both  # init cannot, while this is so
+    validated = kr("validate")
+    assert validated.code == 1 and "the secrets folder exists and is not a folder" in validated.out
+    assert kr("init").code == 1 and home.secrets.read_text() == "not a folder\n"

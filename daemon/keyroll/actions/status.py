@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from keyroll.config.policy import Policy, SecretPolicy
+from keyroll.errors import StoreError
 from keyroll.generate import value_problem
 from keyroll.journal import HistoryEntry, Journal, SecretRecord
 from keyroll.records import field, record
@@ -160,6 +161,9 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
     """The state of every secret; never a value."""
     now = now or utcnow()
     store = open_store(policy)
+    if store.kind == "directory" and store.location.exists() and not store.location.is_dir():
+        # (not twelve "missing, `keyroll init` creates it": init cannot, while this is so)
+        raise StoreError(f"{store.location}: the secrets folder exists and is not a folder")
     facts, journal = gather(policy, store)
     report = StatusReport(store.kind, str(store.location), journal is not None)
     for item in facts:

@@ -162,6 +162,9 @@ def _check_folder(report: ValidationReport, policy: Policy, folder: Path) -> Non
         names = os.listdir(folder)
     except FileNotFoundError:
         return
+    except NotADirectoryError:
+        report.add(FAIL, str(folder), "the secrets folder exists and is not a folder")
+        return
     except OSError as exc:
         report.add(FAIL, str(folder), exc.strerror or str(exc))
         return
