@@ -548,6 +548,15 @@ def test_config_commands(kr, home) -> None:  # type: ignore[no-untyped-def]
     findings = json.loads(kr("--config", str(home.config), "config", "validate", "--json").out)["data"]["findings"]
     failed = [f["subject"] for f in findings if f["level"] == "fail"]
     assert failed == ["targets.pg.admin_password_file"]  # one problem, reported once
+    home.write_config(
+        '[secrets.app_key]\nkind = "api_key"\n'
+        'restart = ["command:/nonexistent/reload app", "command:true"]\nhealth = ["command:/nonexistent/check"]\n'
+    )
+    checked = kr("--config", str(home.config), "config", "validate")
+    assert checked.code == 1 and "in place" not in checked.out
+    assert "secrets.app_key.restart" in checked.out and "/nonexistent/reload: not found" in checked.out
+    assert "secrets.app_key.health" in checked.out and "/nonexistent/check: not found" in checked.out
+    assert kr("--config", str(home.config), "config", "validate", "--static").code == 0
 
 
 def test_a_read_only_secrets_folder_fails_cleanly(kr, home, tiny_fs: Path) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
             ownership(secret)
         except KeyrollError as exc:
             report.add(FAIL, f"secrets.{secret.name}", str(exc))
+        for option, specs in (("restart", secret.restart), ("health", secret.health)):
+            for spec in specs:
+                program = shlex.split(spec.removeprefix("command:"))[:1] if spec.startswith("command:") else []
+                if program and not shutil.which(program[0]):
+                    report.add(FAIL, f"secrets.{secret.name}.{option}", f"{program[0]}: not found or not executable")
     for label, folder in (
         ("paths.secrets_dir", policy.paths.secrets_dir),
         ("paths.backup_dir", policy.paths.backup_dir),
