@@ -720,3 +720,16 @@ def test_status_size_is_the_values_length_without_the_trailing_newline(kr, initi
     (initialized.secrets / "redis_password").write_text("x" * 30 + "\n")
     entry = next(s for s in json.loads(kr("status", "--json").out)["data"]["secrets"] if s["name"] == "redis_password")
     assert entry["size"] == 30 and entry["state"] in ("MODIFIED", "WRONG LENGTH")
+
+
+def test_long_name_lists_stay_one_short_line(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.write_config("".join(f'[secrets.key_{i:03d}]\nkind = "api_key"\n' for i in range(300)))
+    cfg = ("--config", str(home.config))
+    assert kr(*cfg, "init").code == 0
+    backup = kr(*cfg, "backup").out.strip()
+    restored = kr(*cfg, "restore", backup)
+    assert restored.code == 0
+    (equal,) = [line for line in restored.out.splitlines() if line.startswith("already equal")]
+    assert equal.endswith("key_019 and 280 more") and len(equal) < 400
+    everything = json.loads(kr(*cfg, "restore", backup, "--json").out)["data"]["unchanged"]
+    assert len(everything) == 300  # --json keeps every name

@@ -120,10 +120,12 @@ def _render_recovery(recovery: Any) -> None:
         line(f"recover: {name}: old credential retired")
 
 
-def _listing(label: str, names: list[str]) -> None:
-    """`label: a, b, c` when there are names; nothing otherwise."""
+def _listing(label: str, names: list[str], most: int = 20) -> None:
+    """`label: a, b, c` when there are names (the first `most`, then how many more);
+    nothing otherwise."""
     if names:
-        line(f"{label}: {', '.join(names)}")
+        more = f" and {len(names) - most} more" if len(names) > most else ""
+        line(f"{label}: {', '.join(names[:most])}{more}")
 
 
 def _combine(*codes: int) -> int:
