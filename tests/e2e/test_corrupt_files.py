@@ -68,3 +68,20 @@ def test_a_secrets_folder_that_is_a_file_is_said_once(kr, home) -> None:  # type
     validated = kr("validate")
     assert validated.code == 1 and "the secrets folder exists and is not a folder" in validated.out
     assert kr("init").code == 1 and home.secrets.read_text() == "not a folder\n"
+
+
+def test_a_damaged_journal_says_how_to_start_afresh_and_that_works(kr, initialized, values) -> None:  # type: ignore[no-untyped-def]
+    before = values(initialized)
+    journal = initialized.state / "journal.sqlite3"
+    journal.write_bytes(b"this is not a database" * 100)
+    for wal in initialized.state.glob("journal.sqlite3-*"):
+        wal.unlink()
+    for argv in (("status",), ("rotate", "all")):
+        result = kr(*argv)
+        assert result.code == 1 and result.err.count("\n") == 1
+        assert "move journal.sqlite3 aside and run `keyroll init`" in result.err
+    journal.rename(initialized.state / "journal.sqlite3.damaged")
+    adopted = kr("init")
+    assert adopted.code == 0, adopted.both
+    assert values(initialized) == before  # adopted as they are
+    assert kr("validate").code == 0 and kr("rotate", "all").code == 0
