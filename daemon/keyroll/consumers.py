@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from keyroll.processes import end_group
 from keyroll.records import record
 
 RESTART_TIMEOUT = 120.0
@@ -52,26 +53,29 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
     """Run a program; None on exit 0, else why not (one line) and whether that is
     temporary (a timeout, or exit status 75)."""
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=_command_env(secret, env),
-            timeout=timeout,
-            check=False,
+            start_new_session=True,  # (keyroll.processes)
         )
     except FileNotFoundError:
         return f"{argv[0]}: not found", False
     except PermissionError:
         return f"{argv[0]}: not executable", False
+    try:
+        _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        end_group(process.pid)
+        process.wait()
         return f"timed out after {timeout:g}s", True
-    if done.returncode == 0:
+    if process.returncode == 0:
         return None
-    last = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    last = stderr.decode("utf-8", "replace").strip().splitlines()
     detail = f": {last[-1][:200]}" if last else ""
-    return f"exit status {done.returncode}{detail}", done.returncode == 75
+    return f"exit status {process.returncode}{detail}", process.returncode == 75
 
 
 def restart_argv(spec: str) -> list[str]:

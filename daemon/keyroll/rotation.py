@@ -421,7 +421,8 @@ class WriterSession:
                 continue
             if should_stop():
                 assert step.outcome is not None
-                step.outcome.status, step.outcome.message = "cancelled", "not started: keyroll is stopping"
+                step.outcome.status, step.outcome.exit_code = "cancelled", EXIT_TEMPFAIL
+                step.outcome.message = "not started: keyroll was stopping; run it again"
                 completions.append(Completion(step.name, step.change.op, "cancelled", "keyroll was stopping"))
                 continue
             if self._apply_and_verify(step, completions):

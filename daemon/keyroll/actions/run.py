@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from keyroll import stopping
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import EXIT_FAILURE, EXIT_OK, combined_exit_code
+from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
 from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
@@ -50,6 +50,7 @@ class CycleReport:
     rotation: TxReport | None = None
     reminders: list[Reminder] = field(default_factory=list)
     not_initialized: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)  # due, but keyroll was asked to stop first
     next_due: str | None = None  # the next secret keyroll rotates on its own
     next_name: str | None = None
     next_manual_due: str | None = None  # the next one a person rotates (after a reminder)
@@ -58,8 +59,9 @@ class CycleReport:
     @property
     def exit_code(self) -> int:
         """0, 1 or 75 as the contract says; a secret never created is a failure (1):
-        the job cannot be done for it until `keyroll init` runs."""
-        codes = [EXIT_FAILURE if self.not_initialized else EXIT_OK]
+        the job cannot be done for it until `keyroll init` runs; one not started
+        because keyroll was stopping is temporary (75)."""
+        codes = [EXIT_FAILURE if self.not_initialized else EXIT_OK, EXIT_TEMPFAIL if self.not_started else EXIT_OK]
         for report in (self.recovery, self.rotation):
             if report is not None:
                 codes.append(report.exit_code)
@@ -157,7 +159,9 @@ def run_cycle(
         report.recovery = session.recovery
         times, report.not_initialized = due_times(policy)
         due_now = [t.name for t in times if t.unattended and t.due <= now and _in_window(policy.secrets[t.name], now)]
-        if due_now and not stopping.requested(should_stop)():
+        if due_now and stopping.requested(should_stop)():
+            report.not_started = due_now  # asked to stop before the rotation began
+        elif due_now:
             changes = [Change(name, "rotate") for name in due_now]
             report.rotation = session.transact(changes, reason="before scheduled rotation", should_stop=should_stop)
             report.rotation.recovery = None  # already reported above

@@ -264,13 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _after_deferred_stop(code: int) -> int:
-    """The exit code once a write stopped early for SIGTERM/SIGINT: 128 + the signal,
-    as a shell reports it (the report above says what was done and what was not)."""
+    """Say that a write stopped early for SIGTERM/SIGINT (the report above lists what
+    was not started, and the exit code is 75 if anything was: retry later)."""
     stopping = sys.modules.get("keyroll.stopping")  # imported by every write; not loaded for reads
-    signum: int | None = stopping.received() if stopping is not None else None
-    if signum is None:
-        return code
-    sys.stderr.write(
-        "keyroll: stopped at a safe point: nothing is left half-done; run the command again for the rest\n"
-    )
-    return 128 + signum
+    if stopping is not None and stopping.received() is not None:
+        sys.stderr.write("keyroll: stopped at a safe point: nothing is left half-done\n")
+    return code

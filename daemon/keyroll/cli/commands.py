@@ -523,8 +523,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _render_recovery(report.recovery)
     if report.rotation is not None:
         _render_tx(args, report.rotation, "run")
-    else:
+    elif not report.not_started:
         line("nothing is due")
+    _listing("due, not started (keyroll was stopping)", report.not_started)
     for reminder in report.reminders:
         state = "OVERDUE since" if reminder.overdue else "due"
         line(f"reminder: {reminder.name} {state} {reminder.due}: rotate it with `keyroll rotate {reminder.name}`")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
+from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
 from keyroll.targets import BaseTarget, Credentials
 
@@ -77,7 +76,7 @@ class CommandTarget(BaseTarget):
         try:
             _, stderr = process.communicate(stdin.encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            _end_group(process.pid)
+            end_group(process.pid)
             process.wait()
             raise ServiceUnavailable(f"{self.describe()}: {phase} timed out after {self.timeout:g}s") from None
         finally:
@@ -115,7 +114,7 @@ class CommandTarget(BaseTarget):
             if _start_time(int(owner)) == owner_started:
                 continue  # its keyroll is alive and will see it through
             if _start_time(int(pid)) == started:
-                _end_group(int(pid), grace=min(timeout, 5.0))
+                end_group(int(pid), grace=min(timeout, 5.0))
             note.unlink(missing_ok=True)
 
     def check(self) -> None:
@@ -149,17 +148,3 @@ def _start_time(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
-
-
-def _end_group(pid: int, grace: float = 2.0) -> None:
-    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `grace` s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.05)
