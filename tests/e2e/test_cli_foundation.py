@@ -557,6 +557,10 @@ def test_config_commands(kr, home) -> None:  # type: ignore[no-untyped-def]
     assert "secrets.app_key.restart" in checked.out and "/nonexistent/reload: not found" in checked.out
     assert "secrets.app_key.health" in checked.out and "/nonexistent/check: not found" in checked.out
     assert kr("--config", str(home.config), "config", "validate", "--static").code == 0
+    home.write_config('[secrets.app_key]\nkind = "api_key"\nrestart = ["command:reload \'unclosed"]\n')
+    unbalanced = kr("--config", str(home.config), "config", "validate")
+    assert unbalanced.code == 2 and unbalanced.err.count("\n") == 1
+    assert "secrets.app_key.restart" in unbalanced.err and "No closing quotation" in unbalanced.err
 
 
 def test_a_read_only_secrets_folder_fails_cleanly(kr, home, tiny_fs: Path) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 from pathlib import Path
 
@@ -71,6 +70,7 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         argv = getattr(target, "argv", ())
         if argv and not shutil.which(argv[0]):
             report.add(FAIL, f"targets.{name}.argv", f"{argv[0]}: not found or not executable")
+    from keyroll.consumers import restart_argv
     from keyroll.store.directory import ownership
 
     for secret in policy.secrets.values():
@@ -80,7 +80,7 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
             report.add(FAIL, f"secrets.{secret.name}", str(exc))
         for option, specs in (("restart", secret.restart), ("health", secret.health)):
             for spec in specs:
-                program = shlex.split(spec.removeprefix("command:"))[:1] if spec.startswith("command:") else []
+                program = restart_argv(spec)[:1] if spec.startswith("command:") else []
                 if program and not shutil.which(program[0]):
                     report.add(FAIL, f"secrets.{secret.name}.{option}", f"{program[0]}: not found or not executable")
     for label, folder in (

@@ -108,11 +108,24 @@ def _length(value: int) -> str | None:
     return None if value == 0 or 16 <= value <= 4096 else "must be >= 16 (and <= 4096), or 0 for the kind's default"
 
 
+def _command_spec(spec: str) -> str | None:
+    """Why a `command:PROGRAM ARGS` spec cannot be split as a shell would, if it cannot."""
+    import shlex
+
+    try:
+        words = shlex.split(spec.removeprefix("command:"))
+    except ValueError as exc:
+        return f"{spec!r}: {exc} (quote arguments as a shell would)"
+    return None if words else f"{spec!r}: the command is empty"
+
+
 def _restart_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         kind, _, rest = spec.partition(":")
         if kind not in ("systemd", "systemd-reload", "command") or not rest.strip():
             return f"{spec!r}: use systemd:UNIT, systemd-reload:UNIT or command:PROGRAM ARGS"
+        if kind == "command" and (problem := _command_spec(spec)):
+            return problem
     return None
 
 
@@ -126,6 +139,8 @@ def _health_specs(values: tuple[str, ...]) -> str | None:
             if host and port.isdigit() and 0 < int(port) < 65536:
                 continue
         elif kind == "command" and rest.strip():
+            if problem := _command_spec(spec):
+                return problem
             continue
         return f"{spec!r}: use tcp:HOST:PORT, http(s)://URL or command:PROGRAM ARGS"
     return None
