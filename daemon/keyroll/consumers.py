@@ -33,7 +33,21 @@ class ConsumerFailure:
     temporary: bool = True  # worth retrying later (a timeout, exit 75, an unhealthy service)
 
     def __str__(self) -> str:
-        return f"{self.spec}: {self.reason}"
+        return f"{shown(self.spec)}: {self.reason}"
+
+
+def shown(spec: str) -> str:
+    """A restart or health spec as output, logs and notices may show it: an http(s)
+    URL without its user:password@ and its query (where tokens go)."""
+    scheme, sep, rest = spec.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return spec
+    rest, query, _ = rest.partition("?")
+    rest = rest.split("#", 1)[0]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
 
 
 def describe_restart(spec: str) -> str:

@@ -64,14 +64,15 @@ kind = "api_key"
 
 
 def test_config_output_never_shows_notification_tokens(kr, home) -> None:  # type: ignore[no-untyped-def]
-    tokens = ("SuperTokenPass123", "BotToken987", "QueryToken555", "HealthPass42")
+    tokens = ("SuperTokenPass123", "BotToken987", "QueryToken555", "HealthPass42", "HealthQuery77")
     home.write_config(
         f"""
 [notify]
 urls = ["json://hooks:{tokens[0]}@chat.example.com/in", "tgram://{tokens[1]}/12345", "ntfy://ntfy.example.com/t?token={tokens[2]}"]
 [secrets.app_key]
 kind = "api_key"
-health = ["http://probe:{tokens[3]}@127.0.0.1:9/health"]
+health = ["http://probe:{tokens[3]}@127.0.0.1:9/health?token={tokens[4]}"]
+health_timeout = "1s"
 """
     )
     cfg = ("--config", str(home.config))
@@ -79,9 +80,14 @@ health = ["http://probe:{tokens[3]}@127.0.0.1:9/health"]
     as_json = kr(*cfg, "--json", "config", "show")
     validated = kr(*cfg, "config", "validate")
     assert shown.code == 0 and as_json.code == 0
-    everything = "\n".join(r.out + r.err for r in (shown, as_json, validated))
+    assert kr(*cfg, "init").code != 0  # the health check fails (nothing listens on port 9)
+    plan = kr(*cfg, "rotate", "--dry-run", "app_key")
+    failed = kr(*cfg, "-v", "rotate", "app_key")
+    assert failed.code == 75 and "http://***@127.0.0.1:9/health?***" in failed.out
+    later = [kr(*cfg, *argv) for argv in (("history", "--json"), ("status", "--json"))]
+    everything = "\n".join(r.out + r.err for r in (shown, as_json, validated, plan, failed, *later))
     for token in tokens:
         assert token not in everything
     urls = json.loads(as_json.out)["data"]["notify"]["urls"]
     assert urls[0] == "json://chat.example.com" and urls[1].startswith("tgram URL #2")
-    assert "http://***@127.0.0.1:9/health" in shown.out
+    assert "http://***@127.0.0.1:9/health?***" in shown.out and "http://***@127.0.0.1:9/health?***" in plan.out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.consumers import describe_restart
+from keyroll.consumers import describe_restart, shown
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
 from keyroll.generate import unstorable, value_problem
 from keyroll.journal import Journal
@@ -55,7 +55,7 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
             secret.name,
             target,
             [describe_restart(spec) for spec in secret.restart],
-            list(secret.health),
+            [shown(spec) for spec in secret.health],
             secret.services,
             secret.store_only,
         )

@@ -121,7 +121,8 @@ class Policy:
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
-        carry a token redacted (notification URLs, a health URL's user:password@)."""
+        carry a token redacted (notification URLs, a health URL's user:password@ and query)."""
+        from keyroll.consumers import shown
         from keyroll.notify import redact
 
         doc: dict[str, Any] = {
@@ -146,7 +147,7 @@ class Policy:
                 "services": list(secret.services),
                 "target": secret.target or "",
                 "restart": list(secret.restart),
-                "health": [_without_userinfo(spec) for spec in secret.health],
+                "health": [shown(spec) for spec in secret.health],
                 "schedule": secret.schedule.text,
                 "window": secret.window.text if secret.window else "",
                 "jitter": _duration_text(secret.jitter),
@@ -159,15 +160,6 @@ class Policy:
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
-
-
-def _without_userinfo(spec: str) -> str:
-    """An http(s) health URL with any user:password@ shown as ***@."""
-    scheme, sep, rest = spec.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not sep or "@" not in authority:
-        return spec
-    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
 def _plain(value: Any) -> Any:
