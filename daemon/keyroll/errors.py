@@ -65,6 +65,10 @@ class StoreError(KeyrollError):
     """The secret store cannot be read or written (symlink, full disk, corrupt file)."""
 
 
+class NotAValue(StoreError):
+    """A plain secret file whose bytes are no value (not UTF-8): a given value may replace it."""
+
+
 class BackupError(KeyrollError):
     """A backup is missing, incomplete, tampered with, or cannot be written."""
 

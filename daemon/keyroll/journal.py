@@ -182,18 +182,19 @@ def _explain(exc: sqlite3.Error, path: Path) -> str:
     """SQLite's message, saying so when the cause is a full disk (SQLite calls it a
     "disk I/O error" when it cannot even create its side files), and what to do
     when the file is damaged."""
-    try:
-        full = os.statvfs(path.parent).f_bavail == 0
-    except OSError:
-        full = False
-    if full and "full" not in str(exc):
-        return f"{exc}: the disk is full"
-    if "not a database" in str(exc) or "malformed" in str(exc):
+    message = str(exc)
+    if "not a database" in message or "malformed" in message:
         return (
-            f"{exc}; to start it afresh, move {path.name} aside and run `keyroll init`, which adopts "
+            f"{message}; to start it afresh, move {path.name} aside and run `keyroll init`, which adopts "
             "the secrets as they are (their history stays in the old file)"
         )
-    return str(exc)
+    if "disk I/O error" in message:
+        try:
+            if os.statvfs(path.parent).f_bavail == 0:
+                return f"{message}: the disk is full"
+        except OSError:
+            pass
+    return message
 
 
 class Journal:

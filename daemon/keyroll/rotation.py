@@ -31,6 +31,7 @@ from keyroll.errors import (
     EXIT_TEMPFAIL,
     EncryptionRequired,
     KeyrollError,
+    NotAValue,
     ServiceUnavailable,
     TargetError,
     combined_exit_code,
@@ -234,6 +235,17 @@ class WriterSession:
         assert self._journal is not None, "WriterSession used outside its with-block"
         return self._journal
 
+    def _holds_no_value(self, name: str) -> bool:
+        """The secret's file is a plain file whose bytes are no value (not UTF-8), as
+        opposed to one that cannot be read at all (a symlink, no permission)."""
+        try:
+            self.store.read(name)
+        except NotAValue:
+            return True
+        except KeyrollError:
+            return False
+        return False
+
     # --- live values and targets --------------------------------------------------------
 
     def live_value(self, name: str) -> str | None:
@@ -362,7 +374,7 @@ class WriterSession:
                     outcome.message = "a rotation of it is still in flight; run `keyroll recover`"
                     continue
             if change.name in errors:
-                replaceable = self.store.kind == "directory" and self.store.inspect(change.name).problem is None
+                replaceable = self.store.kind == "directory" and self._holds_no_value(change.name)
                 if replaceable and change.op in _REPLACES_UNREADABLE:
                     # The value given replaces it; the backup taken first keeps its bytes.
                     values[change.name] = None

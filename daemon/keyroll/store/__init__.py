@@ -87,12 +87,12 @@ def read_each(store: Store, names: list[str]) -> tuple[dict[str, str | None], di
 
 def decode_value(raw: bytes, where: Path) -> str:
     """File bytes -> value: UTF-8, one trailing newline is not part of it."""
-    from keyroll.errors import StoreError
+    from keyroll.errors import NotAValue
 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise StoreError(f"{where}: not UTF-8 text; the file looks corrupt") from None
+        raise NotAValue(f"{where}: not UTF-8 text; the file looks corrupt") from None
     if text.endswith("\r\n"):
         return text[:-2]
     return text[:-1] if text.endswith("\n") else text
