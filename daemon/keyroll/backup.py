@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from keyroll import __version__
 from keyroll.digest import sha256
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
-from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, write_new_files
+from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files, write_new_files
 from keyroll.paths import TEMP_PREFIX
 from keyroll.records import field, record
 
@@ -229,13 +229,16 @@ def apply_retention(backup_dir: Path, keep: int, protect: set[str]) -> list[str]
     doomed = [n for n in names[: max(len(names) - keep, 0)] if n not in protect]
     deleted: list[str] = []
     for name in doomed:
-        condemned = backup_dir / f"{TEMP_PREFIX}{name}.deleted"
+        condemned = backup_dir / f"{TEMP_PREFIX}{name}.{secrets.token_hex(4)}.deleted"
         try:
             os.rename(backup_dir / name, condemned)
             fsync_dir(backup_dir)
             shutil.rmtree(condemned)
         except OSError as exc:
-            log.warning("retention: could not delete backup %s: %s", name, describe_os_error(backup_dir / name, exc))
+            log.warning("retention: could not delete backup %s: %s", name, exc.strerror or exc)
+            continue
+        except StoreError as exc:  # (fsync_dir)
+            log.warning("retention: could not delete backup %s: %s", name, exc)
             continue
         deleted.append(name)
     return deleted
@@ -410,24 +413,4 @@ def list_backups(backup_dir: Path) -> list[BackupSummary]:
 def remove_partial_backups(backup_dir: Path) -> list[str]:
     """Delete the temp folders a killed keyroll left (a backup half-written, or one
     retention was deleting); one that cannot be deleted is a warning, never a failure."""
-    try:
-        names = [n for n in os.listdir(backup_dir) if n.startswith(TEMP_PREFIX)]
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise BackupError(describe_os_error(backup_dir, exc)) from None
-    removed: list[str] = []
-    for name in names:
-        path = backup_dir / name
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError as exc:
-            log.warning("could not remove the leftover %s: %s", name, describe_os_error(path, exc))
-            continue
-        removed.append(name)
-    if removed:
-        fsync_dir(backup_dir)
-    return removed
+    return remove_temp_files(backup_dir, warn_only=True)

@@ -261,28 +261,34 @@ def filesystem_type(path: Path) -> str | None:
     return kind
 
 
-def remove_temp_files(directory: Path) -> list[str]:
-    """Delete temp files a killed keyroll left in `directory`; return their names."""
+def remove_temp_files(directory: Path, *, warn_only: bool = False) -> list[str]:
+    """Delete the temp files and folders a killed keyroll left in `directory`; return
+    their names.  One that cannot be deleted is a StoreError, or with `warn_only` a
+    warning (it is tried again next time)."""
+    import shutil
+
     removed: list[str] = []
     try:
-        names = os.listdir(directory)
+        names = [n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX)]
     except FileNotFoundError:
         return removed
     except OSError as exc:
         raise StoreError(describe_os_error(directory, exc)) from None
     for name in names:
-        if name.startswith(TEMP_PREFIX):
-            path = directory / name
-            try:
-                if path.is_dir() and not path.is_symlink():
-                    for child in path.iterdir():
-                        child.unlink()
-                    path.rmdir()
-                else:
-                    path.unlink()
-            except OSError as exc:
+        path = directory / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            if not warn_only:
                 raise StoreError(describe_os_error(path, exc)) from None
-            removed.append(name)
+            import logging
+
+            logging.getLogger("keyroll").warning("could not remove the leftover %s", describe_os_error(path, exc))
+            continue
+        removed.append(name)
     if removed:
         fsync_dir(directory)
     return removed
