@@ -31,7 +31,7 @@ from typing import Any
 from keyroll import records
 from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
-from keyroll.errors import EXIT_OK, KeyrollError, LockHeld
+from keyroll.errors import EXIT_OK, EXIT_TEMPFAIL, KeyrollError, LockHeld
 from keyroll.lock import FileLock
 from keyroll.notify import LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
@@ -130,10 +130,11 @@ class Daemon:
             )
             self._start_scheduler()
             self._recover_at_start()
-            self._schedule(after_cycle=self._last_failed)  # a failed recovery is retried, backing off
-            self.systemd.send("READY=1", self._status())
-            log.info("ready: %s", self._status().removeprefix("STATUS="))
-            self._loop()
+            if not self.stopping.is_set():  # (asked to stop during recovery: no READY=1)
+                self._schedule(after_cycle=self._last_failed)  # a failed recovery is retried, backing off
+                self.systemd.send("READY=1", self._status())
+                log.info("ready: %s", self._status().removeprefix("STATUS="))
+                self._loop()
         finally:
             self.systemd.send("STOPPING=1", "STATUS=stopping")
             log.info("stopping")
@@ -201,7 +202,7 @@ class Daemon:
         from keyroll.actions.rotate import recover
 
         try:
-            recovery = recover(self.policy, wait=LOCK_WAIT)
+            recovery = recover(self.policy, wait=LOCK_WAIT, should_stop=self.stopping.is_set)
         except KeyrollError as exc:
             log.error("recovery at start failed: %s", exc)
             self._last_failed = True
@@ -247,7 +248,8 @@ class Daemon:
     def _log_cycle(self, report: CycleReport) -> None:
         for source in (report.recovery, report.rotation):
             for outcome in source.outcomes if source else []:
-                level = logging.INFO if outcome.ok else logging.ERROR
+                stopped = self.stopping.is_set() and outcome.exit_code == EXIT_TEMPFAIL  # left for next time
+                level = logging.INFO if outcome.ok else logging.WARNING if stopped else logging.ERROR
                 detail = f" ({outcome.message})" if outcome.message else ""
                 log.log(level, "%s: %s%s", outcome.name, outcome.status, detail)
         if report.not_initialized:

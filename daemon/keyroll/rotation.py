@@ -176,7 +176,14 @@ class WriterSession:
     """A writing command's hold on the state folder: the writer lock, the journal,
     the store, and a completed recovery.  Use as a context manager."""
 
-    def __init__(self, policy: Policy, *, wait: float = 0.0, recover: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        wait: float = 0.0,
+        recover: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.policy = policy
         self.store: Store = open_store(policy)
         self._wait = wait
@@ -186,7 +193,7 @@ class WriterSession:
         self._live: dict[str, str | None] = {}
         self._targets: dict[str, Target] = {}
         self._connections = Connections()
-        self._should_stop: Callable[[], bool] = stopping.requested()
+        self._should_stop: Callable[[], bool] = stopping.requested(should_stop)
         self._signals = contextlib.ExitStack()
         self._timings: dict[str, float] = {}
         self.recovery = TxReport()
@@ -234,6 +241,14 @@ class WriterSession:
     def journal(self) -> Journal:
         assert self._journal is not None, "WriterSession used outside its with-block"
         return self._journal
+
+    @staticmethod
+    def _cancel(step: _Step, completions: list[Completion]) -> None:
+        """A step not started because keyroll is stopping: a temporary failure (75)."""
+        assert step.outcome is not None
+        step.outcome.status, step.outcome.exit_code = "cancelled", EXIT_TEMPFAIL
+        step.outcome.message = "not started: keyroll was stopping; run it again"
+        completions.append(Completion(step.name, step.change.op, "cancelled", "keyroll was stopping"))
 
     def _holds_no_value(self, name: str) -> bool:
         """The secret's file is a plain file whose bytes are no value (not UTF-8), as
@@ -349,7 +364,9 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
-        self._should_stop = should_stop = stopping.requested(should_stop)
+        if should_stop is not None:
+            self._should_stop = stopping.requested(should_stop)
+        should_stop = self._should_stop
         self._timings = {}
         txid = new_txid()
         inflight = self.journal.inflight_names()
@@ -399,6 +416,10 @@ class WriterSession:
         # 2. Preflight: every target reachable and willing; consumers healthy.
         with self._timed("check"):
             steps = self._preflight(steps, completions)
+        if steps and should_stop():  # nothing changed yet: not even a backup
+            for step in steps:
+                self._cancel(step, completions)
+            steps = []
 
         # 3. Backup, before the first change.
         if steps and take_backup:
@@ -432,10 +453,7 @@ class WriterSession:
                 verified.append(step)
                 continue
             if should_stop():
-                assert step.outcome is not None
-                step.outcome.status, step.outcome.exit_code = "cancelled", EXIT_TEMPFAIL
-                step.outcome.message = "not started: keyroll was stopping; run it again"
-                completions.append(Completion(step.name, step.change.op, "cancelled", "keyroll was stopping"))
+                self._cancel(step, completions)
                 continue
             if self._apply_and_verify(step, completions):
                 verified.append(step)
@@ -452,6 +470,9 @@ class WriterSession:
         ready: list[_Step] = []
         checked: dict[str, BaseException | None] = {}
         for step in steps:
+            if self._should_stop():  # not checked: transact cancels it
+                ready.append(step)
+                continue
             try:
                 target = self.target_for(step.secret)
                 step.target = target
@@ -667,6 +688,11 @@ class WriterSession:
         entries = self.journal.inflight()
         admins = self.policy.admin_secrets()
         for entry in sorted(entries.values(), key=lambda e: e.name not in admins):
+            if self._should_stop():  # the rest stay in flight, safely, for the next start
+                report.outcomes.append(
+                    Outcome(entry.name, entry.op, "unresolved", EXIT_TEMPFAIL, "left in flight: keyroll was stopping")
+                )
+                continue
             failpoint("recover")
             report.outcomes.append(self._recover_entry(entry))
         report.retired = self.retire_due()

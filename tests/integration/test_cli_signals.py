@@ -32,7 +32,8 @@ state="{tmp_path}/accepted-$KEYROLL_SECRET"
 case "$KEYROLL_PHASE" in
   apply) touch "{tmp_path}/applying-$KEYROLL_SECRET"; sleep 1.5; echo "$value" > "$state" ;;
   rollback) echo "$value" > "$state" ;;
-  verify) touch "{tmp_path}/verifying-$KEYROLL_SECRET"; [ "$value" = "$(cat "$state" 2>/dev/null)" ] ;;
+  verify) touch "{tmp_path}/verifying-$KEYROLL_SECRET"; [ -e "{tmp_path}/slow-verify" ] && sleep 1
+          [ "$value" = "$(cat "$state" 2>/dev/null)" ] ;;
 esac
 """
     )
@@ -134,6 +135,7 @@ def test_a_stop_during_the_daemons_recovery_at_start_is_not_lost(slow_home, krp,
     for marker in tmp_path.glob("verifying-*"):
         marker.unlink()
     # ... which the daemon recovers at start: SIGTERM it while recovery asks the service.
+    (tmp_path / "slow-verify").touch()  # recovery asks the service, a second per question
     daemon = subprocess.Popen(
         [sys.executable, "-m", "keyroll", "--config", str(slow_home.config), "daemon"],
         stdout=subprocess.DEVNULL,
@@ -148,7 +150,35 @@ def test_a_stop_during_the_daemons_recovery_at_start_is_not_lost(slow_home, krp,
     _, err = daemon.communicate(timeout=20)  # (before the fix it ran on, READY and all)
     assert daemon.returncode == 0, err
     assert "stopping at the next safe point" not in err  # the daemon's own stop, not the CLI's
+    assert "ready" not in err
+    # It stopped after the secret it was recovering: the others wait, safely, for the next start.
+    status = json.loads(krp("--config", str(slow_home.config), "status", "--json").out)["data"]["secrets"]
+    assert 1 <= sum(s["state"] == "IN FLIGHT" for s in status) < len(NAMES), status
+    assert krp("--config", str(slow_home.config), "recover").code == 0
     _in_step(slow_home, krp, tmp_path)
+
+
+def test_a_stop_during_the_checks_before_a_rotation_changes_nothing(slow_home, krp, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "slow-verify").touch()  # each check of a service takes a second
+    for marker in tmp_path.glob("verifying-*"):
+        marker.unlink()
+    backups = sorted(slow_home.backups.iterdir())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyroll", "--config", str(slow_home.config), "rotate", "all"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("verifying-*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 75, (out, err)
+    assert out.count("not started: keyroll was stopping") == len(NAMES)
+    assert sorted(slow_home.backups.iterdir()) == backups, "nothing changed: not even a backup"
+    assert _in_step(slow_home, krp, tmp_path) == INITIAL
 
 
 def test_ctrl_c_does_not_reach_a_restart_in_progress(home, krp, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -167,7 +167,8 @@ def rollback(policy: Policy, name: str, *, wait: float = 0.0) -> TxReport:
         return session.transact([Change(name, "rollback", value, rotated=rotated)], reason="before rollback")
 
 
-def recover(policy: Policy, *, wait: float = 0.0) -> TxReport:
-    """Finish or undo whatever a killed command left in flight."""
-    with WriterSession(policy, wait=wait) as session:
+def recover(policy: Policy, *, wait: float = 0.0, should_stop: Callable[[], bool] | None = None) -> TxReport:
+    """Finish or undo whatever a killed command left in flight (what is left when
+    `should_stop` says so stays in flight for the next time)."""
+    with WriterSession(policy, wait=wait, should_stop=should_stop) as session:
         return session.recovery

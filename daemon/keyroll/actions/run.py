@@ -155,7 +155,7 @@ def run_cycle(
     """Recover, then rotate what is due (backup first), and collect reminders."""
     now = now or utcnow()
     report = CycleReport(started=to_iso(now))
-    with WriterSession(policy, wait=wait) as session:
+    with WriterSession(policy, wait=wait, should_stop=should_stop) as session:
         report.recovery = session.recovery
         times, report.not_initialized = due_times(policy)
         due_now = [t.name for t in times if t.unattended and t.due <= now and _in_window(policy.secrets[t.name], now)]
@@ -163,7 +163,7 @@ def run_cycle(
             report.not_started = due_now  # asked to stop before the rotation began
         elif due_now:
             changes = [Change(name, "rotate") for name in due_now]
-            report.rotation = session.transact(changes, reason="before scheduled rotation", should_stop=should_stop)
+            report.rotation = session.transact(changes, reason="before scheduled rotation")
             report.rotation.recovery = None  # already reported above
         times, _ = due_times(policy)
         reminded: dict[str, str] = {}
