@@ -122,11 +122,35 @@ def _check_tcp(spec: str) -> str | None:
         return exc.strerror or str(exc)
 
 
+def split_http_url(url: str) -> tuple[str, str | None]:
+    """An http(s) URL without its user:password@, and the Basic authorization header
+    value for them (None without); ValueError for a URL with no host or a bad port."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("no host")
+    parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
 def _check_http(url: str) -> str | None:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "keyroll-health"})
+    try:
+        bare, authorization = split_http_url(url)
+    except ValueError:
+        return "not a valid http(s) URL"  # (never the URL itself: it may hold a password)
+    headers = {"User-Agent": "keyroll-health"}
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(bare, method="GET", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT) as response:
             status = response.status
@@ -135,6 +159,8 @@ def _check_http(url: str) -> str | None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return str(getattr(reason, "strerror", None) or reason)
+    except ValueError:
+        return "not a valid http(s) URL"
     return None if 200 <= status < 400 else f"HTTP {status}"
 
 

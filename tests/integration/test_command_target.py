@@ -5,6 +5,7 @@ restart command and real health checks (TCP, HTTP, command) follow the rotation.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -199,10 +200,13 @@ def test_a_stack_already_failing_is_not_rotated(kr, home, service, tmp_path: Pat
 
 def test_http_health_checks(kr, home, service) -> None:  # type: ignore[no-untyped-def]
     status = {"code": 200}
+    expected = "Basic " + base64.b64encode(b"probe:s3cr et").decode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(status["code"])
+            protected = self.path.startswith("/protected")
+            authorized = self.headers.get("Authorization") == expected
+            self.send_response(401 if protected and not authorized else status["code"])
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -218,8 +222,26 @@ def test_http_health_checks(kr, home, service) -> None:  # type: ignore[no-untyp
         status["code"] = 503
         result = kr(*cfg, "rotate", "app_password")
         assert result.code == 75 and f"{url}: HTTP 503" in result.out
+        # Credentials in the URL go as HTTP Basic auth, and are never shown.
+        status["code"] = 200
+        port = server.server_address[1]
+        protected = f"http://probe:s3cr%20et@127.0.0.1:{port}/protected?token=T0KEN"
+        cfg = write_config(home, service, health=f'"{protected}"')
+        assert kr(*cfg, "rotate", "app_password").code == 0
+        cfg = write_config(home, service, health=f'"{protected.replace("s3cr", "wrong")}"')
+        refused = kr(*cfg, "rotate", "app_password")
+        assert refused.code == 75 and f"http://***@127.0.0.1:{port}/protected?***: HTTP 401" in refused.out
+        assert "wrong" not in refused.both and "T0KEN" not in refused.both
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("url", ["http://u:PASS@[::1:9/x", "http://u:PASS@host:99999/x", "http:///x"])
+def test_a_health_url_that_cannot_work_is_a_config_error(kr, home, url) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(f'[secrets.app_key]\nkind = "api_key"\nhealth = ["{url}"]\n')
+    result = kr("--config", str(home.config), "config", "validate")
+    assert result.code == 2 and "secrets.app_key.health" in result.err and result.err.count("\n") == 1
+    assert "PASS" not in result.err
 
 
 def test_a_consumer_that_refuses_the_new_value_is_a_failure_not_an_outage(kr, home, service) -> None:  # type: ignore[no-untyped-def]

@@ -132,6 +132,12 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
+            from keyroll.consumers import shown, split_http_url
+
+            try:
+                split_http_url(spec)
+            except ValueError:
+                return f"{shown(spec)!r}: not a valid URL (a host, and a port from 1 to 65535 if any)"
             continue
         kind, _, rest = spec.partition(":")
         if kind == "tcp":
