@@ -330,7 +330,10 @@ class SecretSection:
         check=_restart_specs,
     )
     health: tuple[str, ...] = opt(
-        (), "Health checks after the restart: tcp:HOST:PORT, http(s)://URL, command:PROGRAM ARGS.", check=_health_specs
+        (),
+        "Health checks after the restart: tcp:HOST:PORT, http(s)://URL (user:password@ goes as Basic auth), "
+        "command:PROGRAM ARGS.",
+        check=_health_specs,
     )
 
 
