@@ -101,6 +101,17 @@ def restart_argv(spec: str) -> list[str]:
     return shlex.split(rest)
 
 
+def missing_program(spec: str) -> str | None:
+    """For a `command:` restart or health check whose program cannot be found or run:
+    `PROGRAM: not found or not executable`; None otherwise."""
+    import shutil
+
+    if not spec.startswith("command:"):
+        return None
+    program = restart_argv(spec)[:1]
+    return f"{program[0]}: not found or not executable" if program and not shutil.which(program[0]) else None
+
+
 def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = None) -> list[ConsumerFailure]:
     """Restart or reload each consumer, in order; return the ones that failed."""
     env = os.environ if env is None else env

@@ -499,8 +499,11 @@ class WriterSession:
                                 checked[step.secret.target] = exc
                         if (problem := checked[step.secret.target]) is not None:
                             raise problem
-                if step.secret.health and step.changes_store and step.old is not None:
+                if step.changes_store and step.old is not None:
                     # (A secret being created has no consumers running on it yet.)
+                    for spec in (*step.secret.restart, *step.secret.health):
+                        if missing := consumers.missing_program(spec):
+                            raise TargetError(f"{consumers.shown(spec)}: {missing}")
                     failures = consumers.check_health(step.secret.health, step.name, 0, self.policy.env)
                     if failures:
                         raise ServiceUnavailable(f"consumers already unhealthy before any change ({failures[0]})")

@@ -438,4 +438,13 @@ def test_a_restart_that_cannot_run_is_a_failure_not_a_retry(kr, home, tmp_path: 
     assert created.code == 1, created.both  # nothing will make these work by retrying: not 75
     assert "x_key: created" in created.out and "not found" in created.out and "exit status 1" in created.out
     assert len(home.value("x_key")) == 64 and len(home.value("y_key")) == 64  # kept: nothing to go back to
-    assert kr(*cfg, "rotate", "all").code == 1
+    plan = kr(*cfg, "rotate", "--dry-run", "all")
+    assert "/nonexistent/reload: not found or not executable" in plan.out
+    before = home.value("x_key")
+    rotated = kr(*cfg, "rotate", "all")
+    assert rotated.code == 1
+    assert (
+        "x_key: failed (command:/nonexistent/reload: /nonexistent/reload: not found or not executable; not rotated)"
+        in rotated.out
+    )
+    assert home.value("x_key") == before  # refused before any change, not applied and rolled back

@@ -70,7 +70,7 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         argv = getattr(target, "argv", ())
         if argv and not shutil.which(argv[0]):
             report.add(FAIL, f"targets.{name}.argv", f"{argv[0]}: not found or not executable")
-    from keyroll.consumers import restart_argv
+    from keyroll.consumers import missing_program
     from keyroll.store.directory import ownership
 
     for secret in policy.secrets.values():
@@ -79,10 +79,8 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         except KeyrollError as exc:
             report.add(FAIL, f"secrets.{secret.name}", str(exc))
         for option, specs in (("restart", secret.restart), ("health", secret.health)):
-            for spec in specs:
-                program = restart_argv(spec)[:1] if spec.startswith("command:") else []
-                if program and not shutil.which(program[0]):
-                    report.add(FAIL, f"secrets.{secret.name}.{option}", f"{program[0]}: not found or not executable")
+            for problem in filter(None, map(missing_program, specs)):
+                report.add(FAIL, f"secrets.{secret.name}.{option}", problem)
     for label, folder in (
         ("paths.secrets_dir", policy.paths.secrets_dir),
         ("paths.backup_dir", policy.paths.backup_dir),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.consumers import describe_restart, shown
+from keyroll.consumers import describe_restart, missing_program, shown
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
 from keyroll.generate import unstorable, value_problem
 from keyroll.journal import Journal
@@ -68,6 +68,7 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
             item.notes.append("a rotation is in flight: `keyroll recover` runs first")
         if secret.name in admins:
             item.notes.append("admin credential of other targets: rotated after them")
+        item.notes += filter(None, map(missing_program, (*secret.restart, *secret.health)))
         if not emergency and (why := _outside_window(secret)):
             item.notes.append(f"skipped: {why}")
         items.append(item)
