@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,22 +60,30 @@ def slow_home(home, krp, tmp_path):  # type: ignore[no-untyped-def]
     return home
 
 
-def _start(home, tmp_path: Path, *argv: str) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
-    """keyroll in a process group of its own (as a shell runs a foreground job), once
-    the first apply has begun."""
+def _launch(config: Path, *argv: str, once: Callable[[], bool]) -> subprocess.Popen[str]:
+    """keyroll in a process group of its own (as a shell runs a foreground job),
+    returned once `once()` holds."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "keyroll", "--config", str(home.config), *argv],
+        [sys.executable, "-m", "keyroll", "--config", str(config), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ.copy(),
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
-    while not list(tmp_path.glob("applying-*")):
+    while not once():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
+        time.sleep(0.01)
     return process
+
+
+def _seen(folder: Path, pattern: str) -> Callable[[], bool]:
+    return lambda: any(folder.glob(pattern))
+
+
+def _start(home, tmp_path: Path, *argv: str) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    """keyroll, once the first apply has begun."""
+    return _launch(home.config, *argv, once=_seen(tmp_path, "applying-*"))
 
 
 def _in_step(home, krp, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -136,16 +145,7 @@ def test_a_stop_during_the_daemons_recovery_at_start_is_not_lost(slow_home, krp,
         marker.unlink()
     # ... which the daemon recovers at start: SIGTERM it while recovery asks the service.
     (tmp_path / "slow-verify").touch()  # recovery asks the service, a second per question
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "keyroll", "--config", str(slow_home.config), "daemon"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not list(tmp_path.glob("verifying-*")):
-        assert daemon.poll() is None and time.monotonic() < deadline, daemon.communicate()
-        time.sleep(0.01)
+    daemon = _launch(slow_home.config, "daemon", once=_seen(tmp_path, "verifying-*"))
     daemon.send_signal(signal.SIGTERM)
     _, err = daemon.communicate(timeout=20)  # (before the fix it ran on, READY and all)
     assert daemon.returncode == 0, err
@@ -163,16 +163,7 @@ def test_a_stop_during_the_checks_before_a_rotation_changes_nothing(slow_home, k
     for marker in tmp_path.glob("verifying-*"):
         marker.unlink()
     backups = sorted(slow_home.backups.iterdir())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keyroll", "--config", str(slow_home.config), "rotate", "all"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not list(tmp_path.glob("verifying-*")):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.01)
+    process = _launch(slow_home.config, "rotate", "all", once=_seen(tmp_path, "verifying-*"))
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 75, (out, err)
@@ -190,17 +181,7 @@ def test_ctrl_c_does_not_reach_a_restart_in_progress(home, krp, tmp_path) -> Non
     (tmp_path / "restarting").unlink()
     (tmp_path / "restarted").unlink()
     before = home.value("app_key")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keyroll", "--config", str(home.config), "rotate", "app_key"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "restarting").exists():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.01)
+    process = _launch(home.config, "rotate", "app_key", once=_seen(tmp_path, "restarting"))
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, (out, err)  # the one secret was finished: nothing left to retry
