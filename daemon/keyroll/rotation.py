@@ -698,7 +698,7 @@ class WriterSession:
                 continue
             failpoint("recover")
             report.outcomes.append(self._recover_entry(entry))
-        report.retired = self.retire_due()
+        report.retired = [] if self._should_stop() else self.retire_due()  # (due ones wait for the next run)
         return report
 
     def _recover_entry(self, entry: InFlight) -> Outcome:
