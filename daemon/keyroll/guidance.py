@@ -1,4 +1,5 @@
-"""What the services of a store-only secret need after it changed (never a value)."""
+"""Words for people: what the services of a store-only secret need after it changed
+(never a value), and lists of names short enough for one line."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ def store_only_guidance(secret: SecretPolicy) -> str:
     if not secret.services:
         steps.append("restart whatever reads it (no services are listed)")
     return ", then ".join(steps)
+
+
+def shown_names(names: list[str], most: int = 5) -> str:
+    """`a, b, c` for one line of output: the first `most` names, then how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more

@@ -210,7 +210,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
     unmigrated = getattr(store, "unmigrated", None)  # (a SOPS store beside a folder not migrated yet)
     if unmigrated is not None and (names := unmigrated()):
-        from keyroll.store.sops import shown_names
+        from keyroll.guidance import shown_names
 
         report.hints.append(
             f"{policy.paths.secrets_dir} holds plaintext files of secrets the bundle lacks ({shown_names(names)}): "

@@ -120,12 +120,13 @@ def _render_recovery(recovery: Any) -> None:
         line(f"recover: {name}: old credential retired")
 
 
-def _listing(label: str, names: list[str], most: int = 20) -> None:
-    """`label: a, b, c` when there are names (the first `most`, then how many more);
+def _listing(label: str, names: list[str]) -> None:
+    """`label: a, b, c` when there are names (the first 20, then how many more);
     nothing otherwise."""
     if names:
-        more = f" and {len(names) - most} more" if len(names) > most else ""
-        line(f"{label}: {', '.join(names[:most])}{more}")
+        from keyroll.guidance import shown_names
+
+        line(f"{label}: {shown_names(names, 20)}")
 
 
 def _combine(*codes: int) -> int:

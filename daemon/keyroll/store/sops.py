@@ -51,6 +51,7 @@ from keyroll.fsutil import (
     remove_temp_files,
     write_files_atomically,
 )
+from keyroll.guidance import shown_names
 from keyroll.records import record
 from keyroll.store import EntryInfo, decode_value, read_each
 
@@ -542,11 +543,6 @@ class SopsStore:
                 f"{self.policy.paths.secrets_dir}: holds plaintext secrets the bundle {self.location} lacks "
                 f"({shown_names(unmigrated)}); move them in first with `keyroll bundle migrate`"
             )
-
-
-def shown_names(names: list[str], most: int = 5) -> str:
-    """`a, b, c` for a message, the first `most` of them then `...`."""
-    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 # --- rendering (shared with `keyroll bundle render`) --------------------------------------
