@@ -11,6 +11,10 @@ from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.store import open_store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from keyroll.store import Store
+
 
 @record
 class BackupResult:
@@ -48,6 +52,14 @@ class RestoreReport:
         return self.tx.exit_code if self.tx else 0
 
 
+def _compare(report: RestoreReport, store: Store, names: list[str], values: dict[str, str]) -> None:
+    """Sort `names` into the report's changes and unchanged by the store's values (a
+    file that cannot be read counts as a change)."""
+    current, _errors = store.read_all(names)
+    report.changes = [n for n in names if current.get(n) != values[n]]
+    report.unchanged = [n for n in names if current.get(n) == values[n]]
+
+
 def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float = 0.0) -> RestoreReport:
     """Verify the backup, take a pre-restore backup, then restore every value that
     differs through the transaction (so live services follow the store)."""
@@ -58,17 +70,12 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     report = RestoreReport(path)
     report.skipped = sorted(n for n in values if n not in policy.secrets)
     report.absent = [n for n in policy.secrets if n not in values]
-    current, _errors = store.read_all([n for n in policy.secrets if n in values])
-    for name in policy.secrets:
-        if name in values:
-            (report.unchanged if current.get(name) == values[name] else report.changes).append(name)
     if dry_run:
+        _compare(report, store, [n for n in policy.secrets if n in values], values)
         return report
     with WriterSession(policy, wait=wait) as session:
-        current, _errors = session.store.read_all(report.changes)  # again, under the lock
-        report.changes = [n for n in report.changes if current.get(n) != values[n]]
+        _compare(report, session.store, [n for n in policy.secrets if n in values], values)  # under the lock
         if not report.changes:
-            report.unchanged = [n for n in policy.secrets if n in values]
             report.tx = TxReport(recovery=session.recovery)
             return report  # nothing to restore: no pre-restore backup either
         report.pre_restore_backup = session.backup("before restore", protect={path.name})
