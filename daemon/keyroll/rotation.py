@@ -242,6 +242,10 @@ class WriterSession:
         assert self._journal is not None, "WriterSession used outside its with-block"
         return self._journal
 
+    def stop_requested(self) -> bool:
+        """Whether keyroll is asked to stop (a deferred signal, or the caller's check)."""
+        return self._should_stop()
+
     @staticmethod
     def _cancel(step: _Step, completions: list[Completion]) -> None:
         """A step not started because keyroll is stopping: a temporary failure (75)."""
@@ -360,12 +364,9 @@ class WriterSession:
         emergency: bool = False,
         take_backup: bool = True,
         reason: str = "before rotate",
-        should_stop: Callable[[], bool] | None = None,
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
-        if should_stop is not None:
-            self._should_stop = stopping.requested(should_stop)
         should_stop = self._should_stop
         self._timings = {}
         txid = new_txid()

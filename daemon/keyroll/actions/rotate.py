@@ -83,7 +83,6 @@ def rotate(
     *,
     emergency: bool = False,
     wait: float = 0.0,
-    should_stop: Callable[[], bool] | None = None,
     reason: str = "before rotate",
 ) -> TxReport:
     """Rotate the named secrets (or all) through the transaction, after a backup."""
@@ -98,7 +97,7 @@ def rotate(
             changes.append(Change(secret.name, "rotate"))
     with WriterSession(policy, wait=wait) as session:
         report = (
-            session.transact(changes, emergency=emergency, reason=reason, should_stop=should_stop)
+            session.transact(changes, emergency=emergency, reason=reason)
             if changes
             else TxReport(recovery=session.recovery)
         )

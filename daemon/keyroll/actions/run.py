@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from keyroll import stopping
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
@@ -159,7 +158,7 @@ def run_cycle(
         report.recovery = session.recovery
         times, report.not_initialized = due_times(policy)
         due_now = [t.name for t in times if t.unattended and t.due <= now and _in_window(policy.secrets[t.name], now)]
-        if due_now and stopping.requested(should_stop)():
+        if due_now and session.stop_requested():
             report.not_started = due_now  # asked to stop before the rotation began
         elif due_now:
             changes = [Change(name, "rotate") for name in due_now]
