@@ -213,6 +213,13 @@ def test_oneshot_and_timer_contract() -> None:
     assert one(timer["Install"], "WantedBy") == "timers.target"
 
 
+@pytest.mark.parametrize("name", ["keyroll.service", "keyroll-rotate.service"])
+def test_a_stop_reaches_keyroll_alone(name: str) -> None:
+    """SIGTERM to keyroll only, so the command target or restart it runs completes the
+    step in progress (tests/integration/test_cli_signals.py shows what keyroll does)."""
+    assert one(unit(name)["Service"], "KillMode") == "mixed"
+
+
 def test_the_two_modes_conflict() -> None:
     daemon_conflicts = " ".join(unit("keyroll.service")["Unit"].get("Conflicts", [])).split()
     timer_conflicts = " ".join(unit("keyroll-rotate.timer")["Unit"].get("Conflicts", [])).split()
