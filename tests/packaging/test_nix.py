@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -507,6 +508,38 @@ def test_package_dependencies_match_pyproject() -> None:
     assert attrs["meta"]["mainProgram"] == "keyroll"
 
 
+def test_package_checks_run_in_the_build() -> None:
+    """nixpkgs sets doInstallCheck = doCheck after the package's attributes: with
+    doCheck = false no install check (and no smoke command) would ever run."""
+    attrs = package_attrs()
+    effective = attrs["effective"]
+    assert effective["doInstallCheck"] is True, "the install checks never run (doCheck = false?)"
+    assert effective["usesPytestHook"], effective["checkHooks"]
+    assert "pytest-timeout" in effective["checkHooks"]  # pyproject's `timeout` option
+    script = effective["installCheckScript"]
+    for command in ("$out/bin/keyroll --version", "config generate", "config validate --static", "/usr/bin/keyroll"):
+        assert command in script, command
+
+
+def test_package_runs_the_tests_that_need_no_service() -> None:
+    given = package_attrs()["given"]
+    flags = given["pytestFlagsArray"]
+    assert [f for f in flags if f.startswith("tests/")] == ["tests/unit", "tests/e2e"]
+    assert flags[flags.index("-m") + 1] == "not slow"
+    assert given["disabledTestPaths"] == []  # the stand-in nixpkgs has pyrage
+    assert package_attrs(with_pyrage=False)["given"]["disabledTestPaths"] == ["tests/unit/test_age.py"]
+    # Every test disabled by name exists (a renamed test would silently run again).
+    all_names = set(
+        re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in (REPO / "tests").glob("[ue]*/test_*.py")), re.M)
+    )
+    disabled = set(given["disabledTests"])
+    for flag in ("withPostgres", "withRedis"):
+        done = nix_value(str(NIX / "package-eval.nix"), "--arg", flag, "false")
+        disabled |= set(done["given"]["disabledTests"])
+    assert disabled - {"test_import_is_light_and_fast"}, "the extras' tests are disabled when the extra is off"
+    assert disabled <= all_names, disabled - all_names
+
+
 SUBSTITUTE_IN_PLACE = r"""
 # Stand-in for nixpkgs' substituteInPlace --replace-fail: fails when a pattern is
 # missing, and when the file is not writable by its owner (the builder is not root).
@@ -533,13 +566,16 @@ substituteInPlace() {
 
 
 def test_package_install_scripts(tmp_path: Path) -> None:
+    """postInstall, then what nixpkgs' builder really runs at install-check time (pytest left out)."""
     attrs = package_attrs()
     build = tmp_path / "build"
     shutil.copytree(REPO / "systemd", build / "systemd")
     out = tmp_path / "out"
     (out / "bin").mkdir(parents=True)
     (out / "bin" / "keyroll").symlink_to(real_keyroll())
-    script = "set -euo pipefail\n" + SUBSTITUTE_IN_PLACE + attrs["postInstall"] + attrs["postInstallCheck"]
+    script = (
+        "set -euo pipefail\n" + SUBSTITUTE_IN_PLACE + attrs["postInstall"] + attrs["effective"]["installCheckScript"]
+    )
     done = subprocess.run(
         ["bash", "-c", script],
         capture_output=True,
@@ -549,6 +585,10 @@ def test_package_install_scripts(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # The smoke commands ran against the installed program.
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert version in done.stdout, done.stdout
+    assert (build / "generated.toml").is_file()
 
     units = out / "lib" / "systemd" / "system"
     assert sorted(p.name for p in units.iterdir()) == [

@@ -1,7 +1,8 @@
 # Evaluate nix/package.nix with stand-ins for lib, python3Packages, coreutils,
-# sops and age, and return what buildPythonApplication would be given, as
-# plain data: the tests check the dependencies against pyproject.toml and run
-# postInstall / postInstallCheck in bash against a temporary $out.
+# sops, age and git, and return what buildPythonApplication would be given, as
+# plain data, plus what nixpkgs' builder makes of it (`effective`): the tests
+# check the dependencies against pyproject.toml and run postInstall and the
+# install-time checks in bash against a temporary $out.
 #
 #   nix-instantiate --eval --strict --json tests/packaging/nix/package-eval.nix
 {
@@ -9,6 +10,9 @@
   coreutils ? "/usr",
   # Whether the stand-in python3Packages has pyrage (not every nixpkgs has).
   withPyrage ? true,
+  # The package's own switches for optional extras.
+  withPostgres ? true,
+  withRedis ? true,
 }:
 
 let
@@ -47,34 +51,77 @@ let
     "psycopg"
     "redis"
     "pymysql"
+    "pytestCheckHook"
+    "pytest-timeout"
   ] ++ lib.optional withPyrage "pyrage";
   python3Packages = lib.genAttrs pythonNames fakePackage // {
-    buildPythonApplication = attrs: attrs;
+    # As nixpkgs' buildPythonPackage (mk-python-derivation.nix) does: a Python
+    # package has no check phase of its own; its checks run after the install,
+    # and `doInstallCheck = attrs.doCheck or true` is set AFTER the package's
+    # attributes, so a package's own doInstallCheck is overridden by doCheck.
+    buildPythonApplication =
+      attrs:
+      attrs
+      // {
+        doCheck = false;
+        doInstallCheck = attrs.doCheck or true;
+        nativeInstallCheckInputs = attrs.nativeCheckInputs or [ ];
+        given = attrs;
+      };
   };
 
-  attrs = import ../../../nix/package.nix {
-    inherit lib python3Packages;
-    coreutils = {
-      outPath = coreutils;
-    };
-    sops = fakePackage "sops";
-    age = fakePackage "age";
-  };
+  package = import ../../../nix/package.nix;
+  # Like callPackage: only the arguments the package asks for.
+  attrs = package (
+    builtins.intersectAttrs (builtins.functionArgs package) {
+      inherit lib python3Packages withPostgres withRedis;
+      coreutils = {
+        outPath = coreutils;
+      };
+      sops = fakePackage "sops";
+      age = fakePackage "age";
+      git = fakePackage "git";
+    }
+  );
+  given = attrs.given;
+  checkHooks = map (p: p.pname) attrs.nativeInstallCheckInputs;
+  # pytestCheckHook's phase: preCheck, pytest, postCheck (unless the package
+  # gives its own checkPhase, which then replaces the install check phase).
+  usesPytestHook = builtins.elem "pytestCheckHook" checkHooks && !(given ? checkPhase);
 in
 {
-  inherit (attrs)
+  inherit (given)
     pname
     version
     pyproject
     src
     makeWrapperArgs
     postInstall
-    doCheck
-    doInstallCheck
-    postInstallCheck
     pythonImportsCheck
     meta
     ;
-  build-system = map (p: p.pname) attrs.build-system;
-  dependencies = map (p: p.pname) attrs.dependencies;
+  given = {
+    doCheck = given.doCheck or null;
+    doInstallCheck = given.doInstallCheck or null;
+    postCheck = given.postCheck or "";
+    postInstallCheck = given.postInstallCheck or "";
+    pytestFlagsArray = given.pytestFlagsArray or [ ];
+    disabledTests = given.disabledTests or [ ];
+    disabledTestPaths = given.disabledTestPaths or [ ];
+  };
+  # What the builder really does.
+  effective = {
+    inherit (attrs) doCheck doInstallCheck;
+    inherit checkHooks usesPytestHook;
+    # The shell the install check phase runs (with pytest itself left out),
+    # empty when it does not run.
+    installCheckScript = lib.optionalString attrs.doInstallCheck (
+      (if given ? checkPhase then given.checkPhase else "")
+      + lib.optionalString usesPytestHook ((given.preCheck or "") + "\n" + (given.postCheck or ""))
+      + "\n"
+      + (given.postInstallCheck or "")
+    );
+  };
+  build-system = map (p: p.pname) given.build-system;
+  dependencies = map (p: p.pname) given.dependencies;
 }
