@@ -84,17 +84,66 @@ let
     "backup_dir"
     "state_dir"
   ];
-  # Configured folders outside /var/lib/keyroll (which StateDirectory= makes),
-  # created at boot: backups and state private; the secrets folder 0755 when
-  # created and then left to keyroll, since services must reach their files in it.
-  tmpfilesRules = lib.concatMap (
+  # Every folder the units may write must exist when they start: systemd
+  # cannot set up ReadWritePaths= on a missing one, and both units would fail
+  # (226/NAMESPACE).  /var/lib/keyroll is StateDirectory=; the rest is created
+  # at boot by systemd-tmpfiles: backups and state private, the secrets folder
+  # 0755 when created and then left to keyroll (services must reach their files
+  # in it), any other writable folder 0755, owned by the units' user.
+  folderRules = lib.concatMap (
     name:
     let
       dir = cfg.settings.paths.${name};
       mode = if name == "secrets_dir" then "-" else "0700";
     in
-    lib.optional (!(isUnder dataDir dir)) "d ${dir} ${mode} ${cfg.user} ${cfg.group} - -"
+    lib.optional (!(isUnder dataDir dir)) {
+      path = dir;
+      rule = "d ${dir} ${mode} ${cfg.user} ${cfg.group} - -";
+    }
   ) folderOptions;
+  extraRules = map (dir: {
+    path = dir;
+    rule = "d ${dir} 0755 ${cfg.user} ${cfg.group} - -";
+  }) (lib.filter (dir: !(isUnder dataDir dir)) cfg.extraWritablePaths);
+  # One rule a folder (tmpfiles ignores a second line for the same path): the
+  # settings folder's own mode wins over the generic one.
+  tmpfilesRules =
+    let
+      folderPaths = map (r: r.path) folderRules;
+    in
+    map (r: r.rule) (folderRules ++ lib.filter (r: !(builtins.elem r.path folderPaths)) extraRules);
+
+  # keyroll's store (the secrets folder of a directory store, the bundle of a
+  # SOPS store), its backups and its journal must survive a reboot and a NixOS
+  # activation: /run is a tmpfs (and sops-nix rebuilds /run/secrets on every
+  # activation), /tmp and /dev/shm may be too.  A SOPS store's rendered copies
+  # (secrets_dir) may live there: keyroll rewrites them from the bundle.
+  volatileRoots = [
+    "/run"
+    "/var/run"
+    "/tmp"
+    "/dev/shm"
+  ];
+  isVolatile = path: lib.any (root: isUnder root path) volatileRoots;
+  persistentPaths =
+    lib.optional (!usesSops) {
+      option = "settings.paths.secrets_dir";
+      path = cfg.settings.paths.secrets_dir;
+    }
+    ++ lib.optional usesSops {
+      option = "settings.store.bundle";
+      path = sopsPath "bundle";
+    }
+    ++ [
+      {
+        option = "settings.paths.backup_dir";
+        path = cfg.settings.paths.backup_dir;
+      }
+      {
+        option = "settings.paths.state_dir";
+        path = cfg.settings.paths.state_dir;
+      }
+    ];
 
   inStore = path: isUnder builtins.storeDir (toString path);
 
@@ -241,12 +290,16 @@ in
     extraWritablePaths = mkOption {
       type = types.listOf (types.strMatching "/.*");
       default = [ ];
-      example = [ "/run/secrets/stack" ];
+      example = [ "/run/keyroll" ];
       description = ''
         Folders the units may write besides ${dataDir} (ProtectSystem=strict
         makes everything else read-only).  Every `settings.paths` folder must be
-        under ${dataDir} or one of these; configured folders outside
-        ${dataDir} are created at boot (systemd-tmpfiles) if missing.
+        under ${dataDir} or one of these.  Each is created at boot
+        (systemd-tmpfiles, owned by `${opt}.user`) if missing: systemd cannot
+        start a unit whose writable folder does not exist.  keyroll's store,
+        backups and journal must stay on persistent storage (an assertion
+        refuses them under /run); a folder in /run suits only the rendered
+        copies of a SOPS store (`settings.paths.secrets_dir`).
       '';
     };
 
@@ -306,6 +359,15 @@ in
             ${opt}.settings.paths.${name} = "${cfg.settings.paths.${name}}" is outside the folders keyroll's units may write (ProtectSystem=strict).
             Put it under ${dataDir}, or add it (or a folder above it) to ${opt}.extraWritablePaths.'';
         }) folderOptions
+        ++ map (p: {
+          assertion = !(isVolatile p.path);
+          message = ''
+            ${opt}.${p.option} = "${p.path}" is in memory (a tmpfs, rebuilt at boot; sops-nix also rebuilds
+            /run/secrets on every activation): a rotated value, a backup or the journal of a rotation in flight
+            would be lost. Keep keyroll's store on persistent storage under ${dataDir} (the default), and let
+            services read rendered copies: with store.kind = "sops", settings.paths.secrets_dir may be a tmpfs
+            such as /run/keyroll, which keyroll keeps up to date from the bundle.'';
+        }) persistentPaths
         ++ lib.optionals usesSops [
           {
             assertion = lib.hasPrefix "/" (sopsPath "bundle") && isWritable (dirOf (sopsPath "bundle"));

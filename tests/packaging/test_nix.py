@@ -417,7 +417,66 @@ def test_folder_in_extra_writable_paths_is_accepted() -> None:
     assert result["systemd"]["tmpfiles"]["rules"] == [
         "d /srv/secrets/stack - root root - -",
         "d /srv/state 0700 root root - -",
+        "d /srv 0755 root root - -",
     ]
+
+
+def test_every_writable_folder_is_created() -> None:
+    """systemd cannot set up ReadWritePaths= on a missing folder (226/NAMESPACE): each
+    extraWritablePaths entry gets a tmpfiles rule, e.g. the folder of a SOPS bundle."""
+    settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops", "bundle": "/srv/keyroll-bundle/secrets.sops.yaml"}}
+    credentials = {**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}
+    result = evaluate(
+        sample(
+            settings=settings,
+            credentials=credentials,
+            user="keyroll",
+            group="keyroll",
+            extraWritablePaths=["/srv/keyroll-bundle", "/var/lib/keyroll/extra"],
+        )
+    )
+    assert failed(result) == []
+    rules = result["systemd"]["tmpfiles"]["rules"]
+    read_write = result["systemd"]["services"]["keyroll"]["serviceConfig"]["ReadWritePaths"]
+    for folder in read_write:
+        if folder.startswith("/var/lib/keyroll"):
+            continue  # under StateDirectory=, which systemd creates
+        assert f"d {folder} 0755 keyroll keyroll - -" in rules, rules
+    assert rules == ["d /srv/keyroll-bundle 0755 keyroll keyroll - -"]
+    # A folder that is both writable and a settings folder gets one rule, with the folder's mode.
+    result = evaluate(sample(settings={"paths": {"state_dir": "/srv/state"}}, extraWritablePaths=["/srv/state"]))
+    assert result["systemd"]["tmpfiles"]["rules"] == ["d /srv/state 0700 root root - -"]
+
+
+@pytest.mark.parametrize(
+    "settings, option",
+    [
+        ({"paths": {"secrets_dir": "/run/secrets/stack"}}, "settings.paths.secrets_dir"),
+        ({"paths": {"state_dir": "/run/keyroll/state"}}, "settings.paths.state_dir"),
+        ({"paths": {"backup_dir": "/tmp/keyroll-backups"}}, "settings.paths.backup_dir"),
+        ({"store": {"kind": "sops", "bundle": "/run/secrets/stack/secrets.sops.yaml"}}, "settings.store.bundle"),
+    ],
+)
+def test_a_store_in_memory_fails(settings: dict[str, Any], option: str) -> None:
+    """/run is a tmpfs, and sops-nix rebuilds /run/secrets on every activation: a rotated
+    value kept there is lost at the next activation or reboot."""
+    extra = ["/run/secrets/stack", "/run/keyroll", "/tmp/keyroll-backups"]
+    credentials = {**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}
+    result = evaluate(
+        sample(settings={**SAMPLE_SETTINGS, **settings}, extraWritablePaths=extra, credentials=credentials)
+    )
+    messages = failed(result)
+    assert len(messages) == 1, messages
+    assert f"services.keyroll.{option}" in messages[0]
+    assert "persistent storage under /var/lib/keyroll" in messages[0]
+
+
+def test_rendered_copies_of_a_sops_store_may_live_in_memory() -> None:
+    settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops"}, "paths": {"secrets_dir": "/run/keyroll"}}
+    credentials = {**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}
+    result = evaluate(sample(settings=settings, credentials=credentials, extraWritablePaths=["/run/keyroll"]))
+    assert failed(result) == []
+    assert result["systemd"]["tmpfiles"]["rules"] == ["d /run/keyroll - root root - -"]
 
 
 def test_a_sops_store_gets_a_writable_bundle_outside_the_nix_store(tmp_path: Path) -> None:
