@@ -44,6 +44,7 @@ MODE_KEYS = {
     "ExecStart",
     "ExecReload",
     "WatchdogSec",
+    "WatchdogSignal",
     "Restart",
     "RestartSec",
     "RestartPreventExitStatus",
@@ -204,6 +205,14 @@ def test_daemon_unit_contract() -> None:
     assert one(daemon["Install"], "WantedBy") == "multi-user.target"
 
 
+def test_the_watchdog_kills_without_a_core_dump() -> None:
+    """A core dump of keyroll holds plaintext values: none, whatever kills it."""
+    daemon = unit("keyroll.service")["Service"]
+    assert one(daemon, "WatchdogSignal") == "SIGKILL"
+    for name in SERVICES:
+        assert one(unit(name)["Service"], "LimitCORE") == "0", name
+
+
 def test_oneshot_and_timer_contract() -> None:
     rotate = unit("keyroll-rotate.service")["Service"]
     assert one(rotate, "Type") == "oneshot"
@@ -258,12 +267,14 @@ def test_hardening_values(name: str) -> None:
         "RestrictNamespaces": "yes",
         "RestrictRealtime": "yes",
         "RestrictSUIDSGID": "yes",
-        "SystemCallFilter": "@system-service",
+        "LimitCORE": "0",
         "SystemCallArchitectures": "native",
         "CapabilityBoundingSet": "CAP_CHOWN CAP_FOWNER",
     }
     for key, value in expected.items():
         assert one(service, key) == value, key
+    # nixpkgs' ACME filter: later allow lists add back what a ~deny list removed.
+    assert service["SystemCallFilter"] == ["@system-service", "~@privileged @resources", "@chown"]
     families = one(service, "RestrictAddressFamilies").split()
     # AF_UNIX: systemctl try-restart talks to PID 1; AF_INET(6): databases, notices.
     assert set(families) == {"AF_UNIX", "AF_INET", "AF_INET6"}
