@@ -45,8 +45,15 @@ let
   # absolute defaults in ${dataDir}, where the units may write.
   storeSettings = cfg.settings.store or { };
   usesSops = (storeSettings.kind or "directory") == "sops";
+  metricsFile = cfg.metrics.textfile;
+  metricsDir = if metricsFile == null then null else dirOf metricsFile;
   renderedSettings =
     cfg.settings
+    // lib.optionalAttrs (metricsFile != null) {
+      metrics = (cfg.settings.metrics or { }) // {
+        textfile = metricsFile;
+      };
+    }
     // lib.optionalAttrs usesSops {
       store = {
         bundle = "${dataDir}/secrets.sops.yaml";
@@ -60,11 +67,18 @@ let
 
   # Build-time check: `config validate --static` parses the file and checks
   # every key and value against keyroll's schema, touching no other file, no
-  # credential and no service, so it runs in the build sandbox.
+  # credential and no service, so it runs in the build sandbox.  It runs on the
+  # build machine: when that cannot execute the target's programs (cross
+  # compilation), the build platform's keyroll checks the file.
+  checkPackage =
+    if pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform then
+      cfg.package
+    else
+      pkgs.buildPackages.keyroll or (pkgs.buildPackages.callPackage ./package.nix { });
   configFile =
     if cfg.checkConfig then
       pkgs.runCommand "keyroll-config.toml" { } ''
-        ${cfg.package}/bin/keyroll --config ${rawConfigFile} config validate --static
+        ${checkPackage}/bin/keyroll --config ${rawConfigFile} config validate --static
         cp ${rawConfigFile} $out
       ''
     else
@@ -72,11 +86,28 @@ let
 
   keyroll = "${cfg.package}/bin/keyroll --config ${configFile}";
 
+  # `keyroll` for an admin's shell: the CLI with the units' configuration and
+  # credentials, in a transient unit (as borgbackup's borg-job-NAME wrappers
+  # give the job's settings), so `keyroll status` or `keyroll rotate NAME`
+  # works in timer mode too, where no daemon holds the credentials.
+  wrapperProperties = map (line: "LoadCredential=${line}") credentialLines ++ [
+    "LimitCORE=0"
+    "UMask=0077"
+    "User=${cfg.user}"
+    "Group=${cfg.group}"
+  ];
+  wrapper = pkgs.writeShellScriptBin "keyroll" ''
+    exec systemd-run --pipe --wait --quiet --collect --same-dir --service-type=exec \
+      ${lib.concatMapStrings (p: "-p ${lib.escapeShellArg p} ") wrapperProperties}\
+      ${keyroll} "$@"
+  '';
+
   # A folder is writable by the units when it is /var/lib/keyroll
   # (StateDirectory, ReadWritePaths in the unit files) or an extraWritablePaths
   # entry, or lies below one.
   isUnder = root: dir: dir == root || lib.hasPrefix "${lib.removeSuffix "/" root}/" dir;
-  writableRoots = [ dataDir ] ++ cfg.extraWritablePaths;
+  writablePaths = cfg.extraWritablePaths ++ lib.optional (metricsDir != null) metricsDir;
+  writableRoots = [ dataDir ] ++ writablePaths;
   isWritable = dir: lib.any (root: isUnder root dir) writableRoots;
 
   folderOptions = [
@@ -104,7 +135,7 @@ let
   extraRules = map (dir: {
     path = dir;
     rule = "d ${dir} 0755 ${cfg.user} ${cfg.group} - -";
-  }) (lib.filter (dir: !(isUnder dataDir dir)) cfg.extraWritablePaths);
+  }) (lib.unique (lib.filter (dir: !(isUnder dataDir dir)) writablePaths));
   # One rule a folder (tmpfiles ignores a second line for the same path): the
   # settings folder's own mode wins over the generic one.
   tmpfilesRules =
@@ -179,9 +210,11 @@ let
         "${keyroll} ${command}"
       ];
       LoadCredential = credentialLines;
-      ReadWritePaths = cfg.extraWritablePaths;
+      ReadWritePaths = writablePaths;
       User = cfg.user;
       Group = cfg.group;
+      # Also in the packaged units; repeated so that no package can bring core dumps back.
+      LimitCORE = 0;
     };
   };
 in
@@ -191,8 +224,9 @@ in
 
     package = mkOption {
       type = types.package;
-      default = pkgs.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      # pkgs.keyroll first: the flake's overlay (overlays.default) provides it.
+      default = pkgs.keyroll or (pkgs.callPackage ./package.nix { });
+      defaultText = lib.literalExpression "pkgs.keyroll or (pkgs.callPackage ./nix/package.nix { })";
       description = "The keyroll package; its units (lib/systemd/system) carry the hardening.";
     };
 
@@ -322,6 +356,20 @@ in
       description = "Group the units run as (see `${opt}.user`).";
     };
 
+    metrics.textfile = mkOption {
+      type = types.nullOr (types.strMatching "/.*");
+      default = null;
+      example = "/var/lib/prometheus/node-exporter/keyroll.prom";
+      description = ''
+        Where keyroll writes its Prometheus metrics (`settings.metrics.textfile`),
+        for node_exporter's textfile collector
+        (services.prometheus.exporters.node.enabledCollectors = [ "textfile" ] and
+        extraFlags = [ "--collector.textfile.directory=/var/lib/prometheus/node-exporter" ]).
+        Its folder is made writable for the units and created at boot (0755);
+        the file itself is 0644 (`settings.metrics.mode`).  null: no metrics.
+      '';
+    };
+
     checkConfig = mkOption {
       type = types.bool;
       default = true;
@@ -383,6 +431,13 @@ in
               (a relative one would point into the Nix store). Leave it unset for ${dataDir}/.sops.yaml.'';
           }
         ]
+        ++ lib.optional usesSops {
+          assertion = cfg.credentials ? age-key || (storeSettings.age_key_file or "") != "";
+          message = ''
+            ${opt}.settings.store.kind = "sops", but the units have no age identity to decrypt the bundle with:
+            set ${opt}.credentials.age-key (a file outside the Nix store), or settings.store.age_key_file.
+            (sops' last fallback, ~/.config/sops/age/keys.txt, is hidden from the units by ProtectHome=yes.)'';
+        }
         ++ map (ref: {
           assertion = cfg.credentials ? ${ref.name};
           message = ''
@@ -394,13 +449,18 @@ in
         ${opt}.settings.notify.urls puts Apprise URLs (often holding tokens) into the world-readable Nix store;
         prefer notify.urls_file = "credential:notify-urls" with ${opt}.credentials.notify-urls.'';
 
-      environment.systemPackages = [ cfg.package ];
+      # `keyroll` in a shell is the wrapper (the units' config and credentials);
+      # the package's own program stays at ${cfg.package}/bin/keyroll.
+      environment.systemPackages = [ wrapper ];
       # The CLI finds the same file as the units when run by root.
       environment.etc."keyroll/config.toml".source = configFile;
 
       systemd.packages = [ cfg.package ];
       systemd.services.keyroll = serviceOverrides "daemon";
-      systemd.services.keyroll-rotate = serviceOverrides "run";
+      systemd.services.keyroll-rotate = serviceOverrides "run" // {
+        # A switch must not start a rotation run: the timer does.
+        restartIfChanged = false;
+      };
 
       systemd.tmpfiles.rules = tmpfilesRules;
     }

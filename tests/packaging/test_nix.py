@@ -217,11 +217,123 @@ def test_daemon_mode_units() -> None:
         assert config["User"] == "root"
         assert config["Group"] == "root"
         assert config["ReadWritePaths"] == []
+        assert config["LimitCORE"] == 0
         # Type, the watchdog and the hardening come from the packaged unit.
         assert not {"Type", "WatchdogSec", "ProtectSystem", "CapabilityBoundingSet"} & set(config)
 
     assert result["environment"]["etc"]["keyroll/config.toml"]["source"] == config_file
-    assert result["environment"]["systemPackages"] == [package]
+    # The oneshot is not started by a switch; the daemon is restarted as usual.
+    assert rotate["restartIfChanged"] is False
+    assert "restartIfChanged" not in daemon
+
+
+def test_keyroll_on_the_system_path_runs_with_the_units_config_and_credentials(tmp_path: Path) -> None:
+    """`keyroll rotate NAME` from a root shell works in timer mode too, where no daemon holds
+    the credentials: the wrapper runs the CLI in a transient unit with the same LoadCredential=."""
+    result = evaluate(sample(mode="timer", user="keyroll", group="keyroll"))
+    package = result["options"]["package"]
+    script = result["wrapper"]
+    assert script is not None
+    [wrapper_entry] = result["environment"]["systemPackages"]
+    assert wrapper_entry != package  # not the package's own bin/keyroll: the two would collide
+    # The script really passes these arguments (bash parses it; systemd-run is a stand-in).
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "systemd-run").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    (fake_bin / "systemd-run").chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-c", script, "keyroll", "rotate", "pg_password"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    argv = done.stdout.splitlines()
+    assert argv[:6] == ["--pipe", "--wait", "--quiet", "--collect", "--same-dir", "--service-type=exec"]
+    properties = [argv[i + 1] for i, a in enumerate(argv) if a == "-p"]
+    assert sorted(properties) == sorted(
+        [
+            "LoadCredential=notify-urls:/etc/keyroll/notify-urls",
+            "LoadCredential=pg-admin:/run/keys/pg-admin",
+            "LimitCORE=0",
+            "UMask=0077",
+            "User=keyroll",
+            "Group=keyroll",
+        ]
+    )
+    command = argv[len(argv) - 5 :]
+    assert command == [f"{package}/bin/keyroll", "--config", result["configFile"]["path"], "rotate", "pg_password"]
+
+
+def test_the_package_comes_from_the_overlay_when_there_is_one() -> None:
+    default = evaluate(sample())["options"]["package"]
+    config = {"services": {"keyroll": sample()}}
+    overlaid = nix_value(
+        str(NIX / "eval.nix"),
+        "--argstr",
+        "configJSON",
+        json.dumps(config),
+        "--argstr",
+        "pkgsArgsJSON",
+        json.dumps({"withOverlay": True}),
+    )
+    assert overlaid["options"]["package"].endswith("-keyroll-from-overlay")
+    assert default.endswith("-keyroll-standin")
+    assert overlaid["systemd"]["packages"] == [overlaid["options"]["package"]]
+
+
+def test_the_config_check_runs_on_the_build_machine_when_cross_compiling() -> None:
+    config = {"services": {"keyroll": sample()}}
+    cross = nix_value(
+        str(NIX / "eval.nix"),
+        "--argstr",
+        "configJSON",
+        json.dumps(config),
+        "--argstr",
+        "pkgsArgsJSON",
+        json.dumps({"cross": True}),
+    )
+    script = cross["configFile"]["script"]
+    assert "-keyroll-build-standin/bin/keyroll --config" in script
+    assert cross["options"]["package"] not in script  # the target's keyroll cannot run on the build machine
+    # The units still run the target's package.
+    assert cross["systemd"]["services"]["keyroll"]["serviceConfig"]["ExecStart"][-1].startswith(
+        cross["options"]["package"]
+    )
+    native = evaluate(sample())
+    assert f"{native['options']['package']}/bin/keyroll --config" in native["configFile"]["script"]
+
+
+def test_a_sops_store_needs_an_age_identity_the_units_can_read() -> None:
+    settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops"}}
+    messages = failed(evaluate(sample(settings=settings)))
+    assert len(messages) == 1
+    assert "services.keyroll.credentials.age-key" in messages[0] and "ProtectHome" in messages[0]
+    keyed = {**SAMPLE_SETTINGS, "store": {"kind": "sops", "age_key_file": "/etc/keyroll/age.txt"}}
+    assert failed(evaluate(sample(settings=keyed))) == []
+    credentials = {**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}
+    assert failed(evaluate(sample(settings=settings, credentials=credentials))) == []
+
+
+def test_metrics_textfile_is_wired_up() -> None:
+    """[metrics] textfile for node_exporter: the setting, a writable folder, created at boot."""
+    textfile = "/var/lib/prometheus/node-exporter/keyroll.prom"
+    result = evaluate(sample(metrics={"textfile": textfile}))
+    assert failed(result) == []
+    assert tomllib.loads(result["configText"])["metrics"] == {"textfile": textfile}
+    for service in ("keyroll", "keyroll-rotate"):
+        config = result["systemd"]["services"][service]["serviceConfig"]
+        assert config["ReadWritePaths"] == ["/var/lib/prometheus/node-exporter"]
+    assert result["systemd"]["tmpfiles"]["rules"] == ["d /var/lib/prometheus/node-exporter 0755 root root - -"]
+    # Other [metrics] keys given in settings stay.
+    both = evaluate(sample(settings={**SAMPLE_SETTINGS, "metrics": {"mode": "0640"}}, metrics={"textfile": textfile}))
+    assert tomllib.loads(both["configText"])["metrics"] == {"textfile": textfile, "mode": "0640"}
+    # Off by default: no [metrics] table, nothing writable.
+    off = evaluate(sample())
+    assert "metrics" not in tomllib.loads(off["configText"])
+    assert off["systemd"]["services"]["keyroll"]["serviceConfig"]["ReadWritePaths"] == []
+    assert "relative/keyroll.prom" in evaluation_error(sample(metrics={"textfile": "relative/keyroll.prom"}))
 
 
 def test_config_file_is_checked_at_build_time() -> None:
@@ -503,7 +615,8 @@ def test_a_sops_store_gets_a_writable_bundle_outside_the_nix_store(tmp_path: Pat
 )
 def test_a_sops_bundle_that_cannot_work_fails(store: dict[str, str], option: str) -> None:
     settings = {**SAMPLE_SETTINGS, "store": {"kind": "sops", **store}}
-    messages = failed(evaluate(sample(settings=settings)))
+    credentials = {**SAMPLE_CREDENTIALS, "age-key": "/etc/keyroll/age.txt"}
+    messages = failed(evaluate(sample(settings=settings, credentials=credentials)))
     assert len(messages) == 1 and f"services.keyroll.settings.{option}" in messages[0]
 
 

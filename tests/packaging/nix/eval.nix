@@ -11,11 +11,13 @@
   configJSON ? "{}",
   config ? builtins.fromJSON configJSON,
   module ? ../../../nix/module.nix,
+  # Passed to the pkgs stand-in: { cross = true; } or { withOverlay = true; }.
+  pkgsArgsJSON ? "{}",
 }:
 
 let
   lib = import ./lib.nix;
-  pkgs = import ./pkgs.nix { inherit lib; };
+  pkgs = import ./pkgs.nix ({ inherit lib; } // builtins.fromJSON pkgsArgsJSON);
 
   userConfig = lib.resolve config;
   userServices = userConfig.services or { };
@@ -72,6 +74,12 @@ in
   warnings = final.warnings or [ ];
   systemd = final.systemd or { };
   environment = final.environment or { };
+  # The wrapper on the system path, when there is one.
+  wrapper =
+    let
+      found = builtins.filter (p: (p.bin or null) == "keyroll") ((final.environment or { }).systemPackages or [ ]);
+    in
+    if found == [ ] then null else (builtins.head found).text;
   # The TOML the module renders from `settings`, and the store path it would have.
   configText = if rawConfig == null then null else rawConfig.text;
   rawConfigPath = if rawConfig == null then null else rawConfig.outPath;

@@ -4,7 +4,13 @@
 # (the tests compare paths the module wires together).  formats.toml renders
 # real TOML (a small renderer; nixpkgs uses remarshal), which the tests parse
 # with tomllib and hand to `keyroll config validate --static`.
-{ lib }:
+{
+  lib,
+  # Cross compilation: the build machine cannot run the target's programs.
+  cross ? false,
+  # What the flake's overlay adds: pkgs.keyroll.
+  withOverlay ? false,
+}:
 
 let
   inherit (builtins)
@@ -81,6 +87,34 @@ let
         inherit (test) name testScript;
         nodes = attrNames test.nodes;
       };
+    writeShellScriptBin =
+      name: text:
+      fakeDerivation name {
+        inherit text;
+        bin = name;
+      };
+    stdenv = {
+      hostPlatform = {
+        system = if cross then "aarch64-linux" else "x86_64-linux";
+      };
+      buildPlatform = {
+        system = "x86_64-linux";
+        canExecute = platform: platform.system == "x86_64-linux";
+      };
+    };
+    # The build machine's packages (a different set when cross compiling).
+    buildPackages =
+      if cross then
+        {
+          callPackage =
+            path: args:
+            fakeDerivation "keyroll-build-standin" {
+              package = baseNameOf (toString path);
+              inherit args;
+            };
+        }
+      else
+        pkgs;
     formats.toml = _: {
       type = lib.types.anything // {
         description = "TOML value";
@@ -90,3 +124,6 @@ let
   };
 in
 pkgs
+// lib.optionalAttrs withOverlay {
+  keyroll = fakeDerivation "keyroll-from-overlay" { };
+}
