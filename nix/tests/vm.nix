@@ -196,8 +196,8 @@ pkgs.testers.runNixOSTest {
 
     PG_INITIAL = "${pgInitialPassword}"
     REDIS_INITIAL = "${redisInitialPassword}"
-    # How an admin's shell reaches the credentials of the running unit.
-    CREDS = "CREDENTIALS_DIRECTORY=/run/credentials/keyroll.service"
+    # `keyroll` in a shell is the module's wrapper: the CLI in a transient unit
+    # with the units' config and credentials (systemd-run --pipe --wait).
     JOURNAL = "journalctl --no-pager -u keyroll.service -u postgresql.service -u redis-keyroll-test.service"
 
 
@@ -232,11 +232,20 @@ pkgs.testers.runNixOSTest {
         machine.wait_for_unit("keyroll.service")
         assert unit("Type") == "notify"
         assert unit("WatchdogUSec") == "1min", unit("WatchdogUSec")
-        machine.succeed(f"{CREDS} keyroll status")
+        machine.succeed("keyroll status")
+        # The wrapper passes keyroll's exit code through: 2 for a usage error.
+        machine.fail("keyroll no-such-command")
 
     with subtest("hardening of the installed unit"):
         print(machine.succeed("systemd-analyze security --no-pager keyroll.service | tail -n 1"))
         machine.succeed("systemd-analyze security --threshold=45 keyroll.service")
+        assert unit("LimitCORE") == "0", unit("LimitCORE")
+        assert unit("WatchdogSignal") == "9", unit("WatchdogSignal")  # SIGKILL
+        # ACME's filter: @system-service without @privileged and @resources, chown allowed again.
+        allowed = unit("SystemCallFilter").split()
+        assert "fchownat" in allowed and "fchown" in allowed, allowed
+        for denied in ("setuid", "mount", "setrlimit", "setpriority"):
+            assert denied not in allowed, denied
 
     with subtest("keyroll rotate all: new passwords work, old ones fail"):
         # The adopted values (the seeded ones, unless the daemon was quicker)
@@ -245,7 +254,7 @@ pkgs.testers.runNixOSTest {
         machine.succeed(pg_login(pg_old))
         assert redis_works(redis_old)
         app_before = unit("InvocationID", "stack-app.service")
-        machine.succeed(f"{CREDS} keyroll rotate all --wait 120")
+        machine.succeed("keyroll rotate all --wait 120")
         pg_new, redis_new = secret("pg_password"), secret("redis_password")
         assert pg_new != pg_old and redis_new != redis_old
         machine.succeed(pg_login(pg_new))
@@ -295,11 +304,17 @@ pkgs.testers.runNixOSTest {
 
     with subtest("timer mode: keyroll run rotates what is due, inside the sandbox"):
         timer.succeed("keyroll init")
+        timer.succeed("keyroll status")
         before = timer.succeed("cat /var/lib/keyroll/secrets/api_token").strip()
         time.sleep(6)
         timer.succeed("systemctl start keyroll-rotate.service")
         assert timer.succeed("systemctl show -p Result --value keyroll-rotate.service").strip() == "success"
-        assert timer.succeed("cat /var/lib/keyroll/secrets/api_token").strip() != before
+        rotated = timer.succeed("cat /var/lib/keyroll/secrets/api_token").strip()
+        assert rotated != before
+
+    with subtest("timer mode: an admin rotates one secret through the wrapper"):
+        timer.succeed("keyroll rotate api_token")
+        assert timer.succeed("cat /var/lib/keyroll/secrets/api_token").strip() != rotated
 
     with subtest("the modes conflict: starting the daemon stops the timer"):
         timer.succeed("systemctl start keyroll.service")

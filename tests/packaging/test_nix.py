@@ -809,7 +809,11 @@ def vm_test_expression(body: str) -> str:
 def test_vm_test_script_compiles() -> None:
     script = nix_value("--expr", vm_test_expression("test.testScript"))
     compile(script, "nix/tests/vm.nix testScript", "exec")
-    for needle in ("keyroll rotate all", "WatchdogUSec", "time.sleep(75)", "psql", "redis-cli", "InvocationID"):
+    needles = ("keyroll rotate all", "WatchdogUSec", "time.sleep(75)", "psql", "redis-cli", "InvocationID")
+    # The wrapper (no hand-made CREDENTIALS_DIRECTORY any more) and the filter.
+    needles += ("keyroll rotate api_token", "SystemCallFilter", "LimitCORE", "WatchdogSignal")
+    assert "CREDENTIALS_DIRECTORY" not in script
+    for needle in needles:
         assert needle in script, needle
     names = nix_value("--expr", vm_test_expression("builtins.attrNames test.nodes"))
     assert names == ["machine", "timer"]
