@@ -3,8 +3,11 @@
 # The units and their hardening come from the package (systemd/ in the repo,
 # installed by package.nix with store paths substituted): `systemd.packages`
 # brings them in and this module overrides only what it must, in drop-ins:
-# ExecStart (with --config), LoadCredential, ReadWritePaths and User/Group, plus
-# wantedBy for the chosen mode and the timer's OnCalendar.
+# ExecStart (with --config), LoadCredential, ReadWritePaths and User/Group (and
+# LimitCORE=0 once more), plus wantedBy for the chosen mode and the timer's
+# OnCalendar.  It also creates the writable folders (tmpfiles) and puts a
+# `keyroll` wrapper on the system path that runs the CLI with the units'
+# configuration and credentials.
 #
 #   services.keyroll = {
 #     enable = true;

@@ -14,14 +14,23 @@ Checked here, with Debian's nix-bin (2.8, offline, no nixpkgs):
 - the packaged units with the module's drop-ins (rendered the way NixOS writes
   them) pass `systemd-analyze verify` with an empty stderr and keep the
   security score at or under 4.5;
+- every writable folder gets a tmpfiles rule (a missing one stops the units);
+  the `keyroll` wrapper script, run by bash against a stand-in systemd-run,
+  passes the units' credentials and config; the config check uses the build
+  platform's keyroll when cross compiling; the overlay's pkgs.keyroll is the
+  default package; metrics.textfile is wired up;
 - bad input fails an assertion whose message names the option: timer mode with
   an empty timer.onCalendar, a credential in /nix/store, a data folder outside
-  the writable paths, a "credential:NAME" the module does not load;
-- nix/package.nix, evaluated with stand-ins: its dependencies match
-  pyproject.toml, and its postInstall / postInstallCheck scripts, run in bash
-  against a temporary $out (with a stand-in substituteInPlace that, like
-  nixpkgs', fails when a pattern is missing), install units that name no path
-  outside the store and still verify;
+  the writable paths, a "credential:NAME" the module does not load, a store,
+  backups or journal under /run (a tmpfs), a SOPS store without an age key;
+- nix/package.nix, evaluated with a stand-in buildPythonApplication that sets
+  `doInstallCheck = attrs.doCheck or true` after the package's attributes, as
+  nixpkgs does: its dependencies match pyproject.toml, its tests run in the
+  build (unit and e2e, not slow), and its postInstall and the install-check
+  commands (pytest left out), run in bash against a temporary $out (with a
+  stand-in substituteInPlace that, like nixpkgs', fails when a pattern is
+  missing), install units that name no path outside the store and still
+  verify;
 - flake.nix's outputs evaluate (nixpkgs replaced by the stand-ins).
 
 Not checked here (needs nixpkgs, a Nix builder, KVM): building the package
