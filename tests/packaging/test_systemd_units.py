@@ -10,6 +10,13 @@ Checked here:
   removed from the environment so that verify logs at its default level.
 - `systemd-analyze security --offline=yes` scores both services at or under 4.5.
 - `systemd-analyze calendar` accepts the timer's OnCalendar.
+- the system-call filter (nixpkgs' ACME filter: @system-service, ~@privileged
+  @resources, @chown) allows chown but not setuid, mount or setrlimit, expanded
+  from `systemd-analyze syscall-filter` with systemd's order semantics; and
+  every system call keyroll makes for the commands the units and an admin run
+  (init, rotate with a command target and a group-owned file, status,
+  validate, backup, run, the daemon up to a SIGTERM), traced with strace -f,
+  is one the filter allows.
 - the [Service] hardening of keyroll.service and keyroll-rotate.service is the
   same, holds what the design asks for, and leaves out what would stop keyroll
   from restarting other units (systemctl over AF_UNIX) or reaching its services.
@@ -23,11 +30,14 @@ test, nix/tests/vm.nix, which needs Nix, nixpkgs and KVM.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -309,3 +319,120 @@ def test_credential_options_in_the_comments_exist_in_the_schema() -> None:
     assert "age_key_file" in schema["store"]["options"]
     for kind in ("postgres", "redis"):
         assert "admin_password_file" in schema[f"targets.<name> (type = {kind})"]["options"]
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """`systemd-analyze syscall-filter`: every @group and its entries (system calls or @groups)."""
+    tool = require_tool("systemd-analyze")
+    done = subprocess.run(
+        [tool, "syscall-filter", "--no-pager"], capture_output=True, text=True, env=analyze_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    groups: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in done.stdout.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.split()[0], [])
+        elif current is not None and line.strip() and not line.strip().startswith("#"):
+            current.append(line.split()[0])
+    return groups
+
+
+def expand(entries: list[str], groups: dict[str, list[str]]) -> set[str]:
+    calls: set[str] = set()
+    for entry in entries:
+        calls |= expand(groups[entry], groups) if entry.startswith("@") else {entry}
+    return calls
+
+
+def filter_allows(values: list[str], groups: dict[str, list[str]]) -> set[str]:
+    """What a list of SystemCallFilter= lines allows, in systemd's order semantics: the first (an
+    allow list) sets the list, a later ~list removes from it, a later allow list adds back."""
+    allowed: set[str] = set()
+    for value in values:
+        if value.startswith("~"):
+            allowed -= expand(value[1:].split(), groups)
+        else:
+            allowed |= expand(value.split(), groups)
+    return allowed
+
+
+def test_the_filter_denies_privileged_calls_but_allows_chown() -> None:
+    groups = syscall_groups()
+    allowed = filter_allows(unit("keyroll.service")["Service"]["SystemCallFilter"], groups)
+    assert {"fchown", "fchownat", "chown"} <= allowed
+    assert not {"setuid", "setgroups", "mount", "setrlimit", "setpriority", "sched_setaffinity"} & allowed
+    # Order matters: with @chown first, the deny list would remove it again.
+    reordered = filter_allows(["@system-service", "@chown", "~@privileged @resources"], groups)
+    assert "fchown" not in reordered
+
+
+def test_keyroll_uses_no_system_call_the_filter_denies(tmp_path: Path) -> None:
+    """Every system call keyroll makes (and the threads and children it starts) for the
+    commands the units and an admin run, traced with strace, is one the units' filter
+    allows: a denied one would fail with EPERM (SystemCallErrorNumber=) under systemd."""
+    strace = require_tool("strace")
+    groups = syscall_groups()
+    # systemd always allows these besides the list (systemd.exec(5), SystemCallFilter=).
+    implicit = {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn", "restart_syscall"}
+    allowed = filter_allows(unit("keyroll.service")["Service"]["SystemCallFilter"], groups) | implicit
+    config = tmp_path / "keyroll.toml"
+    # A command target (a child process, its stdin) and a secret given to another group (fchown).
+    group = grp.getgrgid(os.getgid()).gr_name
+    config.write_text(
+        f'[paths]\nsecrets_dir = "{tmp_path}/secrets"\nbackup_dir = "{tmp_path}/backups"\n'
+        f'state_dir = "{tmp_path}/state"\n'
+        '[targets.app]\ntype = "command"\nargv = ["/bin/sh", "-c", "cat > /dev/null"]\n'
+        f'[secrets.api]\nkind = "api_key"\ntarget = "app"\n[secrets.db]\nkind = "password"\ngroup = "{group}"\n'
+        'mode = "0640"\n'
+    )
+    exe = real_keyroll()
+    if exe == "/bin/true":
+        pytest.skip("no keyroll executable next to the test's Python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYROLL_", "NOTIFY_", "WATCHDOG_"))}
+    traces: list[Path] = []
+    commands = [["init"], ["rotate", "all"], ["status"], ["validate"], ["backup"], ["run"], ["list-backups"]]
+    for number, command in enumerate(commands):
+        trace = tmp_path / f"trace.{number}"
+        traces.append(trace)
+        done = subprocess.run(
+            [strace, "-f", "-qq", "-o", str(trace), exe, "--config", str(config), *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if done.returncode != 0 and "ptrace" in done.stderr:
+            pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+        assert done.returncode == 0, f"keyroll {' '.join(command)}: {done.stdout}{done.stderr}"
+    # The daemon: start-up, a cycle, and a stop by SIGTERM.
+    trace = tmp_path / "trace.daemon"
+    traces.append(trace)
+    daemon = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", str(trace), exe, "--config", str(config), "daemon"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        time.sleep(3)
+        # SIGTERM to keyroll itself (strace's child), as systemctl stop sends it.
+        children = Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read_text().split()
+        assert children, "keyroll daemon did not start under strace"
+        os.kill(int(children[0]), signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+    used: set[str] = set()
+    assert any('execve("/bin/sh"' in path.read_text() for path in traces), "the command target never ran"
+    for path in traces:
+        for line in path.read_text().splitlines():
+            match = re.match(r"\d+\s+([a-z_0-9]+)\(", line)
+            if match:
+                used.add(match.group(1))
+    # The trace is real: files written and given to a group, the target program started.
+    assert {"fchown", "openat", "execve"} <= used and {"clone", "clone3", "vfork"} & used, sorted(used)
+    assert used - allowed == set(), f"denied by the units' SystemCallFilter=: {sorted(used - allowed)}"
