@@ -357,7 +357,20 @@ def filter_allows(values: list[str], groups: dict[str, list[str]]) -> set[str]:
     return allowed
 
 
-def test_the_filter_denies_privileged_calls_but_allows_chown() -> None:
+def test_the_filter_denies_privileged_calls_but_allows_chown(unit_copy: Path) -> None:
+    # systemd's own reading of the three lines: no @resources, and of @privileged only chown.
+    tool = require_tool("systemd-analyze")
+    done = subprocess.run(
+        [tool, "security", "--offline=yes", "--no-pager", str(unit_copy / "keyroll.service")],
+        capture_output=True,
+        text=True,
+        env=analyze_env(),
+        cwd=unit_copy,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"SystemCallFilter=~@resources .*@resources is not included", done.stdout), done.stdout
+    assert re.search(r"SystemCallFilter=~@privileged .*\(e\.g\. [a-z0-9]*chown[a-z0-9]* is allowed\)", done.stdout)
     groups = syscall_groups()
     allowed = filter_allows(unit("keyroll.service")["Service"]["SystemCallFilter"], groups)
     assert {"fchown", "fchownat", "chown"} <= allowed
