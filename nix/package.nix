@@ -108,6 +108,9 @@ py.buildPythonApplication {
     sops
     age
   ];
+  # pytestFlagsArray: understood by every nixpkgs release (newer ones also take
+  # enabledTestPaths / disabledTestMarks, which older ones would ignore and then
+  # run tests/integration too).
   pytestFlagsArray = [
     "tests/unit"
     "tests/e2e"
