@@ -47,12 +47,28 @@ from keyroll.targets import Connections, Target, open_target
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
+    from keyroll.gitops import FleetWait, Publisher
     from keyroll.store import Store
 
 FAILPOINT_ENV = "KEYROLL_FAILPOINT"
 # Steps at which KEYROLL_FAILPOINT=<step> (or <step>:<n>, the n-th time) kills the
 # process with SIGKILL.  Inactive unless the variable is set; for crash tests.
-FAILPOINTS = ("backup", "create", "apply", "verify", "store-write", "store", "restart", "retire", "finish", "recover")
+FAILPOINTS = (
+    "backup",
+    "create",
+    "apply",
+    "verify",
+    "store-write",
+    "store",
+    "git-write",
+    "git-commit",
+    "git-push",
+    "restart",
+    "converge",
+    "retire",
+    "finish",
+    "recover",
+)
 _failpoint_hits: dict[str, int] = {}
 
 
@@ -198,6 +214,7 @@ class WriterSession:
         self._timings: dict[str, float] = {}
         self.recovery = TxReport()
         self.backup_left_out: dict[str, str] = {}  # secret files the last backup could not hold, and why
+        self._git: Publisher | None = None
 
     # --- session ----------------------------------------------------------------------
 
@@ -282,6 +299,14 @@ class WriterSession:
                 self.policy, secret.target, secret.name, self.live_value, self._connections
             )
         return self._targets[secret.target]
+
+    def gitops(self) -> Publisher | None:
+        """The [gitops] side of this command (keyroll.gitops), when the policy has one."""
+        if self._git is None and self.policy.gitops is not None:
+            from keyroll.gitops import Publisher
+
+            self._git = Publisher(self.policy, self.store, self._journal)
+        return self._git
 
     def _admin_value(self, name: str) -> str | None:
         value = self.live_value(name)
@@ -414,7 +439,10 @@ class WriterSession:
             self._live.setdefault(change.name, old)
             steps.append(step)
 
-        # 2. Preflight: every target reachable and willing; consumers healthy.
+        # 2. Preflight: every target reachable and willing; consumers healthy; the
+        #    [gitops] repository able to take a commit (else exit 2, nothing changed).
+        if steps and (git := self.gitops()) is not None:
+            git.check_ready()
         with self._timed("check"):
             steps = self._preflight(steps, completions)
         if steps and should_stop():  # nothing changed yet: not even a backup
@@ -576,6 +604,13 @@ class WriterSession:
             return completions
         if to_store:
             failpoint("store")
+            if self.policy.gitops is not None:
+                try:
+                    with self._timed("git"):
+                        self._publish(steps)
+                except KeyrollError as exc:
+                    return completions + self._unpublish(steps, exc)
+        fleet = self._fleet_wait()
         for step in steps:
             self._live[step.name] = step.new
             with self._timed("consumers"):
@@ -583,10 +618,79 @@ class WriterSession:
             if failures:
                 completions += self._consumers_failed(step, failures)
                 continue
+            with self._timed("converge"):
+                waiting = (
+                    fleet.wait(step.name, step.secret.converge)
+                    if fleet and not emergency and step.changes_store and step.old is not None
+                    else None
+                )
             with self._timed("retire"):
-                self._retire_or_queue(step, emergency)
+                self._retire_or_queue(step, emergency, hold=waiting is not None)
             completions.append(self._success(step))
+            if waiting is not None:
+                self._hold_for_fleet(step, waiting)
         return completions
+
+    def _fleet_wait(self) -> FleetWait | None:
+        """[gitops]: the wait for the fleet before old credentials are retired."""
+        if self.policy.gitops is None:
+            return None
+        from keyroll.gitops import FleetWait
+        from keyroll.schedule import parse_duration
+
+        def check(specs: tuple[str, ...], name: str, timeout: float) -> list[consumers.ConsumerFailure]:
+            return consumers.check_health(specs, name, timeout, self.policy.env, self._should_stop)
+
+        return FleetWait(parse_duration(self.policy.gitops.converge_timeout).total_seconds(), check, failpoint)
+
+    def _publish(self, steps: list[_Step]) -> None:
+        """[gitops]: the store's files into the repository, one commit, pushed (keyroll.gitops)."""
+        git = self.gitops()
+        assert git is not None
+        changed = [s for s in steps if s.changes_store]
+        txids = {name: entry.txid for name, entry in self.journal.inflight().items()}
+        values, _ = self.store.read_all(list(self.policy.secrets))
+        known = {v for v in values.values() if v} | {s.old for s in changed if s.old}
+        git.publish(txids[changed[0].name], changed[0].change.op, [s.name for s in changed], known, failpoint)
+
+    def _unpublish(self, steps: list[_Step], exc: KeyrollError) -> list[Completion]:
+        """The publish failed (conflict, unreachable remote, plaintext): the store and the
+        targets go back to the old values in one store write, then the repository (a
+        new commit undoes keyroll's own, never a force-push).  A store that cannot be
+        put back leaves everything in flight for recovery."""
+        olds = {s.name: s.old for s in steps if s.changes_store and s.old is not None}
+        try:
+            self.store.write(olds, self.policy.secrets)
+        except KeyrollError as undo_exc:
+            for step in steps:
+                self._fail_outcome(
+                    step, exc, f"rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
+                )
+                self.journal.note_error(step.name, str(undo_exc))
+            return []
+        completions: list[Completion] = []
+        for step in steps:
+            completions += self._undo(step, exc, restore_store=False)
+        git = self.gitops()
+        assert git is not None
+        try:
+            git.unpublish(f"Rolled back: {exc}")
+        except KeyrollError as git_exc:
+            for step in steps:
+                if step.outcome is not None:
+                    step.outcome.message += f"; the repository still holds the new files ({git_exc})"
+        return completions
+
+    def _hold_for_fleet(self, step: _Step, waiting: str) -> None:
+        """The fleet did not converge in time: the value stays, the old credential too (75)."""
+        from keyroll import gitops
+
+        gitops.hold(self.journal, [step.name], to_iso(utcnow()))
+        assert step.outcome is not None
+        step.outcome.exit_code = EXIT_TEMPFAIL
+        step.outcome.message = "; ".join(
+            filter(None, [step.outcome.message, f"{waiting}; the old credential is kept; the next run waits again"])
+        )
 
     def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
         """Restart what reads a changed secret, then wait for its health checks."""
@@ -627,7 +731,7 @@ class WriterSession:
                 step.outcome.message += "; healthy again on the previous value, so the new one is refused"
         return completions
 
-    def _retire_or_queue(self, step: _Step, emergency: bool) -> None:
+    def _retire_or_queue(self, step: _Step, emergency: bool, hold: bool = False) -> None:
         """Every credential the account holds besides the value now current (the one
         left behind, one set before keyroll, one still in an earlier grace period) is
         removed now (--emergency, or no grace) or queued until the grace ends; the value
@@ -647,7 +751,7 @@ class WriterSession:
             assert step.outcome is not None
             step.outcome.message = f"could not list the account's other credentials ({exc})"
         tokens.discard(current)  # (other_credentials leaves it out; a rollback's "old" may equal it)
-        now = emergency or target.grace <= timedelta(0)
+        now = (emergency or target.grace <= timedelta(0)) and not hold  # (held: until the fleet converges)
         for token in sorted(tokens):
             if now:
                 failpoint("retire")
@@ -691,6 +795,8 @@ class WriterSession:
         )
         entries = self.journal.inflight()
         admins = self.policy.admin_secrets()
+        if self.policy.gitops is not None and entries:
+            entries = self._recover_gitops_before(entries, report)
         for entry in sorted(entries.values(), key=lambda e: e.name not in admins):
             if self._should_stop():  # the rest stay in flight, safely, for the next start
                 report.outcomes.append(
@@ -699,6 +805,8 @@ class WriterSession:
                 continue
             failpoint("recover")
             report.outcomes.append(self._recover_entry(entry))
+        if self.policy.gitops is not None:
+            self._recover_gitops_after(report)
         report.retired = [] if self._should_stop() else self.retire_due()  # (due ones wait for the next run)
         return report
 
@@ -773,8 +881,9 @@ class WriterSession:
         """Remove old credentials whose grace period has passed (all of them if `force`)."""
         retired = []
         now = to_iso(utcnow())
+        holding = self._held_for_fleet()
         for item in self.journal.retirements():
-            if not force and item.not_before > now:
+            if not force and (item.not_before > now or item.name in holding):
                 continue
             secret = next((s for s in self.policy.secrets.values() if s.target == item.target), None)
             if secret is None:
@@ -795,3 +904,129 @@ class WriterSession:
             self.journal.add_history("retire", item.name, "retire", "retired", "old credential removed")
             retired.append(item.name)
         return retired
+
+    # --- [gitops] recovery (keyroll.gitops) -----------------------------------------------
+
+    def _held_for_fleet(self) -> set[str]:
+        """Secrets whose old credential waits until the fleet has converged."""
+        if self.policy.gitops is None:
+            return set()
+        from keyroll import gitops
+
+        return set(gitops.held(self.journal))
+
+    def _recover_gitops_before(self, entries: dict[str, InFlight], report: TxReport) -> dict[str, InFlight]:
+        """A transaction whose commit reached the remote goes forward (the normal
+        recovery); one that did not goes back, here, and its commit is undone by a new
+        one.  Returns the entries left for the normal recovery."""
+        git = self.gitops()
+        assert git is not None
+        try:
+            directions = git.direction({e.txid for e in entries.values()})
+        except KeyrollError as exc:  # cannot tell whether it was pushed: it stays in flight
+            state = git.state()
+            stuck = {n for n, e in entries.items() if state is not None and e.txid == state.txid}
+            for name in sorted(stuck):
+                self.journal.note_error(name, str(exc))
+                entry = entries[name]
+                report.outcomes.append(
+                    Outcome(name, entry.op, "unresolved", _exit_code_of(exc), f"{exc}; still in flight")
+                )
+            return {n: e for n, e in entries.items() if n not in stuck}
+        back = [e for e in entries.values() if directions.get(e.txid) == "back" and e.old is not None]
+        if back:
+            outcomes = self._recover_back(back)
+            report.outcomes += outcomes
+            if all(o.ok for o in outcomes):
+                try:
+                    git.unpublish("Interrupted before the commit reached the remote; rolled back by keyroll recover.")
+                except KeyrollError as exc:
+                    for outcome in outcomes:
+                        outcome.message += f"; the repository still holds the new files ({exc})"
+        gone = {e.name for e in back}
+        return {n: e for n, e in entries.items() if n not in gone}
+
+    def _recover_back(self, entries: list[InFlight]) -> list[Outcome]:
+        """Undo interrupted rotations: each target back to the old value, then the store
+        in one write, then the journal.  What cannot be undone stays in flight."""
+        admins = self.policy.admin_secrets()
+        outcomes: list[Outcome] = []
+        undone: list[tuple[InFlight, Outcome, SecretPolicy]] = []
+        for entry in sorted(entries, key=lambda e: e.name not in admins):  # which login works, admins first
+            secret = self.policy.secrets.get(entry.name)
+            target = self.target_for(secret) if secret and entry.target and secret.target == entry.target else None
+            with contextlib.suppress(KeyrollError):
+                if target is not None and target.accepts(entry.pending):
+                    self._live[entry.name] = entry.pending
+        for entry in sorted(entries, key=lambda e: e.name in admins):  # admin credentials last
+            secret = self.policy.secrets.get(entry.name)
+            outcome = Outcome(entry.name, entry.op, "unresolved", EXIT_FAILURE)
+            outcomes.append(outcome)
+            if secret is None:
+                outcome.message = (
+                    "interrupted rotation of a secret no longer in the policy; its values stay in the journal"
+                )
+                continue
+            assert entry.old is not None
+            outcome.services, outcome.store_only = secret.services, secret.store_only
+            try:
+                target = self.target_for(secret) if entry.target and secret.target == entry.target else None
+                if target is not None:
+                    target.wait_idle(30.0)
+                    if target.accepts(entry.pending):
+                        target.rollback(entry.old, entry.pending)
+                    if not target.accepts(entry.old):
+                        raise TargetError(
+                            f"{target.describe()} does not accept the previous value; give it the value it "
+                            f"accepts with `keyroll set {entry.name}`"
+                        )
+                self._live[entry.name] = entry.old
+            except KeyrollError as exc:
+                self.journal.note_error(entry.name, str(exc))
+                outcome.exit_code, outcome.message = _exit_code_of(exc), f"{exc}; still in flight"
+                continue
+            undone.append((entry, outcome, secret))
+        try:
+            olds = {entry.name: entry.old for entry, _, _ in undone if entry.old is not None}
+            stored, _ = self.store.read_all(list(olds))
+            self.store.write({n: v for n, v in olds.items() if stored.get(n) != v}, self.policy.secrets)
+        except KeyrollError as exc:
+            for entry, outcome, _ in undone:
+                self.journal.note_error(entry.name, str(exc))
+                outcome.exit_code, outcome.message = _exit_code_of(exc), f"{exc}; still in flight"
+            return outcomes
+        detail = "interrupted before its commit reached the fleet's repository; rolled back"
+        by_txid: dict[str, list[Completion]] = {}
+        for entry, outcome, secret in undone:
+            if entry.phase == STORED and secret.restart:
+                consumers.restart(secret.restart, entry.name, self.policy.env)
+            by_txid.setdefault(entry.txid, []).append(Completion(entry.name, entry.op, "rolled back", detail))
+            outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
+        for txid, completions in by_txid.items():
+            self.journal.complete(txid, completions)
+        return outcomes
+
+    def _recover_gitops_after(self, report: TxReport) -> None:
+        """Forget a publish whose transaction has ended; resume the wait for the fleet of
+        secrets whose old credential is still held (retired once it has converged)."""
+        from keyroll import gitops
+
+        git = self.gitops()
+        assert git is not None
+        state = git.state()
+        if state is not None and state.txid not in {e.txid for e in self.journal.inflight().values()}:
+            git.done()
+        holding = gitops.held(self.journal)
+        fleet = self._fleet_wait()
+        for name in sorted(holding):
+            if fleet is None or self._should_stop():
+                break
+            secret = self.policy.secrets.get(name)
+            problem = fleet.wait(name, secret.converge) if secret is not None else None
+            if problem is None:
+                gitops.release(self.journal, [name])
+                detail = "the fleet has the new value; its old credential may now be retired"
+                report.outcomes.append(Outcome(name, "converge", "converged", EXIT_OK, detail))
+            else:
+                detail = f"{problem}; the old credential is kept; the next run waits again"
+                report.outcomes.append(Outcome(name, "converge", "waiting", EXIT_TEMPFAIL, detail))

@@ -115,7 +115,15 @@ def test_sigkill_at_20_random_moments_of_a_1000_secret_rotation(home) -> None:  
     print(f"\n20 kills over {duration:.2f}s runs: {outcomes}")
 
 
-@pytest.mark.parametrize("step", [s for s in FAILPOINTS if s not in ("apply", "verify", "restart", "retire")])
+# (git-* and converge: [gitops] only, in tests/integration/test_gitops.py)
+@pytest.mark.parametrize(
+    "step",
+    [
+        s
+        for s in FAILPOINTS
+        if s not in ("apply", "verify", "restart", "retire", "converge") and not s.startswith("git-")
+    ],
+)
 def test_sigkill_at_each_step(home, step: str) -> None:  # type: ignore[no-untyped-def]
     config_for(home, 50)
     assert run(home, "init").returncode == 0

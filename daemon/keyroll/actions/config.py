@@ -47,6 +47,11 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         str(policy.source or "embedded default"),
         f"valid: {len(policy.secrets)} secrets, {len(policy.targets)} targets",
     )
+    if policy.gitops is not None:
+        from keyroll.gitops import fleet_warnings
+
+        for subject, message in fleet_warnings(policy):
+            report.add(WARN, subject, message)
     if static:
         return report
     from keyroll.paths import credential_path
@@ -96,6 +101,14 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
             find_sops()
         except KeyrollError as exc:
             report.add(FAIL, "store.kind", str(exc))
+    if policy.gitops is not None:
+        from keyroll.gitops import Publisher
+        from keyroll.store import open_store
+
+        try:
+            Publisher(policy, open_store(policy), None).check_ready()
+        except KeyrollError as exc:
+            report.add(FAIL, "gitops.repo", str(exc).removeprefix("gitops.repo: "))
     if not report.failures:
         report.add(OK, "references", "files, groups, folders and tools it names are in place")
     if policy.targets:

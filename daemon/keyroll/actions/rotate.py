@@ -77,6 +77,33 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
     return items
 
 
+@record
+class PublishPlan:
+    """[gitops]: the files a change would commit, where it would push, and what stops it."""
+
+    files: list[str]
+    push: str | None
+    problem: str | None = None
+
+
+def gitops_plan(policy: Policy) -> PublishPlan | None:
+    """What [gitops] would commit and push (None without the section); read-only."""
+    if policy.gitops is None:
+        return None
+    from keyroll.gitops import Publisher
+    from keyroll.store import open_store
+
+    publisher = Publisher(policy, open_store(policy), None)
+    result = PublishPlan([], policy.gitops.push or None)
+    try:
+        result.files = publisher.planned()
+        publisher.check_ready()
+    except KeyrollError as exc:
+        result.problem = str(exc)
+        result.files = result.files or [str(publisher.given / policy.gitops.path / open_store(policy).location.name)]
+    return result
+
+
 def rotate(
     policy: Policy,
     names: list[str],

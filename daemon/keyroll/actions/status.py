@@ -18,6 +18,7 @@ from keyroll.store import EntryInfo, open_store
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
+    from keyroll.gitops import RepoState
     from keyroll.store import Store
 
 OK, MISSING, WRONG_LENGTH, BAD_VALUE, MODIFIED, BAD_MODE = (
@@ -108,6 +109,7 @@ class StatusReport:
     initialized: bool
     secrets: list[SecretStatus] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    gitops: RepoState | None = None  # [gitops]: whether the repository holds the store's values
 
 
 def missing_hint(facts: SecretFacts) -> str:
@@ -208,6 +210,8 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         journal.close()
     if any(s.state == IN_FLIGHT for s in report.secrets):
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
+    if policy.gitops is not None:
+        report.gitops = repo_state(policy, store)
     unmigrated = getattr(store, "unmigrated", None)  # (a SOPS store beside a folder not migrated yet)
     if unmigrated is not None and (names := unmigrated()):
         from keyroll.guidance import shown_names
@@ -217,3 +221,18 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
             "move them in with `keyroll bundle migrate`, not `keyroll init`"
         )
     return report
+
+
+def repo_state(policy: Policy, store: Store) -> RepoState:
+    """[gitops]: whether the repository's last commit holds the store's current values
+    (the same bytes, or the same values encrypted anew), and what is not pushed."""
+    from keyroll.gitops import Publisher
+
+    decrypt = getattr(store, "decrypt_bytes", None)
+    fmt = getattr(store, "format", "yaml")
+
+    def values(raw: bytes) -> dict[str, object]:
+        assert decrypt is not None
+        return dict(decrypt(raw, fmt, "the committed bundle"))
+
+    return Publisher(policy, store, None).repo_state(values if decrypt else None)

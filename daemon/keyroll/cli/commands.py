@@ -182,11 +182,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         raise UsageError("`all` cannot be combined with secret names")
     policy = _policy(args)
     if args.dry_run:
-        from keyroll.actions.rotate import plan
+        from keyroll.actions.rotate import gitops_plan, plan
 
         items = plan(policy, args.names, emergency=args.emergency)
+        publish = gitops_plan(policy)
         if args.json:
-            emit_json("rotate", EXIT_OK, {"dry_run": True, "plan": items})
+            emit_json("rotate", EXIT_OK, {"dry_run": True, "plan": items, "gitops": publish})
             return EXIT_OK
         line("Plan (dry run, nothing changes): a backup first, then in this order:")
         for item in items:
@@ -203,6 +204,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 )
             for note in item.notes:
                 line(f"       note:    {note}")
+        if publish is not None:
+            line("Then one commit of the encrypted files, before consumers restart:")
+            for path in publish.files:
+                line(f"       commit:  {path}")
+            line(f"       {f'push to {publish.push}' if publish.push else 'no push (gitops.push is empty)'}")
+            if publish.problem:
+                line(f"       note:    {publish.problem}")
         return EXIT_OK
     from keyroll.actions.rotate import rotate
 
@@ -368,6 +376,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             line(f"{s.name}: {problem}")
     for hint in report.hints:
         line(f"hint: {hint}")
+    if report.gitops is not None:
+        line(f"gitops: {report.gitops.repo}: {report.gitops.detail}")
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from keyroll.config.schema import (
+    OPTIONAL_SECTIONS,
     SECRET_NAME,
     TARGET_TYPES,
     TOP_KEYS,
@@ -15,6 +16,7 @@ from keyroll.config.schema import (
     BackupSection,
     DaemonSection,
     DefaultsSection,
+    GitopsSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -57,6 +59,7 @@ class SecretPolicy:
     reminder: timedelta
     unattended: bool
     health_timeout: timedelta
+    converge: tuple[str, ...] = ()  # [gitops]: checks that the fleet has the new value
 
     @property
     def entropy_bits(self) -> int:
@@ -91,6 +94,17 @@ class Policy:
     targets: dict[str, TargetSection]
     require_encrypted: bool
     env: Mapping[str, str]
+    gitops: GitopsSection | None = None  # None: no [gitops] section
+
+    @property
+    def gitops_repo(self) -> Path | None:
+        """The [gitops] work tree, resolved against the config file's folder."""
+        if self.gitops is None:
+            return None
+        path = Path(self.gitops.repo).expanduser()
+        if not path.is_absolute() and self.config_dir is not None:
+            path = self.config_dir / path
+        return path.absolute()
 
     @property
     def config_dir(self) -> Path | None:
@@ -135,6 +149,8 @@ class Policy:
         for name in TOP_SECTIONS:
             if name != "paths":
                 doc[name] = _plain(asdict(getattr(self, name)))
+        if self.gitops is not None:
+            doc["gitops"] = _plain(asdict(self.gitops))
         doc["store"]["require_encrypted"] = self.require_encrypted
         doc["notify"]["urls"] = [redact(url, index) for index, url in enumerate(self.notify.urls, 1)]
         doc["secrets"] = {}
@@ -157,6 +173,7 @@ class Policy:
                 "reminder": _duration_text(secret.reminder),
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
+                **({"converge": [shown(spec) for spec in secret.converge]} if secret.converge else {}),
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
@@ -301,6 +318,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             reminder=parse_duration(merged["reminder"]),
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
+            converge=section.converge,
         )
 
     for name, target in targets.items():
@@ -312,6 +330,20 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
     _check_admin_cycles(targets, used_targets)
 
     store: StoreSection = sections["store"]
+    gitops: GitopsSection | None = None
+    if "gitops" in document:
+        gitops = parse_section(OPTIONAL_SECTIONS["gitops"], document["gitops"], "gitops")[0]
+        if "bundle" in gitops.publish and store.kind != "sops":
+            raise ConfigError(
+                'gitops.publish: "bundle" needs the SOPS store ([store] kind = "sops"): keyroll never commits '
+                f"the plaintext files of a {store.kind} store"
+            )
+        if "kubernetes" in gitops.publish:
+            raise ConfigError('gitops.publish: "kubernetes" (Secret manifests) is not available yet; use ["bundle"]')
+    else:
+        for name, secret in secrets.items():
+            if secret.converge:
+                raise ConfigError(f"secrets.{name}.converge: needs a [gitops] section (it waits for the fleet)")
     require_encrypted = store.require_encrypted or _env_flag(env, "REQUIRE_ENCRYPTED_SECRETS")
     config_dir = source.parent if source else None
     paths = Paths.resolve(asdict(paths_section), config_dir, env)
@@ -328,6 +360,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         targets=targets,
         require_encrypted=require_encrypted,
         env=env,
+        gitops=gitops,
     )
 
 

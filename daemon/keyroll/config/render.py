@@ -10,7 +10,14 @@ import textwrap
 from typing import Any
 
 from keyroll.config.defaults import SEED_SECRETS
-from keyroll.config.schema import TARGET_TYPES, TOP_SECTIONS, DefaultsSection, SecretSection, field_default
+from keyroll.config.schema import (
+    OPTIONAL_SECTIONS,
+    TARGET_TYPES,
+    TOP_SECTIONS,
+    DefaultsSection,
+    SecretSection,
+    field_default,
+)
 from keyroll.records import Field, fields
 
 HEADER = """\
@@ -86,6 +93,14 @@ def render_example() -> str:
         out += _comment(" ".join((cls.__doc__ or "").split()))
         for fld in fields(cls):
             for line in _option(fld, values.get(fld.name), active=True):
+                out.append(line if line.startswith("#") else "# " + line)
+        out.append("")
+
+    for name, cls in OPTIONAL_SECTIONS.items():  # off unless written: shown commented out
+        out.append(f"# [{name}]")
+        out += _comment(" ".join((cls.__doc__ or "").split()))
+        for fld in fields(cls):
+            for line in _option(fld, active=True):
                 out.append(line if line.startswith("#") else "# " + line)
         out.append("")
 

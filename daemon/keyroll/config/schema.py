@@ -335,6 +335,12 @@ class SecretSection:
         "command:PROGRAM ARGS.",
         check=_health_specs,
     )
+    converge: tuple[str, ...] = opt(
+        (),
+        "With [gitops]: checks that pass once the fleet runs the pushed values (same syntax as health, e.g. "
+        "command:PROGRAM asking the deployment tool); the old credential is retired only after they pass.",
+        check=_health_specs,
+    )
 
 
 @record(frozen=True)
@@ -412,6 +418,62 @@ class CommandTarget:
     timeout: str = opt("30s", "Longest time one phase may take.", kind="duration", check=_duration)
 
 
+def _publish_kinds(values: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if v not in PUBLISH_KINDS]
+    return f"unknown kind(s) {', '.join(bad)}; choose from {', '.join(PUBLISH_KINDS)}" if bad else None
+
+
+def _repo_path(value: str) -> str | None:
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or ".." in parts:
+        return "a folder inside the repository: relative, without '..'"
+    return None
+
+
+def _push(value: str) -> str | None:
+    words = value.split()
+    if value and (len(words) != 2 or words[0].startswith("-") or words[1].startswith("-")):
+        return 'write "REMOTE BRANCH", e.g. "origin main"'
+    return None
+
+
+def _author(value: str) -> str | None:
+    return None if re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", value) else 'write "Name <email>"'
+
+
+PUBLISH_KINDS = ("bundle", "kubernetes")
+
+
+@record(frozen=True)
+class GitopsSection:
+    """Publish every change as one commit of encrypted files to a git repository the fleet deploys from
+    (sops-nix, Flux).  Without this section nothing is committed."""
+
+    repo: str = opt(
+        "",
+        "A git work tree keyroll may commit to (a clone of the fleet repository); relative to this file's folder.",
+        example="/srv/fleet",
+        required=True,
+    )
+    publish: tuple[str, ...] = opt(
+        ("bundle",),
+        'What to commit: "bundle" (the SOPS store\'s encrypted bundle file), "kubernetes" (encrypted Secret manifests).',
+        check=_publish_kinds,
+    )
+    path: str = opt("secrets/", "Where in the repository the files go.", check=_repo_path)
+    push: str = opt(
+        "", 'Remote and branch to push to, e.g. "origin main"; empty: commit only.', check=_push, example="origin main"
+    )
+    author: str = opt("keyroll <keyroll@localhost>", "Author and committer of keyroll's commits.", check=_author)
+    converge_timeout: str = opt(
+        "30m",
+        "How long to wait for a secret's converge checks (the fleet applied the new values) before the old "
+        "credential is retired; past it: exit 75, the old credential stays and the next run waits again.",
+        kind="duration",
+        check=_duration,
+    )
+
+
 TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget
 TARGET_TYPES: dict[str, type] = {
     "postgres": PostgresTarget,
@@ -428,7 +490,8 @@ TOP_SECTIONS: dict[str, type] = {
     "notify": NotifySection,
     "daemon": DaemonSection,
 }
-TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
+OPTIONAL_SECTIONS: dict[str, type] = {"gitops": GitopsSection}  # absent: the feature is off
+TOP_KEYS = (*TOP_SECTIONS, *OPTIONAL_SECTIONS, "secrets", "targets")
 
 
 # --- validation ---------------------------------------------------------------------
@@ -534,6 +597,7 @@ def schema_description() -> dict[str, Any]:
 
     return {
         **{name: describe(cls) for name, cls in TOP_SECTIONS.items()},
+        **{name: describe(cls) for name, cls in OPTIONAL_SECTIONS.items()},
         "secrets.<name>": describe(SecretSection),
         **{f"targets.<name> (type = {kind})": describe(cls) for kind, cls in TARGET_TYPES.items()},
     }

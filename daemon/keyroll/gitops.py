@@ -1,0 +1,653 @@
+"""GitOps: every change lands in the fleet's git repository as one commit of
+encrypted files, inside the rotation transaction.
+
+The engine behind `[gitops]`.  After the targets accepted the new values and
+the store holds them, `Publisher.publish` copies the published files (the SOPS
+bundle exactly as the store has it) into `repo/path`, refuses anything that
+looks like plaintext, stages only those paths, makes one commit for the whole
+command and, when `push` is set, pushes it: a push rejected because the remote
+moved on is fetched and the commit rebased on top (never a merge commit, never
+a force-push); a remote change to the published files themselves is a
+conflict.  Each step is written to the journal (the commit's id, whether it
+was pushed) before the next begins, so recovery after a SIGKILL knows which
+way to go: once pushed, forward; before, back (the local commit undone by a
+new commit).
+
+Git runs with options that make it independent of the user's and the
+system's git configuration where it matters (no hooks: keyroll's commits are
+machine commits of ciphertext, and a hook in a clone could be hostile or wait
+for input; no signing prompts, no editor, no terminal prompts); the transport
+(ssh keys, credential helpers) is still configured as the user has it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+from keyroll.errors import KeyrollError, ServiceUnavailable, UsageError
+from keyroll.fsutil import write_files_atomically
+from keyroll.records import field, record
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from keyroll.config.policy import Policy
+    from keyroll.journal import Journal
+    from keyroll.store import Store
+
+PUBLISH_KEY = "gitops.publish"  # journal meta: the publish in progress (JSON, never a value)
+CONVERGE_KEY = "gitops.converging"  # journal meta: secrets whose old credential waits for the fleet
+TRAILER = "Keyroll-Transaction"
+PUSH_TRIES = 3
+NETWORK_TIMEOUT = 120.0
+LOCAL_TIMEOUT = 60.0
+# In place of anything in the user's or system's git configuration that could change
+# what keyroll commits or make git wait for a person.
+GIT_OPTIONS = (
+    "core.hooksPath=/dev/null",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "push.gpgSign=false",
+    "core.editor=true",
+    "sequence.editor=true",
+    "core.autocrlf=false",
+    "core.fsmonitor=false",
+    "core.safecrlf=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "rebase.autoSquash=false",
+    "rebase.updateRefs=false",
+    "rebase.abbreviateCommands=false",
+    "push.followTags=false",
+    "push.recurseSubmodules=no",
+    "user.useConfigOnly=false",
+    "advice.detachedHead=false",
+)
+_IN_PROGRESS = {
+    "MERGE_HEAD": "merge",
+    "rebase-merge": "rebase",
+    "rebase-apply": "rebase (or git am)",
+    "CHERRY_PICK_HEAD": "cherry-pick",
+    "REVERT_HEAD": "revert",
+}
+
+
+class GitError(KeyrollError):
+    """Git refused an operation keyroll needed (exit 1)."""
+
+
+class GitConflict(GitError):
+    """The remote changed the published files too, or kept refusing the push (exit 1)."""
+
+
+class GitUnreachable(ServiceUnavailable):
+    """The remote cannot be reached: retry later (exit 75)."""
+
+
+class RepoNotReady(UsageError):
+    """The repository cannot take a commit now (not a work tree, a merge or rebase in
+    progress, uncommitted changes in the published files): exit 2, nothing changed."""
+
+
+class PlaintextRefused(GitError):
+    """A file about to be published does not look encrypted: it is never staged."""
+
+
+@record
+class PublishState:
+    """What the journal knows about the publish in progress (never a value)."""
+
+    txid: str
+    op: str
+    names: list[str]
+    files: list[str]  # paths inside the repository
+    phase: str = "write"  # write -> commit -> push -> pushed
+    base: str = ""  # HEAD before keyroll wrote anything ("" for an unborn branch)
+    shas: list[str] = field(default_factory=list)  # each commit that held the change, newest last
+
+    def dump(self) -> str:
+        return json.dumps(
+            {k: getattr(self, k) for k in ("txid", "op", "names", "files", "phase", "base", "shas")}, sort_keys=True
+        )
+
+    @classmethod
+    def load(cls, text: str | None) -> PublishState | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(**data)
+        except (ValueError, TypeError):
+            return None
+
+
+@record(frozen=True)
+class Published:
+    """The outcome of one publish: the commit (None when the repository already held
+    these files) and whether it reached the remote."""
+
+    sha: str | None
+    pushed: bool
+    files: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@record(frozen=True)
+class RepoState:
+    """What `status` says about the repository (no value, no network)."""
+
+    repo: str
+    files: tuple[str, ...]
+    in_step: bool | None  # None: cannot tell
+    detail: str
+
+
+def encodings(value: str) -> set[str]:
+    """The forms a value may take in a text file: raw, base64 (standard and URL-safe,
+    padded or not), hex (both cases) and URL-encoded."""
+    raw = value.encode("utf-8")
+    forms = {value, raw.hex(), raw.hex().upper(), quote(value, safe=""), quote_plus(value)}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return forms
+
+
+def plaintext_problem(name: str, data: bytes, values: Collection[str]) -> str | None:
+    """Why `data` must not be committed: no SOPS metadata, or a stored value in it
+    (raw, base64, hex or URL-encoded); None when it looks properly encrypted."""
+    text = data.decode("utf-8", errors="replace")
+    has_metadata = any(line.startswith("sops:") for line in text.splitlines()) or '"sops": {' in text
+    if not has_metadata or "ENC[" not in text or "mac" not in text:
+        return f"{name}: no SOPS metadata: it does not look encrypted, so it is not committed"
+    for value in values:
+        if len(value) >= 8 and any(form in text for form in encodings(value)):
+            return f"{name}: holds a stored value in the clear (or merely encoded), so it is not committed"
+    return None
+
+
+class Git:
+    """Runs git in one work tree, independent of user git configuration that could
+    change what is committed (see GIT_OPTIONS), never prompting."""
+
+    def __init__(self, repo: Path, env: Mapping[str, str], author: str = "keyroll <keyroll@localhost>") -> None:
+        self.repo = repo
+        name, _, email = author.partition(" <")
+        self.env = {
+            **env,
+            "LC_ALL": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_EDITOR": "true",
+            "GIT_SEQUENCE_EDITOR": "true",
+            "GIT_AUTHOR_NAME": name.strip(),
+            "GIT_AUTHOR_EMAIL": email.rstrip(">"),
+            "GIT_COMMITTER_NAME": name.strip(),
+            "GIT_COMMITTER_EMAIL": email.rstrip(">"),
+        }
+        for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
+            self.env.pop(variable, None)
+        self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = LOCAL_TIMEOUT, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`git ARGS` in the work tree; GitError (one line) when it fails and `check`."""
+        argv = ["git", *(item for option in GIT_OPTIONS for item in ("-c", option)), *args]
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.repo,
+                env=self.env,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise GitError("git is not installed (needed by [gitops])") from None
+        except NotADirectoryError:
+            raise RepoNotReady(f"gitops.repo: {self.repo} is not a folder") from None
+        except subprocess.TimeoutExpired:
+            raise GitUnreachable(f"{self.repo}: git {args[0]} did not finish within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise RepoNotReady(f"gitops.repo: {self.repo}: {exc.strerror or exc}") from None
+        if check and done.returncode != 0:
+            raise GitError(f"{self.repo}: git {args[0]} failed: {last_line(done.stderr)}")
+        return done
+
+    def out(self, *args: str) -> str:
+        return self.run(*args).stdout.decode("utf-8", errors="replace").strip()
+
+    def head(self) -> str:
+        done = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+        return done.stdout.decode().strip() if done.returncode == 0 else ""
+
+    def in_progress(self) -> str | None:
+        """The operation a person (or a killed git) left in progress, if any."""
+        for marker, what in _IN_PROGRESS.items():
+            if (self.repo / self.out("rev-parse", "--git-path", marker)).exists():
+                return what
+        return None
+
+    def committed(self, path: str, commit: str = "HEAD") -> bytes | None:
+        """The bytes of `path` in `commit`, None when it is not there."""
+        done = self.run("cat-file", "blob", f"{commit}:{path}", check=False)
+        return done.stdout if done.returncode == 0 else None
+
+
+def last_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: "))]
+    return ((useful or lines or ["no message"])[-1])[:200]
+
+
+class Publisher:
+    """The [gitops] side of one writing command."""
+
+    def __init__(self, policy: Policy, store: Store, journal: Journal | None) -> None:
+        assert policy.gitops is not None and policy.gitops_repo is not None
+        self.policy = policy
+        self.config = policy.gitops
+        self.store = store
+        self.journal = journal
+        self.given = policy.gitops_repo
+        self.git = Git(self.given, policy.env, self.config.author)
+        self._top: Path | None = None
+        remote, _, branch = self.config.push.partition(" ")
+        self.remote, self.branch = remote.strip(), branch.strip()
+
+    # --- where things go ----------------------------------------------------------------
+
+    @property
+    def top(self) -> Path:
+        """The work tree's top folder; RepoNotReady when `repo` is not a git work tree."""
+        if self._top is None:
+            if not self.given.is_dir():
+                raise RepoNotReady(f"gitops.repo: {self.given} is not a folder (clone the fleet repository there)")
+            done = self.git.run("rev-parse", "--show-toplevel", check=False)
+            if done.returncode != 0:
+                raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({last_line(done.stderr)})")
+            self._top = Path(done.stdout.decode().strip())
+            self.git.repo = self._top
+        return self._top
+
+    def folder(self) -> Path:
+        """`repo/path`, refused when it (or a folder on the way) is a symlink or leaves the repository."""
+        top = self.top
+        relative = self.config.path.strip("/")
+        current = top
+        for part in [p for p in relative.split("/") if p and p != "."]:
+            current = current / part
+            if current.is_symlink():
+                raise RepoNotReady(f"gitops.path: {current} is a symlink; keyroll writes only into real folders")
+        return current
+
+    def file_names(self) -> dict[str, str]:
+        """Repository path -> the store file it publishes."""
+        relative = self.folder().relative_to(self.top).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        return {f"{prefix}{self.store.location.name}": self.store.location.name}
+
+    def contents(self) -> dict[str, bytes]:
+        """Repository path -> bytes, as the store has them now."""
+        read = getattr(self.store, "read_ciphertext", None)
+        data = read() if callable(read) else None
+        if data is None:
+            raise GitError(f"{self.store.location}: no bundle to publish")
+        return dict.fromkeys(self.file_names(), data)
+
+    # --- before any change ----------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        """Refuse (exit 2, one line) a repository that cannot take keyroll's commit now:
+        not a work tree, no branch checked out, a merge, rebase or cherry-pick in
+        progress, or uncommitted changes in the published files."""
+        top = self.top
+        if (what := self.git.in_progress()) is not None:
+            raise RepoNotReady(f"gitops.repo: {top}: a {what} is in progress; finish or abort it first")
+        if self.git.run("symbolic-ref", "-q", "HEAD", check=False).returncode != 0:
+            raise RepoNotReady(f"gitops.repo: {top}: no branch is checked out (detached HEAD)")
+        paths = list(self.file_names())
+        dirty = self.git.run("status", "--porcelain=v1", "--untracked-files=all", "--", *paths).stdout
+        if dirty.strip():
+            raise RepoNotReady(f"gitops.repo: {top}/{paths[0]}: has uncommitted changes; commit or discard them first")
+
+    def planned(self) -> list[str]:
+        """The files a change would commit (for `rotate --dry-run`)."""
+        return [str(self.given / path) if self._top is None else str(self.top / path) for path in self.file_names()]
+
+    # --- the publish --------------------------------------------------------------------
+
+    def _save(self, state: PublishState | None) -> None:
+        if self.journal is not None:
+            self.journal.set_meta({PUBLISH_KEY: state.dump() if state else ""})
+
+    def state(self) -> PublishState | None:
+        return PublishState.load(self.journal.get_meta(PUBLISH_KEY) if self.journal else None)
+
+    def publish(
+        self,
+        txid: str,
+        op: str,
+        names: list[str],
+        values: Collection[str],
+        failpoint: Callable[[str], None] = lambda step: None,
+    ) -> Published:
+        """Write, check, commit and (with `push`) push the store's files: one commit.
+        Journals each step first.  GitConflict (1), GitUnreachable (75), GitError (1)."""
+        import time
+
+        started = time.perf_counter()
+        files = self.contents()
+        for path, data in files.items():
+            if problem := plaintext_problem(path, data, values):
+                raise PlaintextRefused(problem)
+        paths = list(files)
+        state = self.state()
+        if state is None or state.txid != txid:
+            state = PublishState(txid, op, sorted(names), paths, base=self.git.head())
+        else:  # (recovery driving forward: the same transaction publishes again)
+            state.names = sorted(set(state.names) | set(names))
+        self._save(state)
+        folder = self.folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_files_atomically(folder, {Path(p).name: data for p, data in files.items()}, mode=0o644)
+        failpoint("git-write")
+        self.git.run("add", "--", *paths)
+        sha = None
+        if self.git.run("diff", "--cached", "--quiet", "--", *paths, check=False).returncode != 0:
+            self.git.run(
+                "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *paths, input=self._message(state)
+            )
+            sha = self.git.head()
+            state.phase, state.shas = "commit", [*state.shas, sha]
+            self._save(state)
+            failpoint("git-commit")
+        pushed = False
+        if self.remote:
+            self._push(state)
+            pushed = True
+            failpoint("git-push")
+        return Published(sha, pushed, tuple(paths), time.perf_counter() - started)
+
+    def _message(self, state: PublishState) -> bytes:
+        verb = {"rotate": "rotate", "set": "set", "restore": "restore", "rollback": "roll back", "init": "create"}
+        what = ", ".join(state.names) if len(state.names) <= 4 else f"{len(state.names)} secrets"
+        lines = [
+            f"keyroll: {verb.get(state.op, state.op)} {what}",
+            "",
+            f"By `keyroll {state.op}` on {socket.gethostname()}; the files hold encrypted values only.",
+            "",
+            "Secrets:",
+            *(f"- {name}" for name in state.names),
+            "",
+            f"{TRAILER}: {state.txid}",
+        ]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def _push(self, state: PublishState) -> None:
+        """Push HEAD to the remote branch; on a rejection, fetch and rebase onto it, a few times."""
+        refspec = f"HEAD:refs/heads/{self.branch}"
+        for attempt in range(PUSH_TRIES):
+            state.phase = "push"
+            head = self.git.head()
+            if head and head not in state.shas:
+                state.shas.append(head)
+            self._save(state)
+            done = self.git.run(
+                "push", "--porcelain", "--no-verify", self.remote, refspec, check=False, timeout=NETWORK_TIMEOUT
+            )
+            if done.returncode == 0:
+                state.phase = "pushed"
+                self._save(state)
+                return
+            report = done.stdout.decode("utf-8", errors="replace")
+            if not any(line.startswith("!") for line in report.splitlines()):
+                raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+            if "remote rejected" in report:
+                raise GitConflict(f"gitops.push: {self.remote} refused the push ({last_line(done.stdout)})")
+            if attempt == PUSH_TRIES - 1:
+                break
+            self._rebase_onto_remote()
+        raise GitConflict(f"gitops.push: {self.remote} {self.branch} still refused the push after {PUSH_TRIES} tries")
+
+    def fetch(self) -> str:
+        """Fetch the remote branch; its commit id ("" when the branch does not exist yet)."""
+        done = self.git.run(
+            "fetch", "--quiet", "--no-tags", self.remote, self.branch, check=False, timeout=NETWORK_TIMEOUT
+        )
+        if done.returncode != 0:
+            if b"couldn't find remote ref" in done.stderr:
+                return ""
+            raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+        return self.git.out("rev-parse", "FETCH_HEAD")
+
+    def _rebase_onto_remote(self) -> None:
+        """Put keyroll's commit(s) on top of what the remote has: a rebase, never a merge.
+        A conflict (the remote changed the published files too) is aborted: GitConflict."""
+        upstream = self.fetch()
+        if not upstream:
+            return
+        base = self.git.run("merge-base", "HEAD", upstream, check=False).stdout.decode().strip()
+        paths = list(self.file_names())
+        if base:  # (a change to the published files is a conflict even where git could merge the text)
+            changed = self.git.out("diff", "--name-only", base, upstream, "--", *paths).split()
+            if changed:
+                raise GitConflict(
+                    f"gitops.push: {self.remote} {self.branch} changed what keyroll publishes ({', '.join(changed[:3])}); "
+                    "resolve it in the repository, then rotate again"
+                )
+        done = self.git.run("rebase", "--autostash", "--no-verify", upstream, check=False)
+        if done.returncode == 0:
+            return
+        conflicted = self.git.out("diff", "--name-only", "--diff-filter=U").split()
+        if self.git.in_progress():
+            self.git.run("rebase", "--abort", check=False)
+        shown = ", ".join(conflicted[:3]) or last_line(done.stderr)
+        raise GitConflict(
+            f"gitops.push: {self.remote} {self.branch} changed what keyroll publishes ({shown}); "
+            "resolve it in the repository, then rotate again"
+        )
+
+    # --- undoing -------------------------------------------------------------------------
+
+    def ours_in_head(self, state: PublishState) -> bool:
+        """Whether HEAD's history holds this transaction's commit."""
+        if not self.git.head():
+            return False
+        found = self.git.run("rev-list", "-n1", "-F", f"--grep={TRAILER}: {state.txid}", "HEAD", check=False)
+        return bool(found.stdout.strip())
+
+    def unpublish(self, reason: str) -> str | None:
+        """After the store went back to the old values: take the change back out of the
+        repository.  A commit already made is undone by a new commit (never a reset,
+        never a force-push; it is not pushed now); files written but not committed are
+        restored.  Returns the undo commit's id, if one was made."""
+        state = self.state()
+        if state is None:
+            return None
+        if self.git.in_progress() == "rebase":
+            self.git.run("rebase", "--abort", check=False)
+        sha = None
+        if self.ours_in_head(state):
+            files = self.contents()
+            folder = self.folder()
+            write_files_atomically(folder, {Path(p).name: d for p, d in files.items()}, mode=0o644)
+            self.git.run("add", "--", *files)
+            if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode != 0:
+                message = (
+                    f"keyroll: undo the {state.op} of {', '.join(state.names) if len(state.names) <= 4 else f'{len(state.names)} secrets'}"
+                    f"\n\n{reason[:300]}\nThe files hold the previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
+                )
+                self.git.run(
+                    "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode()
+                )
+                sha = self.git.head()
+        else:
+            for path in state.files:
+                self.git.run("reset", "--quiet", "--", path, check=False)
+                if self.git.committed(path) is not None:
+                    self.git.run("checkout", "--", path, check=False)
+                else:
+                    (self.top / path).unlink(missing_ok=True)
+        self._save(None)
+        return sha
+
+    def done(self) -> None:
+        """The transaction ended: forget the publish."""
+        self._save(None)
+
+    # --- recovery -------------------------------------------------------------------------
+
+    def direction(self, txids: Collection[str]) -> dict[str, str]:
+        """For recovery of the transactions `txids` still in flight: txid -> "forward"
+        (the commit reached the remote: the fleet may be deploying it) or "back" (it
+        did not, or there is no remote); GitUnreachable when it cannot be told."""
+        state = self.state()
+        if state is None:
+            return {}
+        if state.txid not in txids:
+            self._save(None)  # (the transaction ended; only forgetting it was interrupted)
+            return {}
+        if state.phase == "pushed":
+            return {state.txid: "forward"}
+        if state.phase == "push" and state.shas:
+            upstream = self.fetch()
+            for sha in state.shas:
+                if upstream and self.git.run("merge-base", "--is-ancestor", sha, upstream, check=False).returncode == 0:
+                    if self.git.in_progress() == "rebase":
+                        self.git.run("rebase", "--abort", check=False)
+                    state.phase = "pushed"
+                    self._save(state)
+                    return {state.txid: "forward"}
+        return {state.txid: "back"}
+
+    # --- status ----------------------------------------------------------------------------
+
+    def repo_state(self, decrypt: Callable[[bytes], Mapping[str, object]] | None = None) -> RepoState:
+        """Whether the repository's last commit holds the store's current values: the same
+        bytes, or (with `decrypt`) the same values encrypted anew; and what is not pushed."""
+        try:
+            files = self.contents()
+            top = self.top
+        except KeyrollError as exc:
+            return RepoState(str(self.given), (), None, str(exc))
+        behind = []
+        for path, data in files.items():
+            committed = self.git.committed(path)
+            if committed == data:
+                continue
+            if committed is not None and decrypt is not None:
+                try:
+                    if decrypt(committed) == decrypt(data):
+                        continue
+                except KeyrollError:
+                    pass
+            behind.append(path)
+        detail = "holds the store's current values" if not behind else f"{', '.join(behind)} differ from the store"
+        unpushed = ""
+        if self.remote:
+            tracking = f"refs/remotes/{self.remote}/{self.branch}"
+            done = self.git.run("rev-list", "--count", f"{tracking}..HEAD", check=False)
+            if done.returncode == 0:
+                count = int(done.stdout.strip() or 0)
+                unpushed = f"; {count} commit(s) not pushed to {self.remote} {self.branch}" if count else "; pushed"
+        return RepoState(str(top), tuple(files), not behind, detail + unpushed)
+
+
+# --- waiting for the fleet ------------------------------------------------------------
+
+
+def held(journal: Journal) -> dict[str, str]:
+    """Secrets whose old credential stays until the fleet converges: name -> since."""
+    try:
+        data = json.loads(journal.get_meta(CONVERGE_KEY) or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def hold(journal: Journal, names: Collection[str], since: str) -> None:
+    current = held(journal)
+    current.update(dict.fromkeys(names, since))
+    journal.set_meta({CONVERGE_KEY: json.dumps(current, sort_keys=True)})
+
+
+def release(journal: Journal, names: Collection[str]) -> None:
+    current = {k: v for k, v in held(journal).items() if k not in names}
+    journal.set_meta({CONVERGE_KEY: json.dumps(current, sort_keys=True)})
+
+
+class FleetWait:
+    """Waits for secrets' `converge` checks, with one deadline shared by the whole
+    command (the fleet deploys one commit, not one per secret)."""
+
+    def __init__(
+        self,
+        timeout: float,
+        check: Callable[[tuple[str, ...], str, float], Sequence[object]],
+        failpoint: Callable[[str], None] = lambda step: None,
+    ) -> None:
+        self.timeout = timeout
+        self._check = check
+        self._failpoint = failpoint
+        self._deadline: float | None = None
+
+    def wait(self, name: str, specs: tuple[str, ...]) -> str | None:
+        """None once every check passes; else why the fleet is not there yet (one line)."""
+        import time
+
+        if not specs:
+            return None
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.timeout
+        self._failpoint("converge")
+        failures = self._check(specs, name, max(0.0, self._deadline - time.monotonic()))
+        if not failures:
+            return None
+        return f"the fleet has not caught up within {self.timeout:g}s (converge check {failures[0]})"
+
+
+def keeps_two(target: object) -> bool:
+    """Whether a target section keeps the old credential valid beside the new one
+    (Redis ACL, PostgreSQL `alternating`, MariaDB `dual`)."""
+    kind = getattr(target, "type", "")
+    if kind == "redis":
+        return getattr(target, "mode", "acl") == "acl"
+    return getattr(target, "strategy", "single") in ("alternating", "dual")
+
+
+def fleet_warnings(policy: Policy) -> list[tuple[str, str]]:
+    """(key path, warning) for each published secret whose consumers on other hosts
+    fail from the rotation until they are deployed: no target, or a target with one
+    valid credential at a time (`single`)."""
+    if policy.gitops is None:
+        return []
+    found = []
+    for secret in policy.secrets.values():
+        target = policy.targets.get(secret.target) if secret.target else None
+        if target is None:
+            found.append(
+                (
+                    f"secrets.{secret.name}",
+                    "published by [gitops] with no target: services on other hosts use the old value "
+                    "until they are deployed, and nothing checks it",
+                )
+            )
+        elif not keeps_two(target):
+            found.append(
+                (
+                    f"secrets.{secret.name}",
+                    f"published by [gitops] and [targets.{secret.target}] keeps one credential at a time: "
+                    "consumers on other hosts fail from the rotation until they are deployed "
+                    '(use a target that keeps two: Redis ACL, PostgreSQL strategy = "alternating", '
+                    'MariaDB strategy = "dual")',
+                )
+            )
+    return found

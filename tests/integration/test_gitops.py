@@ -1,0 +1,384 @@
+"""[gitops]: every change lands as one encrypted commit in the fleet's repository.
+
+Real git everywhere: a bare repository is the remote, one clone is keyroll's
+work tree, another is a colleague (or CI) pushing first; the store is a real
+SOPS bundle (age keys made by pyrage, the real sops binary).  The service is
+the stand-in program of the command-target tests (it remembers which value it
+accepts), so an undo can be checked where it matters: the service, the store
+and the repositories.  SIGKILL comes from KEYROLL_FAILPOINT in a real
+subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_command_target import SERVICE
+from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
+
+from keyroll.gitops import encodings, plaintext_problem
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Colleague",
+    "GIT_AUTHOR_EMAIL": "colleague@example.com",
+    "GIT_COMMITTER_NAME": "Colleague",
+    "GIT_COMMITTER_EMAIL": "colleague@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+@dataclass
+class Fleet:
+    root: Path
+    remote: Path  # the bare repository everyone pushes to
+    repo: Path  # keyroll's clone
+    other: Path  # a colleague's clone
+    config: Path
+    key: Path
+    state: Path  # what the stand-in service accepts
+    bundle: Path  # the store
+
+    @property
+    def cfg(self) -> tuple[str, str]:
+        return ("--config", str(self.config))
+
+    @property
+    def published(self) -> Path:
+        return self.repo / "secrets" / "secrets.sops.yaml"
+
+    def values(self) -> dict[str, object]:
+        return sops_decrypt(self.bundle.read_bytes(), self.key)
+
+    def accepted(self) -> list[str]:
+        return list(json.loads(self.state.read_text()))
+
+    def remote_file(self, path: str = "secrets/secrets.sops.yaml") -> bytes:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.remote), "cat-file", "blob", f"main:{path}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    def remote_log(self) -> list[str]:
+        return git(self.remote, "log", "--format=%s", "main").splitlines()
+
+    def write_config(self, gitops: str = "", secrets_extra: str = "") -> None:
+        self.config.write_text(
+            textwrap.dedent(
+                f"""\
+                [store]
+                kind = "sops"
+                age_key_file = "age.key"
+
+                [gitops]
+                repo = "fleet"
+                path = "secrets/"
+                push = "origin main"
+                author = "keyroll <keyroll@fleet.example>"
+                {gitops}
+
+                [targets.svc]
+                type = "command"
+                argv = ["{self.root / "service.py"}"]
+
+                [secrets.db_password]
+                target = "svc"
+                {secrets_extra}
+
+                [secrets.api_token]
+                kind = "api_key"
+                """
+            )
+        )
+
+
+@pytest.fixture
+def fleet(home, monkeypatch: pytest.MonkeyPatch) -> Fleet:  # type: ignore[no-untyped-def]
+    root = home.root
+    remote, repo, other = root / "remote.git", root / "fleet", root / "colleague"
+    git(root, "init", "--quiet", "--bare", "-b", "main", str(remote))
+    git(root, "clone", "--quiet", str(remote), str(repo))
+    (repo / "README.md").write_text("fleet\n")
+    (repo / "hosts").mkdir()
+    (repo / "hosts" / "web.nix").write_text("{ }\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "fleet: start")
+    git(repo, "push", "--quiet", "origin", "main")
+    git(root, "clone", "--quiet", str(remote), str(other))
+    key = root / "age.key"
+    write_sops_yaml(root / ".sops.yaml", new_identity(key))
+    service = root / "service.py"
+    service.write_text(SERVICE.format(python=sys.executable))
+    service.chmod(0o755)
+    state = root / "service.json"
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("FAKE_LOG", str(root / "service.log"))
+    f = Fleet(root, remote, repo, other, home.config, key, state, root / "secrets.sops.yaml")
+    f.write_config()
+    return f
+
+
+def init(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    fleet.state.write_text(json.dumps(["initial-password-0123456789"]))
+    assert kr(*fleet.cfg, "set", "db_password", stdin="initial-password-0123456789").code == 0
+    result = kr(*fleet.cfg, "init")
+    assert result.code == 0, result.both
+
+
+def colleague_pushes(fleet: Fleet, path: str, text: str) -> None:
+    git(fleet.other, "pull", "--quiet", "--rebase", "origin", "main")
+    target = fleet.other / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    git(fleet.other, "add", path)
+    git(fleet.other, "commit", "--quiet", "-m", f"colleague: {path}")
+    git(fleet.other, "push", "--quiet", "origin", "main")
+
+
+# --- the happy path -------------------------------------------------------------------------
+
+
+def test_each_command_is_one_pushed_commit_of_the_bundle_as_stored(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    assert fleet.remote_log()[:2] == ["keyroll: create api_token", "keyroll: set db_password"]
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+    before = fleet.values()
+
+    result = kr(*fleet.cfg, "rotate", "all")
+    assert result.code == 0, result.both
+    after = fleet.values()
+    assert all(after[n] != before[n] for n in before)
+    assert fleet.accepted() == [after["db_password"]]
+    log = fleet.remote_log()
+    assert log[0] == "keyroll: rotate api_token, db_password" and len(log) == 4  # one commit per command
+    assert fleet.remote_file() == fleet.bundle.read_bytes()  # the bundle exactly as the store has it
+    message = git(fleet.remote, "log", "-1", "--format=%an <%ae>%n%B", "main")
+    assert message.startswith("keyroll <keyroll@fleet.example>\n") and "- db_password" in message
+    assert "Keyroll-Transaction: " in message
+    assert not [v for v in (*before.values(), *after.values()) if str(v) in message]
+    assert git(fleet.repo, "status", "--porcelain") == ""  # nothing else touched, nothing left over
+    assert set(git(fleet.remote, "show", "--name-only", "--format=", "main").split()) == {"secrets/secrets.sops.yaml"}
+
+    status = json.loads(kr(*fleet.cfg, "status", "--json").out)["data"]
+    assert status["gitops"]["in_step"] is True and "pushed" in status["gitops"]["detail"]
+    plan = kr(*fleet.cfg, "rotate", "db_password", "--dry-run")
+    assert plan.code == 0 and f"commit:  {fleet.published}" in plan.out and "push to origin main" in plan.out
+
+
+def test_a_remote_that_moved_on_elsewhere_gets_the_commit_rebased_on_top(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    colleague_pushes(fleet, "hosts/db.nix", "{ db = true; }\n")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 0, result.both
+    assert fleet.remote_log()[:2] == ["keyroll: rotate db_password", "colleague: hosts/db.nix"]
+    assert git(fleet.remote, "rev-list", "--merges", "main") == ""  # never a merge commit
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+    assert (fleet.repo / "hosts" / "db.nix").read_text() == "{ db = true; }\n"
+    assert fleet.accepted() == [fleet.values()["db_password"]]
+
+
+# --- undone ---------------------------------------------------------------------------------
+
+
+def test_a_remote_change_to_the_bundle_is_a_conflict_and_the_rotation_is_undone(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    colleague_pushes(fleet, "secrets/secrets.sops.yaml", fleet.remote_file().decode() + "# edited by hand\n")
+    remote_head = git(fleet.remote, "rev-parse", "main")
+
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 1, result.both
+    assert "changed what keyroll publishes (secrets/secrets.sops.yaml)" in result.both
+    assert fleet.values() == before  # the store went back ...
+    assert fleet.accepted() == [before["db_password"]]  # ... and the service too
+    assert git(fleet.remote, "rev-parse", "main") == remote_head  # nothing pushed, nothing forced
+    local = git(fleet.repo, "log", "--format=%s", "-2").splitlines()
+    assert local[0].startswith("keyroll: undo the rotate of db_password") and local[1] == "keyroll: rotate db_password"
+    assert git(fleet.repo, "rev-list", "--merges", "HEAD") == ""
+    assert fleet.published.read_bytes() == fleet.bundle.read_bytes()
+    assert git(fleet.repo, "status", "--porcelain") == ""
+    assert not (fleet.repo / ".git" / "rebase-merge").exists()
+
+
+def test_an_unreachable_remote_undoes_the_rotation_with_75_and_the_next_run_pushes(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    fleet.remote.rename(fleet.root / "gone.git")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 75, result.both
+    assert "cannot be reached" in result.both
+    assert fleet.values() == before and fleet.accepted() == [before["db_password"]]
+    assert fleet.published.read_bytes() == fleet.bundle.read_bytes()
+
+    (fleet.root / "gone.git").rename(fleet.remote)
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 0, result.both
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+    assert fleet.accepted() == [fleet.values()["db_password"]] != [before["db_password"]]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_remote_is_unreachable_too(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    fleet.remote.chmod(0)
+    try:
+        result = kr(*fleet.cfg, "rotate", "db_password")
+    finally:
+        fleet.remote.chmod(0o755)
+    assert result.code == 75, result.both
+    assert fleet.values() == before and fleet.accepted() == [before["db_password"]]
+
+
+# --- refused before any change ---------------------------------------------------------------
+
+
+def test_a_dirty_bundle_or_a_rebase_in_progress_stops_before_any_change(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before, head = fleet.values(), git(fleet.repo, "rev-parse", "HEAD")
+    backups = sorted(os.listdir(fleet.root / "backups"))
+    with fleet.published.open("a") as f:
+        f.write("# local edit\n")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2, result.both
+    assert (
+        len(result.err.strip().splitlines()) == 1 and "secrets/secrets.sops.yaml: has uncommitted changes" in result.err
+    )
+    git(fleet.repo, "checkout", "--", "secrets")
+    (fleet.repo / "hosts" / "web.nix").write_text("{ local = 1; }\n")  # (other files may be dirty)
+    rebase = fleet.repo / ".git" / "rebase-merge"
+    rebase.mkdir()
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "a rebase is in progress" in result.err, result.both
+    rebase.rmdir()
+    assert fleet.values() == before and git(fleet.repo, "rev-parse", "HEAD") == head
+    assert sorted(os.listdir(fleet.root / "backups")) == backups  # not even a backup
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 0
+    assert (fleet.repo / "hosts" / "web.nix").read_text() == "{ local = 1; }\n"
+
+
+def test_not_a_work_tree_is_exit_2_when_used(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    shutil.rmtree(fleet.repo / ".git")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "gitops.repo:" in result.err and "not a git work tree" in result.err, result.both
+    assert "gitops.repo" in kr(*fleet.cfg, "config", "validate").out
+
+
+def test_a_plaintext_store_cannot_publish_its_bundle(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.config.write_text('[gitops]\nrepo = "fleet"\npublish = ["bundle"]\n')
+    result = kr("--config", str(home.config), "status")
+    assert result.code == 2 and "gitops.publish" in result.err and "SOPS" in result.err, result.both
+
+
+def test_config_validate_warns_about_single_credential_targets(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    result = kr(*fleet.cfg, "config", "validate", "--static")
+    assert result.code == 0, result.both
+    assert "[targets.svc] keeps one credential at a time" in " ".join(result.out.split())
+    assert "secrets.api_token" in result.out  # no target at all
+
+
+def test_nothing_plaintext_is_ever_staged() -> None:
+    value = "Zq3xV9pLmN2bR7tK"
+    sealed = b"db: ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]\nsops:\n    mac: ENC[x]\n"
+    assert plaintext_problem("b.yaml", sealed, [value]) is None
+    assert "no SOPS metadata" in (plaintext_problem("b.yaml", b"db: " + value.encode(), [value]) or "")
+    for form in encodings(value):
+        leaked = sealed + f"# {form}\n".encode()
+        assert "in the clear" in (plaintext_problem("b.yaml", leaked, [value]) or ""), form
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("step", "forward"), [("git-write", False), ("git-commit", False), ("git-push", True)])
+def test_sigkill_at_each_git_step_then_recover(kr, krp, fleet: Fleet, step: str, forward: bool) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    remote_head = git(fleet.remote, "rev-parse", "main")
+    killed = krp(*fleet.cfg, "rotate", "db_password", env={"KEYROLL_FAILPOINT": step})
+    assert killed.code == -9, killed.both
+    result = krp(*fleet.cfg, "recover")
+    assert result.code == 0, result.both
+    after = fleet.values()
+    assert git(fleet.repo, "status", "--porcelain") == ""
+    assert sops_decrypt(fleet.published.read_bytes(), fleet.key) == after  # (encrypted anew when undone)
+    if forward:  # pushed: the fleet may be deploying it, so keyroll finishes it
+        assert after["db_password"] != before["db_password"]
+        assert fleet.remote_file() == fleet.bundle.read_bytes()
+    else:  # not pushed: back, and a commit already made is undone by a new one
+        assert after == before
+        assert git(fleet.remote, "rev-parse", "main") == remote_head
+        if step == "git-commit":
+            assert git(fleet.repo, "log", "-1", "--format=%s").startswith("keyroll: undo the rotate of db_password")
+        else:
+            assert git(fleet.repo, "rev-parse", "HEAD") == remote_head
+    assert fleet.accepted() == [after["db_password"]]
+    assert json.loads(krp(*fleet.cfg, "status", "--json").out)["data"]["gitops"]["in_step"] is True
+    assert krp(*fleet.cfg, "rotate", "db_password").code == 0  # and the next run goes on normally
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+
+
+# --- waiting for the fleet -------------------------------------------------------------------
+
+
+def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr, krp, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    flag = fleet.root / "deployed"
+    fleet.write_config(gitops='converge_timeout = "2s"', secrets_extra=f'converge = ["command:test -f {flag}"]')
+    init(kr, fleet)  # (no old credential to keep: no wait)
+    before = fleet.values()
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 75, result.both
+    assert "the fleet has not caught up" in result.both and "the next run waits again" in result.both
+    after = fleet.values()
+    assert after["db_password"] != before["db_password"]  # the values stay: the remote has them
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+
+    killed = krp(*fleet.cfg, "recover", env={"KEYROLL_FAILPOINT": "converge"})  # killed while it waits again
+    assert killed.code == -9
+    still = kr(*fleet.cfg, "recover")
+    assert still.code == 75 and "waits again" in still.both
+    flag.touch()
+    done = kr(*fleet.cfg, "recover")
+    assert done.code == 0 and "converged" in done.both, done.both
+    assert kr(*fleet.cfg, "recover").code == 0 and "converged" not in kr(*fleet.cfg, "recover").both
+
+
+# --- nothing plaintext, anywhere in the remote ------------------------------------------------
+
+
+def test_no_stored_value_in_any_object_of_the_remote(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    seen = {str(v) for v in fleet.values().values()}
+    for _ in range(3):
+        assert kr(*fleet.cfg, "rotate", "all").code == 0
+        seen |= {str(v) for v in fleet.values().values()}
+    colleague_pushes(fleet, "secrets/secrets.sops.yaml", fleet.remote_file().decode() + "# x\n")
+    assert kr(*fleet.cfg, "rotate", "all").code == 1  # (a conflict, undone: more objects locally)
+    seen |= {str(v) for v in fleet.values().values()}
+    for git_dir in (fleet.remote, fleet.repo / ".git"):
+        objects = subprocess.run(
+            ["git", "--git-dir", str(git_dir), "cat-file", "--batch-all-objects", "--batch"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert len(objects) > 1000
+        for value in seen:
+            for form in encodings(value):
+                assert form.encode() not in objects, f"a stored value ({form[:4]}...) is in {git_dir}"
