@@ -23,6 +23,7 @@ import pytest
 from test_command_target import SERVICE
 from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
 
+from conftest import unique
 from keyroll.gitops import encodings, plaintext_problem
 
 GIT_ENV = {
@@ -382,3 +383,52 @@ def test_no_stored_value_in_any_object_of_the_remote(kr, fleet: Fleet) -> None: 
         for value in seen:
             for form in encodings(value):
                 assert form.encode() not in objects, f"a stored value ({form[:4]}...) is in {git_dir}"
+
+
+def test_a_redis_password_stays_valid_beside_the_new_one_until_the_fleet_converges(  # type: ignore[no-untyped-def]
+    kr, fleet: Fleet, redis_server
+) -> None:
+    user, initial = unique("fleet"), "Fleet" * 6 + "ok"
+    redis_server.create_user(user, initial)
+    admin = fleet.root / "redis-admin"
+    admin.write_text(redis_server.default_password + "\n")
+    flag = fleet.root / "deployed"
+    fleet.config.write_text(
+        textwrap.dedent(
+            f"""\
+            [store]
+            kind = "sops"
+            age_key_file = "age.key"
+
+            [gitops]
+            repo = "fleet"
+            push = "origin main"
+            converge_timeout = "1s"
+
+            [targets.cache]
+            type = "redis"
+            host = "{redis_server.host}"
+            port = {redis_server.port}
+            user = "{user}"
+            admin_user = "default"
+            admin_password_file = "{admin}"
+            grace = "0s"
+
+            [secrets.redis_password]
+            target = "cache"
+            converge = ["command:test -f {flag}"]
+            """
+        )
+    )
+    assert kr(*fleet.cfg, "set", "redis_password", stdin=initial).code == 0
+    result = kr(*fleet.cfg, "rotate", "redis_password")
+    assert result.code == 75, result.both
+    new = str(fleet.values()["redis_password"])
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
+    # grace = "0s" would retire the old password at once: the fleet has not converged, so it stays.
+    assert redis_server.login_ok(user, new) and redis_server.login_ok(user, initial)
+    assert kr(*fleet.cfg, "recover").code == 75 and redis_server.login_ok(user, initial)
+    flag.touch()
+    done = kr(*fleet.cfg, "recover")
+    assert done.code == 0, done.both
+    assert redis_server.login_ok(user, new) and not redis_server.login_ok(user, initial)
