@@ -295,14 +295,14 @@ def test_config_validate_warns_about_single_credential_targets(kr, fleet: Fleet)
     assert "secrets.api_token" in result.out  # no target at all
 
 
-def test_nothing_plaintext_is_ever_staged() -> None:
-    value = "Zq3xV9pLmN2bR7tK"
+@pytest.mark.parametrize("value", ["Zq3xV9pLmN2bR7tK", "p@ss w0rd/with+odd&chars=%"])
+def test_nothing_plaintext_is_ever_staged(value: str) -> None:
     sealed = b"db: ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]\nsops:\n    mac: ENC[x]\n"
-    assert plaintext_problem("b.yaml", sealed, [value]) is None
+    assert plaintext_problem("b.yaml", sealed, [value, "another-value-0123"]) is None
     assert "no SOPS metadata" in (plaintext_problem("b.yaml", b"db: " + value.encode(), [value]) or "")
     for form in encodings(value):
-        leaked = sealed + f"# {form}\n".encode()
-        assert "in the clear" in (plaintext_problem("b.yaml", leaked, [value]) or ""), form
+        for leaked in (sealed + f"# {form}\n".encode(), sealed + f"x: ab{form}cd\n".encode()):
+            assert "in the clear" in (plaintext_problem("b.yaml", leaked, ["another-value-0123", value]) or ""), form
 
 
 # --- crash safety ---------------------------------------------------------------------------
