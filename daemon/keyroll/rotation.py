@@ -639,7 +639,9 @@ class WriterSession:
         from keyroll.schedule import parse_duration
 
         def check(specs: tuple[str, ...], name: str, timeout: float) -> list[consumers.ConsumerFailure]:
-            return consumers.check_health(specs, name, timeout, self.policy.env, self._should_stop)
+            git = self.gitops()
+            env = {**self.policy.env, "KEYROLL_COMMIT": git.git.head() if git is not None else ""}
+            return consumers.check_health(specs, name, timeout, env, self._should_stop)
 
         return FleetWait(parse_duration(self.policy.gitops.converge_timeout).total_seconds(), check, failpoint)
 

@@ -341,7 +341,10 @@ def test_sigkill_at_each_git_step_then_recover(kr, krp, fleet: Fleet, step: str,
 
 def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr, krp, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     flag = fleet.root / "deployed"
-    fleet.write_config(gitops='converge_timeout = "2s"', secrets_extra=f'converge = ["command:test -f {flag}"]')
+    check = fleet.root / "deployed.sh"  # the deployment tool's answer: is the pushed commit live everywhere?
+    check.write_text(f'#!/bin/sh\ntest "$(cat {flag} 2>/dev/null)" = "$KEYROLL_COMMIT"\n')
+    check.chmod(0o755)
+    fleet.write_config(gitops='converge_timeout = "2s"', secrets_extra=f'converge = ["command:{check}"]')
     init(kr, fleet)  # (no old credential to keep: no wait)
     before = fleet.values()
     result = kr(*fleet.cfg, "rotate", "db_password")
@@ -353,9 +356,10 @@ def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr
 
     killed = krp(*fleet.cfg, "recover", env={"KEYROLL_FAILPOINT": "converge"})  # killed while it waits again
     assert killed.code == -9
+    flag.write_text(git(fleet.remote, "rev-parse", "main~1"))  # an older deployment
     still = kr(*fleet.cfg, "recover")
     assert still.code == 75 and "waits again" in still.both
-    flag.touch()
+    flag.write_text(git(fleet.remote, "rev-parse", "main"))  # the fleet deployed keyroll's commit
     done = kr(*fleet.cfg, "recover")
     assert done.code == 0 and "converged" in done.both, done.both
     assert kr(*fleet.cfg, "recover").code == 0 and "converged" not in kr(*fleet.cfg, "recover").both
@@ -432,3 +436,27 @@ def test_a_redis_password_stays_valid_beside_the_new_one_until_the_fleet_converg
     done = kr(*fleet.cfg, "recover")
     assert done.code == 0, done.both
     assert redis_server.login_ok(user, new) and not redis_server.login_ok(user, initial)
+
+
+def test_the_ci_layout_where_the_committed_bundle_is_the_store(kr, krp, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """As the CI jobs of docs/gitops.md run it: the store is the bundle in the checkout."""
+    text = fleet.config.read_text().replace(
+        'age_key_file = "age.key"', 'age_key_file = "age.key"\nbundle = "fleet/secrets/secrets.sops.yaml"'
+    )
+    fleet.config.write_text(text)
+    fleet.bundle = fleet.published
+    init(kr, fleet)
+    assert fleet.remote_file() == fleet.bundle.read_bytes() and git(fleet.repo, "status", "--porcelain") == ""
+    before = fleet.values()
+    colleague_pushes(fleet, "hosts/db.nix", "{ }\n")
+    assert kr(*fleet.cfg, "rotate", "all").code == 0
+    assert fleet.remote_file() == fleet.bundle.read_bytes() and fleet.values() != before
+    colleague_pushes(fleet, "secrets/secrets.sops.yaml", fleet.remote_file().decode() + "# by hand\n")
+    middle = fleet.values()
+    assert kr(*fleet.cfg, "rotate", "all").code == 1
+    assert fleet.values() == middle and fleet.accepted() == [middle["db_password"]]
+    assert git(fleet.repo, "status", "--porcelain") == ""
+    killed = krp(*fleet.cfg, "rotate", "all", env={"KEYROLL_FAILPOINT": "git-write"})
+    assert killed.code == -9
+    assert krp(*fleet.cfg, "recover").code == 0
+    assert fleet.values() == middle and git(fleet.repo, "status", "--porcelain") == ""

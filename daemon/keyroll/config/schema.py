@@ -338,7 +338,8 @@ class SecretSection:
     converge: tuple[str, ...] = opt(
         (),
         "With [gitops]: checks that pass once the fleet runs the pushed values (same syntax as health, e.g. "
-        "command:PROGRAM asking the deployment tool); the old credential is retired only after they pass.",
+        "command:PROGRAM asking the deployment tool; $KEYROLL_COMMIT is the commit to look for); the old "
+        "credential is retired only after they pass.",
         check=_health_specs,
     )
 
