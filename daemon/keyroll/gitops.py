@@ -370,12 +370,16 @@ class Publisher:
         import time
 
         started = time.perf_counter()
+        state = self.state()
+        if state is not None and state.txid == txid and state.phase == "pushed":
+            # Recovery driving forward what already reached the remote: the fleet may be deploying
+            # it, so nothing is published again (the store may hold the same values encrypted anew).
+            return Published(None, True, tuple(state.files), time.perf_counter() - started)
         files = self.contents()
         for path, data in files.items():
             if problem := plaintext_problem(path, data, values):
                 raise PlaintextRefused(problem)
         paths = list(files)
-        state = self.state()
         if state is None or state.txid != txid:
             state = PublishState(txid, op, sorted(names), paths, base=self.git.head())
         else:  # (recovery driving forward: the same transaction publishes again)
@@ -400,6 +404,10 @@ class Publisher:
             self._push(state)
             pushed = True
             failpoint("git-push")
+        if self.journal is not None and (sha or pushed):
+            where = f"pushed to {self.remote} {self.branch}" if pushed else "not pushed (no gitops.push)"
+            detail = f"commit {sha or self.git.head()} in {self.top}, {where}"
+            self.journal.add_history(txid, "gitops", op, "published", detail)
         return Published(sha, pushed, tuple(paths), time.perf_counter() - started)
 
     def _message(self, state: PublishState) -> bytes:

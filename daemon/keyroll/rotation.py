@@ -629,6 +629,10 @@ class WriterSession:
             completions.append(self._success(step))
             if waiting is not None:
                 self._hold_for_fleet(step, waiting)
+            elif fleet is not None and step.name in self._held_for_fleet():
+                from keyroll import gitops
+
+                gitops.release(self.journal, [step.name])  # (a newer rotation's wait passed, or --emergency)
         return completions
 
     def _fleet_wait(self) -> FleetWait | None:

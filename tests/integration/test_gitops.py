@@ -460,3 +460,18 @@ def test_the_ci_layout_where_the_committed_bundle_is_the_store(kr, krp, fleet: F
     assert killed.code == -9
     assert krp(*fleet.cfg, "recover").code == 0
     assert fleet.values() == middle and git(fleet.repo, "status", "--porcelain") == ""
+
+
+def test_once_pushed_recovery_goes_forward_even_with_the_remote_gone(kr, krp, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    assert krp(*fleet.cfg, "rotate", "db_password", env={"KEYROLL_FAILPOINT": "git-push"}).code == -9
+    pushed = fleet.remote_file()
+    fleet.remote.rename(fleet.root / "gone.git")
+    result = krp(*fleet.cfg, "recover")
+    assert result.code == 0, result.both
+    after = fleet.values()
+    assert after["db_password"] != before["db_password"] and fleet.accepted() == [after["db_password"]]
+    assert pushed == fleet.bundle.read_bytes()  # what the fleet may be deploying is what keyroll keeps
+    history = kr(*fleet.cfg, "history", "--json").out
+    assert "pushed to origin main" in history

@@ -400,7 +400,8 @@ class SopsStore:
             return
         old = self.load()
         data = {**old, **values}
-        self.replace(self.encrypt_data(data), data, before_rename)
+        if data != old:  # (the same values, e.g. a recovery going forward: the bundle stays byte for byte)
+            self.replace(self.encrypt_data(data), data, before_rename)
         self._refresh_rendered(values, secrets, old)
 
     def inspect(self, name: str) -> EntryInfo:
