@@ -425,21 +425,24 @@ class Publisher:
         ]
         return ("\n".join(lines) + "\n").encode("utf-8")
 
-    def _push(self, state: PublishState) -> None:
-        """Push HEAD to the remote branch; on a rejection, fetch and rebase onto it, a few times."""
+    def _push(self, state: PublishState, record: bool = True) -> None:
+        """Push HEAD to the remote branch; on a rejection, fetch and rebase onto it, a few
+        times.  With `record`, each commit id is journaled before it is pushed."""
         refspec = f"HEAD:refs/heads/{self.branch}"
         for attempt in range(PUSH_TRIES):
             state.phase = "push"
             head = self.git.head()
             if head and head not in state.shas:
                 state.shas.append(head)
-            self._save(state)
+            if record:
+                self._save(state)
             done = self.git.run(
                 "push", "--porcelain", "--no-verify", self.remote, refspec, check=False, timeout=NETWORK_TIMEOUT
             )
             if done.returncode == 0:
                 state.phase = "pushed"
-                self._save(state)
+                if record:
+                    self._save(state)
                 return
             report = done.stdout.decode("utf-8", errors="replace")
             if not any(line.startswith("!") for line in report.splitlines()):
@@ -497,6 +500,30 @@ class Publisher:
             return False
         found = self.git.run("rev-list", "-n1", "-F", f"--grep={TRAILER}: {state.txid}", "HEAD", check=False)
         return bool(found.stdout.strip())
+
+    def republish(self, names: list[str], op: str, values: Collection[str]) -> str | None:
+        """After a rollback that came after the push: a new commit with the store's
+        current files (the previous values), pushed like any publish.  Returns its id."""
+        files = self.contents()
+        for path, data in files.items():
+            if problem := plaintext_problem(path, data, values):
+                raise PlaintextRefused(problem)
+        state = self.state() or PublishState("-", op, sorted(names), list(files))
+        write_files_atomically(self.folder(), {Path(p).name: d for p, d in files.items()}, mode=0o644)
+        self.git.run("add", "--", *files)
+        if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode == 0:
+            return None
+        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} secrets"
+        message = (
+            f"keyroll: undo the {op} of {shown}\n\nTheir consumers failed after the change; the files hold the "
+            f"previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
+        )
+        self.git.run("commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode())
+        sha = self.git.head()
+        if self.remote:
+            undo = PublishState(state.txid, op, sorted(names), list(files), base=sha, shas=[sha])
+            self._push(undo, record=False)  # (the journal keeps saying the rotation itself was pushed)
+        return sha
 
     def unpublish(self, reason: str) -> str | None:
         """After the store went back to the old values: take the change back out of the

@@ -633,7 +633,32 @@ class WriterSession:
                 from keyroll import gitops
 
                 gitops.release(self.journal, [step.name])  # (a newer rotation's wait passed, or --emergency)
+        if to_store and self.policy.gitops is not None:
+            self._republish_undone(steps, completions)
         return completions
+
+    def _republish_undone(self, steps: list[_Step], completions: list[Completion]) -> None:
+        """[gitops]: secrets rolled back after their commit was pushed (a restart or health
+        check failed): the repository gets the previous values back in a new commit,
+        pushed, so that the fleet does not deploy values their service no longer takes."""
+        undone = {c.name for c in completions if c.outcome == "failed"}
+        rolled = [s for s in steps if s.name in undone and s.changes_store]
+        git = self.gitops()
+        if not rolled or git is None:
+            return
+        values, _ = self.store.read_all(list(self.policy.secrets))
+        known = {v for v in values.values() if v} | {s.new for s in rolled}
+        try:
+            with self._timed("git"):
+                git.republish([s.name for s in rolled], rolled[0].change.op, known)
+        except KeyrollError as exc:
+            for step in rolled:
+                assert step.outcome is not None
+                step.outcome.exit_code = EXIT_FAILURE
+                step.outcome.message += (
+                    f"; the fleet's repository still holds the new value ({exc}): "
+                    f"`keyroll rotate {step.name}` publishes a value the service accepts"
+                )
 
     def _fleet_wait(self) -> FleetWait | None:
         """[gitops]: the wait for the fleet before old credentials are retired."""

@@ -475,3 +475,21 @@ def test_once_pushed_recovery_goes_forward_even_with_the_remote_gone(kr, krp, fl
     assert pushed == fleet.bundle.read_bytes()  # what the fleet may be deploying is what keyroll keeps
     history = kr(*fleet.cfg, "history", "--json").out
     assert "pushed to origin main" in history
+
+
+def test_a_health_check_failing_after_the_push_pushes_the_previous_values_back(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    sick = fleet.root / "sick"
+    toggle = fleet.root / "restart.sh"  # the new value makes the consumer sick; the previous one heals it
+    toggle.write_text(f"#!/bin/sh\nif [ -f {sick} ]; then rm {sick}; else touch {sick}; fi\n")
+    toggle.chmod(0o755)
+    init(kr, fleet)
+    fleet.write_config(
+        secrets_extra=f'restart = ["command:{toggle}"]\nhealth = ["command:test ! -f {sick}"]\nhealth_timeout = "1s"'
+    )
+    before = fleet.values()
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 1, result.both
+    assert fleet.values() == before and fleet.accepted() == [before["db_password"]]
+    assert fleet.remote_log()[:2] == ["keyroll: undo the rotate of db_password", "keyroll: rotate db_password"]
+    assert sops_decrypt(fleet.remote_file(), fleet.key) == before  # the fleet deploys what the service takes
+    assert git(fleet.repo, "status", "--porcelain") == ""
