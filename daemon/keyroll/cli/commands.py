@@ -44,7 +44,7 @@ def report_error(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     parts = [args.command or ""]
-    for attr in ("config_command", "bundle_command", "notify_command"):
+    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command"):
         if getattr(args, attr, None):
             parts.append(getattr(args, attr))
     return " ".join(parts)
@@ -474,6 +474,20 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_kubernetes(args: argparse.Namespace) -> int:
+    """`kubernetes sync [--dry-run] [--restart]`."""
+    from keyroll.actions.kubernetes import sync
+
+    report = sync(_policy(args), dry_run=args.dry_run, restart=args.restart, wait=args.wait)
+    code = _combine(report.exit_code, report.recovery.exit_code)
+    if args.json:
+        emit_json(_command_name(args), code, {"lines": report.lines})
+        return code
+    for text in report.lines:
+        line(text)
+    return code
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "rotate": cmd_rotate,
@@ -489,6 +503,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": cmd_config,
     "menu": cmd_menu,
     "bundle": cmd_bundle,
+    "kubernetes": cmd_kubernetes,
 }
 
 

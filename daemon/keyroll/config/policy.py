@@ -15,6 +15,7 @@ from keyroll.config.schema import (
     BackupSection,
     DaemonSection,
     DefaultsSection,
+    KubernetesSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -25,7 +26,7 @@ from keyroll.config.schema import (
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
 from keyroll.paths import Paths, config_file_to_use
-from keyroll.records import asdict, fields, record
+from keyroll.records import asdict, field, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -57,6 +58,7 @@ class SecretPolicy:
     reminder: timedelta
     unattended: bool
     health_timeout: timedelta
+    kubernetes: tuple[str, ...] = ()
 
     @property
     def entropy_bits(self) -> int:
@@ -91,6 +93,11 @@ class Policy:
     targets: dict[str, TargetSection]
     require_encrypted: bool
     env: Mapping[str, str]
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+
+    def uses_kubernetes(self) -> bool:
+        """Some secret is published to a Kubernetes Secret or restarts a workload."""
+        return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
 
     @property
     def config_dir(self) -> Path | None:
@@ -157,6 +164,7 @@ class Policy:
                 "reminder": _duration_text(secret.reminder),
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
+                "kubernetes": list(secret.kubernetes),
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
@@ -301,6 +309,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             reminder=parse_duration(merged["reminder"]),
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
+            kubernetes=section.kubernetes,
         )
 
     for name, target in targets.items():
@@ -324,6 +333,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         backup=sections["backup"],
         notify=sections["notify"],
         daemon=sections["daemon"],
+        kubernetes=sections["kubernetes"],
         secrets=secrets,
         targets=targets,
         require_encrypted=require_encrypted,
