@@ -57,6 +57,8 @@ def describe_restart(spec: str) -> str:
         return f"systemctl try-restart {rest}"
     if kind == "systemd-reload":
         return f"systemctl try-reload-or-restart {rest}"
+    if kind == "kubernetes":
+        return f"rollout restart {rest}, then wait for it (once per command)"
     return rest
 
 

@@ -177,13 +177,50 @@ def test_sync_and_drift(home: Home, krp, cluster) -> None:  # type: ignore[no-un
     fake, kubeconfig = cluster
     _setup(home, krp, kubeconfig)
     fake.add_secret("ai-stack", "db", {"password": "changed-by-hand"}, manager="kubectl")
+    result = _run(krp, home, "validate")
+    assert result.code == 1, result.both
+    assert "pg_password: Kubernetes Secret ai-stack/db key password differs from the store" in result.both
+    result = _run(krp, home, "status")
+    assert "key password differs from the store" in result.both and "changed-by-hand" not in result.both
     result = _run(krp, home, "kubernetes", "sync", "--dry-run")
     assert result.code == 0, result.both
     assert "would update" in result.out and "changed-by-hand" not in result.both
     assert fake.secret_value("ai-stack", "db", "password") == "changed-by-hand"
+    before = dict(fake.rollouts)
     result = _run(krp, home, "kubernetes", "sync")
     assert result.code == 0, result.both
     assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
+    assert fake.rollouts == before  # no restart without --restart
+    assert _run(krp, home, "validate").code == 0
+    result = _run(krp, home, "kubernetes", "sync", "--restart")
+    assert result.code == 0 and "up to date" in result.out, result.both
+    fake.hang.set()  # the API server stops answering: a warning, not a failure
+    result = _run(krp, home, "validate")
+    assert result.code == 0, result.both
+    assert "cannot compare the Kubernetes Secrets" in result.both
+
+
+def test_rotate_dry_run_shows_secrets_and_workloads(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    calls = len(fake.calls)
+    result = _run(krp, home, "rotate", "all", "--dry-run")
+    assert result.code == 0, result.both
+    assert "publish: Kubernetes Secret ai-stack/db (key password)" in result.out
+    assert result.out.count("rollout restart deployment ai-stack/api") == 1
+    assert "rollout restart statefulset other-ns/db" in result.out
+    assert len(fake.calls) == calls  # no API call
+
+
+def test_server_that_stops_answering_fails_that_secret_with_75(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_password")
+    fake.hang.set()
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 75, result.both
+    assert "cannot be reached" in result.both
+    assert home.value("pg_password") == old
 
 
 @pytest.mark.skipif(

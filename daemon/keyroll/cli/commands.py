@@ -195,6 +195,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 line(f"       target:  {item.target}: apply, then test a fresh login")
             for restart in item.restart:
                 line(f"       restart: {restart}")
+            for key in item.kubernetes:
+                line(f"       publish: {key}")
             for check in item.health:
                 line(f"       health:  {check}")
             if item.store_only:
@@ -203,6 +205,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 )
             for note in item.notes:
                 line(f"       note:    {note}")
+        if policy.uses_kubernetes():
+            from keyroll.kube.publish import plan_lines
+
+            line("In Kubernetes, once for the whole command:")
+            for text in plan_lines(policy, [item.name for item in items]):
+                line(f"       {text}")
         return EXIT_OK
     from keyroll.actions.rotate import rotate
 

@@ -60,6 +60,7 @@ class Cluster:
         self._client: Any = None
         self._namespace = section.namespace
         self.calls = 0
+        self.timeout = REQUEST_TIMEOUT
 
     # --- connection ---------------------------------------------------------------------
 
@@ -97,7 +98,7 @@ class Cluster:
         self._client = Client(
             single,
             namespace=self._namespace,
-            timeout=httpx2.Timeout(REQUEST_TIMEOUT),
+            timeout=httpx2.Timeout(self.timeout),
             field_manager=FIELD_MANAGER,
             trust_env=False,
         )

@@ -64,7 +64,7 @@ def mappings(secret: SecretPolicy) -> list[SecretKey]:
     return [parse_secret_key(spec) for spec in secret.kubernetes]
 
 
-def workloads(secret: SecretPolicy) -> list[Workload]:
+def _workloads(secret: SecretPolicy) -> list[Workload]:
     return [parse_workload(spec) for spec in secret.restart if is_workload_spec(spec)]
 
 
@@ -120,7 +120,7 @@ class KubeSession:
         return [self.cluster.resolve_key(k) for k in mappings(secret)]
 
     def workloads_of(self, secret: SecretPolicy) -> list[Workload]:
-        return [self.cluster.resolve_workload(w) for w in workloads(secret)]
+        return [self.cluster.resolve_workload(w) for w in _workloads(secret)]
 
     def _secret_values(self, namespace: str, name: str, value_of: ValueOf) -> dict[str, str]:
         """Every key keyroll maps into one Kubernetes Secret, with its value (secrets
@@ -382,6 +382,22 @@ class KubeSession:
         return lines
 
 
+def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[str], str | None]:
+    """For `status` and `validate`: the mapped keys whose cluster value differs from
+    the store's (by digest, never printed), and a warning instead when the cluster
+    cannot be asked.  Nothing to check (no mapping): ([], None)."""
+    if not any(secret.kubernetes for secret in policy.secrets.values()):
+        return [], None
+    session = KubeSession(policy, None)
+    session.cluster.timeout = 5.0
+    try:
+        return session.drift(values), None
+    except KeyrollError as exc:
+        return [], f"cannot compare the Kubernetes Secrets with the store: {exc}"
+    finally:
+        session.close()
+
+
 def _without(reason: str, subject: str) -> str:
     return reason.removeprefix(f"{subject}: ")
 
@@ -390,9 +406,9 @@ def _failure(step: str, subject: str, exc: KeyrollError) -> KubeFailure:
     return KubeFailure(step, subject, _without(str(exc), subject), isinstance(exc, ServiceUnavailable))
 
 
-def plan_lines(policy: Policy, names: Sequence[str]) -> list[str]:
+def plan_lines(policy: Policy, names: Sequence[str], *, workloads: bool = True) -> list[str]:
     """What a rotation of `names` would change in the cluster (no API call): the
-    Kubernetes Secrets and the workloads, each once."""
+    Kubernetes Secrets and (with `workloads`) the workloads, each once."""
     namespace = policy.kubernetes.namespace or "(default namespace)"
     secrets: dict[str, None] = {}
     restarts: dict[str, None] = {}
@@ -400,11 +416,11 @@ def plan_lines(policy: Policy, names: Sequence[str]) -> list[str]:
         secret = policy.secrets[name]
         for key in mappings(secret):
             secrets.setdefault(f"{key.namespace or namespace}/{key.secret} (key {key.key})", None)
-        for workload in workloads(secret):
+        for workload in _workloads(secret) if workloads else ():
             restarts.setdefault(f"{workload.kind} {workload.namespace or namespace}/{workload.name}", None)
     lines = [f"Kubernetes Secret {s}" for s in secrets]
     lines += [f"rollout restart {w}" for w in restarts]
     return lines
 
 
-__all__ = ["KubeFailure", "KubeNotFound", "KubeSession", "PublishReport", "holds_value", "plan_lines"]
+__all__ = ["KubeFailure", "KubeNotFound", "KubeSession", "PublishReport", "check_drift", "holds_value", "plan_lines"]
