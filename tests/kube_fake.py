@@ -217,6 +217,8 @@ class FakeKube:
             verb = {"GET": "get", "PATCH": "patch"}.get(method, method.lower())
             if any(v == verb and part in path for v, part in self.forbidden):
                 return 403, _status(403, "Forbidden", f'cannot {verb} resource at "{path}"')
+            if method == "GET" and path in _DISCOVERY:  # (for kubectl, which asks before anything else)
+                return 200, _DISCOVERY[path]
             match = _PATH.match(path)
             if match is None:
                 return 404, _status(404, "NotFound", "the server could not find the requested resource")
@@ -299,6 +301,43 @@ class FakeKube:
         self.owners[(ns, name)] = owners
         return 200, self._with_fields(ns, name, obj)
 
+
+def _resources(group_version: str, names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [
+            {
+                "name": plural,
+                "singularName": plural[:-1],
+                "namespaced": True,
+                "kind": kind,
+                "verbs": ["get", "list", "patch", "create", "update", "delete"],
+            }
+            for plural, kind in names.items()
+        ],
+    }
+
+
+_DISCOVERY: dict[str, Any] = {
+    "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+    "/apis": {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": "apps",
+                "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+            }
+        ],
+    },
+    "/api/v1": _resources("v1", {"secrets": "Secret"}),
+    "/apis/apps/v1": _resources(
+        "apps/v1", {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}
+    ),
+}
 
 _REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 500: "InternalError"}
 

@@ -123,7 +123,8 @@ def _bundle(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> N
     _wait(q)
     q = actions.add_parser("render", help="write decrypted files (or one .env) for services", parents=[json_flag])
     q.add_argument("directory", nargs="?", metavar="DIR")
-    q.add_argument("--format", choices=("files", "env"), default="files")
+    q.add_argument("--format", choices=("files", "env", "kubernetes"), default="files")
+    q.add_argument("--encrypt", action="store_true", help="kubernetes: SOPS-encrypt each manifest's data")
     q.add_argument("--no-restart", action="store_true", help="do not restart consumers of changed secrets")
     _wait(q)
     q = actions.add_parser(

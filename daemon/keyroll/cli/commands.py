@@ -440,7 +440,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if args.bundle_command == "migrate":
         report = bundle.migrate(policy, remove_plaintext=args.remove_plaintext, wait=args.wait)
     elif args.bundle_command == "render":
-        report = bundle.render(policy, args.directory, fmt=args.format, restart=not args.no_restart, wait=args.wait)
+        report = bundle.render(
+            policy, args.directory, fmt=args.format, restart=not args.no_restart, wait=args.wait, encrypt=args.encrypt
+        )
     else:
         report = bundle.updatekeys(policy, wait=args.wait)
     code = _combine(report.exit_code, report.recovery.exit_code)

@@ -97,6 +97,8 @@ class Policy:
 
     def uses_kubernetes(self) -> bool:
         """Some secret is published to a Kubernetes Secret or restarts a workload."""
+        if not self.kubernetes.publish:
+            return False
         return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
 
     @property

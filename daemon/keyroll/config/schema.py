@@ -369,6 +369,11 @@ class KubernetesSection:
     rollout_timeout: str = opt(
         "10m", "How long a rollout restart may take to complete.", kind="duration", check=_duration
     )
+    publish: bool = opt(
+        True,
+        "false: keyroll never contacts the cluster (no publishing, no workload restarts); "
+        "`bundle render --format kubernetes` still writes the manifests.",
+    )
 
 
 @record(frozen=True)
