@@ -92,6 +92,7 @@ class FakeKube:
         self.forbidden: set[tuple[str, str]] = set()  # (verb, path part)
         self.stuck: set[str] = set()  # "kind/ns/name": the rollout never completes
         self.deadline: set[str] = set()  # "kind/ns/name": ProgressDeadlineExceeded
+        self.deadline_once: set[str] = set()  # "kind/ns/name": the next rollout only exceeds its deadline
         self.hang = threading.Event()  # set: the server stops answering
         self.rollout_seconds = 0.2  # how long a healthy rollout takes
         self.token = TOKEN
@@ -188,7 +189,7 @@ class FakeKube:
                 started = obj["metadata"].get("rolloutStarted")
                 if started is None:
                     continue
-                if ident in self.deadline:
+                if ident in self.deadline or obj["metadata"].get("deadlineFor") == obj["metadata"]["generation"]:
                     obj["status"]["observedGeneration"] = obj["metadata"]["generation"]
                     obj["status"]["conditions"] = [
                         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
@@ -254,6 +255,9 @@ class FakeKube:
                     )
                     self.restart_values.setdefault(ident, []).append(value)
                     self._start(kind, obj)
+                    if ident in self.deadline_once:
+                        self.deadline_once.discard(ident)
+                        obj["metadata"]["deadlineFor"] = obj["metadata"]["generation"]
                 return 200, _public(obj)
             return 415, _status(415, "UnsupportedMediaType", "unsupported patch type")
 
@@ -360,6 +364,7 @@ def _not_found(plural: str, name: str) -> dict[str, Any]:
 def _public(obj: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(obj)
     out["metadata"].pop("rolloutStarted", None)
+    out["metadata"].pop("deadlineFor", None)
     return out
 
 

@@ -99,6 +99,22 @@ def test_failed_rollout_rolls_everything_back(home: Home, krp, cluster) -> None:
     assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
 
 
+def test_rollout_failing_on_the_new_value_only_is_exit_1(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_password")
+    fake.deadline_once = {"deployment/ai-stack/api"}
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 1, result.both
+    assert "healthy again on the previous value" in result.both
+    assert home.value("pg_password") == old
+    assert fake.secret_value("ai-stack", "db", "password") == old
+    # each workload: one rollout with the new value, one back to the old (sent once for both workloads)
+    assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
+    assert fake.rollouts["statefulset/other-ns/db"] - before["statefulset/other-ns/db"] == 2
+
+
 def test_stuck_rollout_times_out_and_rolls_back(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     _setup(home, krp, kubeconfig, timeout="2s")
@@ -236,3 +252,35 @@ def test_real_cluster(home: Home, krp) -> None:  # type: ignore[no-untyped-def]
     assert _run(krp, home, "init").code == 0
     result = _run(krp, home, "rotate", "test_password")
     assert result.code == 0, result.both
+
+
+def test_missing_workload_stops_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("api_key")
+    del fake.workloads[("daemonset", "ai-stack", "agent")]
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 1, result.both
+    assert "daemonset ai-stack/agent: not found" in result.both
+    assert home.value("api_key") == old and fake.rollouts == before
+
+
+def test_holds_value_compares_by_digest(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """The function issue 14 (gitops) builds on: does the cluster's key hold this value."""
+    from keyroll.config.kubernetes import SecretKey
+    from keyroll.config.policy import load_policy
+    from keyroll.kube.client import Cluster
+    from keyroll.kube.publish import holds_value
+
+    _fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    policy = load_policy(str(home.config))
+    kube = Cluster(policy.kubernetes, {}, None)
+    try:
+        assert holds_value(kube, SecretKey("", "db", "password"), home.value("pg_password")) is True
+        assert holds_value(kube, SecretKey("ai-stack", "db", "password"), "something else") is False
+        assert holds_value(kube, SecretKey("", "db", "no-such-key"), "x") is None
+        assert holds_value(kube, SecretKey("", "no-such-secret", "k"), "x") is None
+    finally:
+        kube.close()
