@@ -371,6 +371,7 @@ def _public(obj: dict[str, Any]) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # (headers and body go as separate writes: no 40 ms delayed-ACK stall)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
