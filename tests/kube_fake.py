@@ -87,6 +87,7 @@ class FakeKube:
         self.workloads: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.rollouts: dict[str, int] = {}  # "kind/ns/name" -> rollouts started (template changes)
         self.restart_values: dict[str, list[str]] = {}  # "kind/ns/name" -> restartedAt values, in order
+        self.pods_see: dict[str, dict[tuple[str, str, str], str]] = {}  # what the last rollout's pods read
         self.calls: list[tuple[str, str]] = []
         self.failures: list[tuple[str, str, int, int]] = []  # (method, path part, status, times left)
         self.forbidden: set[tuple[str, str]] = set()  # (verb, path part)
@@ -254,6 +255,11 @@ class FakeKube:
                         .get("kubectl.kubernetes.io/restartedAt", "")
                     )
                     self.restart_values.setdefault(ident, []).append(value)
+                    self.pods_see[ident] = {  # (new pods read their Secrets when they start)
+                        (sns, sname, key): base64.b64decode(v).decode()
+                        for (sns, sname), secret in self.secrets.items()
+                        for key, v in (secret.get("data") or {}).items()
+                    }
                     self._start(kind, obj)
                     if ident in self.deadline_once:
                         self.deadline_once.discard(ident)

@@ -187,6 +187,25 @@ def test_sigkill_at_each_step_recovers_with_one_rollout_per_workload(home: Home,
     started = {k: fake.rollouts[k] - before.get(k, 0) for k in fake.rollouts}
     assert set(started.values()) == {1}, started
     assert "completed" in result.both
+    sees = fake.pods_see["deployment/ai-stack/api"]  # the pods run the new values
+    assert sees[("ai-stack", "db", "password")] == home.value("pg_password")
+    assert sees[("other-ns", "api", "key")] == home.value("api_key")
+
+
+def test_sigkill_before_publishing_recovers_with_pods_on_the_new_values(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """Killed after the store but before any publish: recovery finishes each secret in
+    turn; a workload restarted for one secret is restarted again when another secret it
+    reads is published after that, so its pods never keep a stale value."""
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    killed = krp("--config", str(home.config), "rotate", "all", env={"KEYROLL_FAILPOINT": "store"})
+    assert killed.code == -9, killed.both
+    result = _run(krp, home, "recover")
+    assert result.code == 0, result.both
+    sees = fake.pods_see["deployment/ai-stack/api"]
+    assert sees[("ai-stack", "db", "password")] == home.value("pg_password")
+    assert sees[("ai-stack", "db", "replica")] == home.value("pg_replica")
+    assert sees[("other-ns", "api", "key")] == home.value("api_key")
 
 
 def test_sync_and_drift(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]

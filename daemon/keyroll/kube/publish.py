@@ -178,20 +178,38 @@ class KubeSession:
 
     # --- publish, restart, wait ----------------------------------------------------------------
 
-    def _annotation(self, workload: Workload, txids: Iterable[str]) -> str:
+    def _inputs(self, workload: Workload, value_of: ValueOf) -> str:
+        """A fingerprint of every value keyroll publishes for the secrets `workload`
+        reads: a journaled restart is re-sent only while they are the same."""
+        parts = []
+        for secret in self.policy.secrets.values():
+            if workload in self.workloads_of(secret) and secret.kubernetes:
+                parts.append(f"{secret.name}={value_of(secret.name)}")
+        joined = "\n".join(sorted(parts))
+        if self.journal is not None and self.journal.can_fingerprint:
+            return self.journal.fingerprint(joined)
+        return value_digest(joined)
+
+    def _holds(self, namespace: str, name: str, values: Mapping[str, str]) -> bool:
+        """Whether the Secret already holds each of `values` (compared by digest)."""
+        data = self.cluster.read_secret(namespace, name) or {}
+        return all(k in data and value_digest(data[k]) == value_digest(v) for k, v in values.items())
+
+    def _annotation(self, workload: Workload, txids: Iterable[str], inputs: str = "") -> str:
         """The restartedAt value for `workload`: the one journaled by the same
-        transaction if any (recovery re-sends it), else a new one, journaled first."""
+        transaction for the same published values if any (recovery re-sends it:
+        no second rollout), else a new one, journaled before it is sent."""
         key = f"{RESTART_META}{workload.kind}/{workload.namespace}/{workload.name}"
         txids = set(txids)
         if self.journal is not None:
             saved = self.journal.get_meta(key)
             if saved:
-                txid, _, value = saved.partition(" ")
-                if txid in txids:
+                txid, saved_inputs, value = [*saved.split(" ", 2), "", ""][:3]
+                if txid in txids and inputs and saved_inputs == inputs:
                     return value
         value = new_restart_value()
         if self.journal is not None:
-            self.journal.set_meta({key: f"{min(txids) if txids else '-'} {value}"})
+            self.journal.set_meta({key: f"{min(txids) if txids else '-'} {inputs or '-'} {value}"})
         return value
 
     def publish(self, changed: Mapping[str, str], value_of: ValueOf, txids: Mapping[str, str]) -> PublishReport:
@@ -210,13 +228,30 @@ class KubeSession:
             return changed[name] if name in changed else value_of(name)
 
         started = time.perf_counter()
+        # The Secrets of the changed secrets, and every other Secret that a workload to
+        # restart reads when it lacks the values it should hold (in recovery, an earlier
+        # interrupted step may not have sent them), so that the new pods start on
+        # exactly the values the journaled restart was made for.
+        affected = {w for secret in involved for w in self.workloads_of(secret)}
         targets: dict[tuple[str, str], list[str]] = {}
         for secret in involved:
             for key in self.keys_of(secret):
                 targets.setdefault((key.namespace, key.secret), []).append(secret.name)
+        extra: set[tuple[str, str]] = set()
+        for secret in self.policy.secrets.values():
+            if secret.name not in changed and affected.intersection(self.workloads_of(secret)):
+                readers = [s.name for s in involved if set(self.workloads_of(s)) & set(self.workloads_of(secret))]
+                for key in self.keys_of(secret):
+                    where = (key.namespace, key.secret)
+                    if where not in targets:
+                        extra.add(where)
+                    targets.setdefault(where, []).extend(readers)
         for (ns, name), names in targets.items():
             try:
-                self.cluster.apply_secret(ns, name, self._secret_values(ns, name, current))
+                values = self._secret_values(ns, name, current)
+                if (ns, name) in extra and self._holds(ns, name, values):
+                    continue
+                self.cluster.apply_secret(ns, name, values)
                 report.secrets_applied.append(f"{ns}/{name}")
             except KeyrollError as exc:
                 for n in names:
@@ -235,7 +270,8 @@ class KubeSession:
         restarted: list[Workload] = []
         for workload, names in users.items():
             try:
-                self.cluster.restart_workload(workload, self._annotation(workload, (txids.get(n, "") for n in names)))
+                value = self._annotation(workload, (txids.get(n, "") for n in names), self._inputs(workload, current))
+                self.cluster.restart_workload(workload, value)
                 self._restarted.add(workload)
                 restarted.append(workload)
                 report.restarted.append(describe_workload(workload))
