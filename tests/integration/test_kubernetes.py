@@ -303,3 +303,38 @@ def test_holds_value_compares_by_digest(home: Home, krp, cluster) -> None:  # ty
         assert holds_value(kube, SecretKey("", "no-such-secret", "k"), "x") is None
     finally:
         kube.close()
+
+
+def test_rollout_already_failing_stops_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_replica")
+    with fake.lock:
+        status = fake.workloads[("deployment", "ai-stack", "api")]["status"]
+        status["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_replica")
+    assert result.code == 1, result.both
+    assert "deployment ai-stack/api: its rollout is already failing" in result.both
+    assert home.value("pg_replica") == old and fake.rollouts == before
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+
+
+def test_the_kubeconfig_ca_is_verified(home: Home, krp, cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import json
+
+    from tests.kube_fake import make_ca
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    other_ca, _, _ = make_ca(tmp_path / "other-pki")
+    config = json.loads(kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(other_ca.read_bytes()).decode()
+    kubeconfig.write_text(json.dumps(config))
+    old = home.value("pg_password")
+    calls = len(fake.calls)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 1, result.both
+    assert "not signed by the kubeconfig's CA" in result.both
+    assert home.value("pg_password") == old and len(fake.calls) == calls

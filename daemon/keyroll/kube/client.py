@@ -154,6 +154,10 @@ class Cluster:
                     ) from None
                 raise KubeError(f"{what}: cannot {verb}: the API server answered {code} {reason}".rstrip()) from None
             except httpx2.TransportError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise KubeError(
+                        f"{what}: cannot {verb}: the API server's certificate is not signed by the kubeconfig's CA"
+                    ) from None
                 raise KubeUnavailable(
                     f"{what}: cannot {verb}: the API server cannot be reached ({type(exc).__name__})"
                 ) from None
