@@ -53,21 +53,9 @@ if TYPE_CHECKING:
 FAILPOINT_ENV = "KEYROLL_FAILPOINT"
 # Steps at which KEYROLL_FAILPOINT=<step> (or <step>:<n>, the n-th time) kills the
 # process with SIGKILL.  Inactive unless the variable is set; for crash tests.
-FAILPOINTS = (
-    "backup",
-    "create",
-    "apply",
-    "verify",
-    "store-write",
-    "store",
-    "kube-publish",
-    "kube-restart",
-    "kube-wait",
-    "restart",
-    "retire",
-    "finish",
-    "recover",
-)
+FAILPOINTS = ("backup", "create", "apply", "verify", "store-write", "store", "restart", "retire", "finish", "recover")
+# keyroll.kube's steps (after the Secrets are applied, the restarts sent, the rollouts waited for).
+KUBE_FAILPOINTS = ("kube-publish", "kube-restart", "kube-wait")
 _failpoint_hits: dict[str, int] = {}
 
 

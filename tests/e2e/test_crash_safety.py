@@ -115,10 +115,7 @@ def test_sigkill_at_20_random_moments_of_a_1000_secret_rotation(home) -> None:  
     print(f"\n20 kills over {duration:.2f}s runs: {outcomes}")
 
 
-# (The kube-* steps need a cluster: tests/integration/test_kubernetes.py kills keyroll at each of them.)
-@pytest.mark.parametrize(
-    "step", [s for s in FAILPOINTS if s not in ("apply", "verify", "restart", "retire") and not s.startswith("kube-")]
-)
+@pytest.mark.parametrize("step", [s for s in FAILPOINTS if s not in ("apply", "verify", "restart", "retire")])
 def test_sigkill_at_each_step(home, step: str) -> None:  # type: ignore[no-untyped-def]
     config_for(home, 50)
     assert run(home, "init").returncode == 0

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import Home
 from tests.kube_fake import FakeKube, serve
 
+from keyroll.rotation import KUBE_FAILPOINTS
+
 pytest.importorskip("lightkube")
 
 CONFIG = """
@@ -171,7 +173,7 @@ def test_wrong_token_is_exit_1_naming_the_object(home: Home, krp, cluster) -> No
     assert "401" in result.both and "Kubernetes Secret ai-stack/db" in result.both
 
 
-@pytest.mark.parametrize("step", ["kube-publish", "kube-restart", "kube-wait"])
+@pytest.mark.parametrize("step", KUBE_FAILPOINTS)
 def test_sigkill_at_each_step_recovers_with_one_rollout_per_workload(home: Home, krp, cluster, step: str) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     _setup(home, krp, kubeconfig)
