@@ -33,9 +33,11 @@ def config(kubeconfig: Path, tmp: Path) -> str:
         f'[kubernetes]\nkubeconfig = "{kubeconfig}"\nnamespace = "bench"\nrollout_timeout = "5m"\n',
     ]
     for i in range(SECRETS):
-        workloads = sorted({f"kubernetes:deployment/app-{i % DEPLOYMENTS}", f"kubernetes:deployment/app-{(i * 7) % DEPLOYMENTS}"})
+        workloads = sorted(
+            {f"kubernetes:deployment/app-{i % DEPLOYMENTS}", f"kubernetes:deployment/app-{(i * 7) % DEPLOYMENTS}"}
+        )
         lines.append(
-            f"[secrets.s{i:03}]\nkubernetes = [\"secret-{i % KUBE_SECRETS}/key-{i:03}\"]\n"
+            f'[secrets.s{i:03}]\nkubernetes = ["secret-{i % KUBE_SECRETS}/key-{i:03}"]\n'
             f"restart = {json.dumps(workloads)}\n"
         )
     return "\n".join(lines)

@@ -39,6 +39,9 @@ restart = ["kubernetes:deployment/api"]
 kind = "api_key"
 kubernetes = ["other-ns/api/key"]
 restart = ["kubernetes:deployment/api", "kubernetes:daemonset/agent"]
+
+[secrets.local_token]
+unattended = true
 """
 
 
@@ -253,11 +256,13 @@ def test_server_that_stops_answering_fails_that_secret_with_75(home: Home, krp, 
     fake, kubeconfig = cluster
     _setup(home, krp, kubeconfig)
     old = home.value("pg_password")
+    local = home.value("local_token")
     fake.hang.set()
-    result = _run(krp, home, "rotate", "pg_password")
+    result = _run(krp, home, "rotate", "pg_password", "local_token")
     assert result.code == 75, result.both
     assert "cannot be reached" in result.both
     assert home.value("pg_password") == old
+    assert home.value("local_token") != local  # the others go on
 
 
 @pytest.mark.skipif(
@@ -340,3 +345,22 @@ def test_the_kubeconfig_ca_is_verified(home: Home, krp, cluster, tmp_path: Path)
     assert result.code == 1, result.both
     assert "not signed by the kubeconfig's CA" in result.both
     assert home.value("pg_password") == old and len(fake.calls) == calls
+
+
+def test_sigkill_while_a_failing_rollout_is_waited_for_recovery_undoes(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_replica")
+    fake.deadline_once = {"deployment/ai-stack/api"}
+    before = dict(fake.rollouts)
+    killed = krp("--config", str(home.config), "rotate", "pg_replica", env={"KEYROLL_FAILPOINT": "kube-wait"})
+    assert killed.code == -9, killed.both
+    result = _run(krp, home, "recover")
+    assert result.code == 1, result.both  # the new value is refused: the rollout failed on it
+    assert "ProgressDeadlineExceeded" in result.both
+    assert home.value("pg_replica") == old
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+    # one rollout with the new value (re-sent identically by recovery), one back to the old value
+    assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
+    assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "replica")] == old
+    assert "IN FLIGHT" not in _run(krp, home, "status").out
