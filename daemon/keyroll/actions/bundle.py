@@ -265,7 +265,7 @@ def _restart_consumers(policy: Policy, report: RenderReport) -> None:
     done: set[str] = set()
     for name in report.changed:
         for spec in policy.secrets[name].restart:
-            if spec in done:
+            if spec in done or spec.startswith("kubernetes:"):  # (rendering files publishes nothing to a cluster)
                 continue
             done.add(spec)
             failures = consumers.restart([spec], name, policy.env)
