@@ -68,8 +68,9 @@ class SecretPolicy:
 
     @property
     def store_only(self) -> bool:
-        """True when keyroll neither applies the value to a service nor restarts anyone."""
-        return self.target is None and not self.restart
+        """True when keyroll neither applies the value to a service, nor publishes it to
+        Kubernetes, nor restarts anyone."""
+        return self.target is None and not self.restart and not self.kubernetes
 
     @property
     def rotates_unattended(self) -> bool:
