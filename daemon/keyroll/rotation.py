@@ -616,8 +616,7 @@ class WriterSession:
         changed = {s.name: s.new for s in steps if s.changes_store}
         if kube is None or not changed:
             return {}
-        txids = {name: entry.txid for name, entry in self.journal.inflight().items()}
-        report = kube.publish(changed, self.live_value, txids)
+        report = kube.publish(changed, self.live_value, self.journal.inflight_txids())
         for phase, seconds in report.timings.items():
             self._timings[f"kubernetes-{phase}"] = self._timings.get(f"kubernetes-{phase}", 0.0) + seconds
         for step in steps:
