@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import Home
+from tests.integration.conftest import CmdlineWatcher
 from tests.kube_fake import FakeKube, serve
 
 from keyroll.rotation import KUBE_FAILPOINTS
@@ -72,7 +73,8 @@ def test_rotate_all_publishes_and_restarts_each_workload_once(home: Home, krp, c
     assert fake.secret_value("ai-stack", "db", "unrelated") == "kept"  # another manager's key stays
     before = dict(fake.rollouts)
     old = home.value("pg_password")
-    result = _run(krp, home, "rotate", "all")
+    with CmdlineWatcher() as watcher:
+        result = _run(krp, home, "rotate", "all", "--json")
     assert result.code == 0, result.both
     new = home.value("pg_password")
     assert new != old
@@ -85,7 +87,7 @@ def test_rotate_all_publishes_and_restarts_each_workload_once(home: Home, krp, c
     for ident in ("deployment/ai-stack/api", "statefulset/other-ns/db", "daemonset/ai-stack/agent"):
         assert fake.rollouts[ident] - before.get(ident, 0) == 1, ident
     for value in (old, new):
-        assert value not in result.both
+        assert value not in result.both and not watcher.carries(value)
 
 
 def test_failed_rollout_rolls_everything_back(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]

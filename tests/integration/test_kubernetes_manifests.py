@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import Home
+from tests.integration.conftest import CmdlineWatcher
 from tests.integration.test_sops_store import new_identity, sops_decrypt, write_sops_yaml
 from tests.kube_fake import serve
 
@@ -76,7 +77,8 @@ def test_encrypted_manifests_under_require_encrypted(home: Home, krp, tmp_path: 
     refused = krp("--config", str(home.config), "bundle", "render", str(out), "--format", "kubernetes")
     assert refused.code == 2 and "--encrypt" in refused.both
     assert not out.exists()
-    result = krp("--config", str(home.config), "bundle", "render", str(out), "--format", "kubernetes", "--encrypt")
+    with CmdlineWatcher() as watcher:  # sops gets the manifest on stdin, never in its argv
+        result = krp("--config", str(home.config), "bundle", "render", str(out), "--format", "kubernetes", "--encrypt")
     assert result.code == 0, result.both
     raw = (out / "ai-stack.db.yaml").read_bytes()
     document = yaml.safe_load(raw)
@@ -87,3 +89,4 @@ def test_encrypted_manifests_under_require_encrypted(home: Home, krp, tmp_path: 
     password = plain["data"]["password"]  # type: ignore[index]
     bundle = sops_decrypt((home.root / "secrets.sops.yaml").read_bytes(), key)
     assert base64.b64decode(password).decode() == bundle["pg_password"]
+    assert not watcher.carries(str(bundle["pg_password"])) and not watcher.carries(password)
