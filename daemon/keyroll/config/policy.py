@@ -17,6 +17,7 @@ from keyroll.config.schema import (
     DaemonSection,
     DefaultsSection,
     GitopsSection,
+    KubernetesSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -27,7 +28,7 @@ from keyroll.config.schema import (
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
 from keyroll.paths import Paths, config_file_to_use
-from keyroll.records import asdict, fields, record
+from keyroll.records import asdict, field, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -60,6 +61,7 @@ class SecretPolicy:
     unattended: bool
     health_timeout: timedelta
     converge: tuple[str, ...] = ()  # [gitops]: checks that the fleet has the new value
+    kubernetes: tuple[str, ...] = ()
 
     @property
     def entropy_bits(self) -> int:
@@ -69,8 +71,9 @@ class SecretPolicy:
 
     @property
     def store_only(self) -> bool:
-        """True when keyroll neither applies the value to a service nor restarts anyone."""
-        return self.target is None and not self.restart
+        """True when keyroll neither applies the value to a service, nor publishes it to
+        Kubernetes, nor restarts anyone."""
+        return self.target is None and not self.restart and not self.kubernetes
 
     @property
     def rotates_unattended(self) -> bool:
@@ -105,6 +108,14 @@ class Policy:
         if not path.is_absolute() and self.config_dir is not None:
             path = self.config_dir / path
         return path.absolute()
+
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+
+    def uses_kubernetes(self) -> bool:
+        """Some secret is published to a Kubernetes Secret or restarts a workload."""
+        if not self.kubernetes.publish:
+            return False
+        return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
 
     @property
     def config_dir(self) -> Path | None:
@@ -174,6 +185,7 @@ class Policy:
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
                 **({"converge": [shown(spec) for spec in secret.converge]} if secret.converge else {}),
+                "kubernetes": list(secret.kubernetes),
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
@@ -319,6 +331,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
             converge=section.converge,
+            kubernetes=section.kubernetes,
         )
 
     for name, target in targets.items():
@@ -356,6 +369,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         backup=sections["backup"],
         notify=sections["notify"],
         daemon=sections["daemon"],
+        kubernetes=sections["kubernetes"],
         secrets=secrets,
         targets=targets,
         require_encrypted=require_encrypted,
