@@ -61,6 +61,10 @@ class ServiceUnavailable(TemporaryFailure):
     """A live service (target, consumer, health check) cannot be reached."""
 
 
+class FleetNotConverged(TemporaryFailure):
+    """[gitops]: the fleet (or the cluster, through Flux) does not have the pushed values yet."""
+
+
 class StoreError(KeyrollError):
     """The secret store cannot be read or written (symlink, full disk, corrupt file)."""
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from keyroll.journal import Journal
     from keyroll.store import Store
 
+KUBERNETES_FOLDER = "kubernetes"  # under gitops.path: the Secret manifests, for Flux
 PUBLISH_KEY = "gitops.publish"  # journal meta: the publish in progress (JSON, never a value)
 CONVERGE_KEY = "gitops.converging"  # journal meta: secrets whose old credential waits for the fleet
 TRAILER = "Keyroll-Transaction"
@@ -315,18 +316,72 @@ class Publisher:
         return current
 
     def file_names(self) -> dict[str, str]:
-        """Repository path -> the store file it publishes."""
+        """Repository path -> what it publishes: the store's bundle file, and under
+        `kubernetes/` one encrypted Secret manifest per mapped Kubernetes Secret."""
         relative = self.folder().relative_to(self.top).as_posix()
         prefix = "" if relative == "." else relative + "/"
-        return {f"{prefix}{self.store.location.name}": self.store.location.name}
+        names: dict[str, str] = {}
+        if "bundle" in self.config.publish:
+            names[f"{prefix}{self.store.location.name}"] = self.store.location.name
+        if "kubernetes" in self.config.publish:
+            from keyroll.kube.manifests import secret_manifests
+
+            for name in secret_manifests(self.policy, dict.fromkeys(self.policy.secrets, "-")):
+                names[f"{prefix}{KUBERNETES_FOLDER}/{name}"] = name
+        return names
 
     def contents(self) -> dict[str, bytes]:
-        """Repository path -> bytes, as the store has them now."""
-        read = getattr(self.store, "read_ciphertext", None)
-        data = read() if callable(read) else None
-        if data is None:
-            raise GitError(f"{self.store.location}: no bundle to publish")
-        return dict.fromkeys(self.file_names(), data)
+        """Repository path -> bytes, as the store has them now (manifests encrypted anew)."""
+        names = self.file_names()
+        files: dict[str, bytes] = {}
+        if "bundle" in self.config.publish:
+            read = getattr(self.store, "read_ciphertext", None)
+            data = read() if callable(read) else None
+            if data is None:
+                raise GitError(f"{self.store.location}: no bundle to publish")
+            files.update({path: data for path, name in names.items() if name == self.store.location.name})
+        if "kubernetes" in self.config.publish:
+            files.update(self._manifests(names))
+        return files
+
+    def _manifests(self, names: Mapping[str, str]) -> dict[str, bytes]:
+        """Each mapped Kubernetes Secret as a manifest SOPS-encrypts it for Flux (data only,
+        to the age recipients of the store's .sops.yaml)."""
+        from keyroll.age import recipients_in
+        from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
+        from keyroll.store.sops import SopsStore, resolve_path
+
+        config = resolve_path(self.policy.store.sops_config, self.policy)
+        try:
+            recipients = recipients_in(config.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise GitError(
+                f"{config}: cannot be read ({exc.strerror or exc}); manifests are encrypted to its recipients"
+            ) from None
+        if not recipients:
+            raise GitError(f"{config}: names no age recipient; the Secret manifests are encrypted to them")
+        values, errors = self.store.read_all(list(self.policy.secrets))
+        if errors:
+            raise GitError(next(iter(errors.values())))
+        texts = secret_manifests(self.policy, values)
+        encrypter = SopsStore(self.policy)
+        by_name = {name: path for path, name in names.items()}
+        return {
+            by_name[name]: encrypter.encrypt_yaml(text, recipients, ENCRYPTED_REGEX, self.top / by_name[name])
+            for name, text in texts.items()
+            if name in by_name
+        }
+
+    def _write(self, files: Mapping[str, bytes]) -> None:
+        """Each file into its folder of the work tree, atomically (folders made as needed)."""
+        folders: dict[Path, dict[str, bytes]] = {}
+        for path, data in files.items():
+            folders.setdefault(self.top / Path(path).parent, {})[Path(path).name] = data
+        for folder, batch in folders.items():
+            if folder.is_symlink():
+                raise RepoNotReady(f"gitops.path: {folder} is a symlink; keyroll writes only into real folders")
+            folder.mkdir(parents=True, exist_ok=True)
+            write_files_atomically(folder, batch, mode=0o644)
 
     # --- before any change ----------------------------------------------------------------
 
@@ -385,9 +440,7 @@ class Publisher:
         else:  # (recovery driving forward: the same transaction publishes again)
             state.names = sorted(set(state.names) | set(names))
         self._save(state)
-        folder = self.folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        write_files_atomically(folder, {Path(p).name: data for p, data in files.items()}, mode=0o644)
+        self._write(files)
         failpoint("git-write")
         self.git.run("add", "--", *paths)
         sha = None
@@ -509,7 +562,7 @@ class Publisher:
             if problem := plaintext_problem(path, data, values):
                 raise PlaintextRefused(problem)
         state = self.state() or PublishState("-", op, sorted(names), list(files))
-        write_files_atomically(self.folder(), {Path(p).name: d for p, d in files.items()}, mode=0o644)
+        self._write(files)
         self.git.run("add", "--", *files)
         if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode == 0:
             return None
@@ -538,8 +591,7 @@ class Publisher:
         sha = None
         if self.ours_in_head(state):
             files = self.contents()
-            folder = self.folder()
-            write_files_atomically(folder, {Path(p).name: d for p, d in files.items()}, mode=0o644)
+            self._write(files)
             self.git.run("add", "--", *files)
             if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode != 0:
                 message = (

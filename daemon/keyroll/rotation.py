@@ -218,6 +218,7 @@ class WriterSession:
         self.recovery = TxReport()
         self.backup_left_out: dict[str, str] = {}  # secret files the last backup could not hold, and why
         self._git: Publisher | None = None
+        self._kube_waiting: dict[str, str] = {}  # [gitops]: secrets whose cluster Secrets lag the commit
         self._kube: KubeSession | None = None
 
     # --- session ----------------------------------------------------------------------
@@ -320,6 +321,10 @@ class WriterSession:
             from keyroll.kube.publish import KubeSession
 
             self._kube = KubeSession(self.policy, self._journal, self._should_stop, failpoint)
+            if self.policy.gitops is not None and "kubernetes" in self.policy.gitops.publish:
+                from keyroll.schedule import parse_duration  # Flux applies the commit: keyroll waits for it
+
+                self._kube.gitops_timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
         return self._kube
 
     def _admin_value(self, name: str) -> str | None:
@@ -639,7 +644,7 @@ class WriterSession:
                 completions += self._consumers_failed(step, failures)
                 continue
             with self._timed("converge"):
-                waiting = (
+                waiting = self._kube_waiting.pop(step.name, None) or (
                     fleet.wait(step.name, step.secret.converge)
                     if fleet and not emergency and step.changes_store and step.old is not None
                     else None
@@ -653,9 +658,9 @@ class WriterSession:
                 from keyroll import gitops
 
                 gitops.release(self.journal, [step.name])  # (a newer rotation's wait passed, or --emergency)
-        self._undo_in_kubernetes(steps)
         if to_store and self.policy.gitops is not None:
-            self._republish_undone(steps, completions)
+            self._republish_undone(steps, completions)  # (before the cluster waits for the previous values)
+        self._undo_in_kubernetes(steps)
         return completions
 
     def _republish_undone(self, steps: list[_Step], completions: list[Completion]) -> None:
@@ -757,9 +762,12 @@ class WriterSession:
         for step in steps:
             if step.outcome is not None:
                 step.outcome.restarted += report.restarted_by.get(step.name, [])
+        # [gitops]: the cluster did not get the committed values in time: a wait, not a failure.
+        self._kube_waiting = {n: f"{f.subject}: {f.reason}" for n, f in report.failures.items() if f.step == "converge"}
         return {
             name: [consumers.ConsumerFailure(f.subject, f.reason, f.temporary, kind=f.kind)]
             for name, f in report.failures.items()
+            if f.step != "converge"
         }
 
     def _undo_in_kubernetes(self, steps: list[_Step]) -> None:
@@ -1107,7 +1115,8 @@ class WriterSession:
             if fleet is None or self._should_stop():
                 break
             secret = self.policy.secrets.get(name)
-            problem = fleet.wait(name, secret.converge) if secret is not None else None
+            problem = self._resume_in_kubernetes(name) if secret is not None else None
+            problem = problem or (fleet.wait(name, secret.converge) if secret is not None else None)
             if problem is None:
                 gitops.release(self.journal, [name])
                 detail = "the fleet has the new value; its old credential may now be retired"
@@ -1115,3 +1124,17 @@ class WriterSession:
             else:
                 detail = f"{problem}; the old credential is kept; the next run waits again"
                 report.outcomes.append(Outcome(name, "converge", "waiting", EXIT_TEMPFAIL, detail))
+
+    def _resume_in_kubernetes(self, name: str) -> str | None:
+        """[gitops] with Kubernetes: a held secret's Secrets once Flux applied them, its
+        workloads restarted and rolled out; why not (yet), if so."""
+        kube = self.kube()
+        secret = self.policy.secrets[name]
+        if kube is None or not (secret.kubernetes or any(r.startswith("kubernetes:") for r in secret.restart)):
+            return None
+        value = self.live_value(name)
+        if value is None:
+            return None
+        report = kube.publish({name: value}, self.live_value, {})
+        failure = report.failures.get(name)
+        return None if failure is None else f"{failure.subject}: {failure.reason}"

@@ -351,8 +351,10 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
                 'gitops.publish: "bundle" needs the SOPS store ([store] kind = "sops"): keyroll never commits '
                 f"the plaintext files of a {store.kind} store"
             )
-        if "kubernetes" in gitops.publish:
-            raise ConfigError('gitops.publish: "kubernetes" (Secret manifests) is not available yet; use ["bundle"]')
+        if "kubernetes" in gitops.publish and not any(s.kubernetes for s in secrets.values()):
+            raise ConfigError(
+                'gitops.publish: "kubernetes" needs secrets mapped to Kubernetes Secrets (kubernetes = ["SECRET/KEY"])'
+            )
     else:
         for name, secret in secrets.items():
             if secret.converge:

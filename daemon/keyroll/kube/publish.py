@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from keyroll.config.kubernetes import SecretKey, Workload, is_workload_spec, parse_secret_key, parse_workload
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError
+from keyroll.errors import FleetNotConverged, KeyrollError, ServiceUnavailable, TargetError
 from keyroll.journal import Journal
 from keyroll.kube.client import Cluster, KubeNotFound, describe_secret, describe_workload, value_digest
 from keyroll.kube.rollout import FAILED, rollout_state, wait_rollouts
@@ -110,6 +110,10 @@ class KubeSession:
         self._unreachable: KeyrollError | None = None
         self._restarted: set[Workload] = set()  # restarted in this command
         self._undo: dict[str, str | None] = {}  # secret -> txid, waiting for flush_undo
+        # [gitops] publish = ["kubernetes"]: Flux applies the committed manifests; keyroll waits (up to this
+        # many seconds, one deadline per command) until the cluster's Secrets hold the values, never applies them.
+        self.gitops_timeout: float | None = None
+        self._gitops_deadline: float | None = None
 
     def close(self) -> None:
         self.cluster.close()
@@ -161,7 +165,8 @@ class KubeSession:
 
             def check_secret(ns: str = ns, name: str = name) -> None:
                 self.cluster.read_secret(ns, name)
-                self.cluster.apply_secret(ns, name, self._secret_values(ns, name, value_of), dry_run=True)
+                if self.gitops_timeout is None:  # (with [gitops], Flux writes the Secret: reading it is enough)
+                    self.cluster.apply_secret(ns, name, self._secret_values(ns, name, value_of), dry_run=True)
 
             self._check((ns, name), check_secret)
         for workload in self.workloads_of(secret):
@@ -194,6 +199,25 @@ class KubeSession:
         """Whether the Secret already holds each of `values` (compared by digest)."""
         data = self.cluster.read_secret(namespace, name) or {}
         return all(k in data and value_digest(data[k]) == value_digest(v) for k, v in values.items())
+
+    def _put(self, namespace: str, name: str, values: Mapping[str, str]) -> None:
+        """The Secret holds `values` afterwards: applied by keyroll, or (with [gitops]) applied by
+        Flux from the committed manifests, which keyroll waits for (FleetNotConverged after the
+        deadline)."""
+        if self.gitops_timeout is None:
+            self.cluster.apply_secret(namespace, name, values)
+            return
+        import time
+
+        if self._gitops_deadline is None:
+            self._gitops_deadline = time.monotonic() + self.gitops_timeout
+        while not self._holds(namespace, name, values):
+            if time.monotonic() >= self._gitops_deadline or (self._should_stop is not None and self._should_stop()):
+                raise FleetNotConverged(
+                    f"{describe_secret(namespace, name)} does not hold the committed values after "
+                    f"{self.gitops_timeout:g}s (has Flux applied the commit?)"
+                )
+            time.sleep(0.2)
 
     def _annotation(self, workload: Workload, txids: Iterable[str], inputs: str = "") -> str:
         """The restartedAt value for `workload`: the one journaled by the same
@@ -251,11 +275,12 @@ class KubeSession:
                 values = self._secret_values(ns, name, current)
                 if (ns, name) in extra and self._holds(ns, name, values):
                     continue
-                self.cluster.apply_secret(ns, name, values)
+                self._put(ns, name, values)
                 report.secrets_applied.append(f"{ns}/{name}")
             except KeyrollError as exc:
+                step = "converge" if isinstance(exc, FleetNotConverged) else "publish"
                 for n in names:
-                    report.failures.setdefault(n, _failure("publish", describe_secret(ns, name), exc))
+                    report.failures.setdefault(n, _failure(step, describe_secret(ns, name), exc))
         if targets:
             self._failpoint("kube-publish")
         report.timings["publish"] = time.perf_counter() - started
@@ -329,7 +354,7 @@ class KubeSession:
                 targets.setdefault((key.namespace, key.secret), []).append(name)
         for (ns, name), names in targets.items():
             try:
-                self.cluster.apply_secret(ns, name, self._secret_values(ns, name, value_of))
+                self._put(ns, name, self._secret_values(ns, name, value_of))
             except KeyrollError as exc:
                 for n in names:
                     problems.setdefault(
