@@ -180,3 +180,20 @@ def test_flux_late_is_75_with_the_values_kept_and_the_next_run_finishes(krp, fle
         assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "password")] == new
         assert krp(*fleet.cfg, "recover").code == 0
         assert fake.rollouts["deployment/ai-stack/api"] == rollouts + 1  # (resumed once, not again)
+
+
+@pytest.mark.parametrize("step", ["git-push", "kube-publish", "kube-restart", "kube-wait"])
+def test_sigkill_after_the_push_is_finished_by_recovery_with_one_rollout(krp, fleet: Fleet, cluster, step: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    fake, kubeconfig = cluster
+    configure(fleet, kubeconfig, "20s")
+    with Flux(fleet, fake):
+        assert krp(*fleet.cfg, "init").code == 0
+        rollouts = fake.rollouts.get("deployment/ai-stack/api", 0)
+        killed = krp(*fleet.cfg, "rotate", "pg_password", env={"KEYROLL_FAILPOINT": step})
+        assert killed.code == -9, killed.both
+        result = krp(*fleet.cfg, "recover")
+        assert result.code == 0, result.both
+        new = fleet.values()["pg_password"]
+        assert fake.secret_value("ai-stack", "db", "password") == new
+        assert fake.rollouts["deployment/ai-stack/api"] == rollouts + 1  # one rollout, not two
+        assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "password")] == new
