@@ -394,6 +394,8 @@ class Publisher:
             raise RepoNotReady(f"gitops.repo: {top}: a {what} is in progress; finish or abort it first")
         if self.git.run("symbolic-ref", "-q", "HEAD", check=False).returncode != 0:
             raise RepoNotReady(f"gitops.repo: {top}: no branch is checked out (detached HEAD)")
+        if self.remote and self.git.run("remote", "get-url", "--", self.remote, check=False).returncode != 0:
+            raise RepoNotReady(f"gitops.push: {top} has no remote named {self.remote!r} (git remote -v)")
         paths = list(self.file_names())
         dirty = self.git.run("status", "--porcelain=v1", "--untracked-files=all", "--", *paths).stdout
         if dirty.strip():

@@ -705,7 +705,7 @@ class WriterSession:
         git = self.gitops()
         assert git is not None
         changed = [s for s in steps if s.changes_store]
-        txids = {name: entry.txid for name, entry in self.journal.inflight().items()}
+        txids = self.journal.inflight_txids()
         values, _ = self.store.read_all(list(self.policy.secrets))
         known = {v for v in values.values() if v} | {s.old for s in changed if s.old}
         git.publish(txids[changed[0].name], changed[0].change.op, [s.name for s in changed], known, failpoint)
@@ -1107,7 +1107,7 @@ class WriterSession:
         git = self.gitops()
         assert git is not None
         state = git.state()
-        if state is not None and state.txid not in {e.txid for e in self.journal.inflight().values()}:
+        if state is not None and state.txid not in set(self.journal.inflight_txids().values()):
             git.done()
         holding = gitops.held(self.journal)
         fleet = self._fleet_wait()

@@ -276,6 +276,11 @@ def test_a_dirty_bundle_or_a_rebase_in_progress_stops_before_any_change(kr, flee
 
 def test_not_a_work_tree_is_exit_2_when_used(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     init(kr, fleet)
+    # The same config, pushing to a remote the clone does not have:
+    fleet.config.write_text(fleet.config.read_text().replace('push = "origin main"', 'push = "upstream main"'))
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "gitops.push:" in result.err and "'upstream'" in result.err, result.both
+    fleet.write_config()
     shutil.rmtree(fleet.repo / ".git")
     result = kr(*fleet.cfg, "rotate", "db_password")
     assert result.code == 2 and "gitops.repo:" in result.err and "not a git work tree" in result.err, result.both
@@ -356,6 +361,8 @@ def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr
 
     killed = krp(*fleet.cfg, "recover", env={"KEYROLL_FAILPOINT": "converge"})  # killed while it waits again
     assert killed.code == -9
+    hints = json.loads(kr(*fleet.cfg, "status", "--json").out)["data"]["hints"]
+    assert any("waiting for the fleet to apply db_password" in hint for hint in hints)
     flag.write_text(git(fleet.remote, "rev-parse", "main~1"))  # an older deployment
     still = kr(*fleet.cfg, "recover")
     assert still.code == 75 and "waits again" in still.both

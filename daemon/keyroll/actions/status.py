@@ -212,6 +212,14 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
     if policy.gitops is not None:
         report.gitops = repo_state(policy, store)
+        held = _held_for_fleet(policy)
+        if held:
+            from keyroll.guidance import shown_names
+
+            report.hints.append(
+                f"waiting for the fleet to apply {shown_names(held)}: their old credentials are kept "
+                "until the converge checks pass (the next writing command waits again)"
+            )
     if journal is not None and policy.uses_kubernetes():
         from keyroll.kube.publish import check_drift
 
@@ -242,3 +250,16 @@ def repo_state(policy: Policy, store: Store) -> RepoState:
         return dict(decrypt(raw, fmt, "the committed bundle"))
 
     return Publisher(policy, store, None).repo_state(values if decrypt else None)
+
+
+def _held_for_fleet(policy: Policy) -> list[str]:
+    """[gitops]: secrets whose old credential waits for the fleet (read-only)."""
+    from keyroll.gitops import held
+
+    journal = Journal.open_read(policy.paths)
+    if journal is None:
+        return []
+    try:
+        return sorted(held(journal))
+    finally:
+        journal.close()
