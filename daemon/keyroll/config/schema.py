@@ -132,7 +132,7 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
-            from keyroll.consumers import shown, split_http_url
+            from keyroll.httpclient import shown, split_http_url
 
             try:
                 split_http_url(spec)
