@@ -116,8 +116,12 @@ class Policy:
         return getattr(target, "admin_password_secret", "") or None
 
     def admin_secrets(self) -> set[str]:
-        """Secrets that are the admin credential of some target."""
-        return {n for t in self.targets if (n := self.admin_secret_of(t))}
+        """Secrets that are the admin credential of some target (admin_password_secret,
+        or an http target's {secret:NAME}): they are rotated after the others."""
+        from keyroll.config.httpspec import secret_refs
+
+        names = {n for t in self.targets if (n := self.admin_secret_of(t))}
+        return names.union(*(secret_refs(t) for t in self.targets.values()))
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
@@ -158,7 +162,9 @@ class Policy:
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
             }
-        doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
+        from keyroll.config.httpspec import shown_target
+
+        doc["targets"] = {name: shown_target(_plain(asdict(t))) for name, t in self.targets.items()}
         return doc
 
 
@@ -307,6 +313,11 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
             raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
+        from keyroll.config.httpspec import secret_refs
+
+        for ref in sorted(secret_refs(target)):
+            if ref not in secrets:
+                raise ConfigError(f"targets.{name}: {{secret:{ref}}} names no secret")
         if admin and getattr(target, "admin_password_file", ""):
             raise ConfigError(f"targets.{name}: set admin_password_secret or admin_password_file, not both")
     _check_admin_cycles(targets, used_targets)
