@@ -3,9 +3,11 @@
 Grafana cannot be installed on these machines: a small stand-in server below
 answers the two Grafana API calls the recipes use, with Grafana's documented
 semantics (HTTP API reference: `PUT /api/admin/users/:id/password` with a JSON
-`{"password": ...}`, allowed to a Grafana admin by Basic auth or to a service
-account token; `GET /api/user` answering 401 to a wrong password), and checks
-every request it gets: method, path, content type, JSON body, Basic auth.  The
+`{"password": ...}`, allowed to a Grafana server admin by Basic auth only: the
+Admin API refuses service account tokens; `PUT /api/user/password` with
+`{"oldPassword", "newPassword"}` for a user's own password, 401 for a wrong old
+one; `GET /api/user` answering 401 to a wrong password), and checks every
+request it gets: method, path, content type, JSON body, Basic auth.  The
 RabbitMQ tests (test_rabbitmq_target.py) run the same target against a real
 broker."""
 
@@ -29,7 +31,6 @@ class Grafana:
 
     def __init__(self) -> None:
         self.users: dict[int, list[str]] = {1: ["admin", ADMIN_PASSWORD], 2: ["app", "app-password"]}
-        self.tokens = {TOKEN}
         self.requests: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.status_override: int | None = None
@@ -81,18 +82,19 @@ class Grafana:
                 authorization, raw = self._record()
                 if grafana.status_override and grafana.override_method in ("", "PUT"):
                     return self._answer(grafana.status_override, {"message": "overridden"})
+                if self.path == "/api/user/password":
+                    return self._own_password(authorization, raw)
                 parts = self.path.split("/")
                 if len(parts) != 6 or parts[:4] != ["", "api", "admin", "users"] or parts[5] != "password":
                     grafana.problems.append(f"PUT {self.path}")
                     return self._answer(404, {"message": "Not found"})
-                is_admin = grafana._user(authorization) == 1
-                has_token = authorization.removeprefix("Bearer ") in grafana.tokens
-                if not (is_admin or has_token):
-                    return self._answer(401, {"message": "Unauthorized"})
-                if self.headers.get("Content-Type") != "application/json":
-                    grafana.problems.append(f"content type {self.headers.get('Content-Type')}")
-                    return self._answer(400, {"message": "bad request data"})
-                body = json.loads(raw)
+                # Only a server admin by Basic auth: "You can't authenticate to the Admin HTTP API with
+                # service account tokens" (Grafana's Admin API reference); a valid token is still refused.
+                if grafana._user(authorization) != 1:
+                    return self._answer(401 if authorization.startswith("Basic ") else 403, {"message": "denied"})
+                body = self._json(raw)
+                if body is None:
+                    return None
                 if set(body) != {"password"} or not isinstance(body["password"], str):
                     grafana.problems.append(f"body keys {sorted(body)}")
                     return self._answer(400, {"message": "bad request data"})
@@ -101,6 +103,27 @@ class Grafana:
                     return self._answer(404, {"message": "user not found"})
                 grafana.users[user_id][1] = body["password"]
                 return self._answer(200, {"message": "User password updated"})
+
+            def _json(self, raw: bytes) -> Any:
+                if self.headers.get("Content-Type") != "application/json":
+                    grafana.problems.append(f"content type {self.headers.get('Content-Type')}")
+                    return self._answer(400, {"message": "bad request data"})
+                return json.loads(raw)
+
+            def _own_password(self, authorization: str, raw: bytes) -> None:
+                user = grafana._user(authorization)
+                if user is None:
+                    return self._answer(401, {"message": "Unauthorized"})
+                body = self._json(raw)
+                if body is None:
+                    return None
+                if set(body) != {"oldPassword", "newPassword"}:
+                    grafana.problems.append(f"body keys {sorted(body)}")
+                    return self._answer(400, {"message": "bad request data"})
+                if body["oldPassword"] != grafana.users[user][1]:
+                    return self._answer(401, {"message": "Invalid old password"})
+                grafana.users[user][1] = body["newPassword"]
+                return self._answer(200, {"message": "User password changed"})
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -136,13 +159,13 @@ target = "grafana"
 """
 
 
-def token_recipe(url: str, token_file: str) -> str:
-    """docs/recipes.md, a user's password changed with a service account token kept in a file."""
+def own_password_recipe(url: str) -> str:
+    """docs/recipes.md, a Grafana user's own password (no admin: the user logs in with its current one)."""
     return f"""
 [targets.grafana_app]
 type = "http"
 base_url = "{url}"
-apply  = {{ method = "PUT", path = "/api/admin/users/2/password", json = {{ password = "{{value}}" }}, auth = "bearer-file:{token_file}", expect = [200] }}
+apply  = {{ method = "PUT", path = "/api/user/password", json = {{ oldPassword = "{{old}}", newPassword = "{{value}}" }}, auth = "basic:app:{{old}}", expect = [200] }}
 verify = {{ method = "GET", path = "/api/user", auth = "basic:app:{{value}}", expect = [200] }}
 
 [secrets.grafana_app_password]
@@ -175,23 +198,38 @@ def test_grafana_admin_password_rotates_through_its_api(kr, home, grafana: Grafa
     assert grafana.password(1) == home.value("grafana_admin_password")
 
 
-def test_grafana_with_a_service_account_token_from_a_file(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
-    (home.root / "grafana-token").write_text(TOKEN + "\n")
-    cfg = ("--config", str(home.write_config(token_recipe(grafana.url, "grafana-token"))))  # relative to the config
+def test_a_grafana_user_changes_its_own_password(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
+    cfg = ("--config", str(home.write_config(own_password_recipe(grafana.url))))
+    result = kr(*cfg, "init")  # {old} in apply: keyroll needs the current password to change it
+    assert result.code == 1 and "keyroll set grafana_app_password" in result.both, result.both
+    assert grafana.password(2) == "app-password"
     assert kr(*cfg, "set", "grafana_app_password", stdin="app-password\n").code == 0
     result = kr(*cfg, "rotate", "grafana_app_password")
     assert result.code == 0, result.both
-    assert grafana.password(2) == home.value("grafana_app_password") != "app-password"
+    new = home.value("grafana_app_password")
+    assert grafana.password(2) == new != "app-password"
     put = next(r for r in grafana.requests if r["method"] == "PUT")
-    assert put["auth"] == f"Bearer {TOKEN}" and put["path"] == "/api/admin/users/2/password"
-    # a revoked token: refused, exit 1, the service still has the value the store has
-    grafana.tokens.clear()
-    before = home.value("grafana_app_password")
+    assert put["path"] == "/api/user/password"
+    assert json.loads(put["body"]) == {"oldPassword": "app-password", "newPassword": new}
+    assert put["auth"] == "Basic " + base64.b64encode(b"app:app-password").decode()
+
+
+def test_the_admin_api_refuses_a_service_account_token(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
+    """bearer-file sends the token from a file (relative to the config's folder); Grafana's
+    Admin API does not take service account tokens, so this is refused: exit 1."""
+    (home.root / "grafana-token").write_text(TOKEN + "\n")
+    text = own_password_recipe(grafana.url).replace(
+        'path = "/api/user/password", json = { oldPassword = "{old}", newPassword = "{value}" }, auth = "basic:app:{old}"',
+        'path = "/api/admin/users/2/password", json = { password = "{value}" }, auth = "bearer-file:grafana-token"',
+    )
+    cfg = ("--config", str(home.write_config(text)))
+    assert kr(*cfg, "set", "grafana_app_password", stdin="app-password\n").code == 0
     refused = kr(*cfg, "rotate", "grafana_app_password")
     assert refused.code == 1, refused.both
-    assert "the service does not accept the credentials" in refused.both and "bearer-file" in refused.both
-    assert TOKEN not in refused.both
-    assert grafana.password(2) == before == home.value("grafana_app_password")
+    assert "the service does not accept the credentials of this request (bearer-file)" in refused.both
+    put = next(r for r in grafana.requests if r["method"] == "PUT")
+    assert put["auth"] == f"Bearer {TOKEN}" and TOKEN not in refused.both
+    assert grafana.password(2) == "app-password" == home.value("grafana_app_password")
 
 
 def test_a_value_full_of_json_special_characters_is_sent_exactly(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
