@@ -122,3 +122,47 @@ def test_shown_hides_credentials_and_queries() -> None:
     assert httpclient.shown("https://u:p@h:1/a?token=x#f") == "https://***@h:1/a?***"
     assert httpclient.shown("tcp:h:1") == "tcp:h:1"
     assert consumers.shown is httpclient.shown
+
+
+@pytest.fixture
+def tls_server(tmp_path) -> Iterator[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    """An https server on 127.0.0.1 with a self-signed certificate (openssl): (port, its CA file)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is missing (Debian package openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.headers.get("Authorization") == "Bearer T0KEN" else 401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], str(cert)
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_is_checked_against_the_system_cas_and_the_extra_ca_file(tls_server: tuple[int, str]) -> None:
+    port, ca_file = tls_server
+    url = f"https://127.0.0.1:{port}/api"
+    with pytest.raises(httpclient.HttpUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        httpclient.request("GET", url, headers={"Authorization": "Bearer T0KEN"}, timeout=5)
+    answer = httpclient.request("GET", url, headers={"Authorization": "Bearer T0KEN"}, timeout=5, ca_file=ca_file)
+    assert answer.status == 200
