@@ -371,3 +371,18 @@ def test_config_show_masks_literal_credentials(kr, home) -> None:  # type: ignor
     assert result.code == 0, result.both
     assert "LiteralPw" not in result.out and "LiteralKey" not in result.out
     assert 'path = "/u"' in result.out
+
+
+def test_admin_secrets_that_administer_each_other_are_refused(kr, home) -> None:  # type: ignore[no-untyped-def]
+    def target(name: str, admin: str) -> str:
+        return (
+            f'[targets.{name}]\ntype = "http"\nbase_url = "http://127.0.0.1:1"\n'
+            f'apply = {{ method = "PUT", path = "/u", json = {{ p = "{{value}}" }}, auth = "basic:admin:{{secret:{admin}}}" }}\n'
+            'verify = { method = "GET", path = "/v", auth = "basic:u:{value}" }\n'
+            f'[secrets.{name}_password]\ntarget = "{name}"\n'
+        )
+
+    home.write_config(target("one", "two_password") + target("two", "one_password"))
+    result = kr("--config", str(home.config), "config", "validate")
+    assert result.code == 2, result.both
+    assert "targets.one: admin credentials form a cycle (one_password -> two_password -> one_password)" in result.err
