@@ -370,6 +370,7 @@ def test_config_show_masks_literal_credentials(kr, home) -> None:  # type: ignor
     result = kr("--config", str(home.config), "config", "show")
     assert result.code == 0, result.both
     assert "LiteralPw" not in result.out and "LiteralKey" not in result.out
+    assert 'auth = "basic:admin:***"' in result.out and 'auth = "basic:u:{value}"' in result.out
     assert 'path = "/u"' in result.out
 
 

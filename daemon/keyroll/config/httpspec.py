@@ -230,7 +230,25 @@ def shown_target(document: Mapping[str, Any]) -> dict[str, Any]:
 def _shown_request(request: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(request)
     if out.get("auth"):
-        form, _, rest = str(out["auth"]).partition(":")
-        out["auth"] = f"{form}:***" if not PLACEHOLDER.fullmatch(rest) else out["auth"]
-    out["headers"] = {k: ("***" if not PLACEHOLDER.fullmatch(v) else v) for k, v in (out.get("headers") or {}).items()}
+        out["auth"] = _shown_auth(str(out["auth"]))
+    out["headers"] = {k: _masked(v) for k, v in (out.get("headers") or {}).items()}
     return out
+
+
+def _masked(text: str) -> str:
+    """A literal that may be a credential as `***`; placeholders as they are."""
+    return text if PLACEHOLDER.fullmatch(text) else "***"
+
+
+def _shown_auth(auth: str) -> str:
+    """`auth` with its literal password, token or header value masked (users, file
+    names and header names are no secret)."""
+    try:
+        form, first, second = auth_parts(auth)
+    except ValueError:
+        return "***"
+    if form in ("basic", "header"):
+        return f"{form}:{first}:{_masked(second)}"
+    if form == "bearer":
+        return f"bearer:{_masked(first)}"
+    return auth  # basic-file, bearer-file: a user and a file name
