@@ -25,7 +25,12 @@ MAX_BODY = 64 * 1024  # the most of an answer keyroll reads (it only needs the s
 
 class HttpUnreachable(Exception):
     """No HTTP answer: connection refused, timeout, TLS failure, bad URL.  The
-    message is one line and never holds the URL's credentials."""
+    message is one line and never holds the URL's credentials.  `lasting`: trying
+    again will not help (a certificate that does not verify, an unusable CA file)."""
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @record(frozen=True)
@@ -83,7 +88,7 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
             context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise HttpUnreachable(
-                f"cannot use the CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}"
+                f"cannot use the CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}", lasting=True
             ) from None
     return context
 
@@ -127,7 +132,11 @@ def request(
         with exc:
             return Answer(exc.code, _read(exc))
     except urllib.error.URLError as exc:
+        import ssl
+
         reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise HttpUnreachable(f"TLS: {reason.verify_message or reason}", lasting=True) from None
         raise HttpUnreachable(str(getattr(reason, "strerror", None) or reason)) from None
     except TimeoutError:
         raise HttpUnreachable(f"timed out after {timeout:g}s") from None

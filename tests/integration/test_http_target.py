@@ -29,14 +29,22 @@ TOKEN = "glsa_stand1n_t0ken"
 class Grafana:
     """The stand-in: users by id (1 is the Grafana admin), service account tokens."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.users: dict[int, list[str]] = {1: ["admin", ADMIN_PASSWORD], 2: ["app", "app-password"]}
         self.requests: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.status_override: int | None = None
         self.override_method = ""  # "": every request
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def password(self, user_id: int) -> str:
         return self.users[user_id][1]
@@ -387,3 +395,35 @@ def test_admin_secrets_that_administer_each_other_are_refused(kr, home) -> None:
     result = kr("--config", str(home.config), "config", "validate")
     assert result.code == 2, result.both
     assert "targets.one: admin credentials form a cycle (one_password -> two_password -> one_password)" in result.err
+
+
+def test_https_with_an_extra_ca_file(kr, home) -> None:  # type: ignore[no-untyped-def]
+    """A self-signed Grafana: refused without ca_file (exit 1: retrying will not help), and
+    trusted with ca_file (relative to the config's folder)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is missing (Debian package openssl)")
+    cert, key = home.root / "grafana.pem", home.root / "grafana.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    grafana = Grafana(tls=(str(cert), str(key)))
+    threading.Thread(target=grafana.server.serve_forever, daemon=True).start()
+    try:
+        text = admin_recipe(grafana.url)
+        cfg = ("--config", str(home.write_config(text)))
+        untrusted = kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n")
+        assert untrusted.code == 1, untrusted.both
+        assert "TLS: self-signed certificate" in untrusted.both and grafana.requests == []
+        home.write_config(text.replace('timeout = "5s"', 'timeout = "5s"\nca_file = "grafana.pem"'))
+        assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
+        result = kr(*cfg, "rotate", "grafana_admin_password")
+        assert result.code == 0, result.both
+        assert grafana.password(1) == home.value("grafana_admin_password") != ADMIN_PASSWORD
+    finally:
+        grafana.server.shutdown()
+        grafana.server.server_close()

@@ -162,7 +162,7 @@ def tls_server(tmp_path) -> Iterator[tuple[int, str]]:  # type: ignore[no-untype
 def test_tls_is_checked_against_the_system_cas_and_the_extra_ca_file(tls_server: tuple[int, str]) -> None:
     port, ca_file = tls_server
     url = f"https://127.0.0.1:{port}/api"
-    with pytest.raises(httpclient.HttpUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+    with pytest.raises(httpclient.HttpUnreachable, match="TLS: self-signed certificate"):
         httpclient.request("GET", url, headers={"Authorization": "Bearer T0KEN"}, timeout=5)
     answer = httpclient.request("GET", url, headers={"Authorization": "Bearer T0KEN"}, timeout=5, ca_file=ca_file)
     assert answer.status == 200

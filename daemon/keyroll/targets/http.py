@@ -136,7 +136,7 @@ class HttpTarget(BaseTarget):
                 spec.method, url, headers=headers, body=body, timeout=self.timeout, ca_file=self._ca_file()
             )
         except HttpUnreachable as exc:
-            raise ServiceUnavailable(f"{where}: {exc}") from None
+            raise (TargetError if exc.lasting else ServiceUnavailable)(f"{where}: {exc}") from None
         if answer.status in spec.expect or answer.status in (401, 403):
             return answer.status
         if answer.status >= 500:
