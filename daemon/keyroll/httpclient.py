@@ -11,13 +11,14 @@ made: health checks and the `http` target share this module.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from keyroll.records import record
 
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     import ssl
     import urllib.request
+    from typing import Any
 
 USER_AGENT = "keyroll"
 MAX_BODY = 64 * 1024  # the most of an answer keyroll reads (it only needs the status)

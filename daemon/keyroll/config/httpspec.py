@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from keyroll.errors import ConfigError
 from keyroll.records import field, record
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 PLACEHOLDER = re.compile(r"\{(value|old|secret:([A-Za-z0-9_][A-Za-z0-9_-]{0,127}))\}")
 # Anything a user may have meant as a placeholder: `{word}` or `{word:...}`.
