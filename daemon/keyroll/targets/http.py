@@ -160,7 +160,12 @@ class HttpTarget(BaseTarget):
     # --- the interface ----------------------------------------------------------------
 
     def check(self) -> None:
-        """The service answers, and takes the current value (when there is one)."""
+        """The credential files of every request can be read; the service answers, and
+        takes the current value (when there is one)."""
+        for spec in (self.apply_request, self.verify_request, self.config.rollback):
+            if spec is not None and spec.auth.startswith(("basic-file:", "bearer-file:")):
+                form, first, second = auth_parts(spec.auth)
+                self._read_file(second if form == "basic-file" else first)
         try:
             current = self.live_value(self.secret)
         except TargetError:
