@@ -438,3 +438,12 @@ def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Graf
     assert f"targets.grafana: {home.root / 'admin-password'}: No such file" in result.both
     assert [r["method"] for r in grafana.requests if r["method"] == "PUT"] == []
     assert kr(*cfg, "status").code == 0 and "in flight" not in kr(*cfg, "status").out
+
+
+def test_a_value_a_header_cannot_carry_is_refused_before_sending(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
+    text = admin_recipe(grafana.url).replace('auth = "basic:admin:{value}"', 'auth = "bearer:{value}"')
+    cfg = ("--config", str(home.write_config(text)))
+    result = kr(*cfg, "set", "grafana_admin_password", stdin="price-in-€-is-not-latin-1\n")
+    assert result.code == 1, result.both
+    assert "the Authorization header cannot carry this value" in result.both and "€" not in result.both
+    assert grafana.requests == []

@@ -113,6 +113,10 @@ class HttpTarget(BaseTarget):
         for name, text in headers.items():
             if any(c in text for c in "\r\n\0"):
                 raise TargetError(f"{self.describe()}: the {name} header would hold a line break; refused")
+            if not all(ord(c) < 256 for c in text):
+                raise TargetError(
+                    f"{self.describe()}: the {name} header cannot carry this value (HTTP headers are Latin-1)"
+                )
         return headers
 
     def _send(self, phase: str, spec: HttpRequest, value: str, old: str | None) -> int:
