@@ -26,6 +26,7 @@ class PlanItem:
     services: tuple[str, ...]
     store_only: bool
     notes: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # an http target's: method and URL only
 
 
 def _outside_window(secret: SecretPolicy) -> str | None:
@@ -48,8 +49,11 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
     items = []
     for order, secret in enumerate(secrets, 1):
         target = None
+        requests: list[str] = []
         if secret.target:
-            target = open_target(policy, secret.target, secret.name, lambda n: None).describe()
+            opened = open_target(policy, secret.target, secret.name, lambda n: None)
+            target = opened.describe()
+            requests = getattr(opened, "requests", list)()
         item = PlanItem(
             order,
             secret.name,
@@ -58,6 +62,7 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
             [shown(spec) for spec in secret.health],
             secret.services,
             secret.store_only,
+            requests=requests,
         )
         info = store.inspect(secret.name)
         if info.problem:

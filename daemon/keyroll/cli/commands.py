@@ -193,6 +193,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             line(f"{item.order:3}. {item.name}")
             if item.target:
                 line(f"       target:  {item.target}: apply, then test a fresh login")
+            for request in item.requests:
+                line(f"       request: {request}")
             for restart in item.restart:
                 line(f"       restart: {restart}")
             for check in item.health:

@@ -116,13 +116,17 @@ class Policy:
         return getattr(target, "admin_password_secret", "") or None
 
     def admin_secrets(self) -> set[str]:
-        """Secrets that are the admin credential of some target."""
-        return {n for t in self.targets if (n := self.admin_secret_of(t))}
+        """Secrets that are the admin credential of some target (admin_password_secret,
+        or an http target's {secret:NAME}): they are rotated after the others."""
+        from keyroll.config.httpspec import secret_refs
+
+        names = {n for t in self.targets if (n := self.admin_secret_of(t))}
+        return names.union(*(secret_refs(t) for t in self.targets.values()))
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
         carry a token redacted (notification URLs, a health URL's user:password@ and query)."""
-        from keyroll.consumers import shown
+        from keyroll.httpclient import shown
         from keyroll.notify import redact
 
         doc: dict[str, Any] = {
@@ -158,7 +162,9 @@ class Policy:
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
             }
-        doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
+        from keyroll.config.httpspec import shown_target
+
+        doc["targets"] = {name: shown_target(_plain(asdict(t))) for name, t in self.targets.items()}
         return doc
 
 
@@ -307,6 +313,11 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
             raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
+        from keyroll.config.httpspec import secret_refs
+
+        for ref in sorted(secret_refs(target)):
+            if ref not in secrets:
+                raise ConfigError(f"targets.{name}: {{secret:{ref}}} names no secret")
         if admin and getattr(target, "admin_password_file", ""):
             raise ConfigError(f"targets.{name}: set admin_password_secret or admin_password_file, not both")
     _check_admin_cycles(targets, used_targets)
@@ -355,20 +366,29 @@ def _check_folders_apart(paths: Paths) -> None:
 
 
 def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:
-    """Refuse A-administers-B-administers-A: no rotation order could be safe."""
+    """Refuse A-administers-B-administers-A (through admin_password_secret or an http
+    target's {secret:NAME}): no rotation order could be safe."""
+    from keyroll.config.httpspec import secret_refs
+
     secret_target = {secret: target for target, secret in owner.items()}
+
+    def admins_of(secret: str) -> list[tuple[str, str]]:
+        """(admin secret, key naming it) for the target of `secret`."""
+        if secret not in secret_target:
+            return []
+        name = secret_target[secret]
+        found = []
+        if admin := getattr(targets[name], "admin_password_secret", ""):
+            found.append((admin, f"targets.{name}.admin_password_secret"))
+        found += [(ref, f"targets.{name}") for ref in sorted(secret_refs(targets[name]))]
+        return [(admin, key) for admin, key in found if admin != secret]
+
+    def walk(chain: list[str], key: str) -> None:
+        for admin, admin_key in admins_of(chain[-1]):
+            if admin in chain:
+                cycle = " -> ".join([*chain[chain.index(admin) :], admin])
+                raise ConfigError(f"{key if len(chain) > 1 else admin_key}: admin credentials form a cycle ({cycle})")
+            walk([*chain, admin], key if len(chain) > 1 else admin_key)
+
     for start in secret_target:
-        seen = [start]
-        current = start
-        while True:
-            target = targets[secret_target[current]] if current in secret_target else None
-            admin = getattr(target, "admin_password_secret", "") if target else ""
-            if not admin or admin == current:
-                break
-            if admin in seen:
-                chain = " -> ".join([*seen, admin])
-                raise ConfigError(
-                    f"targets.{secret_target[start]}.admin_password_secret: admin credentials form a cycle ({chain})"
-                )
-            seen.append(admin)
-            current = admin
+        walk([start], "")

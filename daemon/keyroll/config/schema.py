@@ -20,6 +20,8 @@ TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-u
 if TYPE_CHECKING:
     from typing import Any
 
+    from keyroll.config.httpspec import HttpRequest
+
     Check = Callable[[Any], str | None]
 
 
@@ -34,7 +36,7 @@ def opt(
     required: bool = False,
 ) -> Any:
     """A documented option.  `kind`: str, int, bool, strs, duration, schedule,
-    window, mode, alphabet; inferred from the default when not given."""
+    window, mode, alphabet, request (an http target's request table); inferred from the default when not given."""
     if kind is None:
         kind = {bool: "bool", int: "int", str: "str", tuple: "strs"}[type(default)]
     meta = {"doc": doc, "kind": kind, "choices": choices, "check": check, "example": example, "required": required}
@@ -132,7 +134,7 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
-            from keyroll.consumers import shown, split_http_url
+            from keyroll.httpclient import shown, split_http_url
 
             try:
                 split_http_url(spec)
@@ -412,12 +414,69 @@ class CommandTarget:
     timeout: str = opt("30s", "Longest time one phase may take.", kind="duration", check=_duration)
 
 
-TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget
+def _base_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    from keyroll.config.httpspec import url_problem
+
+    if problem := url_problem(value):
+        return problem
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return "not a valid URL (a host, and a port from 1 to 65535 if any)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "use http://HOST[:PORT][/PREFIX] or https://..."
+    if parts.username is not None or parts.password is not None:
+        return "no user:password@ here: use the requests' auth"
+    if parts.query or parts.fragment:
+        return "no query or fragment here: put the query in a request's path"
+    return None
+
+
+_REQUEST_DOC = (
+    "{ method, path, json | form, auth, headers, expect }: path is appended to base_url; "
+    "json/form/auth/header values may hold {value}, {old} and {secret:NAME}; auth is basic:USER:PASSWORD, "
+    "basic-file:USER:FILE, bearer:TOKEN, bearer-file:FILE or header:NAME:VALUE; expect lists the "
+    "success codes (default [200, 201, 204])."
+)
+
+
+@record(frozen=True)
+class HttpTarget:
+    """A service with an HTTP API (Grafana, RabbitMQ, ...): one request per phase.  Values
+    go only in JSON or form bodies, auth and header values, never in URLs; redirects
+    are never followed; 401/403 mean refused, 5xx and no answer mean unavailable."""
+
+    type: str = opt("http", "Target type.", choices=("http",))
+    base_url: str = opt("", "The API's root URL (no placeholders, no credentials).", check=_base_url, required=True)
+    ca_file: str = opt("", "An extra CA certificate file for https (the system's CAs are always trusted).")
+    timeout: str = opt("10s", "Longest time one request may take.", kind="duration", check=_duration)
+    apply: HttpRequest | None = opt(
+        None, "The request that sets the value. " + _REQUEST_DOC, kind="request", required=True
+    )
+    verify: HttpRequest | None = opt(
+        None,
+        "The request that succeeds only with the value ({value}); also what recovery asks.",
+        kind="request",
+        required=True,
+    )
+    rollback: HttpRequest | None = opt(
+        None,
+        "The request that goes back to the previous value; default: the apply request, with {value} "
+        "standing for the previous value and {old} for the refused one.",
+        kind="request",
+    )
+
+
+TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget | HttpTarget
 TARGET_TYPES: dict[str, type] = {
     "postgres": PostgresTarget,
     "redis": RedisTarget,
     "mysql": MysqlTarget,
     "command": CommandTarget,
+    "http": HttpTarget,
 }
 
 TOP_SECTIONS: dict[str, type] = {
@@ -466,6 +525,10 @@ def _typed(value: Any, kind: str, keypath: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong("a list of strings")
         return tuple(value)
+    if kind == "request":
+        from keyroll.config.httpspec import parse_request
+
+        return parse_request(value, keypath)
     if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
         try:
             return f"{parse_mode(value):04o}"  # TOML octal, 0o600

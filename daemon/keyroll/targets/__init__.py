@@ -273,4 +273,8 @@ def open_target(
         from keyroll.targets.command import CommandTarget
 
         return CommandTarget(target_name, config, credentials, secret_name, policy.env, policy.paths)
+    if isinstance(config, schema.HttpTarget):
+        from keyroll.targets.http import HttpTarget
+
+        return HttpTarget(target_name, config, credentials, secret_name, live_value, policy.env, policy.config_dir)
     raise KeyrollError(f"targets.{target_name}.type: unsupported type {config.type!r}")
