@@ -1,4 +1,8 @@
-"""keyroll: keeps the credentials of a self-hosted stack fresh, and never loses one."""
+"""keyroll: keeps the credentials of a self-hosted stack fresh, and never loses one.
+
+Its modules form layers (cli -> daemon -> actions -> rotation -> services -> config ->
+helpers -> base), written down once in `keyroll.layers` and held by a test.
+"""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from keyroll.processes import end_group
 from keyroll.records import record
+from keyroll.text import shown as shown  # (also imported from here)
+from keyroll.text import split_http_url
 
 RESTART_TIMEOUT = 120.0
 CHECK_TIMEOUT = 5.0
@@ -34,20 +36,6 @@ class ConsumerFailure:
 
     def __str__(self) -> str:
         return f"{shown(self.spec)}: {self.reason}"
-
-
-def shown(spec: str) -> str:
-    """A restart or health spec as output, logs and notices may show it: an http(s)
-    URL without its user:password@ and its query (where tokens go)."""
-    scheme, sep, rest = spec.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        return spec
-    rest, query, _ = rest.partition("?")
-    rest = rest.split("#", 1)[0]
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
 
 
 def describe_restart(spec: str) -> str:
@@ -131,23 +119,6 @@ def _check_tcp(spec: str) -> str | None:
             return None
     except OSError as exc:
         return exc.strerror or str(exc)
-
-
-def split_http_url(url: str) -> tuple[str, str | None]:
-    """An http(s) URL without its user:password@, and the Basic authorization header
-    value for them (None without); ValueError for a URL with no host or a bad port."""
-    import base64
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError("no host")
-    parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
-    if parts.username is None:
-        return url, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(credentials.encode()).decode()
 
 
 def _check_http(url: str) -> str | None:

@@ -420,7 +420,7 @@ def cmd_menu(args: argparse.Namespace) -> int:
         raise UsageError("the menu needs a terminal; without one, run a command (see `keyroll --help`)")
     from keyroll.cli.menu import run_menu
 
-    return run_menu(args)
+    return run_menu(args, list(_policy(args).secrets), HANDLERS)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:

@@ -122,8 +122,7 @@ class Policy:
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
         carry a token redacted (notification URLs, a health URL's user:password@ and query)."""
-        from keyroll.consumers import shown
-        from keyroll.notify import redact
+        from keyroll.text import redact, shown
 
         doc: dict[str, Any] = {
             "paths": {

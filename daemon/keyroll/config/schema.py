@@ -132,7 +132,7 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
-            from keyroll.consumers import shown, split_http_url
+            from keyroll.text import shown, split_http_url
 
             try:
                 split_http_url(spec)
@@ -163,7 +163,7 @@ def _notify_events(values: tuple[str, ...]) -> str | None:
 
 
 def _recipients(values: tuple[str, ...]) -> str | None:
-    from keyroll.age import recipient_problem
+    from keyroll.recipients import recipient_problem
 
     return next((problem for value in values if (problem := recipient_problem(value))), None)
 
