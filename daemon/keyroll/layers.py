@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "keyroll.age",
             "keyroll.backup",
             "keyroll.consumers",
+            "keyroll.metrics",
             "keyroll.notify",
             "keyroll.store",
             "keyroll.store.*",

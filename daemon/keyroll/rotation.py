@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from keyroll import backup as backups
-from keyroll import consumers, stopping
+from keyroll import consumers, metrics, stopping
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
@@ -168,6 +168,7 @@ class WriterSession:
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
+        metrics.note(self.policy)  # (a writing run: the command's end rewrites the metrics)
         self._signals.enter_context(stopping.deferred())  # from here, a stop waits for a safe point
         try:
             ensure_dir(paths.secrets_dir, secrets_folder_mode(self.policy), enforce=self.store.kind == "directory")
@@ -329,6 +330,7 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
+        metrics.note(self.policy, report)
         should_stop = self._should_stop
         self._timings = {}
         txid = new_txid()
@@ -648,6 +650,7 @@ class WriterSession:
         """Finish or undo every rotation left in flight; remove temp files; retire
         old credentials whose grace has passed.  Idempotent, and safe to interrupt."""
         report = TxReport()
+        metrics.note(self.policy, report)
         report.removed_temp = self.store.remove_temp_files() + backups.remove_partial_backups(
             self.policy.paths.backup_dir
         )

@@ -15,6 +15,7 @@ from keyroll.config.schema import (
     BackupSection,
     DaemonSection,
     DefaultsSection,
+    MetricsSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -91,6 +92,7 @@ class Policy:
     targets: dict[str, TargetSection]
     require_encrypted: bool
     env: Mapping[str, str]
+    metrics: MetricsSection = MetricsSection()
 
     @property
     def config_dir(self) -> Path | None:
@@ -327,6 +329,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         targets=targets,
         require_encrypted=require_encrypted,
         env=env,
+        metrics=sections["metrics"],
     )
 
 

@@ -309,6 +309,28 @@ class DaemonSection:
     retry_max: str = opt("6h", "Longest retry delay after repeated failures.", kind="duration", check=_duration)
 
 
+def _textfile(value: str) -> str | None:
+    return (
+        None if not value or value.endswith(".prom") else "must end in .prom (the textfile collector reads only those)"
+    )
+
+
+@record(frozen=True)
+class MetricsSection:
+    """Prometheus metrics for node_exporter's textfile collector, rewritten after every
+    writing command, `keyroll run` and daemon cycle (never a value, hash or fingerprint)."""
+
+    textfile: str = opt(
+        "",
+        "The .prom file to write, in the collector's folder (--collector.textfile.directory); empty: no metrics.",
+        check=_textfile,
+        example="/var/lib/prometheus/node-exporter/keyroll.prom",
+    )
+    mode: str = opt(
+        "0644", "File mode of the metrics file (it holds no secret; the collector reads it).", kind="mode", check=_mode
+    )
+
+
 @record(frozen=True)
 class SecretSection:
     """One secret.  Any [defaults] key may also be set here."""
@@ -427,6 +449,7 @@ TOP_SECTIONS: dict[str, type] = {
     "backup": BackupSection,
     "notify": NotifySection,
     "daemon": DaemonSection,
+    "metrics": MetricsSection,
 }
 TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
 
