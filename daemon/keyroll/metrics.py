@@ -19,6 +19,7 @@ and syncs nothing.)  A failure to write is a warning, never the command's result
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -165,7 +166,7 @@ def _previous(path: Path) -> tuple[dict[str, tuple[str, float]], dict[str, float
     attempts: dict[str, float] = {}
     scheduled: dict[str, float] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_no_follow(path).decode("utf-8")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "keyroll_secret_last_result" and sample.value == 1:
@@ -178,6 +179,15 @@ def _previous(path: Path) -> tuple[dict[str, tuple[str, float]], dict[str, float
         return {}, {}
     carried = {name: (result, attempts[name]) for name, result in results.items() if name in attempts}
     return carried, scheduled
+
+
+def _read_no_follow(path: Path, limit: int = 16 << 20) -> bytes:
+    """The file's bytes (at most `limit`), never through a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def families(
