@@ -8,8 +8,6 @@ dependency too).  `tests/unit/test_layers.py` holds the package to this table an
 fails for a module the table does not place: add a new module to the layer where
 it belongs (`NAME.*` places a package's submodules with it).
 
-    cli -> daemon -> actions -> rotation -> services -> config -> helpers -> base
-
 Nothing imports this module; it is data for that test and for people.
 """
 
