@@ -16,10 +16,10 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from keyroll.httpclient import shown as shown  # (re-exported for its users)
 from keyroll.httpclient import split_http_url
 from keyroll.processes import end_group
 from keyroll.records import record
+from keyroll.text import shown as shown  # (re-exported for its users)
 
 RESTART_TIMEOUT = 120.0
 CHECK_TIMEOUT = 5.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from keyroll.records import record
+from keyroll.text import shown as shown  # (re-exported: URLs as shown to people)
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -40,20 +41,6 @@ class Answer:
 
     status: int
     body: bytes = b""
-
-
-def shown(spec: str) -> str:
-    """A URL (or any restart/health spec) as output, logs and notices may show it:
-    an http(s) URL without its user:password@ and its query (where tokens go)."""
-    scheme, sep, rest = spec.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        return spec
-    rest, query, _ = rest.partition("?")
-    rest = rest.split("#", 1)[0]
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
 
 
 def split_http_url(url: str) -> tuple[str, str | None]:

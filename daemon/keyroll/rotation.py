@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from keyroll import backup as backups
-from keyroll import consumers, stopping
+from keyroll import consumers, metrics, stopping
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
@@ -34,13 +34,14 @@ from keyroll.errors import (
     NotAValue,
     ServiceUnavailable,
     TargetError,
-    combined_exit_code,
 )
 from keyroll.fsutil import ensure_dir
 from keyroll.generate import generate
 from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Journal, new_txid
 from keyroll.lock import FileLock
-from keyroll.records import field, record
+from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
+from keyroll.outcomes import TxReport as TxReport
+from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
 from keyroll.targets import Connections, Target, open_target
@@ -80,45 +81,6 @@ class Change:
     op: str  # rotate | set | restore | rollback | init
     value: str | None = None
     rotated: str | None = None  # the value's own rotation time, when it is not now (restore)
-
-
-@record
-class Outcome:
-    """What happened to one secret; `message` is one line and never holds a value."""
-
-    name: str
-    op: str
-    status: str
-    exit_code: int = EXIT_OK
-    message: str = ""
-    target: str | None = None
-    restarted: list[str] = field(default_factory=list)
-    store_only: bool = False
-    services: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == EXIT_OK
-
-
-@record
-class TxReport:
-    """The result of one transaction (or one recovery)."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    backup: Path | None = None
-    removed_temp: list[str] = field(default_factory=list)
-    retired: list[str] = field(default_factory=list)
-    recovery: TxReport | None = None  # what the session's recovery did first
-    timings: dict[str, float] = field(default_factory=dict)  # seconds spent per step, all secrets
-
-    @property
-    def all_outcomes(self) -> list[Outcome]:
-        return [*(self.recovery.outcomes if self.recovery else []), *self.outcomes]
-
-    @property
-    def exit_code(self) -> int:
-        return combined_exit_code(o.exit_code for o in self.outcomes)
 
 
 @record
@@ -206,6 +168,7 @@ class WriterSession:
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
+        metrics.note(self.policy)  # (a writing run: the command's end rewrites the metrics)
         self._signals.enter_context(stopping.deferred())  # from here, a stop waits for a safe point
         try:
             ensure_dir(paths.secrets_dir, secrets_folder_mode(self.policy), enforce=self.store.kind == "directory")
@@ -367,6 +330,7 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
+        metrics.note(self.policy, report)
         should_stop = self._should_stop
         self._timings = {}
         txid = new_txid()
@@ -686,6 +650,7 @@ class WriterSession:
         """Finish or undo every rotation left in flight; remove temp files; retire
         old credentials whose grace has passed.  Idempotent, and safe to interrupt."""
         report = TxReport()
+        metrics.note(self.policy, report)
         report.removed_temp = self.store.remove_temp_files() + backups.remove_partial_backups(
             self.policy.paths.backup_dir
         )

@@ -59,8 +59,28 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """Run the command; after a writing one, rewrite the metrics file."""
+    import time
+
     handler = HANDLERS[args.command]
-    return handler(args)
+    started, code = time.time(), EXIT_FAILURE
+    try:
+        code = handler(args)
+    except BaseException as exc:
+        code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else EXIT_FAILURE)
+        raise
+    finally:
+        _metrics_after(args, started, code)
+    return code
+
+
+def _metrics_after(args: argparse.Namespace, started: float, code: int) -> None:
+    """A writing session noted itself in keyroll.metrics (not loaded by reads): rewrite
+    the file; a problem doing so is a warning, never the exit code."""
+    metrics = sys.modules.get("keyroll.metrics")
+    problem = metrics.after_run(_command_name(args), started, code) if metrics is not None else None
+    if problem:
+        sys.stderr.write(f"keyroll: warning: {problem}\n")
 
 
 # --- transaction reports ----------------------------------------------------------------
@@ -422,7 +442,7 @@ def cmd_menu(args: argparse.Namespace) -> int:
         raise UsageError("the menu needs a terminal; without one, run a command (see `keyroll --help`)")
     from keyroll.cli.menu import run_menu
 
-    return run_menu(args)
+    return run_menu(args, list(_policy(args).secrets), HANDLERS)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from keyroll.config.schema import (
     BackupSection,
     DaemonSection,
     DefaultsSection,
+    MetricsSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -91,6 +92,7 @@ class Policy:
     targets: dict[str, TargetSection]
     require_encrypted: bool
     env: Mapping[str, str]
+    metrics: MetricsSection = MetricsSection()
 
     @property
     def config_dir(self) -> Path | None:
@@ -126,8 +128,7 @@ class Policy:
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
         carry a token redacted (notification URLs, a health URL's user:password@ and query)."""
-        from keyroll.httpclient import shown
-        from keyroll.notify import redact
+        from keyroll.text import redact, shown
 
         doc: dict[str, Any] = {
             "paths": {
@@ -339,6 +340,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         targets=targets,
         require_encrypted=require_encrypted,
         env=env,
+        metrics=sections["metrics"],
     )
 
 

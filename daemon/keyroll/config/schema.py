@@ -134,7 +134,8 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
-            from keyroll.httpclient import shown, split_http_url
+            from keyroll.httpclient import split_http_url
+            from keyroll.text import shown
 
             try:
                 split_http_url(spec)
@@ -165,7 +166,7 @@ def _notify_events(values: tuple[str, ...]) -> str | None:
 
 
 def _recipients(values: tuple[str, ...]) -> str | None:
-    from keyroll.age import recipient_problem
+    from keyroll.recipients import recipient_problem
 
     return next((problem for value in values if (problem := recipient_problem(value))), None)
 
@@ -309,6 +310,28 @@ class DaemonSection:
         "5m", "First retry delay after a failed rotation (it doubles each time).", kind="duration", check=_duration
     )
     retry_max: str = opt("6h", "Longest retry delay after repeated failures.", kind="duration", check=_duration)
+
+
+def _textfile(value: str) -> str | None:
+    return (
+        None if not value or value.endswith(".prom") else "must end in .prom (the textfile collector reads only those)"
+    )
+
+
+@record(frozen=True)
+class MetricsSection:
+    """Prometheus metrics for node_exporter's textfile collector, rewritten after every
+    writing command, `keyroll run` and daemon cycle (never a value, hash or fingerprint)."""
+
+    textfile: str = opt(
+        "",
+        "The .prom file to write, in the collector's folder (--collector.textfile.directory); empty: no metrics.",
+        check=_textfile,
+        example="/var/lib/prometheus/node-exporter/keyroll.prom",
+    )
+    mode: str = opt(
+        "0644", "File mode of the metrics file (it holds no secret; the collector reads it).", kind="mode", check=_mode
+    )
 
 
 @record(frozen=True)
@@ -486,6 +509,7 @@ TOP_SECTIONS: dict[str, type] = {
     "backup": BackupSection,
     "notify": NotifySection,
     "daemon": DaemonSection,
+    "metrics": MetricsSection,
 }
 TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
 

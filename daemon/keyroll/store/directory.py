@@ -10,7 +10,7 @@ from pathlib import Path
 from keyroll.errors import ConfigError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
 from keyroll.paths import TEMP_PREFIX
-from keyroll.store import EntryInfo, decode_value, read_each
+from keyroll.store.base import EntryInfo, decode_value, read_each
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ from keyroll.fsutil import (
 )
 from keyroll.guidance import shown_names
 from keyroll.records import record
-from keyroll.store import EntryInfo, decode_value, read_each
+from keyroll.store.base import EntryInfo, decode_value, read_each
 
 if TYPE_CHECKING:
     import subprocess

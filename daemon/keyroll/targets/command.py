@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
 from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
-from keyroll.targets import BaseTarget, Credentials
+from keyroll.targets.base import BaseTarget, Credentials
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig

@@ -19,7 +19,7 @@ from keyroll.config.httpspec import HttpRequest, auth_parts, fill, fill_data
 from keyroll.errors import ConfigError, ServiceUnavailable, TargetError
 from keyroll.httpclient import HttpUnreachable, basic_authorization, request, shown
 from keyroll.schedule import parse_duration
-from keyroll.targets import BaseTarget, Credentials, LoginRefused
+from keyroll.targets.base import BaseTarget, Credentials, LoginRefused
 
 if TYPE_CHECKING:
     from keyroll.config.schema import HttpTarget as HttpConfig
