@@ -57,6 +57,7 @@ class SecretPolicy:
     reminder: timedelta
     unattended: bool
     health_timeout: timedelta
+    max_length: int = 65536  # bytes (UTF-8) a value may take
 
     @property
     def entropy_bits(self) -> int:
@@ -157,6 +158,7 @@ class Policy:
                 "reminder": _duration_text(secret.reminder),
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
+                "max_length": secret.max_length,
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
         return doc
@@ -301,7 +303,12 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             reminder=parse_duration(merged["reminder"]),
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
+            max_length=merged["max_length"],
         )
+        if secrets[name].max_length < secrets[name].length:
+            raise ConfigError(
+                f"{keypath}.max_length: must be >= the length of generated values ({secrets[name].length})"
+            )
 
     for name, target in targets.items():
         admin = getattr(target, "admin_password_secret", "")
