@@ -24,16 +24,17 @@ ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _PR_SET_DUMPABLE = 4
 
 
-def forbid_core_dumps() -> None:
-    """Set this process's (soft) core limit to 0 and, on Linux, make it non-dumpable
-    (no core file, no ptrace by other processes of the same user).  The hard limit
-    stays as it is, so that a program keyroll runs keeps its own choice.  Best
-    effort: a system that refuses either is left as it is."""
+def forbid_core_dumps(non_dumpable: bool = True) -> None:
+    """Set this process's (soft) core limit to 0 and, with `non_dumpable` on Linux,
+    make it non-dumpable (no core file even through a core_pattern pipe, no ptrace
+    by other processes of the same user).  The hard limit stays as it is, so that a
+    program keyroll runs keeps its own choice.  Best effort: a system that refuses
+    either is left as it is."""
     import resource
 
     with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    if sys.platform.startswith("linux"):
+    if non_dumpable and sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError, AttributeError):
