@@ -15,16 +15,32 @@ from collections.abc import Iterable
 WINDOW = 8  # a run this long of a value's characters is treated as part of the value
 MAX_LINE = 200
 WITHHELD = "(output withheld: it contained part of a secret)"
+# The values remembered (most recently read last); the oldest are forgotten beyond
+# these bounds, so a daemon running for years does not grow.  A failing program's
+# own values were read moments before it ran.
+MAX_HELD = 16384
+MAX_HELD_CHARS = 16 * 1024 * 1024
 
-_held: dict[str, None] = {}  # every value this process has read or made (insertion-ordered set)
+_held: dict[str, None] = {}  # an insertion-ordered set
+_held_chars = 0
 
 
 def hold(*values: str | None) -> None:
     """Remember values this process has read or generated: output that contains
     part of one of them is withheld (see `safe_excerpt`)."""
+    global _held_chars
     for value in values:
-        if value:
-            _held[value] = None
+        if not value:
+            continue
+        if value in _held:
+            del _held[value]  # (moved to the newest end)
+        else:
+            _held_chars += len(value)
+        _held[value] = None
+    while len(_held) > MAX_HELD or (_held_chars > MAX_HELD_CHARS and len(_held) > 1):
+        oldest = next(iter(_held))
+        del _held[oldest]
+        _held_chars -= len(oldest)
 
 
 def held() -> list[str]:
@@ -32,37 +48,27 @@ def held() -> list[str]:
     return list(_held)
 
 
-def _windows(values: Iterable[str]) -> tuple[set[str], list[str]]:
-    """Every WINDOW-character run of the values, and the values shorter than that."""
-    runs: set[str] = set()
-    short: list[str] = []
-    for value in values:
-        if len(value) < WINDOW:
-            if len(value.strip()) >= 4:  # (shorter: every line would match)
-                short.append(value)
-            continue
-        runs.update(value[i : i + WINDOW] for i in range(len(value) - WINDOW + 1))
-    return runs, short
-
-
 def contains_part(text: str, values: Iterable[str]) -> bool:
     """True when `text` holds WINDOW characters in a row of any value (or a whole
-    value shorter than that)."""
-    runs, short = _windows(values)
-    if any(value in text for value in short):
-        return True
-    return any(text[i : i + WINDOW] in runs for i in range(len(text) - WINDOW + 1))
+    value shorter than that, of 4 characters or more: shorter ones match anything)."""
+    values = list(values)
+    runs = {text[i : i + WINDOW] for i in range(len(text) - WINDOW + 1)}
+    if runs:
+        joined = "\0".join(value for value in values if len(value) >= WINDOW)  # (no value holds a NUL)
+        if any(run in joined for run in runs):
+            return True
+    return any(value in text for value in values if len(value) < WINDOW and len(value.strip()) >= 4)
 
 
 def safe_excerpt(output: bytes | str, values: Iterable[str] = ()) -> str:
-    """The first non-empty line of a program's output (cut to MAX_LINE characters),
-    '' when there is none, or WITHHELD when that line contains part of a value in
-    `values` or of a value remembered by `hold`."""
+    """The first non-empty line of a program's output, control characters replaced
+    and cut to MAX_LINE characters; '' when there is none; WITHHELD when what would
+    be shown contains part of a value in `values` or of a value remembered by `hold`."""
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
     line = next((stripped for raw in text.splitlines() if (stripped := raw.strip())), "")
     if not line:
         return ""
-    if contains_part(line, [*values, *_held]):
-        return WITHHELD
-    line = "".join(c if c.isprintable() else "?" for c in line)
-    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
+    line = "".join(c if c.isprintable() else "?" for c in line[: MAX_LINE * 4])
+    if len(line) > MAX_LINE:
+        line = line[: MAX_LINE - 3] + "..."
+    return WITHHELD if contains_part(line, [*values, *_held]) else line

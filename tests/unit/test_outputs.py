@@ -37,3 +37,16 @@ def test_a_large_value_is_checked_quickly() -> None:
     started = time.monotonic()
     assert safe_excerpt("z" * 10_000, [large, VALUE]) != WITHHELD
     assert time.monotonic() - started < 1
+
+
+def test_what_is_held_stays_bounded_and_recent_values_stay() -> None:
+    from keyroll import outputs
+
+    mine = "R3centValueR3centValueR3centValu"
+    outputs.hold(mine)
+    for n in range(outputs.MAX_HELD + 10):
+        outputs.hold(f"filler{n:08d}xx")
+    assert len(outputs.held()) == outputs.MAX_HELD and mine not in outputs.held()
+    outputs.hold(mine)
+    assert outputs.held()[-1] == mine
+    assert safe_excerpt(f"echo {mine[3:20]}") == WITHHELD
