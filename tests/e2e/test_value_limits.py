@@ -153,3 +153,16 @@ def test_set_refuses_a_weak_value_unless_allow_weak(kr, home) -> None:  # type: 
     assert home.value("api_key") == "short5"
     assert kr(*cfg, "validate").code == 1  # what set refused is what validate fails
     assert kr(*cfg, "rotate", "api_key").code == 0 and kr(*cfg, "validate").code == 0
+
+
+def test_set_takes_a_value_of_exactly_the_limit_with_its_line_ending(krp, home) -> None:  # type: ignore[no-untyped-def]
+    home.write_config('[secrets.big_key]\nkind = "api_key"\n')
+    cfg = ["--config", str(home.config)]
+    for ending in ("", "\n", "\r\n"):
+        stored = krp(*cfg, "set", "big_key", "--allow-weak", stdin="k" * 65536 + ending)
+        assert stored.code == 0, stored.both
+        assert home.value("big_key") == "k" * 65536
+    refused = krp(*cfg, "set", "big_key", "--allow-weak", stdin="k" * 65537)
+    assert refused.code == 2 and "larger than its limit of 65536 bytes" in refused.err
+    refused = krp(*cfg, "set", "big_key", "--allow-weak", stdin="k" * 65536 + "\n\n")
+    assert refused.code == 2, refused.both  # (a value and then more: not one value)
