@@ -243,7 +243,7 @@ env > {dumps}/target.$KEYROLL_PHASE
         home,
         service,
         extra='env = ["GRAFANA_URL=http://127.0.0.1:3000", "PGPASSWORD=given-on-purpose"]',
-        secret=f'restart = ["command:{restart}"]\nhealth = ["command:{health}"]',
+        secret=f'restart = ["command:env RESTART_URL=http://127.0.0.1:9 {restart}"]\nhealth = ["command:{health}"]',
     )
     env = {**POISON, "LANG": "C.UTF-8"}
     for argv in (("init",), ("rotate", "app_password")):
@@ -264,6 +264,7 @@ env > {dumps}/target.$KEYROLL_PHASE
     assert found["target.apply"]["GRAFANA_URL"] == "http://127.0.0.1:3000"  # what the target's env names
     assert found["target.apply"]["PGPASSWORD"] == "given-on-purpose"
     assert "GRAFANA_URL" not in found["restart"] and "PGPASSWORD" not in found["health"]
+    assert found["restart"]["RESTART_URL"] == "http://127.0.0.1:9"  # (named in the command itself)
 
 
 def test_a_bad_env_entry_is_a_config_error(kr, home, tmp_path) -> None:  # type: ignore[no-untyped-def]
