@@ -347,3 +347,10 @@ esac
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
     assert re.search(r"^Max core file size +0 ", limits.read_text(), re.M), limits.read_text()
     assert not list(folder.iterdir()), "a core file was written"
+
+
+def test_config_show_does_not_print_env_values(kr, home) -> None:  # type: ignore[no-untyped-def]
+    cfg = command_config(home, Path("/bin/true"), extra='env = ["GRAFANA_TOKEN=glsa_TokenValue123"]')
+    for argv in (("config", "show"), ("config", "show", "--json")):
+        shown = kr(*cfg, *argv)
+        assert shown.code == 0 and "GRAFANA_TOKEN=***" in shown.out and "TokenValue123" not in shown.out

@@ -24,6 +24,7 @@ from keyroll.config.schema import (
     parse_section,
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import Paths, config_file_to_use
 from keyroll.records import asdict, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
@@ -57,7 +58,7 @@ class SecretPolicy:
     reminder: timedelta
     unattended: bool
     health_timeout: timedelta
-    max_length: int = 65536  # bytes (UTF-8) a value may take
+    max_length: int = MAX_VALUE_BYTES  # bytes (UTF-8) a value may take
 
     @property
     def entropy_bits(self) -> int:
@@ -161,6 +162,9 @@ class Policy:
                 "max_length": secret.max_length,
             }
         doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
+        for target in doc["targets"].values():
+            if "env" in target:  # (a program's variables may hold a token)
+                target["env"] = [entry.split("=", 1)[0] + "=***" for entry in target["env"]]
         return doc
 
 
