@@ -4,7 +4,9 @@ Restart specs: `systemd:UNIT` (systemctl try-restart: a stopped unit stays
 stopped), `systemd-reload:UNIT` (systemctl try-reload-or-restart),
 `command:PROGRAM ARGS`.  Health specs: `tcp:HOST:PORT`, `http(s)://URL`
 (2xx or 3xx: a redirect is never followed), `command:PROGRAM ARGS` (exit 0).  Commands get the secret's
-name in $KEYROLL_SECRET, never its value.
+name in $KEYROLL_SECRET, never its value, in a minimal environment
+(keyroll.hardening); of their output keyroll repeats at most a first line that
+holds no part of a value (keyroll.outputs).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from keyroll.hardening import program_env
 from keyroll.httpclient import split_http_url
+from keyroll.outputs import safe_excerpt
 from keyroll.processes import end_group
 from keyroll.records import record
 from keyroll.text import shown as shown  # (re-exported for its users)
@@ -48,7 +52,7 @@ def describe_restart(spec: str) -> str:
 
 
 def _command_env(secret: str, env: Mapping[str, str]) -> dict[str, str]:
-    return {**env, "KEYROLL_SECRET": secret}
+    return program_env(env, {"KEYROLL_SECRET": secret})
 
 
 def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -> tuple[str, bool] | None:
@@ -75,8 +79,8 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
         return f"timed out after {timeout:g}s", True
     if process.returncode == 0:
         return None
-    last = stderr.decode("utf-8", "replace").strip().splitlines()
-    detail = f": {last[-1][:200]}" if last else ""
+    excerpt = safe_excerpt(stderr)  # (withheld when it holds part of a value keyroll has read)
+    detail = f": {excerpt}" if excerpt else ""
     return f"exit status {process.returncode}{detail}", process.returncode == 75
 
 

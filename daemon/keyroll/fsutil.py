@@ -89,8 +89,26 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
 
 
-def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes | None:
-    """The content of `directory/name`, None if absent; StoreError for a symlink or non-file."""
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Bytes from `fd` until end of file or `limit` bytes, whichever comes first (a
+    larger input is never read whole)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        try:
+            chunk = os.read(fd, min(left, 65536))
+        except InterruptedError:  # (PEP 475 retries; kept for clarity)
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_bytes(directory: Path, name: str, dir_fd: int | None = None, limit: int | None = None) -> bytes | None:
+    """The content of `directory/name`, None if absent; StoreError for a symlink or non-file,
+    or (with `limit`) for a file larger than `limit` bytes, of which no more is read."""
     path = directory / name
     try:
         fd = os.open(name if dir_fd is not None else path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
@@ -99,12 +117,20 @@ def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes |
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise StoreError(f"{path}: is not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise StoreError(f"{path}: {info.st_size} bytes, more than a value may hold (64 KiB)")
         chunks = []
-        while chunk := os.read(fd, 65536):
+        left = limit + 1 if limit is not None else -1
+        while left and (chunk := os.read(fd, 65536 if left < 0 else min(left, 65536))):
             chunks.append(chunk)
-        return b"".join(chunks)
+            left -= len(chunk) if left > 0 else 0
+        data = b"".join(chunks)
+        if limit is not None and len(data) > limit:  # (it grew since the fstat)
+            raise StoreError(f"{path}: more than a value may hold (64 KiB)")
+        return data
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
     finally:

@@ -288,8 +288,17 @@ def test_set_reads_the_value_from_stdin_only(kr, home, krp) -> None:  # type: ig
         refused = kr("set", "postgres_password", stdin=bad)
         assert refused.code == 2 and "nothing was changed" in refused.err
     assert (home.secrets / "postgres_password").read_text() == value
-    # Adopting an existing credential that departs from the policy: stored, with a warning.
-    adopted = kr("set", "postgres_password", stdin="tooShort/+=\n")
+    # A value that departs from the policy is refused, naming the rule, and nothing changes...
+    backups = sorted(home.backups.iterdir()) if home.backups.exists() else []
+    weak = kr("set", "postgres_password", stdin="tooShort/+=\n")
+    assert weak.code == 2 and "outside its alphabet" in weak.err and "nothing was changed" in weak.err
+    assert "--allow-weak" in weak.err and "tooShort" not in weak.both
+    assert (home.secrets / "postgres_password").read_text() == value
+    assert (sorted(home.backups.iterdir()) if home.backups.exists() else []) == backups  # not even a backup
+    short = kr("set", "postgres_password", stdin="Ab1" * 5)
+    assert short.code == 2 and "has 15 characters; the policy says 32" in short.err
+    # ...unless it is adopted deliberately: stored, with a warning.
+    adopted = kr("set", "postgres_password", "--allow-weak", stdin="tooShort/+=\n")
     assert adopted.code == 0 and "has" in adopted.out and "outside its alphabet" in adopted.out
     assert "`keyroll rotate postgres_password` replaces it" in adopted.out and "tooShort" not in adopted.both
     assert (home.secrets / "postgres_password").read_text() == "tooShort/+="

@@ -185,7 +185,7 @@ target = "grafana_app"
 
 def test_grafana_admin_password_rotates_through_its_api(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))
-    adopted = kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n")
+    adopted = kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n")
     assert adopted.code == 0, adopted.both
     assert grafana.password(1) == ADMIN_PASSWORD  # already accepted: recorded, nothing changed
     grafana.requests.clear()
@@ -211,7 +211,7 @@ def test_a_grafana_user_changes_its_own_password(kr, home, grafana: Grafana) -> 
     result = kr(*cfg, "init")  # {old} in apply: keyroll needs the current password to change it
     assert result.code == 1 and "keyroll set grafana_app_password" in result.both, result.both
     assert grafana.password(2) == "app-password"
-    assert kr(*cfg, "set", "grafana_app_password", stdin="app-password\n").code == 0
+    assert kr(*cfg, "set", "grafana_app_password", "--allow-weak", stdin="app-password\n").code == 0
     result = kr(*cfg, "rotate", "grafana_app_password")
     assert result.code == 0, result.both
     new = home.value("grafana_app_password")
@@ -231,7 +231,7 @@ def test_the_admin_api_refuses_a_service_account_token(kr, home, grafana: Grafan
         'path = "/api/admin/users/2/password", json = { password = "{value}" }, auth = "bearer-file:grafana-token"',
     )
     cfg = ("--config", str(home.write_config(text)))
-    assert kr(*cfg, "set", "grafana_app_password", stdin="app-password\n").code == 0
+    assert kr(*cfg, "set", "grafana_app_password", "--allow-weak", stdin="app-password\n").code == 0
     refused = kr(*cfg, "rotate", "grafana_app_password")
     assert refused.code == 1, refused.both
     assert "the service does not accept the credentials of this request (bearer-file)" in refused.both
@@ -242,9 +242,9 @@ def test_the_admin_api_refuses_a_service_account_token(kr, home, grafana: Grafan
 
 def test_a_value_full_of_json_special_characters_is_sent_exactly(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))
-    assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
+    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
     nasty = 'qu"ote\\back{value}}{{old}é\\u0041 </x> \' ,:[]{"a":1}-padding-padding'
-    result = kr(*cfg, "set", "grafana_admin_password", stdin=nasty + "\n")
+    result = kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=nasty + "\n")
     assert result.code == 0, result.both
     assert grafana.password(1) == nasty == home.value("grafana_admin_password")
     put = [r for r in grafana.requests if r["method"] == "PUT"][-1]
@@ -253,7 +253,7 @@ def test_a_value_full_of_json_special_characters_is_sent_exactly(kr, home, grafa
 
 def test_rollback_restores_the_previous_value(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))
-    assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
+    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
     assert kr(*cfg, "rotate", "grafana_admin_password").code == 0
     rotated = home.value("grafana_admin_password")
     result = kr(*cfg, "rollback", "grafana_admin_password")
@@ -270,7 +270,7 @@ def test_rollback_restores_the_previous_value(kr, home, grafana: Grafana) -> Non
 )
 def test_answers_map_to_exit_codes(kr, home, grafana: Grafana, method: str, status: int, code: int, words: str) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))
-    assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
+    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
     grafana.status_override, grafana.override_method = status, method
     result = kr(*cfg, "rotate", "grafana_admin_password")
     assert result.code == code, result.both
@@ -286,7 +286,7 @@ def test_a_service_that_is_down_is_temporary(kr, home) -> None:  # type: ignore[
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = ("--config", str(home.write_config(admin_recipe(f"http://127.0.0.1:{port}"))))
-    result = kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n")
+    result = kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n")
     assert result.code == 75, result.both
     assert "refused" in result.both.lower()
 
@@ -320,8 +320,8 @@ target = "grafana_app"
 """
     )
     cfg = ("--config", str(home.write_config(text)))
-    assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
-    assert kr(*cfg, "set", "grafana_app_password", stdin="app-password\n").code == 0
+    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
+    assert kr(*cfg, "set", "grafana_app_password", "--allow-weak", stdin="app-password\n").code == 0
     plan = kr(*cfg, "rotate", "all", "--dry-run").out
     assert plan.index("grafana_app_password") < plan.index("2. grafana_admin_password")
     result = kr(*cfg, "rotate", "all")
@@ -416,11 +416,11 @@ def test_https_with_an_extra_ca_file(kr, home) -> None:  # type: ignore[no-untyp
     try:
         text = admin_recipe(grafana.url)
         cfg = ("--config", str(home.write_config(text)))
-        untrusted = kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n")
+        untrusted = kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n")
         assert untrusted.code == 1, untrusted.both
         assert "TLS: self-signed certificate" in untrusted.both and grafana.requests == []
         home.write_config(text.replace('timeout = "5s"', 'timeout = "5s"\nca_file = "grafana.pem"'))
-        assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0
+        assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
         result = kr(*cfg, "rotate", "grafana_admin_password")
         assert result.code == 0, result.both
         assert grafana.password(1) == home.value("grafana_admin_password") != ADMIN_PASSWORD
@@ -432,7 +432,7 @@ def test_https_with_an_extra_ca_file(kr, home) -> None:  # type: ignore[no-untyp
 def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     text = admin_recipe(grafana.url).replace('auth = "basic:admin:{old}"', 'auth = "basic-file:admin:admin-password"')
     cfg = ("--config", str(home.write_config(text)))
-    assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0  # (accepted as it is)
+    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0  # (accepted as it is)
     result = kr(*cfg, "rotate", "grafana_admin_password")
     assert result.code == 1, result.both  # (as for a missing admin_password_file: this secret not rotated)
     assert f"targets.grafana: {home.root / 'admin-password'}: No such file" in result.both
@@ -443,7 +443,7 @@ def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Graf
 def test_a_value_a_header_cannot_carry_is_refused_before_sending(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     text = admin_recipe(grafana.url).replace('auth = "basic:admin:{value}"', 'auth = "bearer:{value}"')
     cfg = ("--config", str(home.write_config(text)))
-    result = kr(*cfg, "set", "grafana_admin_password", stdin="price-in-€-is-not-latin-1\n")
+    result = kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin="price-in-€-is-not-latin-1\n")
     assert result.code == 1, result.both
     assert "the Authorization header cannot carry this value" in result.both and "€" not in result.both
     assert grafana.requests == []

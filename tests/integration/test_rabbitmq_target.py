@@ -52,7 +52,7 @@ def account(kr, home, rabbit: RabbitMQServer) -> tuple[str, str, tuple[str, str]
     rabbit.create_user(user, password)
     (home.root / "rabbitmq-admin").write_text(rabbit.admin_password + "\n")
     cfg = ("--config", str(home.write_config(recipe(rabbit, user))))
-    adopted = kr(*cfg, "set", "rabbit_password", stdin=password + "\n")
+    adopted = kr(*cfg, "set", "rabbit_password", "--allow-weak", stdin=password + "\n")
     assert adopted.code == 0, adopted.both
     return user, password, cfg
 
@@ -91,7 +91,7 @@ def test_rollback_gives_the_previous_password_back(kr, home, rabbit, account) ->
 def test_a_value_full_of_json_special_characters(kr, home, rabbit, account) -> None:  # type: ignore[no-untyped-def]
     user, _, cfg = account
     nasty = 'q"uo\\te{value}\\n\\u0022</>{"a": [1]}\'é-and-long-enough'
-    result = kr(*cfg, "set", "rabbit_password", stdin=nasty + "\n")
+    result = kr(*cfg, "set", "rabbit_password", "--allow-weak", stdin=nasty + "\n")
     assert result.code == 0, result.both
     assert home.value("rabbit_password") == nasty
     assert whoami(rabbit, user, nasty) == 200

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from keyroll import backup as backups
 from keyroll.config.policy import Policy
-from keyroll.errors import BackupError
+from keyroll.errors import BackupError, UsageError
+from keyroll.generate import size_problem
 from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.store import open_store
@@ -67,6 +68,9 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     contents = backups.read_backup(path, policy)
     store = open_store(policy)
     values = store.restore_snapshot(contents.files, contents.store_kind)
+    for name, value in values.items():
+        if name in policy.secrets and (too_large := size_problem(value, policy.secrets[name].max_length)):
+            raise UsageError(f"{path}: {name}: the value {too_large}; nothing was restored")
     report = RestoreReport(path)
     report.skipped = sorted(n for n in values if n not in policy.secrets)
     report.absent = [n for n in policy.secrets if n not in values]

@@ -10,7 +10,7 @@ from typing import Any
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.digest import sha256
 from keyroll.errors import EXIT_FAILURE, KeyrollError, UsageError
-from keyroll.generate import unstorable, value_problem
+from keyroll.generate import size_problem, unstorable, value_problem
 from keyroll.journal import Completion, new_txid
 from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
@@ -146,7 +146,7 @@ def initialize(
                 if name in old_metadata:
                     report.warnings.append(f"{name}: already recorded by keyroll; the old metadata was not applied")
                 continue
-            why = unstorable(value)
+            why = unstorable(value) or size_problem(value, secret.max_length)
             if why:
                 failed.append(
                     Outcome(

@@ -232,8 +232,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return _render_tx(args, report, "rotate")
 
 
-def _read_value(name: str) -> str:
-    """The value for `set`: hidden prompt (twice) on a terminal, else all of stdin."""
+def _read_value(name: str, limit: int) -> str:
+    """The value for `set`: hidden prompt (twice) on a terminal, else stdin, of which
+    no more than `limit` bytes and a line ending are read (UsageError beyond)."""
     if sys.stdin.isatty():
         import getpass
 
@@ -242,11 +243,21 @@ def _read_value(name: str) -> str:
             raise UsageError("the two values differ; nothing was changed")
         value = first
     else:
-        value = sys.stdin.read()
-        if value.endswith("\r\n"):
-            value = value[:-2]
-        elif value.endswith("\n"):
-            value = value[:-1]
+        from keyroll.fsutil import read_at_most
+
+        most = limit + 3  # (the value, "\r\n", and one byte too many)
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream without a file (io.UnsupportedOperation)
+            raw = sys.stdin.read(most).encode("utf-8", "surrogateescape")
+        else:
+            raw = read_at_most(fd, most)
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+        if len(raw) > limit:
+            raise UsageError(
+                f"{name}: the value is larger than its limit of {limit} bytes (max_length); nothing was changed"
+            )
+        value = raw.decode("utf-8", "surrogateescape")
     if not value:
         raise UsageError(f"{name}: no value on standard input; nothing was changed")
     return value
@@ -256,8 +267,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     from keyroll.actions.rotate import set_value
 
     policy = _policy(args)
-    policy.secret(args.name)
-    report = set_value(policy, args.name, _read_value(args.name), wait=args.wait)
+    secret = policy.secret(args.name)
+    value = _read_value(args.name, secret.max_length)
+    report = set_value(policy, args.name, value, wait=args.wait, allow_weak=args.allow_weak)
     return _render_tx(args, report, "set")
 
 

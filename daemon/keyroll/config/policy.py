@@ -25,6 +25,7 @@ from keyroll.config.schema import (
     parse_section,
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import Paths, config_file_to_use
 from keyroll.records import asdict, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
@@ -58,6 +59,7 @@ class SecretPolicy:
     reminder: timedelta
     unattended: bool
     health_timeout: timedelta
+    max_length: int = MAX_VALUE_BYTES  # bytes (UTF-8) a value may take
 
     @property
     def entropy_bits(self) -> int:
@@ -162,10 +164,14 @@ class Policy:
                 "reminder": _duration_text(secret.reminder),
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
+                "max_length": secret.max_length,
             }
         from keyroll.config.httpspec import shown_target
 
         doc["targets"] = {name: shown_target(_plain(asdict(t))) for name, t in self.targets.items()}
+        for target in doc["targets"].values():
+            if "env" in target:  # (a program's variables may hold a token)
+                target["env"] = [entry.split("=", 1)[0] + "=***" for entry in target["env"]]
         return doc
 
 
@@ -308,7 +314,12 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             reminder=parse_duration(merged["reminder"]),
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
+            max_length=merged["max_length"],
         )
+        if secrets[name].max_length < secrets[name].length:
+            raise ConfigError(
+                f"{keypath}.max_length: must be >= the length of generated values ({secrets[name].length})"
+            )
 
     for name, target in targets.items():
         admin = getattr(target, "admin_password_secret", "")

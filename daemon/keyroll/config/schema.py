@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from keyroll.errors import ConfigError
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.records import MISSING, Field, field, fields, record
 
 SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
@@ -171,6 +172,12 @@ def _recipients(values: tuple[str, ...]) -> str | None:
     return next((problem for value in values if (problem := recipient_problem(value))), None)
 
 
+def _env_entries(values: tuple[str, ...]) -> str | None:
+    from keyroll.hardening import env_entry_problem
+
+    return next((problem for value in values if (problem := env_entry_problem(value))), None)
+
+
 def _argv(values: tuple[str, ...]) -> str | None:
     return None if values and values[0].strip() else "needs at least the program to run"
 
@@ -248,6 +255,11 @@ class DefaultsSection:
         "How long consumers may take to pass their health checks after a restart.",
         kind="duration",
         check=_duration,
+    )
+    max_length: int = opt(
+        MAX_VALUE_BYTES,
+        f"Largest value, in bytes, that set, init and restore accept (at most {MAX_VALUE_BYTES}, the hard limit).",
+        check=_between(1, MAX_VALUE_BYTES),
     )
 
 
@@ -419,12 +431,15 @@ class MysqlTarget:
 @record(frozen=True)
 class CommandTarget:
     """A program that applies the value.  $KEYROLL_PHASE says apply, verify or
-    rollback, $KEYROLL_SECRET names the secret; stdin carries the values, never
-    argv: line 1 the value of this phase, line 2 (apply, rollback) the value it
-    replaces, when there is one.  Read line 1 only, with `IFS= read -r value ||
-    exit 1` (line 1 always ends with a newline, so input cut short by a killed
-    keyroll is refused), and refuse an empty value.  Exit 0 is success, 75 a
-    temporary failure."""
+    rollback, $KEYROLL_SECRET names the secret; stdin carries the value of this
+    phase followed by one newline, never argv (with old_value set to true, apply and
+    rollback also get the value it replaces on line 2, when there is one).  Read
+    it with `IFS= read -r value || exit 1` (the value always ends with a newline,
+    so input cut short by a killed keyroll is refused), and refuse an empty value.
+    The program's environment holds PATH, HOME, LANG, LC_ALL, the KEYROLL_*
+    variables and the env entries, nothing else of keyroll's.  Its output is never
+    shown: keyroll reports the exit status and at most a first line of stderr that
+    holds no part of a value.  Exit 0 is success, 75 a temporary failure."""
 
     type: str = opt("command", "Target type.", choices=("command",))
     argv: tuple[str, ...] = opt(
@@ -435,6 +450,17 @@ class CommandTarget:
         required=True,
     )
     timeout: str = opt("30s", "Longest time one phase may take.", kind="duration", check=_duration)
+    old_value: bool = opt(
+        False,
+        "Also send the value being replaced, on line 2 of stdin, in apply and rollback (for an API that "
+        "changes a password only given the old one); otherwise stdin holds the value alone.",
+    )
+    env: tuple[str, ...] = opt(
+        (),
+        'Environment variables for the program, as "NAME=value" (it inherits only PATH, HOME, LANG and LC_ALL).',
+        check=_env_entries,
+        example=("GRAFANA_URL=http://127.0.0.1:3000",),
+    )
 
 
 def _base_url(value: str) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from keyroll.errors import ConfigError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import TEMP_PREFIX
 from keyroll.store.base import EntryInfo, decode_value, read_each
 
@@ -51,7 +52,7 @@ class DirectoryStore:
         self.location = directory
 
     def read(self, name: str) -> str | None:
-        raw = read_bytes(self.location, name)
+        raw = read_bytes(self.location, name, limit=MAX_VALUE_BYTES + 2)  # (+ a line ending)
         return None if raw is None else decode_value(raw, self.location / name)
 
     def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:

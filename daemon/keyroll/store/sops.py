@@ -52,6 +52,7 @@ from keyroll.fsutil import (
     write_files_atomically,
 )
 from keyroll.guidance import shown_names
+from keyroll.outputs import hold
 from keyroll.records import record
 from keyroll.store.base import EntryInfo, decode_value, read_each
 
@@ -380,6 +381,7 @@ class SopsStore:
         value = data[name]
         if not isinstance(value, str):
             raise StoreError(f"{self.location}: {name} is not a string in the bundle")
+        hold(value)
         return value
 
     def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
