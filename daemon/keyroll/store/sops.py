@@ -37,7 +37,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -418,7 +418,7 @@ class SopsStore:
     def entries(self) -> list[str]:
         return sorted(self.load())
 
-    def snapshot(self) -> dict[str, bytes]:
+    def snapshot(self, names: Collection[str]) -> dict[str, bytes]:
         """The encrypted bundle, byte for byte: a backup never holds plaintext."""
         raw = self.read_ciphertext()
         return {} if raw is None else {self.location.name: raw}
