@@ -349,5 +349,6 @@ def test_restore_never_brings_back_a_secret_no_longer_declared(kr, home) -> None
     assert kr("--config", str(home.config), "rotate", "app_key").code == 0
     result = kr("--config", str(home.config), "restore", taken.name)
     assert result.code == 0, result.both
+    assert "old_key" in result.out  # (listed as skipped: not in the policy)
     assert not (home.secrets / "old_key").exists()
     assert not (backups(home)[-1] / "old_key").exists()

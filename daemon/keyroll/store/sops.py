@@ -577,7 +577,7 @@ def render_files(
     from keyroll.store.directory import follows_policy, ownership
 
     shared = any(secrets[n].mode & 0o044 for n in values)
-    ensure_dir(directory, 0o711 if shared else 0o700)
+    ensure_dir(directory, 0o711 if shared else 0o700, purpose="rendered folder")
     if shared:  # readers must pass through an existing folder too (never list it): add x, take nothing away
         try:
             folder_mode = stat.S_IMODE(os.stat(directory).st_mode)
