@@ -104,10 +104,10 @@ class _Walk:
     """Checks every folder and symlink on the way to a path, following symlinks to
     their targets (and checking those ways too)."""
 
-    def __init__(self, purpose: str, owners: frozenset[int], final_owner: frozenset[int]) -> None:
+    def __init__(self, purpose: str) -> None:
         self.purpose = purpose
-        self.owners = owners
-        self.final_owner = final_owner
+        self.owners = trusted_owners()
+        self.me = user_name(running_user())
         self.found: list[Unsafe] = []
         self.links = 0
         self.subject: Path | None = None  # the path asked about (findings name it first)
@@ -124,7 +124,8 @@ class _Walk:
         current = Path("/")
         info = os.stat(current)
         self._check_parent(current, info, subject)
-        parts = [p for p in Path(os.path.join(os.getcwd(), path)).parts[1:] if p not in ("", ".")]
+        full = path if path.is_absolute() else Path(os.getcwd()) / path
+        parts = [p for p in full.parts[1:] if p not in ("", ".")]
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             if part == "..":
@@ -164,15 +165,14 @@ class _Walk:
     def _check_parent(self, folder: Path, info: os.stat_result, subject: Path) -> None:
         intro = f"{subject}: its parent {folder}"
         if info.st_uid not in self.owners:
-            self.add(folder, info, intro, f"`chown root {folder}`, or choose another place")
+            self.add(folder, info, intro, f"`chown {self.me} {folder}`, or choose another place")
         elif _writable_by_others(info.st_mode, folder) and not info.st_mode & stat.S_ISVTX:
             self.add(folder, info, intro, f"`chmod go-w {folder}`, or choose another place")
 
     def _check_final(self, path: Path, info: os.stat_result, subject: Path) -> None:
         intro = f"{subject}" if path == subject else f"{subject} (really {path})"
-        if info.st_uid not in self.final_owner:
-            owner = user_name(running_user()) if self.final_owner == {running_user()} else "root"
-            self.add(path, info, intro, f"`chown {owner} {path}`, or choose another place")
+        if info.st_uid not in self.owners:
+            self.add(path, info, intro, f"`chown {self.me} {path}`, or choose another place")
         elif _writable_by_others(info.st_mode, path):
             mode = "0700" if stat.S_ISDIR(info.st_mode) else "go-w"
             self.add(path, info, intro, f"`chmod {mode} {path}`, or choose another place")
@@ -181,7 +181,7 @@ class _Walk:
 def check_folder(path: Path, purpose: str) -> list[Unsafe]:
     """The folder (when it exists) and its parents up to `/`; a missing folder is
     checked as far as it exists (keyroll creates the rest with its own owner)."""
-    walk = _Walk(purpose, trusted_owners(), trusted_owners())
+    walk = _Walk(purpose)
     try:
         walk.walk(path, final=True)
     except OSError as exc:
