@@ -14,7 +14,6 @@ consumers turn a restart spec into a program).
 from __future__ import annotations
 
 import contextlib
-import shlex
 from pathlib import Path
 
 from keyroll import trust
@@ -75,18 +74,18 @@ def programs(policy: Policy) -> list[tuple[str, list[str]]]:
         argv = list(getattr(target, "argv", ()) or ())
         if argv:
             found.append((f"targets.{name}.argv", argv))
+    seen: set[str] = set()  # (a spec shared by many secrets is split once: shlex is slow)
     for secret in policy.secrets.values():
-        for spec in secret.restart:
-            try:
-                found.append((f"secrets.{secret.name}.restart", restart_argv(spec)))
+        specs = [("restart", spec) for spec in secret.restart]
+        specs += [("health", spec) for spec in secret.health if spec.startswith("command:")]
+        for option, spec in specs:
+            if spec in seen:
+                continue
+            seen.add(spec)
+            try:  # (a `command:` restart and health check split alike)
+                found.append((f"secrets.{secret.name}.{option}", restart_argv(spec)))
             except ValueError:
                 continue  # (an unbalanced quote: the config check reports it)
-        for spec in secret.health:
-            if spec.startswith("command:"):
-                try:
-                    found.append((f"secrets.{secret.name}.health", shlex.split(spec.removeprefix("command:"))))
-                except ValueError:
-                    continue
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 
