@@ -236,8 +236,11 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
 
 def open_state_file(path: Path, flags: int, mode: int = 0o600) -> int:
     """os.open for a state file: never through a symlink, and the file must be the
-    running user's own regular file (else UnsafePath, and the descriptor is closed)."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    running user's own regular file (else UnsafePath, and the descriptor is closed).
+    Never pass O_TRUNC (it would act before the check): truncate the descriptor.
+    (O_NONBLOCK: a FIFO in its place is refused, not waited on.)"""
+    assert not flags & os.O_TRUNC, "open_state_file: truncate after the check"
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     try:
         problem = state_file_problem(path, os.fstat(fd))
     except OSError:

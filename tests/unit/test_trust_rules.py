@@ -70,6 +70,7 @@ def test_files_and_symlinks_of_another_uid_are_named(tmp_path: Path) -> None:
     needs_root()
     program = tmp_path / "prog"
     program.write_text("#!/bin/sh\n")
+    program.chmod(0o644)
     os.chown(program, STRANGER, STRANGER)
     assert f"{program} is owned by uid {STRANGER}, mode 0644; `chown root {program}`" in texts(
         trust.check_file(program, "x")
@@ -162,3 +163,10 @@ def test_ensure_dir_creates_private_folders_and_refuses_open_ones(tmp_path: Path
     with pytest.raises(UnsafePath, match=f"its parent {open_folder}"):
         ensure_dir(open_folder / "inner")
     assert not (open_folder / "inner").exists()
+
+
+def test_a_fifo_in_place_of_a_state_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fingerprint.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(UnsafePath, match="is not a regular file"):
+        trust.open_state_file(fifo, os.O_RDONLY)

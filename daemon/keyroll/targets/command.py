@@ -101,8 +101,9 @@ class CommandTarget(BaseTarget):
         times, which tell a reused pid apart) for a later recovery."""
         me = os.getpid()
         with contextlib.suppress(OSError, UnsafePath):
-            fd = open_state_file(self.running_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            fd = open_state_file(self.running_file, os.O_WRONLY | os.O_CREAT)  # (its owner checked first)
             try:
+                os.ftruncate(fd, 0)
                 os.write(fd, f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n".encode())
             finally:
                 os.close(fd)
