@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from keyroll import trust
 from keyroll.errors import StoreError
 from keyroll.paths import TEMP_PREFIX
 
@@ -44,9 +45,12 @@ def describe_os_error(path: Path | str, exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
 
 
-def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False) -> None:
+def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: str = "folder") -> None:
     """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder.
-    With `enforce`, an existing folder with another mode is given `mode`."""
+    With `enforce`, an existing folder with another mode is given `mode`.  A folder
+    (or a parent) that anyone but root or the running user can change is refused
+    before anything is created, and checked again after (UnsafePath, exit 2)."""
+    trust.refuse(trust.check_folder(path, purpose))
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -55,6 +59,7 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False) -> None:
             os.chmod(path, mode)
         except OSError as exc:
             raise StoreError(describe_os_error(path, exc)) from None
+        trust.refuse(trust.check_folder(path, purpose))  # (someone may have made it first)
         return
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None

@@ -25,6 +25,7 @@ from keyroll.outputs import hold
 from keyroll.paths import Paths
 from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
+from keyroll.trust import JOURNAL_FILES, check_state, open_state_file, refuse
 
 SCHEMA_VERSION = 1
 
@@ -162,14 +163,18 @@ class Fingerprinter:
     @classmethod
     def load(cls, path: Path, create: bool) -> Fingerprinter | None:
         try:
-            key = path.read_bytes()
+            fd = open_state_file(path, os.O_RDONLY)
+            try:
+                key = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             if not create:
                 return None
             import secrets
 
             key = secrets.token_bytes(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, key)
                 os.fsync(fd)
@@ -180,6 +185,13 @@ class Fingerprinter:
         if len(key) < 32:
             raise JournalError(f"{path}: the fingerprint key is damaged (too short)")
         return cls(key)
+
+
+def _refuse_foreign_state(paths: Paths) -> None:
+    """UnsafePath (exit 2) before SQLite opens anything: the journal, its side files
+    and the key must be regular files of the running user (a journal planted by
+    another user may carry triggers that copy every value it is given)."""
+    refuse(check_state(paths, JOURNAL_FILES))
 
 
 def _explain(exc: sqlite3.Error, path: Path) -> str:
@@ -217,10 +229,11 @@ class Journal:
     def open_write(cls, paths: Paths) -> Journal:
         """Open (creating if needed) the journal for writing; the caller holds the writer lock."""
         path = paths.journal
+        _refuse_foreign_state(paths)
         new = not path.exists()
         if new:
             try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+                os.close(open_state_file(path, os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError as exc:
                 raise JournalError(describe_os_error(path, exc)) from None
         db = None
@@ -251,6 +264,7 @@ class Journal:
     def open_read(cls, paths: Paths) -> Journal | None:
         """Open the journal read-only; None when keyroll has never written here."""
         path = paths.journal
+        _refuse_foreign_state(paths)
         if not path.exists():
             return None
         db = None

@@ -24,7 +24,6 @@ from types import TracebackType
 from keyroll import backup as backups
 from keyroll import consumers, metrics, stopping
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -41,6 +40,7 @@ from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Jou
 from keyroll.lock import FileLock
 from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
 from keyroll.outcomes import TxReport as TxReport
+from keyroll.permissions import refuse_untrusted
 from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
@@ -116,7 +116,8 @@ def secrets_folder_mode(policy: Policy) -> int:
 def refuse_unusable(policy: Policy, store: Store) -> None:
     """The refusals every writer makes before it creates anything (exit 2): a
     plaintext store where encryption is required, an owner or group that does not
-    exist on this machine."""
+    exist on this machine, a folder, file or program others can change."""
+    refuse_untrusted(policy)
     if policy.require_encrypted and store.is_plaintext():
         raise EncryptionRequired(
             f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {store.kind} store "
@@ -282,10 +283,10 @@ class WriterSession:
                 f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): a backup of the {self.store.kind} store "
                 f"{self.store.location} would hold plaintext; set [backup] encrypt_to"
             )
-        files = self.store.snapshot()
+        files = self.store.snapshot(self.policy.secrets)  # (declared secrets only)
         if not files:
             return None
-        names = [name for name in self.store.entries() if SECRET_NAME.match(name)]
+        names = [name for name in self.store.entries() if name in self.policy.secrets]
         secret_count = len(names)
         if self.store.kind == "directory":  # one file per secret: say which could not be read
             left_out = [n for n in names if n not in files]

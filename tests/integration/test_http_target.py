@@ -432,7 +432,9 @@ def test_https_with_an_extra_ca_file(kr, home) -> None:  # type: ignore[no-untyp
 def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
     text = admin_recipe(grafana.url).replace('auth = "basic:admin:{old}"', 'auth = "basic-file:admin:admin-password"')
     cfg = ("--config", str(home.write_config(text)))
-    assert kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0  # (accepted as it is)
+    assert (
+        kr(*cfg, "set", "grafana_admin_password", "--allow-weak", stdin=ADMIN_PASSWORD + "\n").code == 0
+    )  # (accepted as it is)
     result = kr(*cfg, "rotate", "grafana_admin_password")
     assert result.code == 1, result.both  # (as for a missing admin_password_file: this secret not rotated)
     assert f"targets.grafana: {home.root / 'admin-password'}: No such file" in result.both

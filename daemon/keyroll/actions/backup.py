@@ -67,12 +67,15 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     path = backups.resolve_backup(argument, policy.paths.backup_dir)
     contents = backups.read_backup(path, policy)
     store = open_store(policy)
-    values = store.restore_snapshot(contents.files, contents.store_kind)
+    # (a file of a secret the policy no longer declares is neither read nor brought back)
+    undeclared = {n for n in contents.files if contents.store_kind == "directory" and n not in policy.secrets}
+    files = {n: raw for n, raw in contents.files.items() if n not in undeclared}
+    values = store.restore_snapshot(files, contents.store_kind)
     for name, value in values.items():
         if name in policy.secrets and (too_large := size_problem(value, policy.secrets[name].max_length)):
             raise UsageError(f"{path}: {name}: the value {too_large}; nothing was restored")
     report = RestoreReport(path)
-    report.skipped = sorted(n for n in values if n not in policy.secrets)
+    report.skipped = sorted(undeclared | {n for n in values if n not in policy.secrets})
     report.absent = [n for n in policy.secrets if n not in values]
     if dry_run:
         _compare(report, store, [n for n in policy.secrets if n in values], values)

@@ -89,6 +89,13 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not os.access(existing, os.W_OK):
             report.add(FAIL, label, f"{folder}: cannot be created or written by this user")
+    from keyroll.permissions import findings
+
+    unsafe = findings(policy)
+    for finding in unsafe:
+        report.add(FAIL, finding.purpose, str(finding))
+    if unsafe:
+        return report  # (no target program or service is tried with an unsafe path in play)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 

@@ -2,7 +2,8 @@
 
 Fails (exit 1) on a missing, unreadable, empty, malformed or manually edited
 secret, a group/world-writable file or one more open than the policy, a rotation
-left in flight, or plaintext where encryption is required; warns on
+left in flight, plaintext where encryption is required, or a folder, file or
+program that someone other than root or the running user can change; warns on
 world-readable files, unknown files in the secrets folder, and a secrets folder
 inside a git work tree that does not ignore it.
 """
@@ -21,11 +22,14 @@ from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
 from keyroll.fsutil import MEMORY_FILESYSTEMS, filesystem_type
 from keyroll.paths import TEMP_PREFIX
+from keyroll.permissions import findings
 from keyroll.records import field, record
 from keyroll.rotation import secrets_folder_mode
 from keyroll.store import open_store
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+# Programs validate never runs: an unsafe one does not keep it from reading the store.
+PROGRAMS_NOT_RUN_HERE = ("program of targets.", "program of secrets.")
 
 
 @record(frozen=True)
@@ -94,6 +98,11 @@ def git_exposure(directory: Path) -> str | None:
 def validate(policy: Policy) -> ValidationReport:
     """Check every secret and the store around them; never changes anything."""
     report = ValidationReport()
+    unsafe = findings(policy)
+    for finding in unsafe:  # (a path others can change: nothing there is used)
+        report.add(FAIL, finding.purpose, str(finding))
+    if any(not finding.purpose.startswith(PROGRAMS_NOT_RUN_HERE) for finding in unsafe):
+        return report  # (the store, the journal or sops is not safe to read: the findings say why)
     store = open_store(policy)
     facts, journal = gather(policy, store)
     if journal is None:

@@ -4,7 +4,7 @@ the package, so that the package may import them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from keyroll.records import record
@@ -55,8 +55,9 @@ if TYPE_CHECKING:
         def entries(self) -> list[str]:
             """Names of everything in the store, secrets or not (temp files excluded)."""
 
-        def snapshot(self) -> dict[str, bytes]:
-            """The files a backup holds, byte for byte, keyed by file name."""
+        def snapshot(self, names: Collection[str]) -> dict[str, bytes]:
+            """The files a backup holds for the declared secrets `names`, byte for
+            byte, keyed by file name (nothing else of the store's folder)."""
 
         def restore_snapshot(self, files: Mapping[str, bytes], kind: str) -> dict[str, str]:
             """The secret values held in a backup's files (decrypting where needed)."""

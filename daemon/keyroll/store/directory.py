@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from keyroll.errors import ConfigError, StoreError
@@ -95,11 +95,9 @@ class DirectoryStore:
         except OSError as exc:
             raise StoreError(describe_os_error(self.location, exc)) from None
 
-    def snapshot(self) -> dict[str, bytes]:
-        from keyroll.config.schema import SECRET_NAME
-
+    def snapshot(self, names: Collection[str]) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
-        for name in filter(SECRET_NAME.match, self.entries()):
+        for name in (n for n in self.entries() if n in names):  # (an undeclared file is never copied)
             if self.inspect(name).problem:
                 continue  # a symlink or a folder: never read; that secret is refused on its own
             raw = read_bytes(self.location, name)

@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
+from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError, UnsafePath
 from keyroll.hardening import parse_env_entries, program_env
 from keyroll.outputs import hold, safe_excerpt
 from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
 from keyroll.targets.base import BaseTarget, Credentials
+from keyroll.trust import open_state_file
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig
@@ -104,18 +105,29 @@ class CommandTarget(BaseTarget):
         """Write down the running program and this keyroll (pids and kernel start
         times, which tell a reused pid apart) for a later recovery."""
         me = os.getpid()
-        with contextlib.suppress(OSError):
-            self.running_file.write_text(f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n")
+        with contextlib.suppress(OSError, UnsafePath):
+            fd = open_state_file(self.running_file, os.O_WRONLY | os.O_CREAT)  # (its owner checked first)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n".encode())
+            finally:
+                os.close(fd)
 
     def wait_idle(self, timeout: float) -> None:
         """End every program a killed keyroll left running for this target (its whole
         process group).  A program whose keyroll is still alive is left alone."""
         for note in self.paths.running_commands(self.name):
+            try:  # (only keyroll's own notes: one another user wrote must never make it kill)
+                fd = open_state_file(note, os.O_RDONLY)
+            except (OSError, UnsafePath):
+                continue
             try:
-                pid, started, owner, owner_started = note.read_text().split()
-            except (OSError, ValueError):
+                pid, started, owner, owner_started = os.read(fd, 200).decode().split()
+            except (OSError, ValueError, UnicodeDecodeError):
                 note.unlink(missing_ok=True)
                 continue
+            finally:
+                os.close(fd)
             if _start_time(int(owner)) == owner_started:
                 continue  # its keyroll is alive and will see it through
             if _start_time(int(pid)) == started:
