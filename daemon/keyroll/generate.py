@@ -17,7 +17,7 @@ NAMED_ALPHABETS = {
 # connection strings, shell quoting or .env files.
 FORBIDDEN_CHARACTERS = "/+=:@%#?&'\"`\\$ \t\r\n"
 
-DEFAULT_LENGTHS = {"password": 32, "api_key": 64}
+DEFAULT_LENGTHS = {"password": 32, "api_key": 64, "username": 63}  # (a login name is never generated)
 
 
 def alphabet_characters(alphabet: str) -> str:

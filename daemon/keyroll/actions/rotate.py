@@ -121,7 +121,7 @@ def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0) -> Tx
     """Store a given value (read from stdin by the CLI), e.g. to adopt the credential a
     service has today.  With a target: recorded only if the service already accepts it,
     else applied and tested.  A value outside the policy is stored with a warning."""
-    secret = policy.secret(name)
+    secret = policy.changeable(name)
     warning = check_value(secret, value)
     with WriterSession(policy, wait=wait) as session:
         report = session.transact([Change(name, "set", value)], reason="before set")
@@ -161,7 +161,7 @@ def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:
 
 def rollback(policy: Policy, name: str, *, wait: float = 0.0) -> TxReport:
     """Go back to the previous value, through the transaction (services follow)."""
-    policy.secret(name)
+    policy.changeable(name)
     value, rotated = previous_value(policy, name)
     with WriterSession(policy, wait=wait) as session:
         return session.transact([Change(name, "rollback", value, rotated=rotated)], reason="before rollback")

@@ -46,7 +46,7 @@ class SecretFacts:
 
     @property
     def value_problem(self) -> str | None:
-        if self.value is None:
+        if self.value is None or self.secret.follows:  # (a login name is not a generated value)
             return None
         return value_problem(self.value, self.secret.length, self.secret.alphabet)
 

@@ -117,6 +117,9 @@ class BaseTarget:
     def other_credentials(self, current: str) -> list[str]:
         return []
 
+    def companion_values(self, value: str) -> dict[str, str]:
+        return {}
+
     def wait_idle(self, timeout: float) -> None:
         return None
 
@@ -163,6 +166,10 @@ class Target(Protocol):
     def other_credentials(self, current: str) -> list[str]:
         """Retirement tokens of every credential the account holds besides `current`
         (one set before keyroll, or still in an earlier rotation's grace period)."""
+
+    def companion_values(self, value: str) -> dict[str, str]:
+        """Other secrets to store in the same write as `value` (secret name -> value):
+        the login name an alternating target uses with that password.  Empty for most."""
 
     def wait_idle(self, timeout: float) -> None:
         """Wait until no other keyroll session is still active on the service."""
@@ -257,6 +264,12 @@ def open_target(
 
     config = policy.targets[target_name]
     credentials = admin_credentials(policy, target_name, secret_name, live_value)
+    if isinstance(config, schema.PostgresTarget) and config.strategy == "alternating":
+        from keyroll.targets.pg_alternating import AlternatingPostgresTarget
+
+        return AlternatingPostgresTarget(
+            target_name, config, credentials, secret_name, connections or Connections(), live_value
+        )
     if isinstance(config, schema.PostgresTarget):
         from keyroll.targets.postgres import PostgresTarget
 
