@@ -101,7 +101,9 @@ def test_rotations_take_turns_and_keep_the_previous_login(app, pg, home) -> None
     assert not pg.login_ok(app.name, second) and not pg.login_ok(app.clone, first)
     # The login name is a secret like any other: status lists it, `rotate all` leaves it to its password.
     status = json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]
-    assert {s["name"] for s in status} >= {"app_password", "app_db_user"}
+    by_name = {s["name"]: s for s in status}
+    assert by_name["app_db_user"]["kind"] == "username" and by_name["app_db_user"]["next_due"] is None
+    assert by_name["app_password"]["next_due"] and by_name["app_db_user"]["state"] == "OK"
     assert (home.secrets / "app_db_user").stat().st_mode & 0o777 == 0o600
     refused = keyroll(home.config, "rotate", "app_db_user")
     assert refused.returncode == 2 and "rotate app_password" in refused.stdout + refused.stderr

@@ -172,8 +172,9 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         due = age = None
         if record:
             rotated = from_iso(record.rotated)
-            due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
             age = (now - rotated).days
+        if record and not secret.follows:  # (a login name changes with its password, never due alone)
+            due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
         report.secrets.append(
             SecretStatus(
                 name=secret.name,
