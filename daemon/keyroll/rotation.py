@@ -551,7 +551,9 @@ class WriterSession:
                 step.target.rollback(step.old, step.new)
             self._live[step.name] = step.old
             if restore_store and step.changes_store and step.old is not None:
-                self.store.write({step.name: step.old, **self._companions(step.target, step.old)}, self.policy.secrets)
+                pair = {step.name: step.old, **self._companions(step.target, step.old)}
+                self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 step.outcome.restarted = [s for s in step.secret.restart]
                 consumers.restart(step.secret.restart, step.name, self.policy.env)
         except KeyrollError as undo_exc:
@@ -754,6 +756,7 @@ class WriterSession:
                 pair = {entry.name: entry.old, **self._companions(target, entry.old)}
                 if any(self.store.read(name) != value for name, value in pair.items()):
                     self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
                     consumers.restart(secret.restart, entry.name, self.policy.env)
                 detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"

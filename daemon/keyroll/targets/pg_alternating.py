@@ -157,9 +157,9 @@ class AlternatingPostgresTarget(PostgresTarget):
     def apply(self, new: str, old: str | None) -> None:
         """The new password goes on the login not in use; the one in use is left alone."""
         self.ensure_alternate()
-        current = self.in_use()
-        if old is not None:
-            self._login_of.setdefault(old, current)  # the stored pair (checked again where it matters)
+        # The login in use is the one that accepts the current password (asked of the
+        # server, not taken from the stored name), so consumers' login is never touched.
+        current = (self.login_of(old) if old is not None else None) or self.in_use()
         self._set_login_password(self._other(current), new)
 
     def verify(self, new: str) -> None:
