@@ -68,7 +68,7 @@ def test_bad_alternating_settings(change: tuple[str, str], expected: str, tmp_pa
 
 def test_username_kind_only_for_a_username_secret(tmp_path: Path) -> None:
     text = ALTERNATING + '[secrets.other]\nkind = "username"\n'
-    with pytest.raises(ConfigError, match='secrets.other.kind: "username" is only for'):
+    with pytest.raises(ConfigError, match=r'secrets.other.kind: "username" is only for'):
         policy_from(text, tmp_path)
     text = ALTERNATING + '[secrets.aidb_db_user]\nrestart = ["systemd:x.service"]\nkind = "username"\n'
     with pytest.raises(ConfigError, match="with no target and no restart"):
@@ -77,7 +77,33 @@ def test_username_kind_only_for_a_username_secret(tmp_path: Path) -> None:
 
 def test_mysql_dual_needs_an_admin(tmp_path: Path) -> None:
     text = '[targets.db]\ntype = "mysql"\nuser = "app"\nstrategy = "dual"\n[secrets.db_password]\ntarget = "db"\n'
-    with pytest.raises(ConfigError, match="targets.db.admin_user: the dual strategy needs an admin login"):
+    with pytest.raises(ConfigError, match=r"targets.db.admin_user: the dual strategy needs an admin login"):
         policy_from(text, tmp_path)
     policy = policy_from(text.replace('user = "app"', 'user = "app"\nadmin_user = "root"'), tmp_path)
     assert policy.targets["db"].strategy == "dual"
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"), [("8.0.36", True), ("10.3.39-MariaDB", True), ("10.11.6-MariaDB-0+deb12u1", False)]
+)
+def test_dual_refuses_mysql_and_old_mariadb(version: str, refused: bool, tmp_path: Path) -> None:
+    """No MySQL 8 server can run on these machines: the server's answers are given
+    here (the query for the account, VERSION(), SHOW CREATE USER), as MySQL and
+    MariaDB word them."""
+    from keyroll.errors import TargetError
+    from keyroll.targets import open_target
+
+    text = '[targets.db]\ntype = "mysql"\nuser = "app"\nadmin_user = "root"\nstrategy = "dual"\n'
+    policy = policy_from(text + '[secrets.db_password]\ntarget = "db"\n', tmp_path)
+    target = open_target(policy, "db", "db_password", lambda name: None)
+    answers = {
+        "SELECT count(*)": [(1,)],
+        "SELECT VERSION()": [(version,)],
+        "SHOW CREATE USER": [("CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*" + "A" * 40 + "'",)],
+    }
+    target._execute = lambda query, params=(): next(v for k, v in answers.items() if query.startswith(k))  # type: ignore[attr-defined]
+    if refused:
+        with pytest.raises(TargetError, match=r"needs MariaDB 10.4 or later .*RETAIN CURRENT PASSWORD is not supported"):
+            target.check()
+    else:
+        target.check()
