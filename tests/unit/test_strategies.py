@@ -103,7 +103,9 @@ def test_dual_refuses_mysql_and_old_mariadb(version: str, refused: bool, tmp_pat
     }
     target._execute = lambda query, params=(): next(v for k, v in answers.items() if query.startswith(k))  # type: ignore[attr-defined]
     if refused:
-        with pytest.raises(TargetError, match=r"needs MariaDB 10.4 or later .*RETAIN CURRENT PASSWORD is not supported"):
+        with pytest.raises(
+            TargetError, match=r"needs MariaDB 10.4 or later .*RETAIN CURRENT PASSWORD is not supported"
+        ):
             target.check()
     else:
         target.check()
