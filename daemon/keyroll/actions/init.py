@@ -219,14 +219,16 @@ def _settle_logins(session: WriterSession, report: InitReport) -> None:
             report.created.append(secret.name)
             continue
         try:
+            current = session.store.read(secret.name)
+            if current is not None and secret.name in records:
+                report.already.append(secret.name)  # (kept in step by every change of its password)
+                continue
             password = session.store.read(secret.follows)
             target = session.target_for(policy.secrets[secret.follows])
             if password is None or target is None:
-                continue  # (created with its password, or nothing to pair it with yet)
+                continue  # (nothing to pair it with yet)
             login = target.companion_values(password).get(secret.name)
-            current = session.store.read(secret.name)
-            if login is None or (current == login and secret.name in records):
-                report.already += [] if login is None else [secret.name]
+            if login is None:
                 continue
             if current != login:
                 session.store.write({secret.name: login}, policy.secrets)
