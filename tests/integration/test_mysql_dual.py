@@ -4,6 +4,7 @@ password both log in until the grace has passed, then only the new one; hashes o
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -105,3 +106,30 @@ def test_dual_needs_an_admin(account, home) -> None:  # type: ignore[no-untyped-
     home.config.write_text(text)
     done = keyroll(home.config, "config", "validate", "--static")
     assert done.returncode == 2 and "targets.db.admin_user" in done.stdout + done.stderr
+
+
+def test_set_rollback_and_restore(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    assert keyroll(home.config, "rotate", "db_password").returncode == 0
+    rotated = home.value("db_password")
+    # `rollback` goes back to the value the account still takes (its grace): both keep working.
+    done = keyroll(home.config, "rollback", "db_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("db_password") == account.initial
+    assert mariadb.login_ok(account.name, account.initial) and mariadb.login_ok(account.name, rotated)
+    # `set` of a new value: new OR the one it replaces.
+    given = "Given" * 6 + "zz"
+    done = keyroll(home.config, "set", "db_password", stdin=given)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert mariadb.login_ok(account.name, given) and mariadb.login_ok(account.name, account.initial)
+    assert not mariadb.login_ok(account.name, rotated)
+    # `restore` of the oldest backup, then --emergency: only the stored value logs in.
+    oldest = sorted(
+        b["name"] for b in json.loads(keyroll(home.config, "list-backups", "--json").stdout)["data"]["backups"]
+    )[0]
+    done = keyroll(home.config, "restore", oldest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("db_password") == account.initial and mariadb.login_ok(account.name, account.initial)
+    assert keyroll(home.config, "rotate", "db_password", "--emergency").returncode == 0
+    for old in (account.initial, given, rotated):
+        assert not mariadb.login_ok(account.name, old)
+    assert mariadb.login_ok(account.name, home.value("db_password"))
