@@ -216,3 +216,55 @@ def test_loader_builds_the_url_from_both(app, pg, home) -> None:  # type: ignore
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT session_user, current_user").fetchone()
     assert row == (app.clone, app.name)
+
+
+def test_a_sops_bundle_holds_the_pair_and_renders_it(pg, home) -> None:  # type: ignore[no-untyped-def]
+    """With a SOPS store the login name and the password go into the bundle in the
+    same write; `bundle render` serves both (files and .env)."""
+    import pyrage
+
+    role, admin = unique("sopsalt"), unique("sopsadm")
+    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
+    pg.create_role(role, None)
+    identity = pyrage.x25519.Identity.generate()
+    (home.root / "age.key").write_text(f"{identity}\n")
+    (home.root / "age.key").chmod(0o600)
+    (home.root / ".sops.yaml").write_text(
+        f"creation_rules:\n  - path_regex: secrets\\.sops\\.yaml$\n    age: {identity.to_public()}\n"
+    )
+    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
+    home.write_config(
+        f"""
+[store]
+kind = "sops"
+age_key_file = "age.key"
+
+[targets.pg]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{home.root / "pg-admin"}"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[secrets.app_password]
+target = "pg"
+"""
+    )
+    # init creates the password on the login not in use (the clone: the role has none) and pairs them.
+    done = keyroll(home.config, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for _ in range(2):
+        rendered = home.root / "rendered"
+        done = keyroll(home.config, "bundle", "render", str(rendered))
+        assert done.returncode == 0, done.stdout + done.stderr
+        login, password = (rendered / "app_db_user").read_text(), (rendered / "app_password").read_text()
+        assert pg.login_ok(login, password) and acting_user(pg, login, password) == role
+        done = keyroll(home.config, "bundle", "render", str(home.root / "app.env"), "--format", "env")
+        assert done.returncode == 0, done.stdout + done.stderr
+        env = (home.root / "app.env").read_text()
+        assert f"APP_DB_USER='{login}'" in env and f"APP_PASSWORD='{password}'" in env
+        done = keyroll(home.config, "rotate", "app_password")
+        assert done.returncode == 0, done.stdout + done.stderr
