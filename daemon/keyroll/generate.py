@@ -17,7 +17,7 @@ NAMED_ALPHABETS = {
 # connection strings, shell quoting or .env files.
 FORBIDDEN_CHARACTERS = "/+=:@%#?&'\"`\\$ \t\r\n"
 
-DEFAULT_LENGTHS = {"password": 32, "api_key": 64}
+DEFAULT_LENGTHS = {"password": 32, "api_key": 64, "username": 63}  # (a login name is never generated)
 # The largest value keyroll stores, in UTF-8 bytes (64 KiB); a secret's `max_length` may only lower it.
 MAX_VALUE_BYTES = 65536
 

@@ -516,7 +516,9 @@ class WriterSession:
                 step.target.rollback(step.old, step.new)
             self._live[step.name] = step.old
             if restore_store and step.changes_store and step.old is not None:
-                self.store.write({step.name: step.old}, self.policy.secrets)
+                pair = {step.name: step.old, **self._companions(step.target, step.old)}
+                self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 step.outcome.restarted = [s for s in step.secret.restart]
                 consumers.restart(step.secret.restart, step.name, self.policy.env)
         except KeyrollError as undo_exc:
@@ -530,8 +532,13 @@ class WriterSession:
         """Store the verified values, restart consumers, check health, retire old credentials."""
         completions: list[Completion] = []
         to_store = {s.name: s.new for s in steps if s.changes_store}
+        companions: dict[str, dict[str, str]] = {}  # step -> login name stored with it (alternating)
         try:
             with self._timed("store"):
+                for s in steps:
+                    if s.changes_store and (extra := self._companions(s.target, s.new)):
+                        companions[s.name] = extra
+                        to_store.update(extra)
                 self.store.write(to_store, self.policy.secrets, before_rename=lambda: failpoint("store-write"))
                 if to_store:
                     self.journal.advance(to_store, STORED)
@@ -551,7 +558,17 @@ class WriterSession:
             with self._timed("retire"):
                 self._retire_or_queue(step, emergency)
             completions.append(self._success(step))
+            for name, value in companions.get(step.name, {}).items():
+                self._live[name] = value
+                detail = f"login name in use for {step.name}"
+                completions.append(Completion(name, step.change.op, "follows", detail, kind="username", value=value))
         return completions
+
+    @staticmethod
+    def _companions(target: Target | None, value: str | None) -> dict[str, str]:
+        """What is stored in the same write as `value` (an alternating target's login
+        name for that password), so no store ever pairs a password with the wrong login."""
+        return target.companion_values(value) if target is not None and value is not None else {}
 
     def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
         """Restart what reads a changed secret, then wait for its health checks."""
@@ -702,8 +719,10 @@ class WriterSession:
                 return self._recover_forward(entry, step)
             if entry.old is not None and target.accepts(entry.old):
                 self._live[entry.name] = entry.old
-                if current != entry.old:
-                    self.store.write({entry.name: entry.old}, self.policy.secrets)
+                pair = {entry.name: entry.old, **self._companions(target, entry.old)}
+                if any(self.store.read(name) != value for name, value in pair.items()):
+                    self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
                     consumers.restart(secret.restart, entry.name, self.policy.env)
                 detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"

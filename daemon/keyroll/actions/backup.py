@@ -77,11 +77,14 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     report = RestoreReport(path)
     report.skipped = sorted(undeclared | {n for n in values if n not in policy.secrets})
     report.absent = [n for n in policy.secrets if n not in values]
+    # A login name (kind username) is not restored on its own: it follows its password,
+    # whose restore stores the login that accepts the restored value.
+    names = [n for n in policy.secrets if n in values and not policy.secrets[n].follows]
     if dry_run:
-        _compare(report, store, [n for n in policy.secrets if n in values], values)
+        _compare(report, store, names, values)
         return report
     with WriterSession(policy, wait=wait) as session:
-        _compare(report, session.store, [n for n in policy.secrets if n in values], values)  # under the lock
+        _compare(report, session.store, names, values)  # under the lock
         if not report.changes:
             report.tx = TxReport(recovery=session.recovery)
             return report  # nothing to restore: no pre-restore backup either

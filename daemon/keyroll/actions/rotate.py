@@ -137,7 +137,7 @@ def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0, allow
     service has today.  With a target: recorded only if the service already accepts it,
     else applied and tested.  A value outside the policy is refused (UsageError, nothing
     changed) unless `allow_weak`: then it is stored with a warning."""
-    secret = policy.secret(name)
+    secret = policy.changeable(name)
     hold(value)  # (a program's output holding part of it is withheld)
     warning = check_value(secret, value, allow_weak=allow_weak)
     with WriterSession(policy, wait=wait) as session:
@@ -178,7 +178,7 @@ def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:
 
 def rollback(policy: Policy, name: str, *, wait: float = 0.0) -> TxReport:
     """Go back to the previous value, through the transaction (services follow)."""
-    policy.secret(name)
+    policy.changeable(name)
     value, rotated = previous_value(policy, name)
     with WriterSession(policy, wait=wait) as session:
         return session.transact([Change(name, "rollback", value, rotated=rotated)], reason="before rollback")

@@ -63,12 +63,13 @@ def due_time(policy: Policy, secret: SecretPolicy, record: SecretRecord, journal
 def due_times(policy: Policy) -> tuple[list[DueTime], list[str]]:
     """Due time of every recorded secret, and the names keyroll has not recorded yet."""
     journal = Journal.open_read(policy.paths)
+    own = [s for s in policy.secrets.values() if not s.follows]  # (a login name changes with its password)
     if journal is None:
-        return [], list(policy.secrets)
+        return [], [s.name for s in own]
     try:
         records = journal.records()
-        times = [due_time(policy, s, records[s.name], journal) for s in policy.secrets.values() if s.name in records]
-        missing = [name for name in policy.secrets if name not in records]
+        times = [due_time(policy, s, records[s.name], journal) for s in own if s.name in records]
+        missing = [s.name for s in own if s.name not in records]
     finally:
         journal.close()
     return times, missing

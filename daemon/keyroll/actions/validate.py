@@ -130,7 +130,9 @@ def validate(policy: Policy) -> ValidationReport:
             report.add(WARN, name, "not recorded in the journal: `keyroll init` adopts it")
         if item.info.mode is not None:
             _check_mode(report, name, item.info.mode, secret.mode)
-        if len(report.failures) == problems_before:
+        if len(report.failures) == problems_before and secret.follows:
+            report.add(OK, name, f"login name in use for {secret.follows}")
+        elif len(report.failures) == problems_before:
             report.add(OK, name, f"{secret.length} characters, {secret.entropy_bits} bits")
 
     if store.kind == "directory":

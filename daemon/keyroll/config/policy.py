@@ -60,6 +60,9 @@ class SecretPolicy:
     unattended: bool
     health_timeout: timedelta
     max_length: int = MAX_VALUE_BYTES  # bytes (UTF-8) a value may take
+    # kind "username": the secret whose target this login name belongs to.  keyroll
+    # writes it together with that secret's value; it is never generated or rotated alone.
+    follows: str | None = None
 
     @property
     def entropy_bits(self) -> int:
@@ -109,11 +112,22 @@ class Policy:
             raise UnknownSecret(name, self.secrets) from None
 
     def select(self, names: list[str]) -> list[SecretPolicy]:
-        """Secrets named on the command line (`all` means every one), in policy order."""
+        """Secrets named on the command line (`all` means every one), in policy order.
+        A login name that follows another secret is left out of `all` and refused by name."""
         if names == ["all"] or not names:
-            return list(self.secrets.values())
-        wanted = {self.secret(n).name for n in names}
+            return [s for s in self.secrets.values() if not s.follows]
+        wanted = {self.changeable(n).name for n in names}
         return [s for s in self.secrets.values() if s.name in wanted]
+
+    def changeable(self, name: str) -> SecretPolicy:
+        """The named secret, refusing (exit 2) one that only changes with another."""
+        secret = self.secret(name)
+        if secret.follows:
+            raise UsageError(
+                f"{name} holds the login name in use for {secret.follows} and changes only with it: "
+                f"use `keyroll rotate {secret.follows}` (or set, rollback {secret.follows})"
+            )
+        return secret
 
     def admin_secret_of(self, target_name: str) -> str | None:
         target = self.targets[target_name]
@@ -321,6 +335,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
                 f"{keypath}.max_length: must be >= the length of generated values ({secrets[name].length})"
             )
 
+    _add_username_secrets(targets, secrets, used_targets)
     for name, target in targets.items():
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
@@ -405,3 +420,71 @@ def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str
 
     for start in secret_target:
         walk([start], "")
+
+
+def _add_username_secrets(
+    targets: Mapping[str, TargetSection], secrets: dict[str, SecretPolicy], owner: Mapping[str, str]
+) -> None:
+    """Check the strategies, and add (or check) each postgres `username_secret`: a secret of
+    kind username that follows the target's password secret (same mode, owner, services)."""
+    followers: dict[str, str] = {}
+    for name, target in targets.items():
+        keypath = f"targets.{name}"
+        strategy = getattr(target, "strategy", "single")
+        if strategy != "single" and not getattr(target, "admin_user", ""):
+            raise ConfigError(f"{keypath}.admin_user: the {strategy} strategy needs an admin login")
+        if strategy != "single" and getattr(target, "admin_user", "") == getattr(target, "user", ""):
+            raise ConfigError(f"{keypath}.admin_user: must differ from user with the {strategy} strategy")
+        username = getattr(target, "username_secret", "")
+        if strategy != "alternating":
+            if username or getattr(target, "alternate_user", ""):
+                field_name = "username_secret" if username else "alternate_user"
+                raise ConfigError(f'{keypath}.{field_name}: only used with strategy = "alternating"')
+            continue
+        alternate = getattr(target, "alternate_user", "") or f"{getattr(target, 'user', '')}_clone"
+        if alternate == getattr(target, "user", ""):
+            raise ConfigError(f"{keypath}.alternate_user: must differ from user")
+        if not username:
+            raise ConfigError(f'{keypath}.username_secret: required with strategy = "alternating"')
+        if not SECRET_NAME.match(username):
+            raise ConfigError(f"{keypath}.username_secret: a secret name uses letters, digits, _ and -")
+        if name not in owner:
+            raise ConfigError(f"{keypath}: no secret names this target, so its username_secret has no password")
+        password = owner[name]
+        if username == password or username in followers:
+            raise ConfigError(f"{keypath}.username_secret: {username!r} is already used")
+        followers[username] = password
+        main = secrets[password]
+        declared = secrets.get(username)
+        if declared is not None and (declared.kind != "username" or declared.target or declared.restart):
+            raise ConfigError(
+                f'secrets.{username}: the username_secret of targets.{name} must be kind = "username" '
+                "with no target and no restart (it follows the password)"
+            )
+        base = declared or main
+        secrets[username] = SecretPolicy(
+            name=username,
+            kind="username",
+            length=base.length if declared else 63,
+            alphabet=base.alphabet,
+            description=base.description if declared else f"login name in use for {password} (keyroll keeps it)",
+            services=main.services,
+            target=None,
+            restart=(),
+            health=(),
+            schedule=main.schedule,
+            window=None,
+            jitter=main.jitter,
+            mode=base.mode,
+            owner=base.owner,
+            group=base.group,
+            reminder=main.reminder,
+            unattended=False,
+            health_timeout=main.health_timeout,
+            follows=password,
+        )
+    for name, secret in secrets.items():
+        if secret.kind == "username" and name not in followers:
+            raise ConfigError(
+                f'secrets.{name}.kind: "username" is only for the username_secret of an alternating postgres target'
+            )

@@ -350,7 +350,12 @@ class MetricsSection:
 class SecretSection:
     """One secret.  Any [defaults] key may also be set here."""
 
-    kind: str = opt("password", "password (32 characters) or api_key (64 characters).", choices=("password", "api_key"))
+    kind: str = opt(
+        "password",
+        "password (32 characters), api_key (64 characters), or username (a login name keyroll keeps in step "
+        "with a postgres target's username_secret; never generated, never rotated on its own).",
+        choices=("password", "api_key", "username"),
+    )
     length: int = opt(0, "Length of generated values; 0 means the kind's default.", check=_length)
     alphabet: str = opt(
         "alnum",
@@ -387,6 +392,22 @@ class PostgresTarget:
     admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
     admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+    strategy: str = opt(
+        "single",
+        "single (one login; new logins fail until consumers restart) or alternating (two login roles, "
+        "zero-downtime; needs admin_user and username_secret).",
+        choices=("single", "alternating"),
+    )
+    alternate_user: str = opt("", "alternating: the second login role (default: <user>_clone).")
+    username_secret: str = opt(
+        "", "alternating: the secret (kind username) holding the login name in use; keyroll creates it."
+    )
+    grace: str = opt(
+        "1h",
+        "alternating: how long the previous login keeps working after consumers are healthy.",
+        kind="duration",
+        check=_duration,
+    )
 
 
 @record(frozen=True)
@@ -426,6 +447,18 @@ class MysqlTarget:
     admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
     admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+    strategy: str = opt(
+        "single",
+        "single (one password; new logins fail until consumers restart) or dual (MariaDB 10.4+: new and old "
+        "passwords both log in until the grace has passed; needs admin_user).",
+        choices=("single", "dual"),
+    )
+    grace: str = opt(
+        "1h",
+        "dual: how long the old password keeps working after consumers are healthy.",
+        kind="duration",
+        check=_duration,
+    )
 
 
 @record(frozen=True)

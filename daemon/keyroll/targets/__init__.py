@@ -94,6 +94,12 @@ def open_target(
 
     config = policy.targets[target_name]
     credentials = admin_credentials(policy, target_name, secret_name, live_value)
+    if isinstance(config, schema.PostgresTarget) and config.strategy == "alternating":
+        from keyroll.targets.pg_alternating import AlternatingPostgresTarget
+
+        return AlternatingPostgresTarget(
+            target_name, config, credentials, secret_name, connections or Connections(), live_value
+        )
     if isinstance(config, schema.PostgresTarget):
         from keyroll.targets.postgres import PostgresTarget
 

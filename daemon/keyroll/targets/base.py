@@ -108,6 +108,9 @@ class BaseTarget:
     def other_credentials(self, current: str) -> list[str]:
         return []
 
+    def companion_values(self, value: str) -> dict[str, str]:
+        return {}
+
     def wait_idle(self, timeout: float) -> None:
         return None
 
@@ -154,6 +157,10 @@ class Target(Protocol):
     def other_credentials(self, current: str) -> list[str]:
         """Retirement tokens of every credential the account holds besides `current`
         (one set before keyroll, or still in an earlier rotation's grace period)."""
+
+    def companion_values(self, value: str) -> dict[str, str]:
+        """Other secrets to store in the same write as `value` (secret name -> value):
+        the login name an alternating target uses with that password.  Empty for most."""
 
     def wait_idle(self, timeout: float) -> None:
         """Wait until no other keyroll session is still active on the service."""
