@@ -37,6 +37,7 @@ class ConsumerFailure:
     spec: str
     reason: str
     temporary: bool = True  # worth retrying later (a timeout, exit 75, an unhealthy service)
+    kind: str = ""  # what failed, when not the restart or health check `spec` names (Kubernetes)
 
     def __str__(self) -> str:
         return f"{shown(self.spec)}: {self.reason}"
@@ -48,6 +49,8 @@ def describe_restart(spec: str) -> str:
         return f"systemctl try-restart {rest}"
     if kind == "systemd-reload":
         return f"systemctl try-reload-or-restart {rest}"
+    if kind == "kubernetes":
+        return f"rollout restart {rest}, then wait for it (once per command)"
     return rest
 
 
@@ -109,6 +112,8 @@ def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     failures = []
     for spec in specs:
+        if spec.startswith("kubernetes:"):  # (keyroll.kube restarts workloads, once per command)
+            continue
         problem = _run(restart_argv(spec), secret, env, RESTART_TIMEOUT)
         if problem:
             failures.append(ConsumerFailure(spec, *problem))

@@ -377,6 +377,10 @@ class Journal:
         """Name -> phase of every rotation in flight, without reading any value."""
         return dict(self._db.execute("SELECT name, phase FROM inflight").fetchall())
 
+    def inflight_txids(self) -> dict[str, str]:
+        """Name -> transaction id of every rotation in flight, without reading any value."""
+        return dict(self._db.execute("SELECT name, txid FROM inflight").fetchall())
+
     def begin(
         self,
         txid: str,

@@ -24,6 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "keyroll.age",
             "keyroll.backup",
             "keyroll.consumers",
+            "keyroll.kube",
+            "keyroll.kube.*",
             "keyroll.metrics",
             "keyroll.notify",
             "keyroll.permissions",

@@ -48,12 +48,15 @@ from keyroll.targets import Connections, Target, open_target
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
+    from keyroll.kube.publish import KubeSession
     from keyroll.store import Store
 
 FAILPOINT_ENV = "KEYROLL_FAILPOINT"
 # Steps at which KEYROLL_FAILPOINT=<step> (or <step>:<n>, the n-th time) kills the
 # process with SIGKILL.  Inactive unless the variable is set; for crash tests.
 FAILPOINTS = ("backup", "create", "apply", "verify", "store-write", "store", "restart", "retire", "finish", "recover")
+# keyroll.kube's steps (after the Secrets are applied, the restarts sent, the rollouts waited for).
+KUBE_FAILPOINTS = ("kube-publish", "kube-restart", "kube-wait")
 _failpoint_hits: dict[str, int] = {}
 
 
@@ -161,6 +164,7 @@ class WriterSession:
         self._timings: dict[str, float] = {}
         self.recovery = TxReport()
         self.backup_left_out: dict[str, str] = {}  # secret files the last backup could not hold, and why
+        self._kube: KubeSession | None = None
 
     # --- session ----------------------------------------------------------------------
 
@@ -188,6 +192,8 @@ class WriterSession:
 
     def close(self) -> None:
         self._connections.close()  # (closing must not hide the real result: it never raises)
+        if self._kube is not None:
+            self._kube.close()
         self._targets.clear()
         if self._journal is not None:
             self._journal.close()
@@ -246,6 +252,14 @@ class WriterSession:
                 self.policy, secret.target, secret.name, self.live_value, self._connections
             )
         return self._targets[secret.target]
+
+    def kube(self) -> KubeSession | None:
+        """The Kubernetes side of this command (keyroll.kube), when the policy uses Kubernetes."""
+        if self._kube is None and self.policy.uses_kubernetes():
+            from keyroll.kube.publish import KubeSession
+
+            self._kube = KubeSession(self.policy, self._journal, self._should_stop, failpoint)
+        return self._kube
 
     def _admin_value(self, name: str) -> str | None:
         value = self.live_value(name)
@@ -473,6 +487,8 @@ class WriterSession:
                     failures = consumers.check_health(step.secret.health, step.name, 0, self.policy.env)
                     if failures:
                         raise ServiceUnavailable(f"consumers already unhealthy before any change ({failures[0]})")
+                if step.changes_store and (kube := self.kube()) is not None:
+                    kube.gate(step.secret, self.live_value)
             except KeyrollError as exc:
                 self._fail_outcome(step, exc, "not rotated")
                 completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
@@ -521,6 +537,8 @@ class WriterSession:
                 self._live.update(pair)
                 step.outcome.restarted = [s for s in step.secret.restart]
                 consumers.restart(step.secret.restart, step.name, self.policy.env)
+                if (kube := self.kube()) is not None:
+                    kube.queue_undo(step.name)  # (sent once for all, at the end of _finish)
         except KeyrollError as undo_exc:
             step.outcome.exit_code = _exit_code_of(undo_exc)
             step.outcome.message = f"{exc}; rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
@@ -550,8 +568,10 @@ class WriterSession:
             failpoint("store")
         for step in steps:
             self._live[step.name] = step.new
+        kube_failures = self._publish_to_kubernetes(steps, companions)
+        for step in steps:
             with self._timed("consumers"):
-                failures = self._restart_consumers(step)
+                failures = kube_failures.get(step.name) or self._restart_consumers(step)
             if failures:
                 completions += self._consumers_failed(step, failures)
                 continue
@@ -562,6 +582,7 @@ class WriterSession:
                 self._live[name] = value
                 detail = f"login name in use for {step.name}"
                 completions.append(Completion(name, step.change.op, "follows", detail, kind="username", value=value))
+        self._undo_in_kubernetes(steps)
         return completions
 
     @staticmethod
@@ -569,6 +590,43 @@ class WriterSession:
         """What is stored in the same write as `value` (an alternating target's login
         name for that password), so no store ever pairs a password with the wrong login."""
         return target.companion_values(value) if target is not None and value is not None else {}
+
+    def _publish_to_kubernetes(
+        self, steps: list[_Step], companions: dict[str, dict[str, str]]
+    ) -> dict[str, list[consumers.ConsumerFailure]]:
+        """Publish every changed value (and the login names stored with them) to its
+        Kubernetes Secrets, restart each affected workload once and wait for the
+        rollouts (keyroll.kube); the failures per secret (a login name's count as its
+        password's)."""
+        kube = self.kube()
+        changed = {s.name: s.new for s in steps if s.changes_store}
+        owner_of = {name: step for step, extra in companions.items() for name in extra}
+        for extra in companions.values():
+            changed.update(extra)
+        if kube is None or not changed:
+            return {}
+        report = kube.publish(changed, self.live_value, self.journal.inflight_txids())
+        for phase, seconds in report.timings.items():
+            self._timings[f"kubernetes-{phase}"] = self._timings.get(f"kubernetes-{phase}", 0.0) + seconds
+        for step in steps:
+            if step.outcome is not None:
+                step.outcome.restarted += report.restarted_by.get(step.name, [])
+        failures: dict[str, list[consumers.ConsumerFailure]] = {}
+        for name, f in report.failures.items():
+            failure = consumers.ConsumerFailure(f.subject, f.reason, f.temporary, kind=f.kind)
+            failures.setdefault(owner_of.get(name, name), []).append(failure)
+        return failures
+
+    def _undo_in_kubernetes(self, steps: list[_Step]) -> None:
+        """Put the previous values of the secrets rolled back back into the cluster
+        (one restart per workload); still failing on them: a temporary failure (75)."""
+        if self._kube is None:
+            return
+        problems = self._kube.flush_undo(self.live_value)
+        for step in steps:
+            if step.name in problems and step.outcome is not None:
+                step.outcome.exit_code = EXIT_TEMPFAIL
+                step.outcome.message += f"; in Kubernetes: {problems[step.name]}"
 
     def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
         """Restart what reads a changed secret, then wait for its health checks."""
@@ -587,7 +645,7 @@ class WriterSession:
     def _consumers_failed(self, step: _Step, failures: list[consumers.ConsumerFailure]) -> list[Completion]:
         """Roll a secret back after its consumers failed to restart or to become healthy."""
         assert step.outcome is not None
-        kind = "restart" if failures[0].spec in step.secret.restart else "health check"
+        kind = failures[0].kind or ("restart" if failures[0].spec in step.secret.restart else "health check")
         # An unhealthy service may recover (retry later, 75); a restart that cannot run will not (1).
         error = ServiceUnavailable if failures[0].temporary else TargetError
         problem = error(f"{kind} failed: {failures[0]}")
@@ -725,6 +783,10 @@ class WriterSession:
                 self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
                     consumers.restart(secret.restart, entry.name, self.policy.env)
+                if entry.phase == STORED and (kube := self.kube()) is not None:
+                    kube.queue_undo(entry.name, entry.txid)
+                    if problem := kube.flush_undo(self.live_value).get(entry.name):
+                        raise ServiceUnavailable(problem)
                 detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"
                 self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "rolled back", detail)])
                 outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail

@@ -165,13 +165,18 @@ def render(
     restart: bool = True,
     *,
     wait: float = 0.0,
+    encrypt: bool = False,
 ) -> RenderReport:
     """Decrypt the bundle and write what services read: one file per secret (mode
     and group from the policy, each replaced atomically), the way sops-nix fills
     /run/secrets, or one env file of `NAME='value'` lines (names upper-cased, '-'
     as '_'; mode 0600).  The default place is the secrets folder.  Then restart
     the consumers (`restart = [...]`) of every secret whose content changed, each
-    consumer once."""
+    consumer once.  `kubernetes`: see render_kubernetes."""
+    if fmt == "kubernetes":
+        return render_kubernetes(policy, directory, encrypt=encrypt, wait=wait)
+    if encrypt:
+        raise UsageError("--encrypt is for --format kubernetes")
     _require_sops(policy, "render")
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; use files or env")
@@ -204,11 +209,63 @@ def render(
     return report
 
 
+def render_kubernetes(
+    policy: Policy, directory: Path | str | None, *, encrypt: bool = False, wait: float = 0.0
+) -> RenderReport:
+    """One Secret manifest per mapped Kubernetes Secret in `directory` (mode 0600),
+    holding keyroll's keys only; with `encrypt`, each SOPS-encrypted (data only) to
+    the age recipients of the store's .sops.yaml, as Flux decrypts it.  Under
+    REQUIRE_ENCRYPTED_SECRETS only with `encrypt`.  Restarts nothing."""
+    from keyroll.age import recipients_in
+    from keyroll.fsutil import ensure_dir, write_files_atomically
+    from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
+    from keyroll.store.sops import resolve_path
+
+    if directory is None:
+        raise UsageError("name the folder to write the manifests to: keyroll bundle render DIR --format kubernetes")
+    if not any(secret.kubernetes for secret in policy.secrets.values()):
+        raise UsageError("no secret is mapped to a Kubernetes Secret (`kubernetes = [...]` in a [secrets.NAME] table)")
+    if policy.require_encrypted and not encrypt:
+        raise EncryptionRequired(
+            "encryption is required (REQUIRE_ENCRYPTED_SECRETS): Kubernetes manifests hold the values; "
+            "add --encrypt to SOPS-encrypt them"
+        )
+    folder = Path(directory).expanduser().absolute()
+    recipients: list[str] = []
+    if encrypt:
+        config = resolve_path(policy.store.sops_config, policy)
+        try:
+            recipients = recipients_in(config.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(
+                f"{config}: cannot be read ({exc.strerror or exc}); --encrypt uses its age recipients"
+            ) from None
+        if not recipients:
+            raise ConfigError(f"{config}: names no age recipient; --encrypt encrypts to them")
+    with WriterSession(policy, wait=wait) as session:
+        values, errors = session.store.read_all(list(policy.secrets))
+        if errors:
+            raise StoreError(next(iter(errors.values())))
+        manifests = secret_manifests(policy, values)
+        report = RenderReport(folder, "kubernetes", recovery=session.recovery)
+        report.missing = [n for n, s in policy.secrets.items() if s.kubernetes and values.get(n) is None]
+        files: dict[str, bytes] = {}
+        for name, text in manifests.items():
+            if encrypt:
+                files[name] = SopsStore(policy).encrypt_yaml(text, recipients, ENCRYPTED_REGEX, folder / name)
+            else:
+                files[name] = text.encode("utf-8")
+        ensure_dir(folder)
+        write_files_atomically(folder, files, 0o600)
+        report.changed = sorted(files)
+    return report
+
+
 def _restart_consumers(policy: Policy, report: RenderReport) -> None:
     done: set[str] = set()
     for name in report.changed:
         for spec in policy.secrets[name].restart:
-            if spec in done:
+            if spec in done or spec.startswith("kubernetes:"):  # (rendering files publishes nothing to a cluster)
                 continue
             done.add(spec)
             failures = consumers.restart([spec], name, policy.env)

@@ -28,6 +28,7 @@ class PlanItem:
     store_only: bool
     notes: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # an http target's: method and URL only
+    kubernetes: list[str] = field(default_factory=list)  # Kubernetes Secret keys the value is published to
 
 
 def _outside_window(secret: SecretPolicy) -> str | None:
@@ -75,6 +76,10 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
         if secret.name in admins:
             item.notes.append("admin credential of other targets: rotated after them")
         item.notes += filter(None, map(missing_program, (*secret.restart, *secret.health)))
+        if secret.kubernetes:
+            from keyroll.kube.publish import plan_lines
+
+            item.kubernetes = plan_lines(policy, [secret.name], workloads=False)
         if not emergency and (why := _outside_window(secret)):
             item.notes.append(f"skipped: {why}")
         items.append(item)

@@ -209,6 +209,12 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         journal.close()
     if any(s.state == IN_FLIGHT for s in report.secrets):
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
+    if journal is not None and policy.uses_kubernetes():
+        from keyroll.kube.publish import check_drift
+
+        drift, warning = check_drift(policy, {item.secret.name: item.value for item in facts})
+        report.hints += [f"{text}: `keyroll kubernetes sync` publishes the store's value" for text in drift]
+        report.hints += [f"warning: {warning}"] if warning else []
     unmigrated = getattr(store, "unmigrated", None)  # (a SOPS store beside a folder not migrated yet)
     if unmigrated is not None and (names := unmigrated()):
         from keyroll.guidance import shown_names

@@ -135,6 +135,14 @@ def validate(policy: Policy) -> ValidationReport:
         elif len(report.failures) == problems_before:
             report.add(OK, name, f"{secret.length} characters, {secret.entropy_bits} bits")
 
+    if policy.uses_kubernetes():
+        from keyroll.kube.publish import check_drift
+
+        drift, warning = check_drift(policy, {item.secret.name: item.value for item in facts})
+        for text in drift:
+            report.add(FAIL, "kubernetes", f"{text}: `keyroll kubernetes sync` publishes the store's value")
+        if warning:
+            report.add(WARN, "kubernetes", warning)
     if store.kind == "directory":
         _check_folder(report, policy, store.location)
     # (An encrypted bundle in git is how SOPS is meant to be used; plaintext is not.)

@@ -136,12 +136,23 @@ def _bundle(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> N
     _wait(q)
     q = actions.add_parser("render", help="write decrypted files (or one .env) for services", parents=[json_flag])
     q.add_argument("directory", nargs="?", metavar="DIR")
-    q.add_argument("--format", choices=("files", "env"), default="files")
+    q.add_argument("--format", choices=("files", "env", "kubernetes"), default="files")
+    q.add_argument("--encrypt", action="store_true", help="kubernetes: SOPS-encrypt each manifest's data")
     q.add_argument("--no-restart", action="store_true", help="do not restart consumers of changed secrets")
     _wait(q)
     q = actions.add_parser(
         "updatekeys", help="re-encrypt the bundle to the recipients in .sops.yaml", parents=[json_flag]
     )
+    _wait(q)
+
+
+def _kubernetes(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="kubernetes_command", metavar="ACTION", required=True, prog="keyroll kubernetes")
+    q = actions.add_parser(
+        "sync", help="apply the store's values to the mapped Kubernetes Secrets", parents=[json_flag]
+    )
+    q.add_argument("--dry-run", action="store_true", help="show what would change")
+    q.add_argument("--restart", action="store_true", help="restart the workloads of the Secrets that changed")
     _wait(q)
 
 
@@ -175,9 +186,10 @@ COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
     "notify": ("notifications: `notify test` sends a test notice", _notify),
     "bundle": ("the SOPS bundle: migrate, render DIR, updatekeys", _bundle),
     "config": ("generate, validate, show the configuration, or its schema", _config),
+    "kubernetes": ("Kubernetes: `kubernetes sync` publishes the store's values", _kubernetes),
     "menu": ("interactive menu (what a bare `keyroll` opens on a terminal)", _nothing),
 }
-_NESTED = (_notify, _bundle, _config)
+_NESTED = (_notify, _bundle, _config, _kubernetes)
 
 
 def requested_command(argv: Sequence[str]) -> str | None:

@@ -44,7 +44,7 @@ def report_error(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     parts = [args.command or ""]
-    for attr in ("config_command", "bundle_command", "notify_command"):
+    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command"):
         if getattr(args, attr, None):
             parts.append(getattr(args, attr))
     return " ".join(parts)
@@ -217,6 +217,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 line(f"       request: {request}")
             for restart in item.restart:
                 line(f"       restart: {restart}")
+            for key in item.kubernetes:
+                line(f"       publish: {key}")
             for check in item.health:
                 line(f"       health:  {check}")
             if item.store_only:
@@ -225,6 +227,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 )
             for note in item.notes:
                 line(f"       note:    {note}")
+        if policy.uses_kubernetes():
+            from keyroll.kube.publish import plan_lines
+
+            line("In Kubernetes, once for the whole command:")
+            for text in plan_lines(policy, [item.name for item in items]):
+                line(f"       {text}")
         return EXIT_OK
     from keyroll.actions.rotate import rotate
 
@@ -466,7 +474,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if args.bundle_command == "migrate":
         report = bundle.migrate(policy, remove_plaintext=args.remove_plaintext, wait=args.wait)
     elif args.bundle_command == "render":
-        report = bundle.render(policy, args.directory, fmt=args.format, restart=not args.no_restart, wait=args.wait)
+        report = bundle.render(
+            policy, args.directory, fmt=args.format, restart=not args.no_restart, wait=args.wait, encrypt=args.encrypt
+        )
     else:
         report = bundle.updatekeys(policy, wait=args.wait)
     code = _combine(report.exit_code, report.recovery.exit_code)
@@ -508,6 +518,20 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_kubernetes(args: argparse.Namespace) -> int:
+    """`kubernetes sync [--dry-run] [--restart]`."""
+    from keyroll.actions.kubernetes import sync
+
+    report = sync(_policy(args), dry_run=args.dry_run, restart=args.restart, wait=args.wait)
+    code = _combine(report.exit_code, report.recovery.exit_code)
+    if args.json:
+        emit_json(_command_name(args), code, {"lines": report.lines})
+        return code
+    for text in report.lines:
+        line(text)
+    return code
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "rotate": cmd_rotate,
@@ -523,6 +547,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": cmd_config,
     "menu": cmd_menu,
     "bundle": cmd_bundle,
+    "kubernetes": cmd_kubernetes,
 }
 
 

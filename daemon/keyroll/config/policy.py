@@ -15,6 +15,7 @@ from keyroll.config.schema import (
     BackupSection,
     DaemonSection,
     DefaultsSection,
+    KubernetesSection,
     MetricsSection,
     NotifySection,
     PathsSection,
@@ -27,7 +28,7 @@ from keyroll.config.schema import (
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
 from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import Paths, config_file_to_use
-from keyroll.records import asdict, fields, record
+from keyroll.records import asdict, field, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -63,6 +64,7 @@ class SecretPolicy:
     # kind "username": the secret whose target this login name belongs to.  keyroll
     # writes it together with that secret's value; it is never generated or rotated alone.
     follows: str | None = None
+    kubernetes: tuple[str, ...] = ()
 
     @property
     def entropy_bits(self) -> int:
@@ -72,8 +74,9 @@ class SecretPolicy:
 
     @property
     def store_only(self) -> bool:
-        """True when keyroll neither applies the value to a service nor restarts anyone."""
-        return self.target is None and not self.restart
+        """True when keyroll neither applies the value to a service, nor publishes it to
+        Kubernetes, nor restarts anyone."""
+        return self.target is None and not self.restart and not self.kubernetes
 
     @property
     def rotates_unattended(self) -> bool:
@@ -98,6 +101,13 @@ class Policy:
     require_encrypted: bool
     env: Mapping[str, str]
     metrics: MetricsSection = MetricsSection()
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+
+    def uses_kubernetes(self) -> bool:
+        """Some secret is published to a Kubernetes Secret or restarts a workload."""
+        if not self.kubernetes.publish:
+            return False
+        return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
 
     @property
     def config_dir(self) -> Path | None:
@@ -179,6 +189,7 @@ class Policy:
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
                 "max_length": secret.max_length,
+                "kubernetes": list(secret.kubernetes),
             }
         from keyroll.config.httpspec import shown_target
 
@@ -329,6 +340,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
             max_length=merged["max_length"],
+            kubernetes=section.kubernetes,
         )
         if secrets[name].max_length < secrets[name].length:
             raise ConfigError(
@@ -362,6 +374,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         backup=sections["backup"],
         notify=sections["notify"],
         daemon=sections["daemon"],
+        kubernetes=sections["kubernetes"],
         secrets=secrets,
         targets=targets,
         require_encrypted=require_encrypted,
@@ -482,6 +495,7 @@ def _add_username_secrets(
             unattended=False,
             health_timeout=main.health_timeout,
             follows=password,
+            kubernetes=declared.kubernetes if declared else (),
         )
     for name, secret in secrets.items():
         if secret.kind == "username" and name not in followers:

@@ -125,8 +125,14 @@ def _command_spec(spec: str) -> str | None:
 def _restart_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         kind, _, rest = spec.partition(":")
+        if kind == "kubernetes":
+            from keyroll.config.kubernetes import workload_problem
+
+            if problem := workload_problem(spec):
+                return problem
+            continue
         if kind not in ("systemd", "systemd-reload", "command") or not rest.strip():
-            return f"{spec!r}: use systemd:UNIT, systemd-reload:UNIT or command:PROGRAM ARGS"
+            return f"{spec!r}: use systemd:UNIT, systemd-reload:UNIT, command:PROGRAM ARGS or kubernetes:KIND/NAME"
         if kind == "command" and (problem := _command_spec(spec)):
             return problem
     return None
@@ -154,6 +160,12 @@ def _health_specs(values: tuple[str, ...]) -> str | None:
             continue
         return f"{spec!r}: use tcp:HOST:PORT, http(s)://URL or command:PROGRAM ARGS"
     return None
+
+
+def _kubernetes_keys(values: tuple[str, ...]) -> str | None:
+    from keyroll.config.kubernetes import secret_keys_problem
+
+    return secret_keys_problem(values)
 
 
 def _secret_names(values: tuple[str, ...]) -> str | None:
@@ -368,7 +380,8 @@ class SecretSection:
     target: str = opt("", "Name of a [targets.*] table: the live service the value is applied to.")
     restart: tuple[str, ...] = opt(
         (),
-        "Consumers to restart after a rotation: systemd:UNIT, systemd-reload:UNIT, command:PROGRAM ARGS.",
+        "Consumers to restart after a rotation: systemd:UNIT, systemd-reload:UNIT, command:PROGRAM ARGS, "
+        "kubernetes:KIND/[NAMESPACE/]NAME (deployment, statefulset, daemonset: a rollout restart, then a wait).",
         check=_restart_specs,
     )
     health: tuple[str, ...] = opt(
@@ -376,6 +389,32 @@ class SecretSection:
         "Health checks after the restart: tcp:HOST:PORT, http(s)://URL (user:password@ goes as Basic auth), "
         "command:PROGRAM ARGS.",
         check=_health_specs,
+    )
+    kubernetes: tuple[str, ...] = opt(
+        (),
+        "Kubernetes Secret keys that hold the value: SECRET/KEY or NAMESPACE/SECRET/KEY (see [kubernetes]).",
+        check=_kubernetes_keys,
+        example=["postgres-password/password"],
+    )
+
+
+@record(frozen=True)
+class KubernetesSection:
+    """The Kubernetes cluster that secrets are published to (`kubernetes = [...]` in a
+    secret) and whose workloads are restarted (`kubernetes:KIND/NAME` in `restart`)."""
+
+    kubeconfig: str = opt(
+        "", "Kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config, else the in-cluster service account."
+    )
+    context: str = opt("", "Kubeconfig context; empty: its current context.")
+    namespace: str = opt("", "Namespace of entries that name none; empty: the context's, else `default`.")
+    rollout_timeout: str = opt(
+        "10m", "How long a rollout restart may take to complete.", kind="duration", check=_duration
+    )
+    publish: bool = opt(
+        True,
+        "false: keyroll never contacts the cluster (no publishing, no workload restarts); "
+        "`bundle render --format kubernetes` still writes the manifests.",
     )
 
 
@@ -569,6 +608,7 @@ TOP_SECTIONS: dict[str, type] = {
     "notify": NotifySection,
     "daemon": DaemonSection,
     "metrics": MetricsSection,
+    "kubernetes": KubernetesSection,
 }
 TOP_KEYS = (*TOP_SECTIONS, "secrets", "targets")
 

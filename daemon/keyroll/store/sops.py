@@ -266,6 +266,18 @@ class SopsStore:
             self._check_readable(done.stdout)
         return bytes(done.stdout)
 
+    def encrypt_yaml(self, text: str, recipients: list[str], encrypted_regex: str, where: Path) -> bytes:
+        """A YAML document encrypted by sops to the age `recipients`, only the values
+        under keys matching `encrypted_regex` (one sops call; the document on stdin)."""
+        args = ["encrypt", "--input-type", "yaml", "--output-type", "yaml", "--filename-override", str(where)]
+        args += ["--age", ",".join(recipients), "--encrypted-regex", encrypted_regex]
+        done = self._run(args, text.encode("utf-8"), config=None)
+        if done.returncode != 0:
+            raise self._fail("encrypt", where, done.stderr, scrub=[text])
+        if b"ENC[" not in done.stdout:
+            raise StoreError(f"{where}: sops left the document unencrypted; nothing was written")
+        return bytes(done.stdout)
+
     def _check_encrypted(self, out: bytes, data: Mapping[str, Any]) -> None:
         text = out.decode("utf-8", errors="replace")
         clear: list[str] = []

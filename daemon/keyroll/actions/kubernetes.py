@@ -1,0 +1,29 @@
+"""`keyroll kubernetes sync`: publish the store's values to the mapped Kubernetes Secrets."""
+
+from __future__ import annotations
+
+from keyroll.config.policy import Policy
+from keyroll.errors import UsageError
+from keyroll.records import field, record
+from keyroll.rotation import TxReport, WriterSession
+
+
+@record
+class SyncReport:
+    lines: list[str] = field(default_factory=list)
+    recovery: TxReport = field(default_factory=TxReport)
+    exit_code: int = 0
+
+
+def sync(policy: Policy, *, dry_run: bool = False, restart: bool = False, wait: float = 0.0) -> SyncReport:
+    """Apply every mapped value from the store now (first deployment, drift repair);
+    restart the workloads of the Secrets that changed only with `restart`."""
+    if not policy.uses_kubernetes():
+        raise UsageError("no secret is published to Kubernetes (`kubernetes = [...]` in a [secrets.NAME] table)")
+    with WriterSession(policy, wait=wait) as session:
+        kube = session.kube()
+        assert kube is not None
+        values, _errors = session.store.read_all(list(policy.secrets))
+        report = SyncReport(recovery=session.recovery)
+        report.lines = kube.sync(values, dry_run=dry_run, restart=restart)
+        return report

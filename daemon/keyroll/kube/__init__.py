@@ -1,0 +1,1 @@
+"""Kubernetes: publish values to Secrets, rollout restart workloads, wait (lightkube, imported lazily)."""

@@ -1,0 +1,250 @@
+"""The Kubernetes API, as keyroll uses it (through lightkube, imported only here and
+only when a cluster is first contacted).
+
+Every error becomes a one-line KeyrollError naming the object and the verb:
+401/403 a TargetError (exit 1), an API server that cannot be reached or answers
+5xx a ServiceUnavailable (75); 409 conflicts are retried.  Values never appear in
+errors: only object names, verbs and the API's status reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from keyroll.config.kubernetes import SecretKey, Workload
+from keyroll.config.schema import KubernetesSection
+from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError
+
+FIELD_MANAGER = "keyroll"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+CONFLICT_RETRIES = 5
+REQUEST_TIMEOUT = 10.0
+
+
+class KubeError(TargetError):
+    """The API server refused a request (exit 1)."""
+
+
+class KubeUnavailable(ServiceUnavailable):
+    """The API server could not be reached, or failed (exit 75)."""
+
+
+def describe_secret(namespace: str, name: str) -> str:
+    return f"Kubernetes Secret {namespace}/{name}"
+
+
+def describe_workload(workload: Workload) -> str:
+    return f"{workload.kind} {workload.namespace}/{workload.name}"
+
+
+def value_digest(value: str | bytes) -> str:
+    """The digest keyroll compares a cluster's key with (never the value itself)."""
+    data = value.encode() if isinstance(value, str) else value
+    return hashlib.sha256(data).hexdigest()
+
+
+class Cluster:
+    """One API server, reached through the kubeconfig (or the in-cluster account)
+    that `[kubernetes]` names.  Counts its requests (`calls`)."""
+
+    def __init__(self, section: KubernetesSection, env: Mapping[str, str], config_dir: Path | None = None) -> None:
+        self.section = section
+        self._env = env
+        self._config_dir = config_dir
+        self._client: Any = None
+        self._namespace = section.namespace
+        self.calls = 0
+        self.timeout = REQUEST_TIMEOUT
+
+    # --- connection ---------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        try:
+            import httpx2
+            from lightkube import Client, KubeConfig
+            from lightkube.core.exceptions import ConfigError as KubeConfigError
+        except ImportError:
+            raise KeyrollError(
+                "Kubernetes support is not installed: install keyroll with the `kubernetes` extra (lightkube)"
+            ) from None
+        path = self.section.kubeconfig
+        try:
+            if path:
+                resolved = Path(path).expanduser()
+                if not resolved.is_absolute() and self._config_dir is not None:
+                    resolved = self._config_dir / resolved
+                config = KubeConfig.from_file(resolved)
+            elif self._env.get("KUBECONFIG"):
+                config = KubeConfig.from_file(self._env["KUBECONFIG"].split(os.pathsep)[0])
+            elif (default := Path(self._env.get("HOME", "~")).expanduser() / ".kube" / "config").exists():
+                config = KubeConfig.from_file(default)
+            else:
+                config = KubeConfig.from_service_account()
+            single = config.get(self.section.context or None)
+        except (KubeConfigError, OSError, ValueError, KeyError) as exc:
+            raise KeyrollError(f"kubernetes: cannot load the kubeconfig: {exc}") from None
+        if single is None:
+            raise KeyrollError(f"kubernetes: the kubeconfig has no context {self.section.context!r}")
+        if not self._namespace:
+            self._namespace = single.namespace or "default"
+        self._client = Client(
+            single,
+            namespace=self._namespace,
+            timeout=httpx2.Timeout(self.timeout),
+            field_manager=FIELD_MANAGER,
+            trust_env=False,
+        )
+        return self._client
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of entries that name none."""
+        if not self._namespace:
+            self._connect()
+        return self._namespace
+
+    def resolve_key(self, key: SecretKey) -> SecretKey:
+        return key if key.namespace else SecretKey(self.namespace, key.secret, key.key)
+
+    def resolve_workload(self, workload: Workload) -> Workload:
+        return workload if workload.namespace else Workload(workload.kind, self.namespace, workload.name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _call(self, what: str, verb: str, request: Callable[[Any], Any]) -> Any:
+        """Run one request; retry conflicts; map errors to one line naming `what` and `verb`."""
+        client = self._connect()
+        import httpx2
+        from lightkube import ApiError
+
+        for attempt in range(CONFLICT_RETRIES):
+            self.calls += 1
+            try:
+                return request(client)
+            except ApiError as exc:
+                code = exc.status.code or 0
+                reason = exc.status.reason or ""
+                if code == 409 and attempt + 1 < CONFLICT_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if code == 404:
+                    raise KubeNotFound(f"{what}: not found") from None
+                if code == 401:
+                    raise KubeError(
+                        f"{what}: cannot {verb}: the API server did not accept keyroll's credentials (401)"
+                    ) from None
+                if code == 403:
+                    raise KubeError(
+                        f"{what}: cannot {verb}: forbidden (403): keyroll needs the {verb} permission"
+                    ) from None
+                if code >= 500 or code == 429:
+                    raise KubeUnavailable(
+                        f"{what}: cannot {verb}: the API server answered {code} {reason}".rstrip()
+                    ) from None
+                raise KubeError(f"{what}: cannot {verb}: the API server answered {code} {reason}".rstrip()) from None
+            except httpx2.TransportError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise KubeError(
+                        f"{what}: cannot {verb}: the API server's certificate is not signed by the kubeconfig's CA"
+                    ) from None
+                raise KubeUnavailable(
+                    f"{what}: cannot {verb}: the API server cannot be reached ({type(exc).__name__})"
+                ) from None
+            except (ValueError, TypeError) as exc:  # (an answer lightkube cannot decode: msgspec, JSON)
+                raise KubeError(
+                    f"{what}: cannot {verb}: unexpected answer from the API server ({type(exc).__name__})"
+                ) from None
+        raise KubeUnavailable(f"{what}: cannot {verb}: still conflicting after {CONFLICT_RETRIES} tries")
+
+    # --- Secrets --------------------------------------------------------------------------
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """The Secret's data (decoded), None when it does not exist."""
+        from lightkube.resources.core_v1 import Secret
+
+        what = describe_secret(namespace, name)
+        try:
+            obj = self._call(what, "get", lambda c: c.get(Secret, name, namespace=namespace))
+        except KubeNotFound:
+            return None
+        data: dict[str, bytes] = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+        for k, v in (obj.stringData or {}).items():
+            data[k] = v.encode()
+        return data
+
+    def apply_secret(self, namespace: str, name: str, values: Mapping[str, str], *, dry_run: bool = False) -> None:
+        """Server-side apply of `values` as the Secret's keys, as field manager
+        `keyroll`: it owns these keys (and gives up keys it applied before and no
+        longer lists); other keys and other managers' fields stay as they are."""
+        from lightkube.resources.core_v1 import Secret
+        from lightkube.types import PatchType
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(values.items())},
+        }
+        self._call(
+            describe_secret(namespace, name),
+            "patch",
+            lambda c: c.patch(
+                Secret,
+                name,
+                body,
+                namespace=namespace,
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                dry_run=dry_run,
+            ),
+        )
+
+    # --- workloads ------------------------------------------------------------------------
+
+    @staticmethod
+    def _resource(kind: str) -> Any:
+        from lightkube.resources import apps_v1
+
+        return {"deployment": apps_v1.Deployment, "statefulset": apps_v1.StatefulSet, "daemonset": apps_v1.DaemonSet}[
+            kind
+        ]
+
+    def read_workload(self, workload: Workload) -> dict[str, Any]:
+        """The workload as plain JSON (metadata, spec, status)."""
+        res = self._resource(workload.kind)
+        obj = self._call(
+            describe_workload(workload),
+            "get",
+            lambda c: c.get(res, workload.name, namespace=workload.namespace),
+        )
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    def restart_workload(self, workload: Workload, restarted_at: str, *, dry_run: bool = False) -> None:
+        """What `kubectl rollout restart` sends: the pod template annotation
+        kubectl.kubernetes.io/restartedAt = `restarted_at` (a strategic merge patch).
+        Sending the same value twice changes nothing: no second rollout."""
+        res = self._resource(workload.kind)
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
+        self._call(
+            describe_workload(workload),
+            "patch",
+            lambda c: c.patch(res, workload.name, body, namespace=workload.namespace, dry_run=dry_run),
+        )
+
+
+class KubeNotFound(KubeError):
+    """The object does not exist (404)."""

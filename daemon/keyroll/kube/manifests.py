@@ -1,0 +1,50 @@
+"""Kubernetes Secret manifests for people who apply them their own way
+(`keyroll bundle render DIR --format kubernetes`): one YAML document per mapped
+Secret, `type: Opaque`, holding keyroll's keys only."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+from keyroll.config.kubernetes import parse_secret_key
+from keyroll.config.policy import Policy
+
+# What Flux's kustomize-controller expects of a SOPS-encrypted Secret: only its data encrypted.
+ENCRYPTED_REGEX = "^(data|stringData)$"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text)  # (a JSON string is a YAML double-quoted scalar)
+
+
+def manifest_text(namespace: str, name: str, data: Mapping[str, str]) -> str:
+    """One Secret as YAML; `namespace` "" leaves it out (kubectl's context decides)."""
+    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {_quoted(name)}"]
+    if namespace:
+        lines.append(f"  namespace: {_quoted(namespace)}")
+    lines += ["  labels:", '    app.kubernetes.io/managed-by: "keyroll"', "type: Opaque", "data:"]
+    for key in sorted(data):
+        lines.append(f"  {_quoted(key)}: {_quoted(base64.b64encode(data[key].encode()).decode())}")
+    return "\n".join(lines) + "\n"
+
+
+def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[str, str]:
+    """File name -> manifest, for every Kubernetes Secret a secret maps into (secrets
+    without a value are left out).  File names: NAMESPACE.NAME.yaml, or NAME.yaml
+    when neither the entry nor [kubernetes] names a namespace."""
+    default = policy.kubernetes.namespace
+    grouped: dict[tuple[str, str], dict[str, str]] = {}
+    for secret in policy.secrets.values():
+        value = values.get(secret.name)
+        for spec in secret.kubernetes:
+            key = parse_secret_key(spec)
+            data = grouped.setdefault((key.namespace or default, key.secret), {})
+            if value is not None:
+                data[key.key] = value
+    return {
+        (f"{ns}.{name}.yaml" if ns else f"{name}.yaml"): manifest_text(ns, name, data)
+        for (ns, name), data in grouped.items()
+        if data
+    }

@@ -1,0 +1,368 @@
+"""keyroll publishing to Kubernetes Secrets and restarting workloads, end to end.
+
+No real Kubernetes API server can run on these machines: these tests run the
+keyroll CLI (a subprocess, with a kubeconfig) against the in-process fake API
+server of tests/kube_fake.py (HTTPS with its own CA, a bearer token, server-side
+apply field ownership, generation bumps and a controller thread).  A test against
+a real cluster runs only when KEYROLL_TEST_KUBECONFIG is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import Home
+from tests.integration.conftest import CmdlineWatcher
+from tests.kube_fake import FakeKube, serve
+
+from keyroll.rotation import KUBE_FAILPOINTS
+
+pytest.importorskip("lightkube")
+
+CONFIG = """
+[kubernetes]
+kubeconfig = "{kubeconfig}"
+namespace = "ai-stack"
+rollout_timeout = "{timeout}"
+
+[secrets.pg_password]
+kubernetes = ["db/password"]
+restart = ["kubernetes:deployment/api", "kubernetes:statefulset/other-ns/db"]
+
+[secrets.pg_replica]
+kubernetes = ["db/replica"]
+restart = ["kubernetes:deployment/api"]
+
+[secrets.api_key]
+kind = "api_key"
+kubernetes = ["other-ns/api/key"]
+restart = ["kubernetes:deployment/api", "kubernetes:daemonset/agent"]
+
+[secrets.local_token]
+unattended = true
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
+    with serve(tmp_path / "kube") as (fake, kubeconfig):
+        fake.add_secret("ai-stack", "db", {"unrelated": "kept"}, manager="helm")
+        fake.add_workload("deployment", "ai-stack", "api")
+        fake.add_workload("statefulset", "other-ns", "db")
+        fake.add_workload("daemonset", "ai-stack", "agent")
+        yield fake, kubeconfig
+
+
+def _setup(home: Home, krp, kubeconfig: Path, timeout: str = "20s") -> None:  # type: ignore[no-untyped-def]
+    home.write_config(CONFIG.format(kubeconfig=kubeconfig, timeout=timeout))
+    result = krp("--config", str(home.config), "init")
+    assert result.code == 0, result.both
+
+
+def _run(krp, home: Home, *argv: str):  # type: ignore[no-untyped-def]
+    return krp("--config", str(home.config), *argv)
+
+
+def test_rotate_all_publishes_and_restarts_each_workload_once(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
+    assert fake.secret_value("ai-stack", "db", "unrelated") == "kept"  # another manager's key stays
+    before = dict(fake.rollouts)
+    old = home.value("pg_password")
+    with CmdlineWatcher() as watcher:
+        result = _run(krp, home, "rotate", "all", "--json")
+    assert result.code == 0, result.both
+    new = home.value("pg_password")
+    assert new != old
+    assert fake.secret_value("ai-stack", "db", "password") == new
+    assert fake.secret_value("ai-stack", "db", "replica") == home.value("pg_replica")
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert fake.secret_value("ai-stack", "db", "unrelated") == "kept"
+    assert fake.owners[("ai-stack", "db")] == {"unrelated": "helm", "password": "keyroll", "replica": "keyroll"}
+    # three secrets share deployment/api: one rollout for it, one for each of the others
+    for ident in ("deployment/ai-stack/api", "statefulset/other-ns/db", "daemonset/ai-stack/agent"):
+        assert fake.rollouts[ident] - before.get(ident, 0) == 1, ident
+    for value in (old, new):
+        assert value not in result.both and not watcher.carries(value)
+
+
+def test_failed_rollout_rolls_everything_back(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_replica")
+    fake.deadline.add("deployment/ai-stack/api")
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_replica")
+    # the deployment stays failing on the old value too: 75 by the existing rule
+    assert result.code == 75, result.both
+    assert "ProgressDeadlineExceeded" in result.both and "in Kubernetes" in result.both
+    assert home.value("pg_replica") == old
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+    # restarted with the new value, then again with the old one
+    assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
+
+
+def test_rollout_failing_on_the_new_value_only_is_exit_1(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_password")
+    fake.deadline_once = {"deployment/ai-stack/api"}
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 1, result.both
+    assert "healthy again on the previous value" in result.both
+    assert home.value("pg_password") == old
+    assert fake.secret_value("ai-stack", "db", "password") == old
+    # each workload: one rollout with the new value, one back to the old (sent once for both workloads)
+    assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
+    assert fake.rollouts["statefulset/other-ns/db"] - before["statefulset/other-ns/db"] == 2
+
+
+def test_stuck_rollout_times_out_and_rolls_back(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig, timeout="2s")
+    old = home.value("pg_replica")
+    fake.stuck.add("deployment/ai-stack/api")
+    result = _run(krp, home, "rotate", "pg_replica")
+    assert result.code in (1, 75), result.both
+    assert "not complete after 2s" in result.both
+    assert home.value("pg_replica") == old
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+
+
+def test_forbidden_secret_stops_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = {n: home.value(n) for n in ("pg_password", "api_key")}
+    fake.forbidden.add(("patch", "/secrets/api"))
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 1, result.both
+    assert "Kubernetes Secret other-ns/api" in result.both and "patch" in result.both
+    assert home.value("api_key") == old["api_key"]
+    assert fake.rollouts == before
+    # the others go on
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 0, result.both
+
+
+def test_unreachable_api_server_is_temporary_and_changes_nothing(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_password")
+    fake.fail_next("GET", "/secrets/db", 500, times=1)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 75, result.both
+    assert home.value("pg_password") == old
+
+
+def test_conflicts_are_retried(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.fail_next("PATCH", "/secrets/db", 409, times=2)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 0, result.both
+    assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
+
+
+def test_wrong_token_is_exit_1_naming_the_object(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.token = "another"
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 1, result.both
+    assert "401" in result.both and "Kubernetes Secret ai-stack/db" in result.both
+
+
+@pytest.mark.parametrize("step", KUBE_FAILPOINTS)
+def test_sigkill_at_each_step_recovers_with_one_rollout_per_workload(home: Home, krp, cluster, step: str) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    before = dict(fake.rollouts)
+    killed = krp("--config", str(home.config), "rotate", "all", env={"KEYROLL_FAILPOINT": step})
+    assert killed.code == -9, killed.both
+    result = _run(krp, home, "recover")
+    assert result.code == 0, result.both
+    for name, spec in (("pg_password", ("ai-stack", "db", "password")), ("api_key", ("other-ns", "api", "key"))):
+        assert fake.secret_value(*spec) == home.value(name)
+    # killed before the restarts: recovery restarts each workload once; killed after them: recovery
+    # re-sends the journaled annotation, which changes nothing, so no second rollout starts
+    started = {k: fake.rollouts[k] - before.get(k, 0) for k in fake.rollouts}
+    assert set(started.values()) == {1}, started
+    assert "completed" in result.both
+    sees = fake.pods_see["deployment/ai-stack/api"]  # the pods run the new values
+    assert sees[("ai-stack", "db", "password")] == home.value("pg_password")
+    assert sees[("other-ns", "api", "key")] == home.value("api_key")
+
+
+def test_sigkill_before_publishing_recovers_with_pods_on_the_new_values(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """Killed after the store but before any publish: recovery finishes each secret in
+    turn; a workload restarted for one secret is restarted again when another secret it
+    reads is published after that, so its pods never keep a stale value."""
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    killed = krp("--config", str(home.config), "rotate", "all", env={"KEYROLL_FAILPOINT": "store"})
+    assert killed.code == -9, killed.both
+    result = _run(krp, home, "recover")
+    assert result.code == 0, result.both
+    sees = fake.pods_see["deployment/ai-stack/api"]
+    assert sees[("ai-stack", "db", "password")] == home.value("pg_password")
+    assert sees[("ai-stack", "db", "replica")] == home.value("pg_replica")
+    assert sees[("other-ns", "api", "key")] == home.value("api_key")
+
+
+def test_sync_and_drift(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.add_secret("ai-stack", "db", {"password": "changed-by-hand"}, manager="kubectl")
+    result = _run(krp, home, "validate")
+    assert result.code == 1, result.both
+    assert "pg_password: Kubernetes Secret ai-stack/db key password differs from the store" in result.both
+    result = _run(krp, home, "status")
+    assert "key password differs from the store" in result.both and "changed-by-hand" not in result.both
+    result = _run(krp, home, "kubernetes", "sync", "--dry-run")
+    assert result.code == 0, result.both
+    assert "would update" in result.out and "changed-by-hand" not in result.both
+    assert fake.secret_value("ai-stack", "db", "password") == "changed-by-hand"
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "kubernetes", "sync")
+    assert result.code == 0, result.both
+    assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
+    assert fake.rollouts == before  # no restart without --restart
+    assert _run(krp, home, "validate").code == 0
+    result = _run(krp, home, "kubernetes", "sync", "--restart")
+    assert result.code == 0 and "up to date" in result.out, result.both
+    fake.hang.set()  # the API server stops answering: a warning, not a failure
+    result = _run(krp, home, "validate")
+    assert result.code == 0, result.both
+    assert "cannot compare the Kubernetes Secrets" in result.both
+
+
+def test_rotate_dry_run_shows_secrets_and_workloads(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    calls = len(fake.calls)
+    result = _run(krp, home, "rotate", "all", "--dry-run")
+    assert result.code == 0, result.both
+    assert "publish: Kubernetes Secret ai-stack/db (key password)" in result.out
+    assert result.out.count("rollout restart deployment ai-stack/api") == 1
+    assert "rollout restart statefulset other-ns/db" in result.out
+    assert len(fake.calls) == calls  # no API call
+
+
+def test_server_that_stops_answering_fails_that_secret_with_75(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_password")
+    local = home.value("local_token")
+    fake.hang.set()
+    result = _run(krp, home, "rotate", "pg_password", "local_token")
+    assert result.code == 75, result.both
+    assert "cannot be reached" in result.both
+    assert home.value("pg_password") == old
+    assert home.value("local_token") != local  # the others go on
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KEYROLL_TEST_KUBECONFIG"), reason="set KEYROLL_TEST_KUBECONFIG to test a real cluster"
+)
+def test_real_cluster(home: Home, krp) -> None:  # type: ignore[no-untyped-def]
+    """Against a real cluster: the namespace `keyroll-test` must exist, with a deployment `keyroll-test`."""
+    home.write_config(
+        f'[kubernetes]\nkubeconfig = "{os.environ["KEYROLL_TEST_KUBECONFIG"]}"\nnamespace = "keyroll-test"\n'
+        '[secrets.test_password]\nkubernetes = ["keyroll-test/password"]\n'
+        'restart = ["kubernetes:deployment/keyroll-test"]\n'
+    )
+    assert _run(krp, home, "init").code == 0
+    result = _run(krp, home, "rotate", "test_password")
+    assert result.code == 0, result.both
+
+
+def test_missing_workload_stops_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("api_key")
+    del fake.workloads[("daemonset", "ai-stack", "agent")]
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 1, result.both
+    assert "daemonset ai-stack/agent: not found" in result.both
+    assert home.value("api_key") == old and fake.rollouts == before
+
+
+def test_holds_value_compares_by_digest(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """The function issue 14 (gitops) builds on: does the cluster's key hold this value."""
+    from keyroll.config.kubernetes import SecretKey
+    from keyroll.config.policy import load_policy
+    from keyroll.kube.client import Cluster
+    from keyroll.kube.publish import holds_value
+
+    _fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    policy = load_policy(str(home.config))
+    kube = Cluster(policy.kubernetes, {}, None)
+    try:
+        assert holds_value(kube, SecretKey("", "db", "password"), home.value("pg_password")) is True
+        assert holds_value(kube, SecretKey("ai-stack", "db", "password"), "something else") is False
+        assert holds_value(kube, SecretKey("", "db", "no-such-key"), "x") is None
+        assert holds_value(kube, SecretKey("", "no-such-secret", "k"), "x") is None
+    finally:
+        kube.close()
+
+
+def test_rollout_already_failing_stops_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_replica")
+    with fake.lock:
+        status = fake.workloads[("deployment", "ai-stack", "api")]["status"]
+        status["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_replica")
+    assert result.code == 1, result.both
+    assert "deployment ai-stack/api: its rollout is already failing" in result.both
+    assert home.value("pg_replica") == old and fake.rollouts == before
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+
+
+def test_the_kubeconfig_ca_is_verified(home: Home, krp, cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import json
+
+    from tests.kube_fake import make_ca
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    other_ca, _, _ = make_ca(tmp_path / "other-pki")
+    config = json.loads(kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(other_ca.read_bytes()).decode()
+    kubeconfig.write_text(json.dumps(config))
+    old = home.value("pg_password")
+    calls = len(fake.calls)
+    result = _run(krp, home, "rotate", "pg_password")
+    assert result.code == 1, result.both
+    assert "not signed by the kubeconfig's CA" in result.both
+    assert home.value("pg_password") == old and len(fake.calls) == calls
+
+
+def test_sigkill_while_a_failing_rollout_is_waited_for_recovery_undoes(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    old = home.value("pg_replica")
+    fake.deadline_once = {"deployment/ai-stack/api"}
+    before = dict(fake.rollouts)
+    killed = krp("--config", str(home.config), "rotate", "pg_replica", env={"KEYROLL_FAILPOINT": "kube-wait"})
+    assert killed.code == -9, killed.both
+    result = _run(krp, home, "recover")
+    assert result.code == 1, result.both  # the new value is refused: the rollout failed on it
+    assert "ProgressDeadlineExceeded" in result.both
+    assert home.value("pg_replica") == old
+    assert fake.secret_value("ai-stack", "db", "replica") == old
+    # one rollout with the new value (re-sent identically by recovery), one back to the old value
+    assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
+    assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "replica")] == old
+    assert "IN FLIGHT" not in _run(krp, home, "status").out

@@ -1,0 +1,125 @@
+"""Kubernetes names in the configuration, the rollout rules of `kubectl rollout
+status`, the dry-run plan and the manifests: no API server involved."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from keyroll.config.kubernetes import SecretKey, Workload, parse_secret_key, parse_workload
+from keyroll.config.policy import build_policy
+from keyroll.errors import ConfigError
+from keyroll.kube.rollout import DONE, FAILED, PROGRESSING, rollout_state
+
+PATHS = '[paths]\nsecrets_dir = "/tmp/x/s"\nbackup_dir = "/tmp/x/b"\nstate_dir = "/tmp/x/st"\n'
+
+
+def _policy(text: str):  # type: ignore[no-untyped-def]
+    import tomllib
+
+    return build_policy(tomllib.loads(PATHS + text), None, {})
+
+
+def test_names_parse() -> None:
+    assert parse_secret_key("db/password") == SecretKey("", "db", "password")
+    assert parse_secret_key("ai-stack/db.main/PASSWORD_1") == SecretKey("ai-stack", "db.main", "PASSWORD_1")
+    assert parse_workload("kubernetes:deployment/aidb") == Workload("deployment", "", "aidb")
+    assert parse_workload("kubernetes:statefulset/other-ns/db") == Workload("statefulset", "other-ns", "db")
+
+
+@pytest.mark.parametrize(
+    ("table", "keypath", "words"),
+    [
+        ('kubernetes = ["Postgres/password"]', "secrets.a.kubernetes", "Secret 'Postgres'"),
+        ('kubernetes = ["db/pass word"]', "secrets.a.kubernetes", "key 'pass word'"),
+        ('kubernetes = ["password"]', "secrets.a.kubernetes", "SECRET/KEY"),
+        ('kubernetes = ["Ns/db/k"]', "secrets.a.kubernetes", "namespace 'Ns'"),
+        ('restart = ["kubernetes:cronjob/x"]', "secrets.a.restart", "unknown kind 'cronjob'"),
+        ('restart = ["kubernetes:deployment/a/b/c"]', "secrets.a.restart", "KIND/NAMESPACE/NAME"),
+        ('restart = ["kubernetes:deployment/Api"]', "secrets.a.restart", "deployment 'Api'"),
+    ],
+)
+def test_bad_names_are_config_errors_naming_the_key(table: str, keypath: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _policy(f"[secrets.a]\n{table}\n")
+    assert str(caught.value).startswith(f"{keypath}: ") and words in str(caught.value)
+
+
+def test_config_validate_exits_2(kr, home) -> None:  # type: ignore[no-untyped-def]
+    home.write_config('[secrets.a]\nrestart = ["kubernetes:job/x"]\n')
+    result = kr("--config", str(home.config), "config", "validate")
+    assert result.code == 2 and "secrets.a.restart" in result.err
+
+
+def _deployment(**status: object) -> dict[str, object]:
+    return {"metadata": {"generation": 3}, "spec": {"replicas": 2}, "status": {"observedGeneration": 3, **status}}
+
+
+def test_deployment_rollout_rules() -> None:
+    done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
+    assert rollout_state("deployment", done).state == DONE
+    stale = {**done, "status": {**done["status"], "observedGeneration": 2}}  # type: ignore[dict-item]
+    assert rollout_state("deployment", stale).state == PROGRESSING
+    assert rollout_state("deployment", _deployment(replicas=3, updatedReplicas=2, availableReplicas=2)).state == (
+        PROGRESSING  # an old replica still terminating
+    )
+    assert rollout_state("deployment", _deployment(replicas=2, updatedReplicas=1, availableReplicas=1)).state == (
+        PROGRESSING
+    )
+    assert rollout_state("deployment", _deployment(replicas=2, updatedReplicas=2, availableReplicas=1)).state == (
+        PROGRESSING
+    )
+    deadline = _deployment(conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}])
+    assert rollout_state("deployment", deadline).state == FAILED
+
+
+def test_statefulset_and_daemonset_rollout_rules() -> None:
+    sts = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2, "currentRevision": "a"},
+    }
+    assert rollout_state("statefulset", {**sts, "status": {**sts["status"], "updateRevision": "b"}}).state == (
+        PROGRESSING
+    )
+    assert rollout_state("statefulset", {**sts, "status": {**sts["status"], "updateRevision": "a"}}).state == DONE
+    ds = {"metadata": {"generation": 1}, "spec": {}, "status": {"observedGeneration": 1, "desiredNumberScheduled": 3}}
+    half = {**ds["status"], "updatedNumberScheduled": 3, "numberAvailable": 2}
+    assert rollout_state("daemonset", {**ds, "status": half}).state == PROGRESSING
+    assert rollout_state("daemonset", {**ds, "status": {**half, "numberAvailable": 3}}).state == DONE
+
+
+def test_plan_names_each_secret_and_workload_once() -> None:
+    from keyroll.kube.publish import plan_lines
+
+    policy = _policy(
+        '[kubernetes]\nnamespace = "ai"\n'
+        '[secrets.a]\nkubernetes = ["db/a"]\nrestart = ["kubernetes:deployment/api"]\n'
+        '[secrets.b]\nkubernetes = ["db/b"]\nrestart = ["kubernetes:deployment/api", "kubernetes:daemonset/x/agent"]\n'
+    )
+    assert plan_lines(policy, ["a", "b"]) == [
+        "Kubernetes Secret ai/db (key a)",
+        "Kubernetes Secret ai/db (key b)",
+        "rollout restart deployment ai/api",
+        "rollout restart daemonset x/agent",
+    ]
+
+
+def test_manifests_hold_the_mapped_keys_only() -> None:
+    from keyroll.kube.manifests import secret_manifests
+
+    policy = _policy('[secrets.a]\nkubernetes = ["db/a", "other/db/a"]\n[secrets.b]\n')
+    manifests = secret_manifests(policy, {"a": "va", "b": "vb"})
+    assert sorted(manifests) == ["db.yaml", "other.db.yaml"]
+    assert "namespace" not in manifests["db.yaml"]  # (kubectl's context decides)
+    assert '"a": "dmE="' in manifests["db.yaml"] and "vb" not in "".join(manifests.values())
+
+
+def test_nothing_imports_lightkube_until_a_cluster_is_contacted() -> None:
+    code = (
+        "import sys, keyroll.kube.publish, keyroll.kube.manifests, keyroll.rotation, keyroll.actions.kubernetes\n"
+        "assert not [m for m in sys.modules if m.startswith(('lightkube', 'httpx'))], 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
