@@ -86,7 +86,10 @@ def git_exposure(directory: Path) -> str | None:
             except (OSError, subprocess.TimeoutExpired):
                 return None
             if done.returncode == 1:
-                return f"lies in the git work tree {parent} and is not ignored: add it to .gitignore"
+                return (
+                    f"lies in the git work tree {parent} and is not ignored: add it to .gitignore; "
+                    "`keyroll leaks scan` finds any value already committed"
+                )
             return None
     return None
 
@@ -126,10 +129,12 @@ def validate(policy: Policy) -> ValidationReport:
 
     if store.kind == "directory":
         _check_folder(report, policy, store.location)
-    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext is not.)
-    exposure = git_exposure(store.location) if store.is_plaintext() and store.location.exists() else None
-    if exposure:
-        report.add(WARN, str(store.location), exposure)
+    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext files, rendered
+    # copies and backups are not.)
+    for folder in sorted({policy.paths.secrets_dir, policy.paths.backup_dir}):
+        exposure = git_exposure(folder) if folder.is_dir() else None
+        if exposure:
+            report.add(WARN, str(folder), exposure)
     newest = backups.backup_names(policy.paths.backup_dir)
     if newest:
         summary = backups.summarize(policy.paths.backup_dir / newest[-1])
