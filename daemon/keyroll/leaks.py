@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 MIN_LENGTH = 12  # shorter values match by chance: not searched for
 CHUNK = 4 << 20  # bytes read from git (or a file) at a time
+DFA_ABOVE = 32 << 20  # bytes to read above which the automaton is built as a DFA
 BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
 INSTALL_HINT = "pip install 'keyroll[leaks]'"
 LIVE, RETIRED = "live", "retired"
@@ -215,17 +216,28 @@ class Matcher:
         self.patterns = list(owners)
         self.owners = [owners[p] for p in self.patterns]
         self.longest = max((len(p) for p in self.patterns), default=1)
-        self._automaton = (
-            ahocorasick_rs.BytesAhoCorasick(self.patterns, implementation=ahocorasick_rs.Implementation.DFA)
-            if self.patterns
-            else None
-        )
+        self._library = ahocorasick_rs
+        self._automaton: Any = None
+        self._fast = False
+
+    def prepare(self, expected_bytes: int) -> None:
+        """Build the automaton for about this much data: a DFA (slow to build, about
+        twice as fast to run) once there are tens of megabytes to read."""
+        fast = expected_bytes > DFA_ABOVE
+        if not self.patterns or (self._automaton is not None and self._fast >= fast):
+            return
+        kinds = self._library.Implementation
+        implementation = kinds.DFA if fast else kinds.ContiguousNFA
+        self._automaton = self._library.BytesAhoCorasick(self.patterns, implementation=implementation)
+        self._fast = fast
 
     def find(self, data: Any) -> list[tuple[int, int, int]]:
         """(pattern, start, end) of every occurrence in `data`, overlapping ones included."""
         if self._automaton is None:
-            return []
-        return self._automaton.find_matches_as_indexes(data, overlapping=True)
+            if not self.patterns:
+                return []
+            self.prepare(0)
+        return self._automaton.find_matches_as_indexes(data, overlapping=True)  # type: ignore[no-any-return]
 
 
 # --- git -----------------------------------------------------------------------------------
@@ -611,18 +623,32 @@ class Scanner:
         scanned = Scanned(str(repository.given), kind)
         self.report.scanned.append(scanned)
         shown = str(repository.given)
-        argv = _git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch", "--unordered"])
-        hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
-        scanned.objects, scanned.bytes = objects, size
-        index = self._index_entries(repository)
-        if hits:
-            self._object_findings(repository, hits, index)
+        pending = _History.start(self, repository)
+        try:
+            self.matcher.prepare(self._object_bytes(repository))
+            argv = _git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
+            hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
+            scanned.objects, scanned.bytes = objects, size
+            index = self._index_entries(repository)
+            if hits:
+                self._object_findings(repository, hits, index, pending)
+        finally:
+            pending.close()
         if repository.work_tree is not None:
             self._scan_work_tree(repository, index, scanned)
         git_dir = repository.git_dir
         for file in _walk(git_dir, self.report.errors, _skip_in_git_dir(git_dir)):
             relative = file.relative_to(git_dir)
             self._scan_file(file, str(relative), scanned, "git dir", "git dir", shown)
+
+    def _object_bytes(self, repository: Repository) -> int:
+        """About how many bytes the object database holds (compressed, so at least)."""
+        try:
+            out = self._git(repository, ["count-objects", "-v"]).decode("ascii", "replace")
+        except LeakScanError:
+            return 0
+        sizes = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+        return sum(int(sizes.get(key, "0") or 0) for key in ("size", "size-pack")) * 1024
 
     def _index_entries(self, repository: Repository) -> dict[str, str]:
         """path -> blob id of every index entry (none for a bare repository)."""
@@ -677,14 +703,17 @@ class Scanner:
                 continue
             self._scan_file(file, relative, scanned, "work tree", "work tree", str(repository.given))
 
-    def _object_findings(self, repository: Repository, hits: list[_ObjectHit], index: dict[str, str]) -> None:
+    def _object_findings(
+        self, repository: Repository, hits: list[_ObjectHit], index: dict[str, str], pending: _PendingLog
+    ) -> None:
         """Findings for objects: lines (or binary), commits and paths, refs, or where else."""
         by_object: dict[str, list[_ObjectHit]] = {}
         for hit in hits:
             by_object.setdefault(hit.oid, []).append(hit)
         contents = self._read_objects(repository, list(by_object))
         kinds = {hit.oid: hit.kind for hit in hits}
-        history = _History.load(self, repository) if any(k in ("blob", "commit") for k in kinds.values()) else None
+        wanted = any(k in ("blob", "commit") for k in kinds.values())
+        history = _History.load(self, repository, pending) if wanted else None
         tag_refs = self._tag_refs(repository) if "tag" in kinds.values() else {}
         in_index: dict[str, list[str]] = {}
         for path, blob in index.items():
@@ -821,6 +850,31 @@ class Scanner:
         return contents
 
 
+class _PendingLog:
+    """A `git log` running into a temporary file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], output: Any, errors: Any) -> None:
+        self.proc, self.output, self.errors = proc, output, errors
+
+    def result(self, what: str) -> bytes:
+        try:
+            code = self.proc.wait()
+            if code != 0:
+                self.errors.seek(0)
+                raise LeakScanError(f"{what}: {git_error(self.errors.read())}")
+            self.output.seek(0)
+            return bytes(self.output.read())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.output.close()
+        self.errors.close()
+
+
 class _History:
     """Which commits add each blob (and at which path), and which refs reach each
     commit, from one `git log --all --reflog -m --raw` pass plus the stash reflog."""
@@ -834,27 +888,49 @@ class _History:
         self.direct: dict[str, int] = {}  # a non-commit object a ref points at directly (a tagged blob)
         self.ref_names: list[str] = []
 
+    LOG = (
+        "log",
+        "--all",
+        "--reflog",
+        "-m",
+        "--raw",
+        "--no-abbrev",
+        "--no-renames",
+        "--topo-order",
+        "-z",
+        "--format=%x01%H %ct %P",
+        "--stdin",  # (with no ref and no reflog, nothing to list rather than a usage error)
+    )
+
     @classmethod
-    def load(cls, scanner: Scanner, repository: Repository) -> _History:
+    def start(cls, scanner: Scanner, repository: Repository) -> _PendingLog:
+        """Start the history pass now, into an unnamed temporary file (outside the
+        repository): it runs on another core while the automaton is built and the
+        objects are read, and is read back only if a blob or commit holds a value."""
+        import tempfile
+
+        output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _PendingLog)
+        errors = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                _git_argv(repository.git_dir, cls.LOG),
+                env=scanner.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=errors,
+            )
+        except OSError:
+            output.close()
+            errors.close()
+            raise LeakScanError("git is not installed: it is needed to scan a repository") from None
+        return _PendingLog(proc, output, errors)
+
+    @classmethod
+    def load(cls, scanner: Scanner, repository: Repository, pending: _PendingLog | None = None) -> _History:
         history = cls()
-        log = scanner._git(
-            repository,
-            [
-                "log",
-                "--all",
-                "--reflog",
-                "-m",
-                "--raw",
-                "--no-abbrev",
-                "--no-renames",
-                "--topo-order",
-                "-z",
-                "--format=%x01%H %ct %P",
-                "--stdin",  # (with no ref and no reflog, nothing to list rather than a usage error)
-            ],
-            stdin=b"",
-        )
-        history._parse_log(log)
+        if pending is None:
+            pending = cls.start(scanner, repository)
+        history._parse_log(pending.result(str(repository.given)))
         history._load_refs(scanner, repository)
         history._propagate()
         return history

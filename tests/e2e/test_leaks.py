@@ -358,3 +358,58 @@ def test_rewrite_file_is_private_and_never_overwritten(kr, planted, tmp_path: Pa
     assert again.code == 2 and "already exists" in again.err
     for value in values.values():
         assert value not in result.out
+
+
+def test_the_printed_filter_repo_steps_leave_a_clean_history(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Run the rewrite the scan prints (git-filter-repo from its package, in the test
+    environment) on a fresh mirror clone: the scan then finds nothing; without
+    --strip-blobs-with-ids, only the binary blobs it listed."""
+    import shlex
+    import shutil
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    if shutil.which("git-filter-repo", path=env["PATH"]) is None:
+        pytest.fail("git-filter-repo is missing: it is in the test extra (pip install -e '.[test]')")
+    v = values(initialized)
+    a, b, c, d = sorted(v)[:4]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"app.env": f"A={v[a]}\nB={v[b]}{v[a]}\n"})
+    repo.commit(f"message with {v[c]}", **{"k8s.yaml": f"data:\n  x: {base64.b64encode(v[b].encode()).decode()}\n"})
+    repo.commit("binary", **{"blob.bin": b"\0\0" + v[d].encode() + b"\0"})
+    repo.git("rm", "-q", "app.env")
+    repo.commit("cleanup")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("PATH", env["PATH"])  # the scan looks for git-filter-repo on PATH
+    try:
+        result = kr("--json", "leaks", "scan", "--rewrite-file", str(tmp_path / "rewrite.txt"), str(repo.path))
+    finally:
+        monkeypatch.undo()
+    assert result.code == 1, result.both
+    plan = json.loads(result.out)["data"]["rewrite"]
+    assert plan["sensitive_data_removal"] is True  # the PyPI git-filter-repo (2.47+) has it
+    binary = plan["binary_blobs"]
+    assert binary == [repo.blob_id(b"\0\0" + v[d].encode() + b"\0")]
+    [rewrite] = [s for s in plan["steps"] if s.startswith("Rewrite: `")]
+    command = shlex.split(rewrite.split("`")[1])
+    assert "--sensitive-data-removal" in command and "--strip-blobs-with-ids" in command
+    [cleanup] = [s for s in plan["steps"] if "reflog expire" in s]
+    expire = cleanup.split("`")[3]
+
+    def rewritten(argv: list[str], name: str) -> Path:
+        mirror = tmp_path / name
+        subprocess.run(["git", "clone", "-q", "--mirror", "--no-local", str(repo.path), str(mirror)], check=True)
+        done = subprocess.run(argv, cwd=mirror, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        subprocess.run(["sh", "-c", expire], cwd=mirror, env=env, check=True)
+        return mirror
+
+    clean = rewritten(command, "clean.git")
+    after = kr("--json", "leaks", "scan", str(clean))
+    assert after.code == 0 and _findings(after) == [], after.out
+
+    at = command.index("--strip-blobs-with-ids")
+    kept = rewritten(command[:at] + command[at + 2 :], "kept.git")
+    found = _findings(kr("--json", "leaks", "scan", str(kept)))
+    assert found and {(f["object"], f["binary"]) for f in found} == {(binary[0], True)}

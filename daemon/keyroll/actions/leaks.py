@@ -232,12 +232,12 @@ def scan(
 
 
 def _filter_repo_help() -> str | None:
-    """`git filter-repo --help`, or None when it is not installed."""
+    """`git filter-repo -h` (its options), or None when it is not installed."""
     try:
-        done = subprocess.run(["git", "filter-repo", "--help"], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(["git", "filter-repo", "-h"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 and "--replace-text" in done.stdout else None
 
 
 def _create_private(path: Path, data: bytes) -> None:
