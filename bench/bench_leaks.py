@@ -10,12 +10,13 @@ content in all, packed as fast-import leaves it; 10 of the managed values are
 planted in it (raw, base64, hex), so the scan also maps blobs to commits and
 refs.  Each run times, one after the other:
 
-  - the floor: `git cat-file --batch-all-objects --batch > /dev/null`
-    (and, for reference, with `--unordered`, the pack order the scan reads in);
+  - the floor: `git cat-file --batch-all-objects --batch > /dev/null`;
   - `keyroll leaks scan REPO` as a whole process (start-up, reading the store,
     the backups and the journal, building the automaton, the scan, the output).
 
-Printed: the median of each, and the scan's ratio to the floor (goal: ≤ 3×).
+Printed: the median wall time of each, the scan's ratio to the floor (goal:
+≤ 3×), and the CPU time (user + system, git's included) of each: on a machine
+shared with other work the wall times wander, the CPU times much less.
 Not a test: nothing is asserted.
 """
 
@@ -107,10 +108,17 @@ def make_repo(repo: Path, commits: int, megabytes: int, planted: list[str], cont
     return total
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, int]:
+def timed(argv: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system of the process and its children), exit code."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=stdout if stdout is not None else subprocess.DEVNULL, check=False)
-    return time.perf_counter() - began, done.returncode
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.returncode
 
 
 def main() -> None:
@@ -148,27 +156,29 @@ def main() -> None:
             "scan",
             repo,
         ]
-        floors, unordered, scans = [], [], []
+        floors, scans, floor_cpu, scan_cpu = [], [], [], []
         with open(os.devnull, "wb") as null:
             for _ in range(args.runs):
-                floors.append(timed(floor_cmd, stdout=null.fileno())[0])
-                unordered.append(timed([*floor_cmd, "--unordered"], stdout=null.fileno())[0])
-                seconds, code = timed(scan_cmd, env=keyroll_env(top / "home"))
+                wall, cpu, _ = timed(floor_cmd, stdout=null.fileno())
+                floors.append(wall)
+                floor_cpu.append(cpu)
+                wall, cpu, code = timed(scan_cmd, env=keyroll_env(top / "home"))
                 assert code == 1, f"the scan should find the planted values (exit {code})"
-                scans.append(seconds)
-        out = subprocess.run(
-            scan_cmd, env=keyroll_env(top / "home"), capture_output=True, text=True, check=False
-        ).stdout
-        found = sum(1 for line in out.splitlines() if line.startswith("LIVE "))
+                scans.append(wall)
+                scan_cpu.append(cpu)
+        out = subprocess.run(scan_cmd, env=keyroll_env(top / "home"), capture_output=True, text=True, check=False)
+        found = sum(1 for line in out.stdout.splitlines() if line.startswith("LIVE "))
         floor, scan = statistics.median(floors), statistics.median(scans)
-        print(f"floor  git cat-file --batch-all-objects --batch > /dev/null   median {floor:.2f} s  {floors}")
-        print(
-            f"       same with --unordered                                 median {statistics.median(unordered):.2f} s"
-        )
-        print(f"scan   keyroll leaks scan (whole process)                     median {scan:.2f} s  {scans}")
+        shown = ", ".join(f"{x:.2f}" for x in floors)
+        print(f"floor  git cat-file --batch-all-objects --batch > /dev/null   median {floor:.2f} s  ({shown})")
+        shown = ", ".join(f"{x:.2f}" for x in scans)
+        print(f"scan   keyroll leaks scan (whole process)                     median {scan:.2f} s  ({shown})")
         print(f"ratio  {scan / floor:.2f}x the floor (goal <= 3x); {found} findings of the 10 planted values")
+        fc, sc = statistics.median(floor_cpu), statistics.median(scan_cpu)
+        print(f"cpu    floor {fc:.2f} s, scan {sc:.2f} s (user + system, git included): {sc / fc:.2f}x")
+        git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
         print(
-            f"       (cpu cores: {os.cpu_count()}, python {sys.version.split()[0]}, {subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.strip()})"
+            f"       ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, {git_version})"
         )
     finally:
         shutil.rmtree(top, ignore_errors=True)

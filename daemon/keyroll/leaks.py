@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 MIN_LENGTH = 12  # shorter values match by chance: not searched for
 CHUNK = 4 << 20  # bytes read from git (or a file) at a time
 DFA_ABOVE = 32 << 20  # bytes to read above which the automaton is built as a DFA
+PARALLEL_ABOVE = 1 << 20  # bytes above which one read is matched on two threads
 BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
 INSTALL_HINT = "pip install 'keyroll[leaks]'"
 LIVE, RETIRED = "live", "retired"
@@ -219,6 +220,7 @@ class Matcher:
         self._library = ahocorasick_rs
         self._automaton: Any = None
         self._fast = False
+        self._pool: Any = None
 
     def prepare(self, expected_bytes: int) -> None:
         """Build the automaton for about this much data: a DFA (slow to build, about
@@ -232,12 +234,29 @@ class Matcher:
         self._fast = fast
 
     def find(self, data: Any) -> list[tuple[int, int, int]]:
-        """(pattern, start, end) of every occurrence in `data`, overlapping ones included."""
+        """(pattern, start, end) of every occurrence in `data`, overlapping ones included.
+        Big data is cut in parts matched on two threads (the matcher releases the GIL):
+        each part reaches a pattern's length into the next, and keeps only the matches
+        that start in its own part, so each is found once."""
         if self._automaton is None:
             if not self.patterns:
                 return []
             self.prepare(0)
-        return self._automaton.find_matches_as_indexes(data, overlapping=True)  # type: ignore[no-any-return]
+        size = len(data)
+        if size < PARALLEL_ABOVE:
+            return self._automaton.find_matches_as_indexes(data, overlapping=True)  # type: ignore[no-any-return]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="keyroll-leaks")
+        view = memoryview(data)
+        half = size // 2
+        reach = self.longest - 1
+        first = self._pool.submit(self._automaton.find_matches_as_indexes, view[: half + reach], True)
+        second = self._automaton.find_matches_as_indexes(view[half:], overlapping=True)
+        found = [m for m in first.result() if m[1] < half]
+        found.extend((pattern, start + half, end + half) for pattern, start, end in second)
+        return found
 
 
 # --- git -----------------------------------------------------------------------------------

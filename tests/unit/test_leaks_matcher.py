@@ -54,8 +54,13 @@ def _found(matcher: Matcher, hits: list[tuple[int, int]]) -> set[tuple[str, str,
     }
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 16, 1000])
-def test_overlapping_values_and_chunk_boundaries(chunk: int) -> None:
+@pytest.mark.parametrize("parallel_above", [8, 1 << 20])
+@pytest.mark.parametrize("chunk", [1, 7, 16, 33, 1000])
+def test_overlapping_values_and_chunk_boundaries(
+    chunk: int, parallel_above: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with every read cut in two halves matched on two threads."""
+    monkeypatch.setattr(leaks, "PARALLEL_ABOVE", parallel_above)
     inner = "InnerValue0123456789"
     outer = "xx" + inner + "yyOuter"  # a value holding another
     other = "SecondValueABCDEFGH"
@@ -99,3 +104,19 @@ def test_the_object_stream_split_into_tiny_chunks_finds_each_value_once(
 def test_needles_never_show_their_value() -> None:
     needle = Needle("db_password", "NeverShowThisValue", True, "current")
     assert "NeverShowThisValue" not in repr(needle)
+
+
+def test_two_threads_find_exactly_what_one_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    values = ["".join(rng.choice("abcXYZ019") for _ in range(rng.randint(12, 30))) for _ in range(40)]
+    matcher = Matcher(_needles(*values))
+    for _ in range(30):
+        parts = []
+        for _ in range(60):
+            parts.append("".join(rng.choice("abcXYZ019 \n") for _ in range(rng.randint(0, 40))))
+            parts.append(rng.choice(values))
+        text = "".join(parts).encode()
+        monkeypatch.setattr(leaks, "PARALLEL_ABOVE", 1 << 30)
+        one = sorted(matcher.find(text))
+        monkeypatch.setattr(leaks, "PARALLEL_ABOVE", 1)
+        assert sorted(matcher.find(text)) == one and len(one) >= 60
