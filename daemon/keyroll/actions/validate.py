@@ -131,7 +131,10 @@ def validate(policy: Policy) -> ValidationReport:
         _check_folder(report, policy, store.location)
     # (An encrypted bundle in git is how SOPS is meant to be used; plaintext files, rendered
     # copies and backups are not.)
-    for folder in sorted({policy.paths.secrets_dir, policy.paths.backup_dir}):
+    folders = {policy.paths.backup_dir}
+    if store.is_plaintext() or store.location.parent != policy.paths.secrets_dir:
+        folders.add(policy.paths.secrets_dir)  # (for a SOPS store: the folder it renders into)
+    for folder in sorted(folders):
         exposure = git_exposure(folder) if folder.is_dir() else None
         if exposure:
             report.add(WARN, str(folder), exposure)

@@ -39,6 +39,8 @@ def run_leaks(args: argparse.Namespace, policy: Policy) -> int:
         emit_json("leaks scan", code, report)
         return code
     render(report)
+    if args.rewrite_file and report.rewrite is None:
+        line(f"{args.rewrite_file}: not written: nothing was found to rewrite")
     if report.rotation is not None:
         from keyroll.cli.commands import _render_tx
 
