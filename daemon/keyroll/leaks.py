@@ -581,7 +581,8 @@ class Scanner:
                 raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
             scanned = Scanned(str(path), "file")
             self.report.scanned.append(scanned)
-            self._scan_file(path, str(path), scanned, "file", "file", str(path))
+            real = Path(os.path.realpath(path))  # (a symlink given by name is followed; none found inside is)
+            self._scan_file(real, str(path), scanned, "file", "file", str(path))
             return
         if not os.access(path, os.R_OK | os.X_OK):
             raise LeakScanError(f"{path}: permission denied")
@@ -758,7 +759,7 @@ class Scanner:
             for hit in object_hits:
                 grouped.setdefault(hit.pattern, []).append(hit.offset)
             for pattern, offsets in grouped.items():
-                lines = [] if binary or not data else line_numbers(data, offsets)
+                lines = line_numbers(data, offsets) if kind == "blob" and data and not binary else []
                 self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
 
     def _blob_details(

@@ -146,8 +146,8 @@ def test_every_hiding_place_is_found_loose_and_packed(kr, planted) -> None:  # t
     for value in values.values():
         assert value not in loose.out + text.out, "a finding showed the value"
 
+    assert list((repo.path / ".git" / "objects").glob("??/*")), "the first scan read loose objects"
     repo.git("gc", "-q")  # packs everything; keeps the recent unreachable blob, the reflog and the stashes
-    assert not list((repo.path / ".git" / "objects").glob("??/*")) or True
     packed = kr("--json", "leaks", "scan", str(repo.path))
     assert packed.code == 1
     _check_planted(_findings(packed), where, ids, repo)
@@ -413,3 +413,24 @@ def test_the_printed_filter_repo_steps_leave_a_clean_history(kr, initialized, va
     kept = rewritten(command[:at] + command[at + 2 :], "kept.git")
     found = _findings(kr("--json", "leaks", "scan", str(kept)))
     assert found and {(f["object"], f["binary"]) for f in found} == {(binary[0], True)}
+
+
+def test_work_tree_lfs_objects_and_ignored_files(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Untracked files are read and ignored ones are not (a rendered secrets folder the
+    repository ignores is where values belong); so are Git LFS objects in .git/lfs."""
+    v = values(initialized)
+    untracked, ignored, lfs, edited = sorted(v)[:4]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{".gitignore": "rendered/\n", "app.conf": "x = 1\n"})
+    repo.write("notes.txt", f"remember {v[untracked]}\n")
+    repo.write(f"rendered/{ignored}", v[ignored])
+    repo.write(".git/lfs/objects/ab/cd/abcd1234", f"lfs {v[lfs]}\n")
+    repo.write("app.conf", f"x = 1\npassword = {v[edited]}\n")  # changed, not staged
+    result = kr("--json", "leaks", "scan", str(repo.path))
+    assert result.code == 1
+    found = {(f["secret"], f["source"], f["path"], tuple(f["lines"])) for f in _findings(result)}
+    assert found == {
+        (untracked, "work tree", "notes.txt", (1,)),
+        (edited, "work tree", "app.conf", (2,)),
+        (lfs, "git dir", "lfs/objects/ab/cd/abcd1234", (1,)),
+    }

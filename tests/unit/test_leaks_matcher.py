@@ -120,3 +120,27 @@ def test_two_threads_find_exactly_what_one_finds(monkeypatch: pytest.MonkeyPatch
         one = sorted(matcher.find(text))
         monkeypatch.setattr(leaks, "PARALLEL_ABOVE", 1)
         assert sorted(matcher.find(text)) == one and len(one) >= 60
+
+
+def test_without_the_matcher_the_scan_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from keyroll.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "ahocorasick_rs", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"pip install 'keyroll\[leaks\]'"):
+        Matcher(_needles("SomeValue12345678"))
+
+
+def test_status_does_not_import_the_matcher(home) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests_helpers import USE_TEST_ROOT_CONFIG
+
+    code = USE_TEST_ROOT_CONFIG + (
+        "import sys\nfrom keyroll.cli import main\nmain(['status'])\n"
+        "print('ahocorasick_rs' in sys.modules, 'keyroll.leaks' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["False", "False"]
