@@ -144,3 +144,16 @@ def test_status_does_not_import_the_matcher(home) -> None:  # type: ignore[no-un
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split()[-2:] == ["False", "False"]
+
+
+@pytest.mark.parametrize("chunk", [5, 19, 4096])
+def test_values_sharing_a_long_prefix_are_told_apart(chunk: int) -> None:
+    """The automaton holds pattern prefixes; the rest of each value is compared in place."""
+    common = "SharedPrefix0123456789abcdef"  # longer than the automaton's prefix
+    one, two, three = common + "One", common + "Two", common + "TwoAndMore"
+    matcher = Matcher(_needles(one, two, three))
+    text = f"x {two} y {common}Tw z {three}".encode()
+    chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
+    found = _found(matcher, scan_bytes_stream(matcher, chunks))
+    second = text.index(three.encode())
+    assert found == {("s1", "raw", 2), ("s1", "raw", second), ("s2", "raw", second)}
