@@ -292,6 +292,7 @@ def git_env(*, keep_location: bool = False) -> dict[str, str]:
         for name in _GIT_LOCATION:
             env.pop(name, None)
     env.update(GIT_OPTIONAL_LOCKS="0", LC_ALL="C", LANG="C", GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat")
+    env["GIT_NO_LAZY_FETCH"] = "1"  # a partial clone never fetches (git 2.44+; older ones read no blob here)
     return env
 
 
@@ -753,8 +754,12 @@ class Scanner:
             by_object.setdefault(hit.oid, []).append(hit)
         contents = self._read_objects(repository, list(by_object))
         kinds = {hit.oid: hit.kind for hit in hits}
-        wanted = any(k in ("blob", "commit") for k in kinds.values())
-        history = _History.load(self, repository, pending) if wanted else None
+        history = None
+        if any(k in ("blob", "commit") for k in kinds.values()):
+            try:
+                history = _History.load(self, repository, pending)
+            except LeakScanError as exc:  # the findings stand; where they are is not known
+                self.report.errors.append(f"{exc} (commits and refs of the findings not known)")
         tag_refs = self._tag_refs(repository) if "tag" in kinds.values() else {}
         in_index: dict[str, list[str]] = {}
         for path, blob in index.items():
