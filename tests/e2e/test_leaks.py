@@ -434,3 +434,45 @@ def test_work_tree_lfs_objects_and_ignored_files(kr, initialized, values, tmp_pa
         (edited, "work tree", "app.conf", (2,)),
         (lfs, "git dir", "lfs/objects/ab/cd/abcd1234", (1,)),
     }
+
+
+def test_an_older_filter_repo_gets_no_sensitive_data_removal(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Debian's git-filter-repo 2.38 has no --sensitive-data-removal: the plan leaves it
+    out and says so, and its printed command still rewrites the history clean."""
+    import shlex
+
+    from tests_helpers import in_ci
+
+    debian = Path("/usr/bin/git-filter-repo")
+    if not debian.exists():
+        message = "Debian's git-filter-repo is missing (scripts/setup --test installs it)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    v = values(initialized)
+    name = sorted(v)[5]
+    repo = Repo(tmp_path / "repo")
+    repo.commit(f"deploy {v[name]}", **{"deploy.env": f"TOKEN={v[name]}\n"})
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # Debian's, not the test environment's 2.47
+    try:
+        result = kr("--json", "leaks", "scan", "--rewrite-file", str(tmp_path / "rw.txt"), str(repo.path))
+    finally:
+        monkeypatch.undo()
+    plan = json.loads(result.out)["data"]["rewrite"]
+    assert plan["filter_repo_found"] is True and plan["sensitive_data_removal"] is False
+    [rewrite] = [s for s in plan["steps"] if s.startswith("Rewrite: `")]
+    assert "no --sensitive-data-removal" in rewrite
+    command = shlex.split(rewrite.split("`")[1])
+    assert "--sensitive-data-removal" not in command
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", "--no-local", str(repo.path), str(mirror)], check=True)
+    done = subprocess.run(
+        command, cwd=mirror, env={**os.environ, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    subprocess.run(
+        ["sh", "-c", "git reflog expire --expire=now --all && git gc -q --prune=now"], cwd=mirror, check=True
+    )
+    after = kr("--json", "leaks", "scan", str(mirror))
+    assert after.code == 0 and _findings(after) == [], after.out
