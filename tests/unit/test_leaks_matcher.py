@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from keyroll import leaks
-from keyroll.leaks import Matcher, Needle, Scanner, base64_cores, encodings, scan_bytes_stream
+from keyroll.leaks import Needle, Scanner, encodings, patterns
+from keyroll.leaks import git as git_reading
+from keyroll.leaks.patterns import Matcher, base64_cores, scan_bytes_stream
 from leaks_helpers import Repo
 
 
@@ -60,7 +62,7 @@ def test_overlapping_values_and_chunk_boundaries(
     chunk: int, parallel_above: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also with every read cut in two halves matched on two threads."""
-    monkeypatch.setattr(leaks, "PARALLEL_ABOVE", parallel_above)
+    monkeypatch.setattr(patterns, "PARALLEL_ABOVE", parallel_above)
     inner = "InnerValue0123456789"
     outer = "xx" + inner + "yyOuter"  # a value holding another
     other = "SecondValueABCDEFGH"
@@ -91,7 +93,7 @@ def test_the_object_stream_split_into_tiny_chunks_finds_each_value_once(
     repo.commit("cut", **{"a.txt": "zz" + first[:10], "b.txt": first[10:] + "zz"})
     expected_line = big[: big.index(first)].count("\n") + 1
     for chunk in (64, 4099, 1 << 20):
-        monkeypatch.setattr(leaks, "CHUNK", chunk)
+        monkeypatch.setattr(git_reading, "CHUNK", chunk)
         report = Scanner(_needles(first, second)).scan([repo.path])
         assert not report.errors
         found = sorted((f.secret, f.object_type, f.path, tuple(f.lines)) for f in report.findings)
@@ -116,9 +118,9 @@ def test_two_threads_find_exactly_what_one_finds(monkeypatch: pytest.MonkeyPatch
             parts.append("".join(rng.choice("abcXYZ019 \n") for _ in range(rng.randint(0, 40))))
             parts.append(rng.choice(values))
         text = "".join(parts).encode()
-        monkeypatch.setattr(leaks, "PARALLEL_ABOVE", 1 << 30)
+        monkeypatch.setattr(patterns, "PARALLEL_ABOVE", 1 << 30)
         one = sorted(matcher.find(text))
-        monkeypatch.setattr(leaks, "PARALLEL_ABOVE", 1)
+        monkeypatch.setattr(patterns, "PARALLEL_ABOVE", 1)
         assert sorted(matcher.find(text)) == one and len(one) >= 60
 
 
