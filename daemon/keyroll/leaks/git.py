@@ -49,7 +49,7 @@ _GIT_READ_ONLY = (
     "-c",
     "maintenance.auto=false",
 )
-_ZERO_OID = "0" * 40
+ZERO_OID = "0" * 40
 
 
 def git_env(*, keep_location: bool = False) -> dict[str, str]:
@@ -65,7 +65,7 @@ def git_env(*, keep_location: bool = False) -> dict[str, str]:
     return env
 
 
-def _git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None = None) -> list[str]:
+def git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None = None) -> list[str]:
     argv = ["git", *_GIT_READ_ONLY]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
@@ -96,7 +96,7 @@ def run_git(
     """Run a read-only git command; its stdout, or LeakScanError with git's message."""
     try:
         done = subprocess.run(
-            _git_argv(git_dir, args),
+            git_argv(git_dir, args),
             cwd=cwd,
             env=env,
             input=stdin,
@@ -125,7 +125,7 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
     git's own message when git refuses it (another user's repository, safe.directory)."""
     try:
         done = subprocess.run(
-            [*_git_argv(None, ["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--is-inside-git-dir"])],
+            [*git_argv(None, ["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--is-inside-git-dir"])],
             cwd=path,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -184,7 +184,7 @@ def _chunks_from(stream: Any) -> Iterator[bytes]:
 
 
 @record
-class _ObjectHit:
+class ObjectHit:
     oid: str
     kind: str
     offset: int  # in the object's content
@@ -199,7 +199,7 @@ def scan_batch(
     cwd: Path | None = None,
     stdin: bytes | None = None,
     what: str,
-) -> tuple[list[_ObjectHit], int, int]:
+) -> tuple[list[ObjectHit], int, int]:
     """Run `git cat-file --batch` (argv) and match its whole output stream; a match counts
     only inside one object's content.  Returns the hits, the object count and bytes."""
     try:
@@ -221,7 +221,7 @@ def scan_batch(
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
     drain.start()
-    hits: list[_ObjectHit] = []
+    hits: list[ObjectHit] = []
     starts: list[int] = []  # content start of each object, in stream offsets
     ends: list[int] = []
     names: list[tuple[str, str]] = []
@@ -260,7 +260,7 @@ def scan_batch(
                 index = bisect.bisect_right(starts, at) - 1
                 if index >= 0 and base + end <= ends[index]:
                     oid, kind = names[index]
-                    hits.append(_ObjectHit(oid, kind, at - starts[index], pattern))
+                    hits.append(ObjectHit(oid, kind, at - starts[index], pattern))
             searched = base + len(data)
             cut = min(max(len(data) - keep, 0), max(next_header - base, 0))
             carry = data[cut:]
@@ -282,7 +282,7 @@ def _feed(pipe: Any, data: bytes) -> None:
             pipe.close()
 
 
-class _PendingLog:
+class PendingLog:
     """A `git log` running into a temporary file."""
 
     def __init__(self, proc: subprocess.Popen[bytes], output: Any, errors: Any) -> None:
@@ -307,7 +307,7 @@ class _PendingLog:
         self.errors.close()
 
 
-class _History:
+class History:
     """Which commits add each blob (and at which path), and which refs reach each
     commit, from one `git log --all --reflog -m --raw` pass plus the stash reflog."""
 
@@ -335,17 +335,17 @@ class _History:
     )
 
     @classmethod
-    def start(cls, env: dict[str, str], repository: Repository) -> _PendingLog:
+    def start(cls, env: dict[str, str], repository: Repository) -> PendingLog:
         """Start the history pass now, into an unnamed temporary file (outside the
         repository): it runs on another core while the automaton is built and the
         objects are read, and is read back only if a blob or commit holds a value."""
         import tempfile
 
-        output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _PendingLog)
+        output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by PendingLog)
         errors = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             proc = subprocess.Popen(
-                _git_argv(repository.git_dir, cls.LOG),
+                git_argv(repository.git_dir, cls.LOG),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -355,10 +355,10 @@ class _History:
             output.close()
             errors.close()
             raise LeakScanError("git is not installed: it is needed to scan a repository") from None
-        return _PendingLog(proc, output, errors)
+        return PendingLog(proc, output, errors)
 
     @classmethod
-    def load(cls, run: GitRunner, repository: Repository, pending: _PendingLog) -> _History:
+    def load(cls, run: GitRunner, repository: Repository, pending: PendingLog) -> History:
         """The history from a pass started with `start`; `run` runs other git commands."""
         history = cls()
         history._parse_log(pending.result(str(repository.given)))
@@ -388,10 +388,10 @@ class _History:
                 if len(parts) < 5:
                     continue
                 old, new = parts[2].decode("ascii"), parts[3].decode("ascii")
-                if new != _ZERO_OID and (new, commit, path) not in seen:
+                if new != ZERO_OID and (new, commit, path) not in seen:
                     seen.add((new, commit, path))
                     self.blob_commits.setdefault(new, []).append(CommitPath(commit, path, _iso(date)))
-                if old != _ZERO_OID and old != new:
+                if old != ZERO_OID and old != new:
                     self.blob_removed.setdefault(old, set()).add(commit)
 
     def _ref_bit(self, name: str) -> int:

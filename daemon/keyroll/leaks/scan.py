@@ -12,7 +12,7 @@ Each value is searched raw and in the encodings people commit: base64 at the
 three byte alignments (the part of the base64 text that depends on the value
 alone, so a value inside a Kubernetes Secret manifest is found wherever it
 starts), URL-encoded, and hex.  Matching is exact and overlapping
-(`ahocorasick_rs`, imported only here), over chunks that overlap by the
+(`ahocorasick_rs`, imported only when a matcher is built), over chunks that overlap by the
 longest pattern, so a value that contains another, two values in one blob and
 a value across a read boundary are all found, and a string that is only a
 prefix of a value is not.
@@ -34,12 +34,12 @@ from pathlib import Path
 from keyroll.fsutil import describe_os_error
 from keyroll.leaks import git as git_reading
 from keyroll.leaks.git import (
-    _ZERO_OID,
+    ZERO_OID,
+    History,
+    ObjectHit,
+    PendingLog,
     Repository,
-    _git_argv,
-    _History,
-    _ObjectHit,
-    _PendingLog,
+    git_argv,
     git_env,
     locate,
     parse_batch,
@@ -169,10 +169,10 @@ class Scanner:
         scanned = Scanned(str(repository.given), kind)
         self.report.scanned.append(scanned)
         shown = str(repository.given)
-        pending = _History.start(self.env, repository)
+        pending = History.start(self.env, repository)
         try:
             self.matcher.prepare(self._object_bytes(repository))
-            argv = _git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
+            argv = git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
             hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
             scanned.objects, scanned.bytes = objects, size
             index = self._index_entries(repository)
@@ -250,10 +250,10 @@ class Scanner:
             self._scan_file(file, relative, scanned, "work tree", "work tree", str(repository.given))
 
     def _object_findings(
-        self, repository: Repository, hits: list[_ObjectHit], index: dict[str, str], pending: _PendingLog
+        self, repository: Repository, hits: list[ObjectHit], index: dict[str, str], pending: PendingLog
     ) -> None:
         """Findings for objects: lines (or binary), commits and paths, refs, or where else."""
-        by_object: dict[str, list[_ObjectHit]] = {}
+        by_object: dict[str, list[ObjectHit]] = {}
         for hit in hits:
             by_object.setdefault(hit.oid, []).append(hit)
         contents = self._read_objects(repository, list(by_object))
@@ -261,7 +261,7 @@ class Scanner:
         history = None
         if any(k in ("blob", "commit") for k in kinds.values()):
             try:
-                history = _History.load(lambda args, stdin: self._git(repository, args, stdin), repository, pending)
+                history = History.load(lambda args, stdin: self._git(repository, args, stdin), repository, pending)
             except LeakScanError as exc:  # the findings stand; where they are is not known
                 self.report.errors.append(f"{exc} (commits and refs of the findings not known)")
         tag_refs = self._tag_refs(repository) if "tag" in kinds.values() else {}
@@ -293,7 +293,7 @@ class Scanner:
                 self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
 
     def _blob_details(
-        self, oid: str, history: _History | None, in_index: dict[str, list[str]], details: dict[str, Any]
+        self, oid: str, history: History | None, in_index: dict[str, list[str]], details: dict[str, Any]
     ) -> str:
         commits = history.blob_commits.get(oid, []) if history else []
         if commits:
@@ -343,11 +343,11 @@ class Scanner:
         blobs: dict[str, str] = {}
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
             parts = meta.split()
-            if len(parts) >= 4 and parts[1] != b"160000" and parts[3].decode("ascii") != _ZERO_OID:
+            if len(parts) >= 4 and parts[1] != b"160000" and parts[3].decode("ascii") != ZERO_OID:
                 blobs.setdefault(parts[3].decode("ascii"), path.decode("utf-8", "surrogateescape"))
         if not blobs:
             return
-        argv = _git_argv(None, ["cat-file", "--batch"])
+        argv = git_argv(None, ["cat-file", "--batch"])
         stdin = ("\n".join(blobs) + "\n").encode("ascii")
         hits, scanned.objects, scanned.bytes = scan_batch(
             self.matcher, argv, env=self.env, cwd=repository.work_tree or repository.given, stdin=stdin, what=shown
