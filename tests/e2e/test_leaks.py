@@ -476,3 +476,19 @@ def test_an_older_filter_repo_gets_no_sensitive_data_removal(kr, initialized, va
     )
     after = kr("--json", "leaks", "scan", str(mirror))
     assert after.code == 0 and _findings(after) == [], after.out
+
+
+def test_staged_refuses_a_retired_value_too(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Before a commit, any value keyroll ever managed is refused (a full scan would only
+    recommend a rewrite for a retired one: exit 0)."""
+    old = values(initialized)
+    name = sorted(old)[3]
+    assert kr("rotate", name).code == 0
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hi\n"})
+    repo.write("old.env", f"X={old[name]}\n")
+    repo.git("add", "old.env")
+    staged = kr("--json", "leaks", "scan", "--staged", str(repo.path))
+    assert staged.code == 1
+    assert [(f["secret"], f["status"], f["source"]) for f in _findings(staged)] == [(name, "retired", "staged")]
+    assert kr("leaks", "scan", str(repo.path)).code == 0  # the same value, staged, in a full scan: retired only
