@@ -26,6 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "keyroll.consumers",
             "keyroll.kube",
             "keyroll.kube.*",
+            "keyroll.leaks",
+            "keyroll.leaks.*",
             "keyroll.metrics",
             "keyroll.notify",
             "keyroll.permissions",

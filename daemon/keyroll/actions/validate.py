@@ -90,7 +90,10 @@ def git_exposure(directory: Path) -> str | None:
             except (OSError, subprocess.TimeoutExpired):
                 return None
             if done.returncode == 1:
-                return f"lies in the git work tree {parent} and is not ignored: add it to .gitignore"
+                return (
+                    f"lies in the git work tree {parent} and is not ignored: add it to .gitignore; "
+                    "`keyroll leaks scan` finds any value already committed"
+                )
             return None
     return None
 
@@ -145,10 +148,15 @@ def validate(policy: Policy) -> ValidationReport:
             report.add(WARN, "kubernetes", warning)
     if store.kind == "directory":
         _check_folder(report, policy, store.location)
-    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext is not.)
-    exposure = git_exposure(store.location) if store.is_plaintext() and store.location.exists() else None
-    if exposure:
-        report.add(WARN, str(store.location), exposure)
+    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext files, rendered
+    # copies and backups are not.)
+    folders = {policy.paths.backup_dir}
+    if store.is_plaintext() or store.location.parent != policy.paths.secrets_dir:
+        folders.add(policy.paths.secrets_dir)  # (for a SOPS store: the folder it renders into)
+    for folder in sorted(folders):
+        exposure = git_exposure(folder) if folder.is_dir() else None
+        if exposure:
+            report.add(WARN, str(folder), exposure)
     newest = backups.backup_names(policy.paths.backup_dir)
     if newest:
         summary = backups.summarize(policy.paths.backup_dir / newest[-1])

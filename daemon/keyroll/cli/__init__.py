@@ -167,6 +167,16 @@ def _config(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> N
     actions.add_parser("schema", help="print the configuration schema as JSON", parents=[json_flag])
 
 
+def _leaks(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="leaks_command", metavar="ACTION", required=True, prog="keyroll leaks")
+    q = actions.add_parser("scan", help="find managed values in git repositories and folders", parents=[json_flag])
+    q.add_argument("paths", nargs="*", metavar="PATH", help="repositories, folders or files (default: .)")
+    q.add_argument("--staged", action="store_true", help="only what is about to be committed (a pre-commit hook)")
+    q.add_argument("--rotate", action="store_true", help="rotate at once (--emergency) every secret found live")
+    q.add_argument("--rewrite-file", metavar="FILE", help="write git filter-repo --replace-text expressions (0600)")
+    _wait(q)
+
+
 # Every command: its help line, and what adds its arguments.  Only the command being
 # run gets a parser (building all of them costs more than the interpreter's start-up).
 COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
@@ -188,8 +198,9 @@ COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
     "config": ("generate, validate, show the configuration, or its schema", _config),
     "kubernetes": ("Kubernetes: `kubernetes sync` publishes the store's values", _kubernetes),
     "menu": ("interactive menu (what a bare `keyroll` opens on a terminal)", _nothing),
+    "leaks": ("find managed values in git history and folders: `leaks scan [PATH...]`", _leaks),
 }
-_NESTED = (_notify, _bundle, _config, _kubernetes)
+_NESTED = (_notify, _bundle, _config, _kubernetes, _leaks)
 
 
 def requested_command(argv: Sequence[str]) -> str | None:

@@ -44,7 +44,7 @@ def report_error(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     parts = [args.command or ""]
-    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command"):
+    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command", "leaks_command"):
         if getattr(args, attr, None):
             parts.append(getattr(args, attr))
     return " ".join(parts)
@@ -645,4 +645,11 @@ def _notify_send(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-HANDLERS.update({"run": cmd_run, "daemon": cmd_daemon, "notify": cmd_notify})
+def cmd_leaks(args: argparse.Namespace) -> int:
+    """`leaks scan`: rendered in keyroll.cli.leaks."""
+    from keyroll.cli.leaks import run_leaks
+
+    return run_leaks(args, _policy(args), _render_tx)
+
+
+HANDLERS.update({"run": cmd_run, "daemon": cmd_daemon, "notify": cmd_notify, "leaks": cmd_leaks})
