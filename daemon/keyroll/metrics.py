@@ -119,12 +119,23 @@ def result_of(exit_code: int) -> str:
     return SUCCESS if exit_code == EXIT_OK else TEMPORARY if exit_code == EXIT_TEMPFAIL else FAILURE
 
 
+def _undone(op: str, status: str) -> bool:
+    """A change that recovery rolled back (keyroll was interrupted, the service still had
+    the old value): it did not happen, nothing is broken, the next run tries again."""
+    return status == "rolled back" and op != "rollback"
+
+
+def _outcome_result(outcome: Outcome) -> str:
+    """This run's outcome for one secret as the result of its last attempt."""
+    return TEMPORARY if _undone(outcome.op, outcome.status) else result_of(outcome.exit_code)
+
+
 def _journal_result(op: str, outcome: str) -> str:
     """A history entry's outcome as a result (the journal does not keep whether a
-    failure was temporary; `cancelled` always is)."""
-    if outcome == "failed" or (outcome == "rolled back" and op != "rollback"):
+    failure was temporary; `cancelled` and an interrupted change undone always are)."""
+    if outcome == "failed":
         return FAILURE
-    return TEMPORARY if outcome == "cancelled" else SUCCESS
+    return TEMPORARY if outcome == "cancelled" or _undone(op, outcome) else SUCCESS
 
 
 def secret_facts(
@@ -135,7 +146,7 @@ def secret_facts(
     from keyroll.schedule import from_iso, next_due
 
     records = journal.records() if journal is not None else {}
-    this_run = {outcome.name: result_of(outcome.exit_code) for outcome in run.outcomes}
+    this_run = {outcome.name: _outcome_result(outcome) for outcome in run.outcomes}
     facts = []
     for secret in policy.secrets.values():
         record_ = records.get(secret.name)

@@ -176,6 +176,31 @@ def test_success_failure_and_temporary_failure(kr, home, metrics_home) -> None: 
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_killed_rotation_that_recovery_undid_stays_a_temporary_failure(kr, krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """keyroll is SIGKILLed after journalling a rotation, before the service changed;
+    `recover` puts the old value back.  The rotation did not happen (retried later),
+    nothing is broken: temporary_failure, the same in the file recovery writes and in
+    every later one (read back from the journal, even with no previous file)."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "init").code == 0
+    killed = krp(*cfg, "rotate", "app_key", env={"KEYROLL_FAILPOINT": "create"})
+    assert killed.code == -signal.SIGKILL, killed.both
+    recovered = kr(*cfg, "recover")
+    assert recovered.code == 0 and "rolled back" in recovered.both, recovered.both
+    found = samples(textfile)
+    assert value(found, "keyroll_last_run_info", command="recover") == 1
+    assert value(found, "keyroll_last_run_secrets", result="success") == 1  # the recovery itself succeeded
+    assert result(found, "app_key") == "temporary_failure" and result(found, "other_key") == "success"
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "temporary_failure"
+    textfile.unlink()
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "temporary_failure"
+    assert kr(*cfg, "rotate", "app_key").code == 0
+    assert result(samples(textfile), "app_key") == "success"
+
+
 def test_scheduled_runs_and_exit_75_from_run(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     configure, textfile, mode = metrics_home
     cfg = configure(app_schedule="1s")
