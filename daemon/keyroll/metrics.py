@@ -86,6 +86,9 @@ def after_run(command: str, started: float, exit_code: int) -> str | None:
         from keyroll.errors import KeyrollError
 
         why = str(exc) if isinstance(exc, KeyrollError) else f"{type(exc).__name__}: {exc}"
+        # (the atomic writer's words for the store: said after "app_key: rotated", they
+        # would read as if the rotation had been undone; only the metrics file is unchanged)
+        why = why.removesuffix("; nothing was changed")
         return f"metrics: {path} not written: {why}"
     return None
 

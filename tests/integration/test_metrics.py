@@ -254,6 +254,32 @@ def test_a_metrics_problem_is_a_warning_not_the_exit_code(kr, home, metrics_home
     assert not (home.root / "elsewhere.prom").exists()
 
 
+def test_a_full_collector_disk_keeps_the_previous_file_and_the_rotation(kr, home, metrics_home, tiny_fs) -> None:  # type: ignore[no-untyped-def]
+    """The collector's folder on a full disk (a real 256 KiB tmpfs): the rotation stands
+    (exit 0), one warning line says why without suggesting the rotation was undone, and
+    the previous file is whole, with no temp file beside it."""
+    from tests_helpers import fill_disk
+
+    configure, _, _ = metrics_home
+    collector = tiny_fs / "node-exporter"
+    collector.mkdir()
+    textfile = collector / "keyroll.prom"
+    cfg = configure()
+    home.write_config(home.config.read_text().replace(str(home.root / "node-exporter"), str(collector)))
+    assert kr(*cfg, "init").code == 0
+    before = textfile.read_bytes()
+    fill_disk(tiny_fs / "filler")
+    old = home.value("app_key")
+    done = kr(*cfg, "rotate", "app_key")
+    assert done.code == 0, done.both
+    assert home.value("app_key") != old
+    warnings = [line for line in done.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "no space left" in warnings[0], done.err
+    assert "nothing was changed" not in done.err
+    assert textfile.read_bytes() == before and os.listdir(collector) == ["keyroll.prom"]
+    assert value(samples(textfile), "keyroll_last_run_info", command="init") == 1
+
+
 def test_a_bad_textfile_name_is_a_config_error(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     _, textfile, _ = metrics_home
     home.write_config(f'[metrics]\ntextfile = "{textfile.with_suffix(".txt")}"\n')
