@@ -360,6 +360,9 @@ def test_the_documented_alert_rules_fire_as_described(tmp_path: Path) -> None:
         'keyroll_last_run_exit_code{instance="h"}': "0x1200 1x1800",
         # the last scheduled run started at time 0, and none since
         'keyroll_last_scheduled_run_start_timestamp_seconds{instance="h"}': "0x3000",
+        # "g": keyroll init at time 0, but no `keyroll run` or daemon cycle ever (the timer never enabled)
+        'keyroll_last_run_start_timestamp_seconds{instance="g"}': "0x3000",
+        'keyroll_build_info{version="0.1.0",instance="g"}': "1x3000",
         'keyroll_build_info{version="0.1.0",instance="h"}': "1x3000",
     }
     late = {"secret": "late", "instance": "h"}
@@ -418,11 +421,13 @@ def test_the_documented_alert_rules_fire_as_described(tmp_path: Path) -> None:
                         "alertname": "KeyrollNoRecentRun",
                         "exp_alerts": [
                             {
-                                "exp_labels": {"instance": "h", "severity": "warning"},
+                                "exp_labels": {"instance": host, "severity": "warning"},
                                 "exp_annotations": {
-                                    "summary": "keyroll on h: no scheduled run for two days (timer or daemon stopped?)"
+                                    "summary": f"keyroll on {host}: no scheduled run for two days "
+                                    "(is the timer or the daemon running?)"
                                 },
                             }
+                            for host in ("g", "h")
                         ],
                     },
                     {"eval_time": "2d", "alertname": "KeyrollMetricsMissing", "exp_alerts": []},
