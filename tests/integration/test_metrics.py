@@ -287,6 +287,21 @@ def test_a_bad_textfile_name_is_a_config_error(kr, home, metrics_home) -> None: 
     assert checked.code == 2 and "metrics.textfile: must end in .prom" in checked.err
 
 
+def test_a_writable_mode_is_a_config_error_and_nothing_is_written(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """`mode = "0666"`: exit 2 naming the key and the file it is about (not "a secret"),
+    for `run` as for `config validate`; the previous file stays as it was."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "init").code == 0
+    before = textfile.read_bytes()
+    configure(mode='mode = "0666"')
+    for argv in (("config", "validate", "--static"), ("run",)):
+        refused = kr(*cfg, *argv)
+        assert refused.code == 2, refused.both
+        assert "metrics.mode: the metrics file must not be writable by group or others" in refused.err
+    assert textfile.read_bytes() == before
+
+
 def test_reads_import_no_prometheus_client(krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     """Start-up stays light with metrics on: `status` imports neither keyroll.metrics
     nor prometheus_client, and writes nothing."""
