@@ -302,6 +302,23 @@ def test_a_writable_mode_is_a_config_error_and_nothing_is_written(kr, home, metr
     assert textfile.read_bytes() == before
 
 
+def test_config_validate_checks_the_collector_folder(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """Every write would only warn: `config validate` is where a missing collector folder,
+    or a symlink at the file's place, is said (exit 1, naming metrics.textfile)."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "config", "validate").code == 0
+    textfile.parent.rmdir()
+    missing = kr(*cfg, "config", "validate")
+    assert missing.code == 1 and "metrics.textfile" in missing.out and "no such folder" in missing.out, missing.both
+    assert "are in place" not in missing.out
+    textfile.parent.mkdir()
+    textfile.symlink_to(home.root / "elsewhere.prom")
+    linked = kr(*cfg, "config", "validate")
+    assert linked.code == 1 and "is a symlink" in linked.out, linked.both
+    assert kr(*cfg, "config", "validate", "--static").code == 0  # (the file alone: no folders looked at)
+
+
 def test_reads_import_no_prometheus_client(krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     """Start-up stays light with metrics on: `status` imports neither keyroll.metrics
     nor prometheus_client, and writes nothing."""
