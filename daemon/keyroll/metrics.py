@@ -20,6 +20,7 @@ and syncs nothing.)  A failure to write is a warning, never the command's result
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -328,4 +329,26 @@ def write_textfile(policy: Policy, path: Path, run: RunFacts) -> None:
             if journal is not None:
                 journal.close()
         data = render(families(run, secrets, up, scheduled, time.time()))
+        _remove_stale_temp_files(path)
         write_files_atomically(path.parent, {path.name: data}, mode=parse_mode(policy.metrics.mode))
+
+
+def _remove_stale_temp_files(path: Path, older_than: float = 60.0) -> None:
+    """Delete the temp files of `path` that a keyroll killed while writing it left in the
+    collector's folder (its own names only, files only, a minute old: never another
+    program's file, nor one a writer outside this lock is filling); problems are ignored."""
+    from keyroll.paths import TEMP_PREFIX
+
+    prefix = f"{TEMP_PREFIX}{path.name}."
+    try:
+        names = [name for name in os.listdir(path.parent) if name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        leftover = path.parent / name
+        try:
+            info = leftover.lstat()
+            if not stat.S_ISDIR(info.st_mode) and time.time() - info.st_mtime > older_than:
+                leftover.unlink()
+        except OSError:
+            continue

@@ -280,6 +280,30 @@ def test_a_full_collector_disk_keeps_the_previous_file_and_the_rotation(kr, home
     assert value(samples(textfile), "keyroll_last_run_info", command="init") == 1
 
 
+def test_temp_files_a_killed_writer_left_are_removed(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """A keyroll killed between creating its temp file and the rename leaves it in the
+    collector's folder; the next write removes it once it is a minute old, and nothing
+    else: not a fresh one (a writer may be filling it), not a folder, not another file."""
+    from keyroll.paths import TEMP_PREFIX
+
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    collector = textfile.parent
+    stale, fresh, folder = (
+        collector / f"{TEMP_PREFIX}keyroll.prom.{suffix}" for suffix in ("0a1b2c3d4e5f", "abcdef012345", "dir")
+    )
+    stale.write_text("keyroll_up 1\n")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    fresh.write_text("keyroll_up 1\n")
+    folder.mkdir()
+    os.utime(folder, (old, old))
+    other = collector / "node_other.prom"
+    other.write_text("other 1\n")
+    assert kr(*cfg, "init").code == 0
+    assert sorted(os.listdir(collector)) == sorted(p.name for p in (fresh, folder, other, textfile))
+
+
 def test_a_bad_textfile_name_is_a_config_error(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     _, textfile, _ = metrics_home
     home.write_config(f'[metrics]\ntextfile = "{textfile.with_suffix(".txt")}"\n')
