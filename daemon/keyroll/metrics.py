@@ -20,6 +20,7 @@ and syncs nothing.)  A failure to write is a warning, never the command's result
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -86,6 +87,9 @@ def after_run(command: str, started: float, exit_code: int) -> str | None:
         from keyroll.errors import KeyrollError
 
         why = str(exc) if isinstance(exc, KeyrollError) else f"{type(exc).__name__}: {exc}"
+        # (the atomic writer's words for the store: said after "app_key: rotated", they
+        # would read as if the rotation had been undone; only the metrics file is unchanged)
+        why = why.removesuffix("; nothing was changed")
         return f"metrics: {path} not written: {why}"
     return None
 
@@ -119,12 +123,23 @@ def result_of(exit_code: int) -> str:
     return SUCCESS if exit_code == EXIT_OK else TEMPORARY if exit_code == EXIT_TEMPFAIL else FAILURE
 
 
+def _undone(op: str, status: str) -> bool:
+    """A change that recovery rolled back (keyroll was interrupted, the service still had
+    the old value): it did not happen, nothing is broken, the next run tries again."""
+    return status == "rolled back" and op != "rollback"
+
+
+def _outcome_result(outcome: Outcome) -> str:
+    """This run's outcome for one secret as the result of its last attempt."""
+    return TEMPORARY if _undone(outcome.op, outcome.status) else result_of(outcome.exit_code)
+
+
 def _journal_result(op: str, outcome: str) -> str:
     """A history entry's outcome as a result (the journal does not keep whether a
-    failure was temporary; `cancelled` always is)."""
-    if outcome == "failed" or (outcome == "rolled back" and op != "rollback"):
+    failure was temporary; `cancelled` and an interrupted change undone always are)."""
+    if outcome == "failed":
         return FAILURE
-    return TEMPORARY if outcome == "cancelled" else SUCCESS
+    return TEMPORARY if outcome == "cancelled" or _undone(op, outcome) else SUCCESS
 
 
 def secret_facts(
@@ -135,7 +150,7 @@ def secret_facts(
     from keyroll.schedule import from_iso, next_due
 
     records = journal.records() if journal is not None else {}
-    this_run = {outcome.name: result_of(outcome.exit_code) for outcome in run.outcomes}
+    this_run = {outcome.name: _outcome_result(outcome) for outcome in run.outcomes}
     facts = []
     for secret in policy.secrets.values():
         record_ = records.get(secret.name)
@@ -314,4 +329,26 @@ def write_textfile(policy: Policy, path: Path, run: RunFacts) -> None:
             if journal is not None:
                 journal.close()
         data = render(families(run, secrets, up, scheduled, time.time()))
+        _remove_stale_temp_files(path)
         write_files_atomically(path.parent, {path.name: data}, mode=parse_mode(policy.metrics.mode))
+
+
+def _remove_stale_temp_files(path: Path, older_than: float = 60.0) -> None:
+    """Delete the temp files of `path` that a keyroll killed while writing it left in the
+    collector's folder (its own names only, files only, a minute old: never another
+    program's file, nor one a writer outside this lock is filling); problems are ignored."""
+    from keyroll.paths import TEMP_PREFIX
+
+    prefix = f"{TEMP_PREFIX}{path.name}."
+    try:
+        names = [name for name in os.listdir(path.parent) if name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        leftover = path.parent / name
+        try:
+            info = leftover.lstat()
+            if not stat.S_ISDIR(info.st_mode) and time.time() - info.st_mtime > older_than:
+                leftover.unlink()
+        except OSError:
+            continue

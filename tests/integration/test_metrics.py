@@ -176,6 +176,31 @@ def test_success_failure_and_temporary_failure(kr, home, metrics_home) -> None: 
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_killed_rotation_that_recovery_undid_stays_a_temporary_failure(kr, krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """keyroll is SIGKILLed after journalling a rotation, before the service changed;
+    `recover` puts the old value back.  The rotation did not happen (retried later),
+    nothing is broken: temporary_failure, the same in the file recovery writes and in
+    every later one (read back from the journal, even with no previous file)."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "init").code == 0
+    killed = krp(*cfg, "rotate", "app_key", env={"KEYROLL_FAILPOINT": "create"})
+    assert killed.code == -signal.SIGKILL, killed.both
+    recovered = kr(*cfg, "recover")
+    assert recovered.code == 0 and "rolled back" in recovered.both, recovered.both
+    found = samples(textfile)
+    assert value(found, "keyroll_last_run_info", command="recover") == 1
+    assert value(found, "keyroll_last_run_secrets", result="success") == 1  # the recovery itself succeeded
+    assert result(found, "app_key") == "temporary_failure" and result(found, "other_key") == "success"
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "temporary_failure"
+    textfile.unlink()
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "temporary_failure"
+    assert kr(*cfg, "rotate", "app_key").code == 0
+    assert result(samples(textfile), "app_key") == "success"
+
+
 def test_scheduled_runs_and_exit_75_from_run(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     configure, textfile, mode = metrics_home
     cfg = configure(app_schedule="1s")
@@ -229,11 +254,93 @@ def test_a_metrics_problem_is_a_warning_not_the_exit_code(kr, home, metrics_home
     assert not (home.root / "elsewhere.prom").exists()
 
 
+def test_a_full_collector_disk_keeps_the_previous_file_and_the_rotation(kr, home, metrics_home, tiny_fs) -> None:  # type: ignore[no-untyped-def]
+    """The collector's folder on a full disk (a real 256 KiB tmpfs): the rotation stands
+    (exit 0), one warning line says why without suggesting the rotation was undone, and
+    the previous file is whole, with no temp file beside it."""
+    from tests_helpers import fill_disk
+
+    configure, _, _ = metrics_home
+    collector = tiny_fs / "node-exporter"
+    collector.mkdir()
+    textfile = collector / "keyroll.prom"
+    cfg = configure()
+    home.write_config(home.config.read_text().replace(str(home.root / "node-exporter"), str(collector)))
+    assert kr(*cfg, "init").code == 0
+    before = textfile.read_bytes()
+    fill_disk(tiny_fs / "filler")
+    old = home.value("app_key")
+    done = kr(*cfg, "rotate", "app_key")
+    assert done.code == 0, done.both
+    assert home.value("app_key") != old
+    warnings = [line for line in done.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "no space left" in warnings[0], done.err
+    assert "nothing was changed" not in done.err
+    assert textfile.read_bytes() == before and os.listdir(collector) == ["keyroll.prom"]
+    assert value(samples(textfile), "keyroll_last_run_info", command="init") == 1
+
+
+def test_temp_files_a_killed_writer_left_are_removed(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """A keyroll killed between creating its temp file and the rename leaves it in the
+    collector's folder; the next write removes it once it is a minute old, and nothing
+    else: not a fresh one (a writer may be filling it), not a folder, not another file."""
+    from keyroll.paths import TEMP_PREFIX
+
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    collector = textfile.parent
+    stale, fresh, folder = (
+        collector / f"{TEMP_PREFIX}keyroll.prom.{suffix}" for suffix in ("0a1b2c3d4e5f", "abcdef012345", "dir")
+    )
+    stale.write_text("keyroll_up 1\n")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    fresh.write_text("keyroll_up 1\n")
+    folder.mkdir()
+    os.utime(folder, (old, old))
+    other = collector / "node_other.prom"
+    other.write_text("other 1\n")
+    assert kr(*cfg, "init").code == 0
+    assert sorted(os.listdir(collector)) == sorted(p.name for p in (fresh, folder, other, textfile))
+
+
 def test_a_bad_textfile_name_is_a_config_error(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     _, textfile, _ = metrics_home
     home.write_config(f'[metrics]\ntextfile = "{textfile.with_suffix(".txt")}"\n')
     checked = kr("--config", str(home.config), "config", "validate", "--static")
     assert checked.code == 2 and "metrics.textfile: must end in .prom" in checked.err
+
+
+def test_a_writable_mode_is_a_config_error_and_nothing_is_written(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """`mode = "0666"`: exit 2 naming the key and the file it is about (not "a secret"),
+    for `run` as for `config validate`; the previous file stays as it was."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "init").code == 0
+    before = textfile.read_bytes()
+    configure(mode='mode = "0666"')
+    for argv in (("config", "validate", "--static"), ("run",)):
+        refused = kr(*cfg, *argv)
+        assert refused.code == 2, refused.both
+        assert "metrics.mode: the metrics file must not be writable by group or others" in refused.err
+    assert textfile.read_bytes() == before
+
+
+def test_config_validate_checks_the_collector_folder(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """Every write would only warn: `config validate` is where a missing collector folder,
+    or a symlink at the file's place, is said (exit 1, naming metrics.textfile)."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "config", "validate").code == 0
+    textfile.parent.rmdir()
+    missing = kr(*cfg, "config", "validate")
+    assert missing.code == 1 and "metrics.textfile" in missing.out and "no such folder" in missing.out, missing.both
+    assert "are in place" not in missing.out
+    textfile.parent.mkdir()
+    textfile.symlink_to(home.root / "elsewhere.prom")
+    linked = kr(*cfg, "config", "validate")
+    assert linked.code == 1 and "is a symlink" in linked.out, linked.both
+    assert kr(*cfg, "config", "validate", "--static").code == 0  # (the file alone: no folders looked at)
 
 
 def test_reads_import_no_prometheus_client(krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
@@ -309,6 +416,9 @@ def test_the_documented_alert_rules_fire_as_described(tmp_path: Path) -> None:
         'keyroll_last_run_exit_code{instance="h"}': "0x1200 1x1800",
         # the last scheduled run started at time 0, and none since
         'keyroll_last_scheduled_run_start_timestamp_seconds{instance="h"}': "0x3000",
+        # "g": keyroll init at time 0, but no `keyroll run` or daemon cycle ever (the timer never enabled)
+        'keyroll_last_run_start_timestamp_seconds{instance="g"}': "0x3000",
+        'keyroll_build_info{version="0.1.0",instance="g"}': "1x3000",
         'keyroll_build_info{version="0.1.0",instance="h"}': "1x3000",
     }
     late = {"secret": "late", "instance": "h"}
@@ -367,11 +477,13 @@ def test_the_documented_alert_rules_fire_as_described(tmp_path: Path) -> None:
                         "alertname": "KeyrollNoRecentRun",
                         "exp_alerts": [
                             {
-                                "exp_labels": {"instance": "h", "severity": "warning"},
+                                "exp_labels": {"instance": host, "severity": "warning"},
                                 "exp_annotations": {
-                                    "summary": "keyroll on h: no scheduled run for two days (timer or daemon stopped?)"
+                                    "summary": f"keyroll on {host}: no scheduled run for two days "
+                                    "(is the timer or the daemon running?)"
                                 },
                             }
+                            for host in ("g", "h")
                         ],
                     },
                     {"eval_time": "2d", "alertname": "KeyrollMetricsMissing", "exp_alerts": []},

@@ -462,7 +462,9 @@ def cmd_menu(args: argparse.Namespace) -> int:
         raise UsageError("the menu needs a terminal; without one, run a command (see `keyroll --help`)")
     from keyroll.cli.menu import run_menu
 
-    return run_menu(args, list(_policy(args).secrets), HANDLERS)
+    # Each choice runs through dispatch, as the command line does: a writing choice
+    # rewrites the metrics file when it ends, under its own command name.
+    return run_menu(args, list(_policy(args).secrets), dict.fromkeys(HANDLERS, dispatch))
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:

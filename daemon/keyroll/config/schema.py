@@ -342,6 +342,11 @@ def _textfile(value: str) -> str | None:
     )
 
 
+def _metrics_mode(value: str | int) -> str | None:
+    problem = _mode(value)
+    return problem.replace("a secret", "the metrics file").replace("the secret", "it") if problem else None
+
+
 @record(frozen=True)
 class MetricsSection:
     """Prometheus metrics for node_exporter's textfile collector, rewritten after every
@@ -354,7 +359,10 @@ class MetricsSection:
         example="/var/lib/prometheus/node-exporter/keyroll.prom",
     )
     mode: str = opt(
-        "0644", "File mode of the metrics file (it holds no secret; the collector reads it).", kind="mode", check=_mode
+        "0644",
+        "File mode of the metrics file (it holds no secret; the collector reads it).",
+        kind="mode",
+        check=_metrics_mode,
     )
 
 
