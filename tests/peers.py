@@ -3,7 +3,7 @@
 Every peer listens on 127.0.0.1 on a free port (never the shared default ports 5432/6379/3306), lives in its own
 unique directory and is torn down by its context manager even when the test fails:
 
-* :class:`PostgresServer`, :class:`RedisServer`, :class:`MariaDBServer`: real server processes, each started in its
+* :class:`PostgresServer`, :class:`RedisServer`, :class:`MariaDBServer`, :class:`RabbitMQServer`: real server processes, each started in its
   own session so that stop/kill reach the whole process group; they also get a parent-death signal (via
   ``setpriv --pdeathsig``) and an ``atexit`` hook, so a crashed test run does not leave servers behind.
 * :class:`SMTPSink`, :class:`HTTPSink`, :class:`NotifySocket`: in-process sinks (threads) recording what they receive.
@@ -58,6 +58,7 @@ __all__ = [
     "MariaDBServer",
     "NotifySocket",
     "PostgresServer",
+    "RabbitMQServer",
     "RedisServer",
     "SMTPMessage",
     "SMTPSink",
@@ -68,7 +69,7 @@ __all__ = [
 
 LOOPBACK = "127.0.0.1"
 #: Ports of the machine's shared services (and common mail ports): never handed out, never touched.
-_RESERVED_PORTS = frozenset({25, 465, 587, 1025, 3306, 5432, 6379, 8025})
+_RESERVED_PORTS = frozenset({25, 465, 587, 1025, 3306, 4369, 5432, 5672, 6379, 8025, 15672, 25672})
 #: Unix socket paths must fit in sockaddr_un.sun_path (108 bytes incl. NUL); keep a margin.
 _MAX_SOCKET_PATH = 100
 _POLL = 0.02
@@ -88,6 +89,8 @@ _DEBIAN_PACKAGES = {
     "redis": "python3-redis (or pip install 'keyroll[redis]')",
     "pymysql": "python3-pymysql (or pip install 'keyroll[mysql]')",
     "aiosmtpd": "python3-aiosmtpd (or pip install 'keyroll[test]')",
+    "rabbitmq-server": "rabbitmq-server",
+    "pika": "python3-pika (or pip install 'keyroll[test]')",
 }
 
 
@@ -1036,6 +1039,158 @@ class MariaDBServer(_ServerProcess):
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RabbitMQ
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class RabbitMQServer(_ServerProcess):
+    """A throwaway RabbitMQ node with the management plugin, on free loopback ports.
+
+    Everything is its own: node name ``keyroll-test-<amqp port>@localhost``, AMQP, management (HTTP API) and
+    distribution ports, Erlang cookie (``$HOME/.erlang.cookie`` in :attr:`root_dir`), mnesia, log and config files;
+    the machine's ``/etc/rabbitmq/rabbitmq-env.conf`` is not read.  It registers with the machine's epmd (4369), as
+    every node does.  The administrator is :attr:`admin_user` with :attr:`admin_password`.  Logs (the node's log at
+    debug level and the management HTTP access log) are in :attr:`log_dir`.
+    """
+
+    kind = "RabbitMQ"
+    admin_user = "keyroll-admin"
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, startup_timeout: float = 90.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        script = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # (the /usr/sbin wrapper switches to the rabbitmq user)
+        if not os.access(script, os.X_OK):
+            _missing(f"executable {script!r}", "rabbitmq-server")
+        self.script = script
+        self.port = free_port()
+        self.management_port = free_port()
+        self.dist_port = free_port()
+        self.admin_password = secrets.token_urlsafe(18)
+        self.node_name = f"keyroll-test-{self.port}@localhost"
+        self.root_dir, self._private = _private_dir(base_dir, "keyroll-rabbitmq-")
+        self.log_dir = self.root_dir / "log"
+        self.log_path = self.log_dir / f"{self.node_name}.log"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.management_port}"
+
+    def _prepare(self) -> None:
+        for name in ("home", "mnesia", "log", "http-log"):
+            (self.root_dir / name).mkdir(mode=0o700)
+        cookie = self.root_dir / "home" / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20))
+        cookie.chmod(0o400)
+        (self.root_dir / "rabbitmq-env.conf").write_text("")
+        (self.root_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (self.root_dir / "rabbitmq.conf").write_text(
+            "# written by tests/peers.py\n"
+            f"listeners.tcp.local = {self.host}:{self.port}\n"
+            f"management.tcp.ip = {self.host}\n"
+            f"management.tcp.port = {self.management_port}\n"
+            f"management.http_log_dir = {self.root_dir / 'http-log'}\n"
+            "loopback_users = none\n"
+            f"default_user = {self.admin_user}\n"
+            f"default_pass = {self.admin_password}\n"
+            "default_user_tags.administrator = true\n"
+            "log.file.level = debug\n"
+            "log.console = false\n"
+        )
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **super()._env(),
+            "HOME": str(self.root_dir / "home"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.root_dir / "rabbitmq-env.conf"),
+            "RABBITMQ_NODENAME": self.node_name,
+            "RABBITMQ_MNESIA_BASE": str(self.root_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.log_dir),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root_dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.root_dir / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.root_dir / "advanced.config"),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_PID_FILE": str(self.root_dir / "rabbitmq.pid"),
+            "ERL_EPMD_ADDRESS": self.host,
+        }
+
+    def _stdout_path(self) -> Path:
+        return self.root_dir / "rabbitmq.stdout"
+
+    def _argv(self) -> list[str]:
+        return [self.script]
+
+    def _ready(self) -> bool:
+        try:
+            return self.api("GET", "/api/overview", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, Any]:
+        """One management API request (default: as the administrator); (status, parsed JSON or None)."""
+        import base64
+        import urllib.error
+        import urllib.request
+
+        login = f"{user or self.admin_user}:{self.admin_password if password is None else password}"
+        headers = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.api_url + path, data=data, method=method, headers=headers)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return status, (json.loads(raw) if raw.strip() else None)
+
+    def create_user(self, name: str, password: str, tags: str = "management") -> None:
+        """A user with full rights on the default vhost."""
+        assert self.api("PUT", f"/api/users/{name}", {"password": password, "tags": tags})[0] in (201, 204)
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        assert self.api("PUT", f"/api/permissions/%2F/{name}", everything)[0] in (201, 204)
+
+    def amqp_login_ok(self, user: str, password: str) -> bool:
+        """True if an AMQP 0-9-1 connection (pika) as ``user`` is accepted; False if the login is refused."""
+        pika: Any = _require_module("pika")
+        parameters = pika.ConnectionParameters(
+            host=self.host,
+            port=self.port,
+            credentials=pika.PlainCredentials(user, password, erase_on_connect=True),
+            connection_attempts=1,
+            socket_timeout=5,
+            blocked_connection_timeout=5,
+        )
+        try:
+            connection = pika.BlockingConnection(parameters)
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError):
+            return False
+        connection.close()
+        return True
+
+    def log_text(self) -> str:
+        """Every log the node wrote (node logs and the management HTTP access log)."""
+        parts = []
+        for folder in (self.log_dir, self.root_dir / "http-log"):
+            for path in sorted(folder.glob("*")):
+                if path.is_file():
+                    parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""keyroll: keeps the credentials of a self-hosted stack fresh, and never loses one."""
+"""keyroll: keeps the credentials of a self-hosted stack fresh, and never loses one.
+
+Its modules form layers, written down once in `keyroll.layers` and held by a test.
+"""
 
 from __future__ import annotations
 

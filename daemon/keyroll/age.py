@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ConfigError, StoreError
+from keyroll.recipients import IDENTITY_PREFIX, recipient_problem
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
 
 # Bech32: "age1" and 58 characters of its data alphabet (no 1, b, i, o).
-RECIPIENT = re.compile(r"\Aage1[02-9ac-hj-np-z]{58}\Z")
 RECIPIENT_IN_TEXT = re.compile(r"(?<![0-9a-z])age1[02-9ac-hj-np-z]{58}(?![0-9a-z])")
-IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 CREDENTIAL_NAME = "age-key"
 ENV_KEY_FILE = "SOPS_AGE_KEY_FILE"
 INSTALL_HINT = "pip install 'keyroll[age]'"
@@ -45,15 +44,6 @@ def _pyrage() -> Any:
     except ImportError:
         raise StoreError(f"pyrage is not installed (needed for age encryption): {INSTALL_HINT}") from None
     return pyrage
-
-
-def recipient_problem(value: str) -> str | None:
-    """Why `value` is not an age recipient (age1...), or None; no pyrage needed."""
-    if RECIPIENT.match(value.strip()):
-        return None
-    if value.startswith(IDENTITY_PREFIX):
-        return "this is a secret key (AGE-SECRET-KEY-1...); give its public key (age1...)"
-    return f"{value[:12]!r}... is not an age recipient (age1 followed by 58 characters)"
 
 
 def recipients_in(text: str) -> list[str]:

@@ -3,8 +3,10 @@
 Restart specs: `systemd:UNIT` (systemctl try-restart: a stopped unit stays
 stopped), `systemd-reload:UNIT` (systemctl try-reload-or-restart),
 `command:PROGRAM ARGS`.  Health specs: `tcp:HOST:PORT`, `http(s)://URL`
-(2xx or 3xx), `command:PROGRAM ARGS` (exit 0).  Commands get the secret's
-name in $KEYROLL_SECRET, never its value.
+(2xx or 3xx: a redirect is never followed), `command:PROGRAM ARGS` (exit 0).  Commands get the secret's
+name in $KEYROLL_SECRET, never its value, in a minimal environment
+(keyroll.hardening); of their output keyroll repeats at most a first line that
+holds no part of a value (keyroll.outputs).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from keyroll.hardening import program_env
+from keyroll.httpclient import split_http_url
+from keyroll.outputs import safe_excerpt
 from keyroll.processes import end_group
 from keyroll.records import record
+from keyroll.text import shown as shown  # (re-exported for its users)
 
 RESTART_TIMEOUT = 120.0
 CHECK_TIMEOUT = 5.0
@@ -37,20 +43,6 @@ class ConsumerFailure:
         return f"{shown(self.spec)}: {self.reason}"
 
 
-def shown(spec: str) -> str:
-    """A restart or health spec as output, logs and notices may show it: an http(s)
-    URL without its user:password@ and its query (where tokens go)."""
-    scheme, sep, rest = spec.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        return spec
-    rest, query, _ = rest.partition("?")
-    rest = rest.split("#", 1)[0]
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
-
-
 def describe_restart(spec: str) -> str:
     kind, _, rest = spec.partition(":")
     if kind == "systemd":
@@ -63,7 +55,9 @@ def describe_restart(spec: str) -> str:
 
 
 def _command_env(secret: str, env: Mapping[str, str]) -> dict[str, str]:
-    return {**env, "KEYROLL_SECRET": secret}
+    # ($KEYROLL_COMMIT: the commit a [gitops] converge check looks for, when keyroll sets it)
+    commit = {"KEYROLL_COMMIT": env["KEYROLL_COMMIT"]} if env.get("KEYROLL_COMMIT") else {}
+    return program_env(env, commit, {"KEYROLL_SECRET": secret})
 
 
 def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -> tuple[str, bool] | None:
@@ -90,8 +84,8 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
         return f"timed out after {timeout:g}s", True
     if process.returncode == 0:
         return None
-    last = stderr.decode("utf-8", "replace").strip().splitlines()
-    detail = f": {last[-1][:200]}" if last else ""
+    excerpt = safe_excerpt(stderr)  # (withheld when it holds part of a value keyroll has read)
+    detail = f": {excerpt}" if excerpt else ""
     return f"exit status {process.returncode}{detail}", process.returncode == 75
 
 
@@ -138,26 +132,11 @@ def _check_tcp(spec: str) -> str | None:
         return exc.strerror or str(exc)
 
 
-def split_http_url(url: str) -> tuple[str, str | None]:
-    """An http(s) URL without its user:password@, and the Basic authorization header
-    value for them (None without); ValueError for a URL with no host or a bad port."""
-    import base64
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError("no host")
-    parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
-    if parts.username is None:
-        return url, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(credentials.encode()).decode()
-
-
 def _check_http(url: str) -> str | None:
-    import urllib.error
-    import urllib.request
+    """A GET of the URL (user:password@ sent as Basic auth); None for a 2xx or 3xx
+    answer.  A redirect is an answer ("alive") and is never followed: credentials
+    go to the configured host only."""
+    from keyroll import httpclient
 
     try:
         bare, authorization = split_http_url(url)
@@ -166,17 +145,10 @@ def _check_http(url: str) -> str | None:
     headers = {"User-Agent": "keyroll-health"}
     if authorization:
         headers["Authorization"] = authorization
-    request = urllib.request.Request(bare, method="GET", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return str(getattr(reason, "strerror", None) or reason)
-    except ValueError:
-        return "not a valid http(s) URL"
+        status = httpclient.request("GET", bare, headers=headers, timeout=CHECK_TIMEOUT).status
+    except httpclient.HttpUnreachable as exc:
+        return str(exc)
     return None if 200 <= status < 400 else f"HTTP {status}"
 
 

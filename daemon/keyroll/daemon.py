@@ -31,7 +31,7 @@ from typing import Any
 from keyroll import records
 from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
-from keyroll.errors import EXIT_OK, EXIT_TEMPFAIL, KeyrollError, LockHeld
+from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, KeyrollError, LockHeld
 from keyroll.lock import FileLock
 from keyroll.notify import LogTail, cycle_notice, deliver, failure_notice
 from keyroll.schedule import parse_duration, utcnow
@@ -201,14 +201,17 @@ class Daemon:
         Rotations missed while the daemon was down follow as the first cycle."""
         from keyroll.actions.rotate import recover
 
+        started = time.time()
         try:
             recovery = recover(self.policy, wait=LOCK_WAIT, should_stop=self.stopping.is_set)
         except KeyrollError as exc:
             log.error("recovery at start failed: %s", exc)
             self._last_failed = True
+            self._metrics(started, exc.exit_code)
             self._notify_failure(f"recovery at start failed: {exc}")
             return
         report = CycleReport(started=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), recovery=recovery)
+        self._metrics(started, report.exit_code)
         self._log_cycle(report)
         if recovery.outcomes:
             self._notify(report)
@@ -220,20 +223,25 @@ class Daemon:
                 return
             self._cycle_started = time.monotonic()
             self._last_start = utcnow()
+            started = time.time()
             report: CycleReport | None = None
             problem = ""
+            code = EXIT_FAILURE
             try:
                 report = run_cycle(self.policy, wait=LOCK_WAIT, should_stop=self.stopping.is_set)
+                code = report.exit_code
             except LockHeld as exc:
                 log.warning("cycle postponed: %s", exc)
             except KeyrollError as exc:
                 problem = f"the cycle failed: {exc}"
+                code = exc.exit_code
                 log.error("%s", problem)
             except Exception as exc:
                 problem = f"the cycle failed unexpectedly ({type(exc).__name__})"
                 log.exception("%s", problem)
             finally:
                 self._cycle_started = None
+            self._metrics(started, code)
             self._last_failed = report is None
             if report is not None:
                 self._last = report
@@ -244,6 +252,15 @@ class Daemon:
             if not self.stopping.is_set():
                 self._schedule(after_cycle=True)
                 self.systemd.send(self._status())
+
+    def _metrics(self, started: float, code: int) -> None:
+        """Rewrite the metrics file after a cycle that took the writer lock (a warning
+        when that fails)."""
+        from keyroll import metrics
+
+        problem = metrics.after_run("daemon", started, code)
+        if problem:
+            log.warning("%s", problem)
 
     def _log_cycle(self, report: CycleReport) -> None:
         for source in (report.recovery, report.rotation):

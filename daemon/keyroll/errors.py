@@ -35,6 +35,11 @@ class EncryptionRequired(UsageError):
     """A plaintext store or backup was refused because encryption is required."""
 
 
+class UnsafePath(UsageError):
+    """A folder, file or program that someone other than root or the running user
+    can change: keyroll refuses to use it (names the path, its owner and mode, the fix)."""
+
+
 class UnknownSecret(UsageError):
     """A secret name that the policy does not declare."""
 

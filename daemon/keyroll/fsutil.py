@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from keyroll import trust
 from keyroll.errors import StoreError
 from keyroll.paths import TEMP_PREFIX
 
@@ -44,9 +45,12 @@ def describe_os_error(path: Path | str, exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
 
 
-def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False) -> None:
+def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: str = "folder") -> None:
     """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder.
-    With `enforce`, an existing folder with another mode is given `mode`."""
+    With `enforce`, an existing folder with another mode is given `mode`.  A folder
+    (or a parent) that anyone but root or the running user can change is refused
+    before anything is created, and checked again after (UnsafePath, exit 2)."""
+    trust.refuse(trust.check_folder(path, purpose))
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -55,6 +59,7 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False) -> None:
             os.chmod(path, mode)
         except OSError as exc:
             raise StoreError(describe_os_error(path, exc)) from None
+        trust.refuse(trust.check_folder(path, purpose))  # (someone may have made it first)
         return
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
@@ -89,8 +94,26 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
 
 
-def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes | None:
-    """The content of `directory/name`, None if absent; StoreError for a symlink or non-file."""
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Bytes from `fd` until end of file or `limit` bytes, whichever comes first (a
+    larger input is never read whole)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        try:
+            chunk = os.read(fd, min(left, 65536))
+        except InterruptedError:  # (PEP 475 retries; kept for clarity)
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_bytes(directory: Path, name: str, dir_fd: int | None = None, limit: int | None = None) -> bytes | None:
+    """The content of `directory/name`, None if absent; StoreError for a symlink or non-file,
+    or (with `limit`) for a file larger than `limit` bytes, of which no more is read."""
     path = directory / name
     try:
         fd = os.open(name if dir_fd is not None else path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
@@ -99,12 +122,20 @@ def read_bytes(directory: Path, name: str, dir_fd: int | None = None) -> bytes |
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise StoreError(f"{path}: is not a regular file")
+        if limit is not None and info.st_size > limit:
+            raise StoreError(f"{path}: {info.st_size} bytes, more than a value may hold (64 KiB)")
         chunks = []
-        while chunk := os.read(fd, 65536):
+        left = limit + 1 if limit is not None else -1
+        while left and (chunk := os.read(fd, 65536 if left < 0 else min(left, 65536))):
             chunks.append(chunk)
-        return b"".join(chunks)
+            left -= len(chunk) if left > 0 else 0
+        data = b"".join(chunks)
+        if limit is not None and len(data) > limit:  # (it grew since the fstat)
+            raise StoreError(f"{path}: more than a value may hold (64 KiB)")
+        return data
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
     finally:

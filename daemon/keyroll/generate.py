@@ -17,7 +17,9 @@ NAMED_ALPHABETS = {
 # connection strings, shell quoting or .env files.
 FORBIDDEN_CHARACTERS = "/+=:@%#?&'\"`\\$ \t\r\n"
 
-DEFAULT_LENGTHS = {"password": 32, "api_key": 64}
+DEFAULT_LENGTHS = {"password": 32, "api_key": 64, "username": 63}  # (a login name is never generated)
+# The largest value keyroll stores, in UTF-8 bytes (64 KiB); a secret's `max_length` may only lower it.
+MAX_VALUE_BYTES = 65536
 
 
 def alphabet_characters(alphabet: str) -> str:
@@ -52,7 +54,11 @@ def generate(length: int, alphabet: str = "alnum") -> str:
     picked: list[str] = []
     while len(picked) < length:
         picked += [chars[b % size] for b in secrets.token_bytes(length + length // 2 + 8) if b < limit]
-    return "".join(picked[:length])
+    value = "".join(picked[:length])
+    from keyroll.outputs import hold
+
+    hold(value)  # (a program's output holding part of it is then withheld)
+    return value
 
 
 def entropy_bits(length: int, alphabet: str = "alnum") -> int:
@@ -75,6 +81,12 @@ def unstorable(value: str) -> str | None:
         except UnicodeEncodeError:  # bytes that are not UTF-8, read with surrogateescape
             return "is not UTF-8 text"
     return None
+
+
+def size_problem(value: str, limit: int) -> str | None:
+    """Why `value` is too large to store (more than `limit` UTF-8 bytes), or None."""
+    size = len(value.encode("utf-8", "surrogateescape"))
+    return f"is {size} bytes, more than the limit of {limit} bytes (max_length)" if size > limit else None
 
 
 def value_problem(value: str, length: int, alphabet: str) -> str | None:

@@ -218,6 +218,9 @@ class Git:
         }
         for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
             self.env.pop(variable, None)
+        for variable in list(self.env):  # (git needs its transport's settings, never keyroll's own credentials)
+            if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
+                del self.env[variable]
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
 
     def run(

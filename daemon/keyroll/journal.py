@@ -3,11 +3,14 @@ metadata, rotations in flight with their pending and old values, history, and
 old credentials waiting to be retired.
 
 Pending and old values live here only while a rotation is in flight; they are
-erased (secure_delete plus a truncating WAL checkpoint) when it ends.
+erased (secure_delete plus a truncating WAL checkpoint) when it ends, and the
+pages they took are given back (auto_vacuum=INCREMENTAL, an incremental vacuum
+after each completion; a journal written before is converted by one VACUUM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -18,9 +21,11 @@ from pathlib import Path
 from keyroll.digest import hmac_sha256
 from keyroll.errors import JournalError
 from keyroll.fsutil import describe_os_error
+from keyroll.outputs import hold
 from keyroll.paths import Paths
 from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
+from keyroll.trust import JOURNAL_FILES, check_state, open_state_file, refuse
 
 SCHEMA_VERSION = 1
 
@@ -158,14 +163,18 @@ class Fingerprinter:
     @classmethod
     def load(cls, path: Path, create: bool) -> Fingerprinter | None:
         try:
-            key = path.read_bytes()
+            fd = open_state_file(path, os.O_RDONLY)
+            try:
+                key = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             if not create:
                 return None
             import secrets
 
             key = secrets.token_bytes(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, key)
                 os.fsync(fd)
@@ -176,6 +185,13 @@ class Fingerprinter:
         if len(key) < 32:
             raise JournalError(f"{path}: the fingerprint key is damaged (too short)")
         return cls(key)
+
+
+def _refuse_foreign_state(paths: Paths) -> None:
+    """UnsafePath (exit 2) before SQLite opens anything: the journal, its side files
+    and the key must be regular files of the running user (a journal planted by
+    another user may carry triggers that copy every value it is given)."""
+    refuse(check_state(paths, JOURNAL_FILES))
 
 
 def _explain(exc: sqlite3.Error, path: Path) -> str:
@@ -213,18 +229,26 @@ class Journal:
     def open_write(cls, paths: Paths) -> Journal:
         """Open (creating if needed) the journal for writing; the caller holds the writer lock."""
         path = paths.journal
-        if not path.exists():
+        _refuse_foreign_state(paths)
+        new = not path.exists()
+        if new:
             try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+                os.close(open_state_file(path, os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError as exc:
                 raise JournalError(describe_os_error(path, exc)) from None
         db = None
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            if new:
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (before the first table)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA secure_delete=ON")
             db.executescript(_SCHEMA)
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a journal written before: convert it once
+                with contextlib.suppress(sqlite3.OperationalError):  # (busy or a full disk: next time then)
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    db.execute("VACUUM")
             columns = {row[1] for row in db.execute("PRAGMA table_info(inflight)")}
             if "emergency" not in columns:  # journals written before the column existed
                 db.execute("ALTER TABLE inflight ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
@@ -240,6 +264,7 @@ class Journal:
     def open_read(cls, paths: Paths) -> Journal | None:
         """Open the journal read-only; None when keyroll has never written here."""
         path = paths.journal
+        _refuse_foreign_state(paths)
         if not path.exists():
             return None
         db = None
@@ -322,7 +347,9 @@ class Journal:
             if self.unseal is None:
                 raise JournalError("an in-flight value is encrypted and no age identity is available to read it")
             blob = self.unseal(blob)
-        return bytes(blob).decode("utf-8")
+        value = bytes(blob).decode("utf-8")
+        hold(value)  # (a program's output holding part of it is then withheld)
+        return value
 
     def inflight(self) -> dict[str, InFlight]:
         rows = self._db.execute(
@@ -452,11 +479,16 @@ class Journal:
         )
 
     def erase_freed_pages(self) -> None:
-        """Make sure erased pending values leave no copy in the WAL file.  When that
-        cannot be done now (a full disk), the committed transaction stands: a warning,
-        and the next write's checkpoint erases them."""
+        """Make sure erased pending values leave no copy in the WAL file, and give the
+        pages they took back to the file system (incremental vacuum: a large value
+        does not leave the journal large).  When that cannot be done now (a full disk),
+        the committed transaction stands: a warning, and the next write's checkpoint
+        erases them."""
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._db.execute("PRAGMA freelist_count").fetchone()[0]:
+                self._db.executescript("PRAGMA incremental_vacuum;")  # (execute() would free one page per step)
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             import logging
 

@@ -10,6 +10,7 @@ from types import TracebackType
 
 from keyroll.errors import LockHeld, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir
+from keyroll.trust import open_state_file
 
 
 class FileLock:
@@ -22,9 +23,9 @@ class FileLock:
 
     def acquire(self, wait: float = 0.0) -> FileLock:
         """Take the lock, polling up to `wait` seconds; LockHeld (exit 3) if another has it."""
-        ensure_dir(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        ensure_dir(self.path.parent, purpose="state folder")
+        try:  # (a lock file of another user is refused, exit 2: it could be held forever)
+            fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(describe_os_error(self.path, exc)) from None
         deadline = time.monotonic() + max(wait, 0.0)

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 from keyroll.errors import ConfigError
 from keyroll.records import asdict, field, record
 from keyroll.schedule import parse_duration
+from keyroll.text import redact
 
 if TYPE_CHECKING:
-    from keyroll.actions.run import CycleReport
     from keyroll.config.policy import Policy
-    from keyroll.rotation import Outcome, TxReport
+    from keyroll.outcomes import CycleReport, Outcome, TxReport
 
 log = logging.getLogger("keyroll.notify")
 
@@ -181,37 +181,6 @@ def configured_urls(policy: Policy) -> list[str]:
             raise ConfigError(f"notify.urls_file: {describe_os_error(path, exc)}") from None
         urls += [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     return urls
-
-
-# Schemes whose authority is a real host; for the others (tgram://TOKEN/..., pover://USER@TOKEN,
-# pbul://TOKEN, ...) it is a credential and is never shown.
-_HOST_SCHEMES = {
-    "mailto",
-    "mailtos",
-    "json",
-    "jsons",
-    "xml",
-    "xmls",
-    "form",
-    "forms",
-    "ntfy",
-    "ntfys",
-    "matrix",
-    "matrixs",
-}
-
-
-def redact(url: str, index: int) -> str:
-    """A URL as logs and messages may show it: scheme://host for schemes whose
-    authority is a host, else the scheme, its place in the list and a short hash."""
-    from keyroll.digest import sha256
-
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() in _HOST_SCHEMES and rest:
-        authority = rest.split("?", 1)[0].split("#", 1)[0].split("/", 1)[0]
-        return f"{scheme}://{authority.rsplit('@', 1)[-1]}"
-    digest = sha256(url.encode()).hexdigest()[:6]
-    return f"{scheme or '?'} URL #{index} ({digest})"
 
 
 # --- sending ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ DEFAULT_SUBDIRS = {"secrets_dir": "secrets", "backup_dir": "backups", "state_dir
 JOURNAL_FILE = "journal.sqlite3"
 WRITER_LOCK_FILE = "writer.lock"
 DAEMON_LOCK_FILE = "daemon.lock"
+METRICS_LOCK_FILE = "metrics.lock"  # held while the metrics textfile is rewritten
 FINGERPRINT_KEY_FILE = "fingerprint.key"
 
 # Temp files keyroll may leave behind when killed; recovery removes them.
@@ -104,6 +105,10 @@ class Paths:
     @property
     def daemon_lock(self) -> Path:
         return self.state_dir / DAEMON_LOCK_FILE
+
+    @property
+    def metrics_lock(self) -> Path:
+        return self.state_dir / METRICS_LOCK_FILE
 
     @property
     def fingerprint_key(self) -> Path:

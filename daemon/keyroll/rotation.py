@@ -22,9 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 from keyroll import backup as backups
-from keyroll import consumers, stopping
+from keyroll import consumers, metrics, stopping
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -34,13 +33,15 @@ from keyroll.errors import (
     NotAValue,
     ServiceUnavailable,
     TargetError,
-    combined_exit_code,
 )
 from keyroll.fsutil import ensure_dir
 from keyroll.generate import generate
 from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Journal, new_txid
 from keyroll.lock import FileLock
-from keyroll.records import field, record
+from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
+from keyroll.outcomes import TxReport as TxReport
+from keyroll.permissions import refuse_untrusted
+from keyroll.records import record
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
 from keyroll.targets import Connections, Target, open_target
@@ -102,45 +103,6 @@ class Change:
 
 
 @record
-class Outcome:
-    """What happened to one secret; `message` is one line and never holds a value."""
-
-    name: str
-    op: str
-    status: str
-    exit_code: int = EXIT_OK
-    message: str = ""
-    target: str | None = None
-    restarted: list[str] = field(default_factory=list)
-    store_only: bool = False
-    services: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == EXIT_OK
-
-
-@record
-class TxReport:
-    """The result of one transaction (or one recovery)."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    backup: Path | None = None
-    removed_temp: list[str] = field(default_factory=list)
-    retired: list[str] = field(default_factory=list)
-    recovery: TxReport | None = None  # what the session's recovery did first
-    timings: dict[str, float] = field(default_factory=dict)  # seconds spent per step, all secrets
-
-    @property
-    def all_outcomes(self) -> list[Outcome]:
-        return [*(self.recovery.outcomes if self.recovery else []), *self.outcomes]
-
-    @property
-    def exit_code(self) -> int:
-        return combined_exit_code(o.exit_code for o in self.outcomes)
-
-
-@record
 class _Step:
     change: Change
     secret: SecretPolicy
@@ -173,7 +135,8 @@ def secrets_folder_mode(policy: Policy) -> int:
 def refuse_unusable(policy: Policy, store: Store) -> None:
     """The refusals every writer makes before it creates anything (exit 2): a
     plaintext store where encryption is required, an owner or group that does not
-    exist on this machine."""
+    exist on this machine, a folder, file or program others can change."""
+    refuse_untrusted(policy)
     if policy.require_encrypted and store.is_plaintext():
         raise EncryptionRequired(
             f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): the {store.kind} store "
@@ -228,6 +191,7 @@ class WriterSession:
         paths = self.policy.paths
         ensure_dir(paths.state_dir)
         self._lock.acquire(self._wait)
+        metrics.note(self.policy)  # (a writing run: the command's end rewrites the metrics)
         self._signals.enter_context(stopping.deferred())  # from here, a stop waits for a safe point
         try:
             ensure_dir(paths.secrets_dir, secrets_folder_mode(self.policy), enforce=self.store.kind == "directory")
@@ -363,10 +327,10 @@ class WriterSession:
                 f"encryption is required (REQUIRE_ENCRYPTED_SECRETS): a backup of the {self.store.kind} store "
                 f"{self.store.location} would hold plaintext; set [backup] encrypt_to"
             )
-        files = self.store.snapshot()
+        files = self.store.snapshot(self.policy.secrets)  # (declared secrets only)
         if not files:
             return None
-        names = [name for name in self.store.entries() if SECRET_NAME.match(name)]
+        names = [name for name in self.store.entries() if name in self.policy.secrets]
         secret_count = len(names)
         if self.store.kind == "directory":  # one file per secret: say which could not be read
             left_out = [n for n in names if n not in files]
@@ -411,6 +375,7 @@ class WriterSession:
     ) -> TxReport:
         """Carry each change through create, set, test and finish; report every outcome."""
         report = TxReport(recovery=self.recovery)
+        metrics.note(self.policy, report)
         should_stop = self._should_stop
         self._timings = {}
         txid = new_txid()
@@ -600,7 +565,9 @@ class WriterSession:
                 step.target.rollback(step.old, step.new)
             self._live[step.name] = step.old
             if restore_store and step.changes_store and step.old is not None:
-                self.store.write({step.name: step.old}, self.policy.secrets)
+                pair = {step.name: step.old, **self._companions(step.target, step.old)}
+                self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 step.outcome.restarted = [s for s in step.secret.restart]
                 consumers.restart(step.secret.restart, step.name, self.policy.env)
                 if (kube := self.kube()) is not None:
@@ -616,8 +583,13 @@ class WriterSession:
         """Store the verified values, restart consumers, check health, retire old credentials."""
         completions: list[Completion] = []
         to_store = {s.name: s.new for s in steps if s.changes_store}
+        companions: dict[str, dict[str, str]] = {}  # step -> login name stored with it (alternating)
         try:
             with self._timed("store"):
+                for s in steps:
+                    if s.changes_store and (extra := self._companions(s.target, s.new)):
+                        companions[s.name] = extra
+                        to_store.update(extra)
                 self.store.write(to_store, self.policy.secrets, before_rename=lambda: failpoint("store-write"))
                 if to_store:
                     self.journal.advance(to_store, STORED)
@@ -636,7 +608,7 @@ class WriterSession:
         fleet = self._fleet_wait()
         for step in steps:
             self._live[step.name] = step.new
-        kube_failures = self._publish_to_kubernetes(steps)
+        kube_failures = self._publish_to_kubernetes(steps, companions)
         for step in steps:
             with self._timed("consumers"):
                 failures = kube_failures.get(step.name) or self._restart_consumers(step)
@@ -652,6 +624,10 @@ class WriterSession:
             with self._timed("retire"):
                 self._retire_or_queue(step, emergency, hold=waiting is not None)
             completions.append(self._success(step))
+            for name, value in companions.get(step.name, {}).items():
+                self._live[name] = value
+                detail = f"login name in use for {step.name}"
+                completions.append(Completion(name, step.change.op, "follows", detail, kind="username", value=value))
             if waiting is not None:
                 self._hold_for_fleet(step, waiting)
             elif fleet is not None and step.name in self._held_for_fleet():
@@ -663,6 +639,12 @@ class WriterSession:
         self._undo_in_kubernetes(steps)
         return completions
 
+    @staticmethod
+    def _companions(target: Target | None, value: str | None) -> dict[str, str]:
+        """What is stored in the same write as `value` (an alternating target's login
+        name for that password), so no store ever pairs a password with the wrong login."""
+        return target.companion_values(value) if target is not None and value is not None else {}
+
     def _republish_undone(self, steps: list[_Step], completions: list[Completion]) -> None:
         """[gitops]: secrets rolled back after their commit was pushed (a restart or health
         check failed): the repository gets the previous values back in a new commit,
@@ -672,8 +654,7 @@ class WriterSession:
         git = self.gitops()
         if not rolled or git is None:
             return
-        values, _ = self.store.read_all(list(self.policy.secrets))
-        known = {v for v in values.values() if v} | {s.new for s in rolled}
+        known = self._stored_values() | {s.new for s in rolled}
         try:
             with self._timed("git"):
                 git.republish([s.name for s in rolled], rolled[0].change.op, known)
@@ -706,8 +687,7 @@ class WriterSession:
         assert git is not None
         changed = [s for s in steps if s.changes_store]
         txids = self.journal.inflight_txids()
-        values, _ = self.store.read_all(list(self.policy.secrets))
-        known = {v for v in values.values() if v} | {s.old for s in changed if s.old}
+        known = self._stored_values() | {s.old for s in changed if s.old}
         git.publish(txids[changed[0].name], changed[0].change.op, [s.name for s in changed], known, failpoint)
 
     def _unpublish(self, steps: list[_Step], exc: KeyrollError) -> list[Completion]:
@@ -715,7 +695,10 @@ class WriterSession:
         targets go back to the old values in one store write, then the repository (a
         new commit undoes keyroll's own, never a force-push).  A store that cannot be
         put back leaves everything in flight for recovery."""
-        olds = {s.name: s.old for s in steps if s.changes_store and s.old is not None}
+        olds: dict[str, str] = {}
+        for s in steps:
+            if s.changes_store and s.old is not None:
+                olds.update({s.name: s.old, **self._companions(s.target, s.old)})  # (with its login name)
         try:
             self.store.write(olds, self.policy.secrets)
         except KeyrollError as undo_exc:
@@ -738,6 +721,11 @@ class WriterSession:
                     step.outcome.message += f"; the repository still holds the new files ({git_exc})"
         return completions
 
+    def _stored_values(self) -> set[str]:
+        """Every value in the store that must never reach git in the clear (login names are no secret)."""
+        values, _ = self.store.read_all(list(self.policy.secrets))
+        return {v for n, v in values.items() if v and self.policy.secrets[n].kind != "username"}
+
     def _hold_for_fleet(self, step: _Step, waiting: str) -> None:
         """The fleet did not converge in time: the value stays, the old credential too (75)."""
         from keyroll import gitops
@@ -749,11 +737,18 @@ class WriterSession:
             filter(None, [step.outcome.message, f"{waiting}; the old credential is kept; the next run waits again"])
         )
 
-    def _publish_to_kubernetes(self, steps: list[_Step]) -> dict[str, list[consumers.ConsumerFailure]]:
-        """Publish every changed value to its Kubernetes Secrets, restart each affected
-        workload once and wait for the rollouts (keyroll.kube); the failures per secret."""
+    def _publish_to_kubernetes(
+        self, steps: list[_Step], companions: dict[str, dict[str, str]]
+    ) -> dict[str, list[consumers.ConsumerFailure]]:
+        """Publish every changed value (and the login names stored with them) to its
+        Kubernetes Secrets, restart each affected workload once and wait for the
+        rollouts (keyroll.kube); the failures per secret (a login name's count as its
+        password's)."""
         kube = self.kube()
         changed = {s.name: s.new for s in steps if s.changes_store}
+        owner_of = {name: step for step, extra in companions.items() for name in extra}
+        for extra in companions.values():
+            changed.update(extra)
         if kube is None or not changed:
             return {}
         report = kube.publish(changed, self.live_value, self.journal.inflight_txids())
@@ -763,12 +758,16 @@ class WriterSession:
             if step.outcome is not None:
                 step.outcome.restarted += report.restarted_by.get(step.name, [])
         # [gitops]: the cluster did not get the committed values in time: a wait, not a failure.
-        self._kube_waiting = {n: f"{f.subject}: {f.reason}" for n, f in report.failures.items() if f.step == "converge"}
-        return {
-            name: [consumers.ConsumerFailure(f.subject, f.reason, f.temporary, kind=f.kind)]
-            for name, f in report.failures.items()
-            if f.step != "converge"
+        self._kube_waiting = {
+            owner_of.get(n, n): f"{f.subject}: {f.reason}" for n, f in report.failures.items() if f.step == "converge"
         }
+        failures: dict[str, list[consumers.ConsumerFailure]] = {}
+        for name, f in report.failures.items():
+            if f.step == "converge":
+                continue
+            failure = consumers.ConsumerFailure(f.subject, f.reason, f.temporary, kind=f.kind)
+            failures.setdefault(owner_of.get(name, name), []).append(failure)
+        return failures
 
     def _undo_in_kubernetes(self, steps: list[_Step]) -> None:
         """Put the previous values of the secrets rolled back back into the cluster
@@ -879,6 +878,7 @@ class WriterSession:
         """Finish or undo every rotation left in flight; remove temp files; retire
         old credentials whose grace has passed.  Idempotent, and safe to interrupt."""
         report = TxReport()
+        metrics.note(self.policy, report)
         report.removed_temp = self.store.remove_temp_files() + backups.remove_partial_backups(
             self.policy.paths.backup_dir
         )
@@ -933,8 +933,10 @@ class WriterSession:
                 return self._recover_forward(entry, step)
             if entry.old is not None and target.accepts(entry.old):
                 self._live[entry.name] = entry.old
-                if current != entry.old:
-                    self.store.write({entry.name: entry.old}, self.policy.secrets)
+                pair = {entry.name: entry.old, **self._companions(target, entry.old)}
+                if any(self.store.read(name) != value for name, value in pair.items()):
+                    self.store.write(pair, self.policy.secrets)
+                self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
                     consumers.restart(secret.restart, entry.name, self.policy.env)
                 if entry.phase == STORED and (kube := self.kube()) is not None:
@@ -1045,6 +1047,7 @@ class WriterSession:
         admins = self.policy.admin_secrets()
         outcomes: list[Outcome] = []
         undone: list[tuple[InFlight, Outcome, SecretPolicy]] = []
+        olds: dict[str, str] = {}
         for entry in sorted(entries, key=lambda e: e.name not in admins):  # which login works, admins first
             secret = self.policy.secrets.get(entry.name)
             target = self.target_for(secret) if secret and entry.target and secret.target == entry.target else None
@@ -1074,13 +1077,13 @@ class WriterSession:
                             f"accepts with `keyroll set {entry.name}`"
                         )
                 self._live[entry.name] = entry.old
+                olds.update({entry.name: entry.old, **self._companions(target, entry.old)})
             except KeyrollError as exc:
                 self.journal.note_error(entry.name, str(exc))
                 outcome.exit_code, outcome.message = _exit_code_of(exc), f"{exc}; still in flight"
                 continue
             undone.append((entry, outcome, secret))
         try:
-            olds = {entry.name: entry.old for entry, _, _ in undone if entry.old is not None}
             stored, _ = self.store.read_all(list(olds))
             self.store.write({n: v for n, v in olds.items() if stored.get(n) != v}, self.policy.secrets)
         except KeyrollError as exc:

@@ -288,8 +288,17 @@ def test_set_reads_the_value_from_stdin_only(kr, home, krp) -> None:  # type: ig
         refused = kr("set", "postgres_password", stdin=bad)
         assert refused.code == 2 and "nothing was changed" in refused.err
     assert (home.secrets / "postgres_password").read_text() == value
-    # Adopting an existing credential that departs from the policy: stored, with a warning.
-    adopted = kr("set", "postgres_password", stdin="tooShort/+=\n")
+    # A value that departs from the policy is refused, naming the rule, and nothing changes...
+    backups = sorted(home.backups.iterdir()) if home.backups.exists() else []
+    weak = kr("set", "postgres_password", stdin="tooShort/+=\n")
+    assert weak.code == 2 and "outside its alphabet" in weak.err and "nothing was changed" in weak.err
+    assert "--allow-weak" in weak.err and "tooShort" not in weak.both
+    assert (home.secrets / "postgres_password").read_text() == value
+    assert (sorted(home.backups.iterdir()) if home.backups.exists() else []) == backups  # not even a backup
+    short = kr("set", "postgres_password", stdin="Ab1" * 5)
+    assert short.code == 2 and "has 15 characters; the policy says 32" in short.err
+    # ...unless it is adopted deliberately: stored, with a warning.
+    adopted = kr("set", "postgres_password", "--allow-weak", stdin="tooShort/+=\n")
     assert adopted.code == 0 and "has" in adopted.out and "outside its alphabet" in adopted.out
     assert "`keyroll rotate postgres_password` replaces it" in adopted.out and "tooShort" not in adopted.both
     assert (home.secrets / "postgres_password").read_text() == "tooShort/+="
@@ -504,7 +513,7 @@ def test_validate_warns_when_secrets_sit_unignored_in_a_git_work_tree(kr, home) 
     assert kr("init").code == 0
     warning = "is not ignored: add it to .gitignore"
     assert warning in kr("validate").out
-    (home.root / ".gitignore").write_text("secrets/\n")
+    (home.root / ".gitignore").write_text("secrets/\nbackups/\n")  # (the backups folder is warned about too)
     assert warning not in kr("validate").out
 
 
@@ -678,7 +687,19 @@ def test_status_loads_nothing_heavy(krp, initialized) -> None:  # type: ignore[n
     assert result.code == 0, result.both
     loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
     assert "keyroll.journal" in loaded  # the probe sees keyroll's own imports
-    heavy = {"psycopg", "redis", "pymysql", "apprise", "apscheduler", "rich", "_hashlib", "typing", "tomllib", "json"}
+    heavy = {
+        "psycopg",
+        "redis",
+        "pymysql",
+        "apprise",
+        "apscheduler",
+        "rich",
+        "prometheus_client",
+        "_hashlib",
+        "typing",
+        "tomllib",
+        "json",
+    }
     assert not {m for m in loaded if m.split(".")[0] in heavy}
 
 

@@ -95,3 +95,55 @@ def test_a_narrow_terminal_never_cuts_a_backup_name(initialized) -> None:  # typ
     screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", terminal.screen)
     assert re.search(r"secrets_\d{8}_\d{6}", screen), screen
     assert "…" not in screen
+
+
+def test_each_writing_choice_rewrites_the_metrics_file_when_it_ends(initialized, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The menu runs its choices as the commands do: `[metrics] textfile` says `rotate`
+    as soon as the rotation ends, not `menu` once the menu is left."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    textfile = tmp_path / "keyroll.prom"
+    initialized.write_config(f'[metrics]\ntextfile = "{textfile}"\n')
+    monkeypatch.setenv("KEYROLL_CONFIG", str(initialized.config))
+
+    def last_run() -> dict[str, float]:
+        found = {}
+        for family in text_string_to_metric_families(textfile.read_text()):
+            for sample in family.samples:
+                if sample.name == "keyroll_last_run_info":
+                    found[sample.labels["command"]] = sample.value
+                elif sample.name in ("keyroll_last_run_exit_code", "keyroll_last_run_secrets"):
+                    found[sample.name + sample.labels.get("result", "")] = sample.value
+        return found
+
+    terminal = Terminal(keyroll_argv())
+
+    def choose(keys: str, then: str) -> None:
+        """Type `keys`, then wait for `then` and the next menu prompt (the choice has ended)."""
+        mark = len(terminal.screen)
+        terminal.type(keys)
+        deadline = time.monotonic() + 20
+        while not re.search(then + r"[\s\S]*Choose", re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", terminal.screen[mark:])):
+            assert time.monotonic() < deadline, terminal.screen[mark:]
+            terminal._read(0.1)
+
+    terminal.expect(r"Choose")
+    terminal.type("2\r")  # rotate one
+    terminal.expect(r"Secret")
+    terminal.type("redis_password\r")
+    terminal.expect(r"Rotate redis_password now\?")
+    choose("y\r", r"rotate: 1 done")
+    assert last_run() == {
+        "rotate": 1,
+        "keyroll_last_run_exit_code": 0,
+        "keyroll_last_run_secretssuccess": 1,
+        "keyroll_last_run_secretsfailure": 0,
+        "keyroll_last_run_secretstemporary_failure": 0,
+    }
+    choose("4\r", r"secrets_\d{8}_\d{6}")  # back up now
+    assert last_run()["backup"] == 1
+    written = textfile.stat().st_mtime_ns
+    choose("6\r", r"postgres_password")  # status: a read, nothing written
+    terminal.type("\x04")
+    assert terminal.wait() == 0
+    assert textfile.stat().st_mtime_ns == written and "menu" not in last_run()

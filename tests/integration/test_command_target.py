@@ -64,22 +64,23 @@ HEALTH_ODD_FAILS = textwrap.dedent(
 
 
 @pytest.fixture
-def service(home, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Scripts and state files of the stand-in service and its consumer."""
+def service(home):  # type: ignore[no-untyped-def]
+    """Scripts and state files of the stand-in service and its consumer.  The service
+    finds its files through the target's `env` entries (FAKE_STATE, FAKE_LOG: keyroll
+    passes on nothing else of its environment); the consumer's scripts name theirs."""
     bin_dir = home.root / "bin"
     bin_dir.mkdir()
+    counter = f"'{home.root / 'restarts'}'"
     scripts = {
         "fake-service": SERVICE.format(python=sys.executable),
-        "restart-consumer": RESTART,
-        "health-odd-fails": HEALTH_ODD_FAILS,
+        "restart-consumer": RESTART.replace('"$FAKE_COUNTER"', counter),
+        "health-odd-fails": HEALTH_ODD_FAILS.replace('"$FAKE_COUNTER"', counter),
     }
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     state = home.root / "service.json"
-    monkeypatch.setenv("FAKE_STATE", str(state))
-    monkeypatch.setenv("FAKE_LOG", str(home.root / "service.log"))
-    monkeypatch.setenv("FAKE_COUNTER", str(home.root / "restarts"))
+    env = [f"FAKE_STATE={state}", f"FAKE_LOG={home.root / 'service.log'}"]
 
     class Service:
         def accepted(self) -> list[str]:
@@ -104,6 +105,7 @@ def service(home, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-d
             return int(counter.read_text()) if counter.exists() else 0
 
         bin = bin_dir
+        env_entries = env
 
     return Service()
 
@@ -114,6 +116,7 @@ def write_config(home, service, restart: str = "", health: str = "") -> tuple[st
 [targets.app]
 type = "command"
 argv = ["{service.bin / "fake-service"}", "--no-secrets-here"]
+env = {json.dumps(service.env_entries)}
 
 [secrets.app_password]
 kind = "password"
@@ -284,7 +287,7 @@ def test_a_refused_value_is_reported_without_echoing_it(kr, home, service) -> No
     service.refuse()
     result = kr(*cfg, "rotate", "app_password")
     assert result.code == 1
-    assert "apply failed: refusing ***" in result.out
+    assert "apply failed: exit status 1: (output withheld: it contained part of a secret)" in result.out
     assert service.accepted() == [home.value("app_password")]
 
 

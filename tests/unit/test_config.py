@@ -88,7 +88,7 @@ def test_every_example_target_table_is_valid_when_uncommented() -> None:
             uncommented.append(line[2:])
     document = tomllib.loads("\n".join(uncommented))
     policy = build_policy(document, None, ENV)
-    assert set(policy.targets) == {"pg", "cache", "stackdb", "grafana"}
+    assert set(policy.targets) == {"pg", "cache", "stackdb", "grafana", "rabbitmq"}
 
 
 def test_malformed_toml_names_the_file_and_position(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_unknown_keys_and_sections_are_refused_with_a_suggestion(tmp_path: Path)
         ("[targets.pg]\nuser = 'x'", "targets.pg.type: missing"),
         (
             "[targets.pg]\ntype = 'oracle'\nuser = 'x'",
-            "targets.pg.type: must be one of postgres, redis, mysql, command",
+            "targets.pg.type: must be one of postgres, redis, mysql, command, http",
         ),
         ("[targets.pg]\ntype = 'postgres'", "targets.pg.user: required"),
         ("[targets.pg]\ntype = 'postgres'\nuser = 'u'\nport = 70000", "targets.pg.port: must be between 1 and 65535"),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from keyroll import backup as backups
 from keyroll.config.policy import Policy
-from keyroll.errors import BackupError
+from keyroll.errors import BackupError, UsageError
+from keyroll.generate import size_problem
 from keyroll.records import field, record
 from keyroll.rotation import Change, TxReport, WriterSession
 from keyroll.store import open_store
@@ -66,15 +67,24 @@ def restore(policy: Policy, argument: str, *, dry_run: bool = False, wait: float
     path = backups.resolve_backup(argument, policy.paths.backup_dir)
     contents = backups.read_backup(path, policy)
     store = open_store(policy)
-    values = store.restore_snapshot(contents.files, contents.store_kind)
+    # (a file of a secret the policy no longer declares is neither read nor brought back)
+    undeclared = {n for n in contents.files if contents.store_kind == "directory" and n not in policy.secrets}
+    files = {n: raw for n, raw in contents.files.items() if n not in undeclared}
+    values = store.restore_snapshot(files, contents.store_kind)
+    for name, value in values.items():
+        if name in policy.secrets and (too_large := size_problem(value, policy.secrets[name].max_length)):
+            raise UsageError(f"{path}: {name}: the value {too_large}; nothing was restored")
     report = RestoreReport(path)
-    report.skipped = sorted(n for n in values if n not in policy.secrets)
+    report.skipped = sorted(undeclared | {n for n in values if n not in policy.secrets})
     report.absent = [n for n in policy.secrets if n not in values]
+    # A login name (kind username) is not restored on its own: it follows its password,
+    # whose restore stores the login that accepts the restored value.
+    names = [n for n in policy.secrets if n in values and not policy.secrets[n].follows]
     if dry_run:
-        _compare(report, store, [n for n in policy.secrets if n in values], values)
+        _compare(report, store, names, values)
         return report
     with WriterSession(policy, wait=wait) as session:
-        _compare(report, session.store, [n for n in policy.secrets if n in values], values)  # under the lock
+        _compare(report, session.store, names, values)  # under the lock
         if not report.changes:
             report.tx = TxReport(recovery=session.recovery)
             return report  # nothing to restore: no pre-restore backup either

@@ -94,6 +94,16 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not os.access(existing, os.W_OK):
             report.add(FAIL, label, f"{folder}: cannot be created or written by this user")
+    textfile_problem = _textfile_problem(policy)
+    if textfile_problem:
+        report.add(FAIL, "metrics.textfile", textfile_problem)
+    from keyroll.permissions import findings
+
+    unsafe = findings(policy)
+    for finding in unsafe:
+        report.add(FAIL, finding.purpose, str(finding))
+    if unsafe:
+        return report  # (no target program or service is tried with an unsafe path in play)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 
@@ -114,6 +124,26 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
     if policy.targets:
         _check_targets(policy, report)
     return report
+
+
+def _textfile_problem(policy: Policy) -> str | None:
+    """Why the metrics file could not be written (its folder is the collector's: keyroll
+    does not create it), None when it can or metrics are off."""
+    from keyroll.metrics import textfile_path
+
+    path = textfile_path(policy)
+    if path is None:
+        return None
+    folder = path.parent
+    if not folder.is_dir():
+        return f"{folder}: no such folder (node_exporter's --collector.textfile.directory; keyroll does not create it)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: not writable by this user"
+    if path.is_symlink():
+        return f"{path}: is a symlink; keyroll never writes through one"
+    if path.exists() and not path.is_file():
+        return f"{path}: is not a regular file"
+    return None
 
 
 def _check_targets(policy: Policy, report: ValidationReport) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.digest import sha256
 from keyroll.errors import EXIT_FAILURE, KeyrollError, UsageError
-from keyroll.generate import unstorable, value_problem
+from keyroll.generate import size_problem, unstorable, value_problem
 from keyroll.journal import Completion, new_txid
 from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
@@ -120,7 +120,7 @@ def initialize(
 ) -> InitReport:
     """Create missing secrets and adopt existing ones; with `force`, regenerate
     every secret through the rotation transaction (after a backup)."""
-    names = list(policy.secrets)
+    names = [name for name, secret in policy.secrets.items() if not secret.follows]  # (login names: below)
     old_metadata = load_old_metadata(import_metadata, set(names)) if import_metadata else {}
     report = InitReport()
     with WriterSession(policy, wait=wait) as session:
@@ -128,6 +128,7 @@ def initialize(
             changes = [Change(name, "init") for name in names]
             report.tx = session.transact(changes, reason="before init --force")
             report.created = [o.name for o in report.tx.outcomes if o.ok]
+            _settle_logins(session, report)
             return report
         records = session.journal.records()
         values, errors = session.store.read_all(names)
@@ -146,7 +147,7 @@ def initialize(
                 if name in old_metadata:
                     report.warnings.append(f"{name}: already recorded by keyroll; the old metadata was not applied")
                 continue
-            why = unstorable(value)
+            why = unstorable(value) or size_problem(value, secret.max_length)
             if why:
                 failed.append(
                     Outcome(
@@ -200,4 +201,42 @@ def initialize(
         report.tx = session.transact([Change(name, "init") for name in missing], reason="before init")
         report.tx.outcomes.extend(failed)
         report.created = [o.name for o in report.tx.outcomes if o.ok and o.op == "init"]
+        _settle_logins(session, report)
     return report
+
+
+def _settle_logins(session: WriterSession, report: InitReport) -> None:
+    """Create, adopt or correct each login name that follows a password (an alternating
+    postgres target's username_secret): it must name the login the server accepts the
+    stored password with (asked of the server)."""
+    policy = session.policy
+    records = session.journal.records()
+    completions: list[Completion] = []
+    for secret in policy.secrets.values():
+        if not secret.follows or secret.name in report.created:
+            continue
+        if secret.follows in report.created and secret.name in records:  # (stored with its new password)
+            report.created.append(secret.name)
+            continue
+        try:
+            current = session.store.read(secret.name)
+            if current is not None and secret.name in records:
+                report.already.append(secret.name)  # (kept in step by every change of its password)
+                continue
+            password = session.store.read(secret.follows)
+            target = session.target_for(policy.secrets[secret.follows])
+            if password is None or target is None:
+                continue  # (nothing to pair it with yet)
+            login = target.companion_values(password).get(secret.name)
+            if login is None:
+                continue
+            if current != login:
+                session.store.write({secret.name: login}, policy.secrets)
+            outcome = "created" if current is None else "adopted" if current == login else "set"
+            detail = f"login name in use for {secret.follows}"
+            completions.append(Completion(secret.name, "init", outcome, detail, kind=secret.kind, value=login))
+            (report.created if current is None else report.adopted).append(secret.name)
+        except KeyrollError as exc:
+            report.tx.outcomes.append(Outcome(secret.name, "init", "failed", exc.exit_code, f"{exc}; not created"))
+    if completions:
+        session.journal.complete(new_txid(), completions)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.consumers import describe_restart, missing_program, shown
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
-from keyroll.generate import unstorable, value_problem
+from keyroll.generate import size_problem, unstorable, value_problem
 from keyroll.journal import Journal
+from keyroll.outputs import hold
 from keyroll.records import field, record
 from keyroll.rotation import Change, Outcome, TxReport, WriterSession
 from keyroll.schedule import utcnow
@@ -26,6 +27,7 @@ class PlanItem:
     services: tuple[str, ...]
     store_only: bool
     notes: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # an http target's: method and URL only
     kubernetes: list[str] = field(default_factory=list)  # Kubernetes Secret keys the value is published to
 
 
@@ -49,8 +51,11 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
     items = []
     for order, secret in enumerate(secrets, 1):
         target = None
+        requests: list[str] = []
         if secret.target:
-            target = open_target(policy, secret.target, secret.name, lambda n: None).describe()
+            opened = open_target(policy, secret.target, secret.name, lambda n: None)
+            target = opened.describe()
+            requests = getattr(opened, "requests", list)()
         item = PlanItem(
             order,
             secret.name,
@@ -59,6 +64,7 @@ def plan(policy: Policy, names: list[str], *, emergency: bool = False) -> list[P
             [shown(spec) for spec in secret.health],
             secret.services,
             secret.store_only,
+            requests=requests,
         )
         info = store.inspect(secret.name)
         if info.problem:
@@ -137,24 +143,35 @@ def rotate(
     return report
 
 
-def check_value(secret: SecretPolicy, value: str) -> str | None:
-    """Refuse what cannot be stored as one value (empty, several lines, NUL); say how
-    an existing credential being adopted departs from the policy.  Never echoes it."""
+def check_value(secret: SecretPolicy, value: str, *, allow_weak: bool = False) -> str | None:
+    """Refuse what cannot be stored as one value (empty, several lines, NUL, larger
+    than max_length) and, unless `allow_weak`, a value that breaks the secret's policy
+    (its length and alphabet: what `validate` checks); with `allow_weak`, say how an
+    existing credential being adopted departs from it.  Never echoes the value."""
     why = unstorable(value)
     if why:
         raise UsageError(f"{secret.name}: the value {why}: it must be one line of UTF-8 text; nothing was changed")
+    if too_large := size_problem(value, secret.max_length):
+        raise UsageError(f"{secret.name}: the value {too_large}; nothing was changed")
     problem = value_problem(value, secret.length, secret.alphabet)
+    if problem and not allow_weak:
+        raise UsageError(
+            f"{secret.name}: the value {problem}; nothing was changed (to adopt a credential as it is: "
+            f"`keyroll set {secret.name} --allow-weak`, then `keyroll rotate {secret.name}`)"
+        )
     if problem:
         return f"stored as given, but it {problem}: `keyroll rotate {secret.name}` replaces it with one that does"
     return None
 
 
-def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0) -> TxReport:
+def set_value(policy: Policy, name: str, value: str, *, wait: float = 0.0, allow_weak: bool = False) -> TxReport:
     """Store a given value (read from stdin by the CLI), e.g. to adopt the credential a
     service has today.  With a target: recorded only if the service already accepts it,
-    else applied and tested.  A value outside the policy is stored with a warning."""
-    secret = policy.secret(name)
-    warning = check_value(secret, value)
+    else applied and tested.  A value outside the policy is refused (UsageError, nothing
+    changed) unless `allow_weak`: then it is stored with a warning."""
+    secret = policy.changeable(name)
+    hold(value)  # (a program's output holding part of it is withheld)
+    warning = check_value(secret, value, allow_weak=allow_weak)
     with WriterSession(policy, wait=wait) as session:
         report = session.transact([Change(name, "set", value)], reason="before set")
     for outcome in report.outcomes:
@@ -193,7 +210,7 @@ def previous_value(policy: Policy, name: str) -> tuple[str, str | None]:
 
 def rollback(policy: Policy, name: str, *, wait: float = 0.0) -> TxReport:
     """Go back to the previous value, through the transaction (services follow)."""
-    policy.secret(name)
+    policy.changeable(name)
     value, rotated = previous_value(policy, name)
     with WriterSession(policy, wait=wait) as session:
         return session.transact([Change(name, "rollback", value, rotated=rotated)], reason="before rollback")

@@ -13,23 +13,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, combined_exit_code
 from keyroll.journal import Journal, SecretRecord
-from keyroll.records import field, record
-from keyroll.rotation import Change, TxReport, WriterSession
+from keyroll.outcomes import CycleReport as CycleReport  # (also imported from here)
+from keyroll.outcomes import Reminder
+from keyroll.records import record
+from keyroll.rotation import Change, WriterSession
 from keyroll.schedule import from_iso, next_due, parse_duration, to_iso, utcnow
 
 FAILED = "failed"
-
-
-@record(frozen=True)
-class Reminder:
-    """A secret keyroll will not rotate on its own, due soon or overdue."""
-
-    name: str
-    due: str
-    overdue: bool
-    services: tuple[str, ...]
 
 
 @record(frozen=True)
@@ -40,43 +31,6 @@ class DueTime:
     due: datetime
     unattended: bool
     retrying: int = 0  # consecutive failed attempts behind this due time
-
-
-@record
-class CycleReport:
-    started: str
-    recovery: TxReport | None = None
-    rotation: TxReport | None = None
-    reminders: list[Reminder] = field(default_factory=list)
-    not_initialized: list[str] = field(default_factory=list)
-    not_started: list[str] = field(default_factory=list)  # due, but keyroll was asked to stop first
-    next_due: str | None = None  # the next secret keyroll rotates on its own
-    next_name: str | None = None
-    next_manual_due: str | None = None  # the next one a person rotates (after a reminder)
-    next_manual_name: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        """0, 1 or 75 as the contract says; a secret never created is a failure (1):
-        the job cannot be done for it until `keyroll init` runs; one not started
-        because keyroll was stopping is temporary (75)."""
-        codes = [EXIT_FAILURE if self.not_initialized else EXIT_OK, EXIT_TEMPFAIL if self.not_started else EXIT_OK]
-        for report in (self.recovery, self.rotation):
-            if report is not None:
-                codes.append(report.exit_code)
-        return combined_exit_code(codes)
-
-    @property
-    def rotated(self) -> list[str]:
-        return [o.name for o in self.rotation.outcomes if o.ok] if self.rotation else []
-
-    @property
-    def failed(self) -> list[str]:
-        outcomes = [
-            *(self.recovery.outcomes if self.recovery else []),
-            *(self.rotation.outcomes if self.rotation else []),
-        ]
-        return [o.name for o in outcomes if not o.ok]
 
 
 def _consecutive_failures(journal: Journal, name: str) -> tuple[int, datetime | None]:
@@ -109,12 +63,13 @@ def due_time(policy: Policy, secret: SecretPolicy, record: SecretRecord, journal
 def due_times(policy: Policy) -> tuple[list[DueTime], list[str]]:
     """Due time of every recorded secret, and the names keyroll has not recorded yet."""
     journal = Journal.open_read(policy.paths)
+    own = [s for s in policy.secrets.values() if not s.follows]  # (a login name changes with its password)
     if journal is None:
-        return [], list(policy.secrets)
+        return [], [s.name for s in own]
     try:
         records = journal.records()
-        times = [due_time(policy, s, records[s.name], journal) for s in policy.secrets.values() if s.name in records]
-        missing = [name for name in policy.secrets if name not in records]
+        times = [due_time(policy, s, records[s.name], journal) for s in own if s.name in records]
+        missing = [s.name for s in own if s.name not in records]
     finally:
         journal.close()
     return times, missing

@@ -47,7 +47,7 @@ class SecretFacts:
 
     @property
     def value_problem(self) -> str | None:
-        if self.value is None:
+        if self.value is None or self.secret.follows:  # (a login name is not a generated value)
             return None
         return value_problem(self.value, self.secret.length, self.secret.alphabet)
 
@@ -174,8 +174,9 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         due = age = None
         if record:
             rotated = from_iso(record.rotated)
-            due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
             age = (now - rotated).days
+        if record and not secret.follows:  # (a login name changes with its password, never due alone)
+            due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
         report.secrets.append(
             SecretStatus(
                 name=secret.name,

@@ -2,7 +2,8 @@
 
 Fails (exit 1) on a missing, unreadable, empty, malformed or manually edited
 secret, a group/world-writable file or one more open than the policy, a rotation
-left in flight, or plaintext where encryption is required; warns on
+left in flight, plaintext where encryption is required, or a folder, file or
+program that someone other than root or the running user can change; warns on
 world-readable files, unknown files in the secrets folder, and a secrets folder
 inside a git work tree that does not ignore it.
 """
@@ -21,11 +22,14 @@ from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import EXIT_FAILURE, EXIT_OK
 from keyroll.fsutil import MEMORY_FILESYSTEMS, filesystem_type
 from keyroll.paths import TEMP_PREFIX
+from keyroll.permissions import findings
 from keyroll.records import field, record
 from keyroll.rotation import secrets_folder_mode
 from keyroll.store import open_store
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+# Programs validate never runs: an unsafe one does not keep it from reading the store.
+PROGRAMS_NOT_RUN_HERE = ("program of targets.", "program of secrets.")
 
 
 @record(frozen=True)
@@ -86,7 +90,10 @@ def git_exposure(directory: Path) -> str | None:
             except (OSError, subprocess.TimeoutExpired):
                 return None
             if done.returncode == 1:
-                return f"lies in the git work tree {parent} and is not ignored: add it to .gitignore"
+                return (
+                    f"lies in the git work tree {parent} and is not ignored: add it to .gitignore; "
+                    "`keyroll leaks scan` finds any value already committed"
+                )
             return None
     return None
 
@@ -94,6 +101,11 @@ def git_exposure(directory: Path) -> str | None:
 def validate(policy: Policy) -> ValidationReport:
     """Check every secret and the store around them; never changes anything."""
     report = ValidationReport()
+    unsafe = findings(policy)
+    for finding in unsafe:  # (a path others can change: nothing there is used)
+        report.add(FAIL, finding.purpose, str(finding))
+    if any(not finding.purpose.startswith(PROGRAMS_NOT_RUN_HERE) for finding in unsafe):
+        return report  # (the store, the journal or sops is not safe to read: the findings say why)
     store = open_store(policy)
     facts, journal = gather(policy, store)
     if journal is None:
@@ -121,7 +133,9 @@ def validate(policy: Policy) -> ValidationReport:
             report.add(WARN, name, "not recorded in the journal: `keyroll init` adopts it")
         if item.info.mode is not None:
             _check_mode(report, name, item.info.mode, secret.mode)
-        if len(report.failures) == problems_before:
+        if len(report.failures) == problems_before and secret.follows:
+            report.add(OK, name, f"login name in use for {secret.follows}")
+        elif len(report.failures) == problems_before:
             report.add(OK, name, f"{secret.length} characters, {secret.entropy_bits} bits")
 
     if policy.uses_kubernetes():
@@ -134,10 +148,15 @@ def validate(policy: Policy) -> ValidationReport:
             report.add(WARN, "kubernetes", warning)
     if store.kind == "directory":
         _check_folder(report, policy, store.location)
-    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext is not.)
-    exposure = git_exposure(store.location) if store.is_plaintext() and store.location.exists() else None
-    if exposure:
-        report.add(WARN, str(store.location), exposure)
+    # (An encrypted bundle in git is how SOPS is meant to be used; plaintext files, rendered
+    # copies and backups are not.)
+    folders = {policy.paths.backup_dir}
+    if store.is_plaintext() or store.location.parent != policy.paths.secrets_dir:
+        folders.add(policy.paths.secrets_dir)  # (for a SOPS store: the folder it renders into)
+    for folder in sorted(folders):
+        exposure = git_exposure(folder) if folder.is_dir() else None
+        if exposure:
+            report.add(WARN, str(folder), exposure)
     newest = backups.backup_names(policy.paths.backup_dir)
     if newest:
         summary = backups.summarize(policy.paths.backup_dir / newest[-1])

@@ -16,6 +16,8 @@ from keyroll.errors import EXIT_FAILURE, EXIT_USAGE, KeyrollError
 
 # Commands that log events (the others print their results; -v turns logging on for all).
 _LOGGING_COMMANDS = ("run", "daemon", "notify", "bundle", "menu")
+# Commands that never change anything nor make a value (keyroll.hardening).
+_READ_ONLY_COMMANDS = ("status", "validate", "history", "list-backups", "config")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -95,6 +97,17 @@ def _named(p: argparse.ArgumentParser) -> None:
     _wait(p)
 
 
+def _set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--allow-weak",
+        action="store_true",
+        help="store a value that breaks the secret's policy (length, alphabet), with a warning: to adopt a "
+        "credential as it is, then rotate it",
+    )
+    _wait(p)
+
+
 def _restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("backup", metavar="BACKUP")
     p.add_argument("--dry-run", action="store_true", help="show what would change")
@@ -154,12 +167,22 @@ def _config(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> N
     actions.add_parser("schema", help="print the configuration schema as JSON", parents=[json_flag])
 
 
+def _leaks(p: argparse.ArgumentParser, json_flag: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="leaks_command", metavar="ACTION", required=True, prog="keyroll leaks")
+    q = actions.add_parser("scan", help="find managed values in git repositories and folders", parents=[json_flag])
+    q.add_argument("paths", nargs="*", metavar="PATH", help="repositories, folders or files (default: .)")
+    q.add_argument("--staged", action="store_true", help="only what is about to be committed (a pre-commit hook)")
+    q.add_argument("--rotate", action="store_true", help="rotate at once (--emergency) every secret found live")
+    q.add_argument("--rewrite-file", metavar="FILE", help="write git filter-repo --replace-text expressions (0600)")
+    _wait(q)
+
+
 # Every command: its help line, and what adds its arguments.  Only the command being
 # run gets a parser (building all of them costs more than the interpreter's start-up).
 COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
     "init": ("create every missing secret; adopt existing files", _init),
     "rotate": ("back up, then give the named secrets (or all) new values", _rotate),
-    "set": ("store a value read from stdin (never from the command line)", _named),
+    "set": ("store a value read from stdin (never from the command line)", _set),
     "backup": ("take a verified backup of the store", _wait),
     "list-backups": ("list backups, newest first, with their verification", _nothing),
     "restore": ("restore a backup (name or path), after a pre-restore backup", _restore),
@@ -175,8 +198,9 @@ COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
     "config": ("generate, validate, show the configuration, or its schema", _config),
     "kubernetes": ("Kubernetes: `kubernetes sync` publishes the store's values", _kubernetes),
     "menu": ("interactive menu (what a bare `keyroll` opens on a terminal)", _nothing),
+    "leaks": ("find managed values in git history and folders: `leaks scan [PATH...]`", _leaks),
 }
-_NESTED = (_notify, _bundle, _config, _kubernetes)
+_NESTED = (_notify, _bundle, _config, _kubernetes, _leaks)
 
 
 def requested_command(argv: Sequence[str]) -> str | None:
@@ -247,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _Parser.json_requested = "--json" in argv
     parser = build_parser(requested_command(argv))
     args = parser.parse_args(argv)
+    from keyroll.hardening import forbid_core_dumps
+
+    # Before any value is read: no core file may hold one (the read-only commands hold
+    # only what the store holds, and skip the 3 ms of ctypes that prctl costs).
+    forbid_core_dumps(non_dumpable=args.command not in _READ_ONLY_COMMANDS)
     if args.verbose or args.command in _LOGGING_COMMANDS:
         _setup_logging(args.verbose)
     if args.command is None:

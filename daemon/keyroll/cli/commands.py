@@ -44,7 +44,7 @@ def report_error(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     parts = [args.command or ""]
-    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command"):
+    for attr in ("config_command", "bundle_command", "notify_command", "kubernetes_command", "leaks_command"):
         if getattr(args, attr, None):
             parts.append(getattr(args, attr))
     return " ".join(parts)
@@ -59,8 +59,28 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """Run the command; after a writing one, rewrite the metrics file."""
+    import time
+
     handler = HANDLERS[args.command]
-    return handler(args)
+    started, code = time.time(), EXIT_FAILURE
+    try:
+        code = handler(args)
+    except BaseException as exc:
+        code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else EXIT_FAILURE)
+        raise
+    finally:
+        _metrics_after(args, started, code)
+    return code
+
+
+def _metrics_after(args: argparse.Namespace, started: float, code: int) -> None:
+    """A writing session noted itself in keyroll.metrics (not loaded by reads): rewrite
+    the file; a problem doing so is a warning, never the exit code."""
+    metrics = sys.modules.get("keyroll.metrics")
+    problem = metrics.after_run(_command_name(args), started, code) if metrics is not None else None
+    if problem:
+        sys.stderr.write(f"keyroll: warning: {problem}\n")
 
 
 # --- transaction reports ----------------------------------------------------------------
@@ -194,6 +214,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             line(f"{item.order:3}. {item.name}")
             if item.target:
                 line(f"       target:  {item.target}: apply, then test a fresh login")
+            for request in item.requests:
+                line(f"       request: {request}")
             for restart in item.restart:
                 line(f"       restart: {restart}")
             for key in item.kubernetes:
@@ -226,8 +248,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return _render_tx(args, report, "rotate")
 
 
-def _read_value(name: str) -> str:
-    """The value for `set`: hidden prompt (twice) on a terminal, else all of stdin."""
+def _read_value(name: str, limit: int) -> str:
+    """The value for `set`: hidden prompt (twice) on a terminal, else stdin, of which
+    no more than `limit` bytes and a line ending are read (UsageError beyond)."""
     if sys.stdin.isatty():
         import getpass
 
@@ -236,11 +259,21 @@ def _read_value(name: str) -> str:
             raise UsageError("the two values differ; nothing was changed")
         value = first
     else:
-        value = sys.stdin.read()
-        if value.endswith("\r\n"):
-            value = value[:-2]
-        elif value.endswith("\n"):
-            value = value[:-1]
+        from keyroll.fsutil import read_at_most
+
+        most = limit + 3  # (the value, "\r\n", and one byte too many)
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream without a file (io.UnsupportedOperation)
+            raw = sys.stdin.read(most).encode("utf-8", "surrogateescape")
+        else:
+            raw = read_at_most(fd, most)
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+        if len(raw) > limit:
+            raise UsageError(
+                f"{name}: the value is larger than its limit of {limit} bytes (max_length); nothing was changed"
+            )
+        value = raw.decode("utf-8", "surrogateescape")
     if not value:
         raise UsageError(f"{name}: no value on standard input; nothing was changed")
     return value
@@ -250,8 +283,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     from keyroll.actions.rotate import set_value
 
     policy = _policy(args)
-    policy.secret(args.name)
-    report = set_value(policy, args.name, _read_value(args.name), wait=args.wait)
+    secret = policy.secret(args.name)
+    value = _read_value(args.name, secret.max_length)
+    report = set_value(policy, args.name, value, wait=args.wait, allow_weak=args.allow_weak)
     return _render_tx(args, report, "set")
 
 
@@ -438,7 +472,9 @@ def cmd_menu(args: argparse.Namespace) -> int:
         raise UsageError("the menu needs a terminal; without one, run a command (see `keyroll --help`)")
     from keyroll.cli.menu import run_menu
 
-    return run_menu(args)
+    # Each choice runs through dispatch, as the command line does: a writing choice
+    # rewrites the metrics file when it ends, under its own command name.
+    return run_menu(args, list(_policy(args).secrets), dict.fromkeys(HANDLERS, dispatch))
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -621,4 +657,11 @@ def _notify_send(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-HANDLERS.update({"run": cmd_run, "daemon": cmd_daemon, "notify": cmd_notify})
+def cmd_leaks(args: argparse.Namespace) -> int:
+    """`leaks scan`: rendered in keyroll.cli.leaks."""
+    from keyroll.cli.leaks import run_leaks
+
+    return run_leaks(args, _policy(args), _render_tx)
+
+
+HANDLERS.update({"run": cmd_run, "daemon": cmd_daemon, "notify": cmd_notify, "leaks": cmd_leaks})

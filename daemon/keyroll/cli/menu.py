@@ -1,11 +1,17 @@
-"""The interactive menu: the same commands as the CLI, chosen with rich prompts."""
+"""The interactive menu: the same commands as the CLI, chosen with rich prompts.
+
+It runs the commands through the table `keyroll.cli.commands` hands it (and never
+imports that module), so each choice behaves exactly as the command line does."""
 
 from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable, Mapping
 
 from keyroll.errors import KeyrollError
+
+Handlers = Mapping[str, Callable[[argparse.Namespace], int]]
 
 CHOICES = [
     ("1", "Initialize (create missing secrets)", "init"),
@@ -29,27 +35,24 @@ def _namespace(base: argparse.Namespace, command: str, **values: object) -> argp
     return args
 
 
-def run_menu(base: argparse.Namespace) -> int:
+def run_menu(base: argparse.Namespace, names: list[str], handlers: Handlers) -> int:
     """Loop until the user exits (0, or Ctrl-D at any prompt); each choice runs the
-    matching command."""
+    matching command from `handlers` (command name -> handler); `names` are the secrets."""
     try:
-        return _menu_loop(base)
+        return _menu_loop(base, names, handlers)
     except EOFError:  # Ctrl-D: leave, as a shell does
         print()
         return 0
 
 
-def _menu_loop(base: argparse.Namespace) -> int:
+def _menu_loop(base: argparse.Namespace, names: list[str], handlers: Handlers) -> int:
     from rich.console import Console
     from rich.prompt import Confirm, Prompt
     from rich.table import Table
 
     from keyroll import stopping
-    from keyroll.cli import commands
 
     console = Console()
-    policy = commands._policy(base)
-    names = list(policy.secrets)
     while True:
         menu = Table(title="keyroll", show_header=False, box=None)
         for key, label, _ in CHOICES:
@@ -61,25 +64,25 @@ def _menu_loop(base: argparse.Namespace) -> int:
             return 0
         try:
             if action == "init":
-                commands.cmd_init(_namespace(base, "init", force=False, import_metadata=None))
+                handlers["init"](_namespace(base, "init", force=False, import_metadata=None))
             elif action == "rotate-one":
                 name = Prompt.ask("Secret", choices=names, show_choices=True)
                 if Confirm.ask(f"Rotate {name} now?"):
-                    commands.cmd_rotate(_namespace(base, "rotate", names=[name], dry_run=False, emergency=False))
+                    handlers["rotate"](_namespace(base, "rotate", names=[name], dry_run=False, emergency=False))
             elif action == "rotate-all":
                 if Confirm.ask(f"Rotate all {len(names)} secrets now?"):
-                    commands.cmd_rotate(_namespace(base, "rotate", names=["all"], dry_run=False, emergency=False))
+                    handlers["rotate"](_namespace(base, "rotate", names=["all"], dry_run=False, emergency=False))
             elif action == "backup":
-                commands.cmd_backup(_namespace(base, "backup"))
+                handlers["backup"](_namespace(base, "backup"))
             elif action == "restore":
-                commands.cmd_list_backups(_namespace(base, "list-backups"))
+                handlers["list-backups"](_namespace(base, "list-backups"))
                 backup = Prompt.ask("Backup to restore (name or path, empty to cancel)", default="")
                 if backup and Confirm.ask(f"Restore {backup}? A pre-restore backup is taken first."):
-                    commands.cmd_restore(_namespace(base, "restore", backup=backup, dry_run=False))
+                    handlers["restore"](_namespace(base, "restore", backup=backup, dry_run=False))
             elif action == "status":
-                commands.cmd_status(_namespace(base, "status"))
+                handlers["status"](_namespace(base, "status"))
             elif action == "validate":
-                commands.cmd_validate(_namespace(base, "validate"))
+                handlers["validate"](_namespace(base, "validate"))
         except KeyrollError as exc:
             console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         if stopping.received() is not None:  # Ctrl-C during a write: it stopped safely; leave

@@ -18,6 +18,7 @@ from keyroll.config.schema import (
     DefaultsSection,
     GitopsSection,
     KubernetesSection,
+    MetricsSection,
     NotifySection,
     PathsSection,
     SecretSection,
@@ -27,6 +28,7 @@ from keyroll.config.schema import (
     parse_section,
 )
 from keyroll.errors import ConfigError, UnknownSecret, UsageError
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import Paths, config_file_to_use
 from keyroll.records import asdict, field, fields, record
 from keyroll.schedule import Schedule, Window, parse_duration
@@ -61,6 +63,10 @@ class SecretPolicy:
     unattended: bool
     health_timeout: timedelta
     converge: tuple[str, ...] = ()  # [gitops]: checks that the fleet has the new value
+    max_length: int = MAX_VALUE_BYTES  # bytes (UTF-8) a value may take
+    # kind "username": the secret whose target this login name belongs to.  keyroll
+    # writes it together with that secret's value; it is never generated or rotated alone.
+    follows: str | None = None
     kubernetes: tuple[str, ...] = ()
 
     @property
@@ -109,6 +115,7 @@ class Policy:
             path = self.config_dir / path
         return path.absolute()
 
+    metrics: MetricsSection = MetricsSection()
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
 
     def uses_kubernetes(self) -> bool:
@@ -130,25 +137,39 @@ class Policy:
             raise UnknownSecret(name, self.secrets) from None
 
     def select(self, names: list[str]) -> list[SecretPolicy]:
-        """Secrets named on the command line (`all` means every one), in policy order."""
+        """Secrets named on the command line (`all` means every one), in policy order.
+        A login name that follows another secret is left out of `all` and refused by name."""
         if names == ["all"] or not names:
-            return list(self.secrets.values())
-        wanted = {self.secret(n).name for n in names}
+            return [s for s in self.secrets.values() if not s.follows]
+        wanted = {self.changeable(n).name for n in names}
         return [s for s in self.secrets.values() if s.name in wanted]
+
+    def changeable(self, name: str) -> SecretPolicy:
+        """The named secret, refusing (exit 2) one that only changes with another."""
+        secret = self.secret(name)
+        if secret.follows:
+            raise UsageError(
+                f"{name} holds the login name in use for {secret.follows} and changes only with it: "
+                f"use `keyroll rotate {secret.follows}` (or set, rollback {secret.follows})"
+            )
+        return secret
 
     def admin_secret_of(self, target_name: str) -> str | None:
         target = self.targets[target_name]
         return getattr(target, "admin_password_secret", "") or None
 
     def admin_secrets(self) -> set[str]:
-        """Secrets that are the admin credential of some target."""
-        return {n for t in self.targets if (n := self.admin_secret_of(t))}
+        """Secrets that are the admin credential of some target (admin_password_secret,
+        or an http target's {secret:NAME}): they are rotated after the others."""
+        from keyroll.config.httpspec import secret_refs
+
+        names = {n for t in self.targets if (n := self.admin_secret_of(t))}
+        return names.union(*(secret_refs(t) for t in self.targets.values()))
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
         carry a token redacted (notification URLs, a health URL's user:password@ and query)."""
-        from keyroll.consumers import shown
-        from keyroll.notify import redact
+        from keyroll.text import redact, shown
 
         doc: dict[str, Any] = {
             "paths": {
@@ -185,9 +206,15 @@ class Policy:
                 "unattended": secret.unattended,
                 "health_timeout": _duration_text(secret.health_timeout),
                 **({"converge": [shown(spec) for spec in secret.converge]} if secret.converge else {}),
+                "max_length": secret.max_length,
                 "kubernetes": list(secret.kubernetes),
             }
-        doc["targets"] = {name: _plain(asdict(t)) for name, t in self.targets.items()}
+        from keyroll.config.httpspec import shown_target
+
+        doc["targets"] = {name: shown_target(_plain(asdict(t))) for name, t in self.targets.items()}
+        for target in doc["targets"].values():
+            if "env" in target:  # (a program's variables may hold a token)
+                target["env"] = [entry.split("=", 1)[0] + "=***" for entry in target["env"]]
         return doc
 
 
@@ -331,13 +358,24 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             unattended=merged["unattended"],
             health_timeout=parse_duration(merged["health_timeout"]),
             converge=section.converge,
+            max_length=merged["max_length"],
             kubernetes=section.kubernetes,
         )
+        if secrets[name].max_length < secrets[name].length:
+            raise ConfigError(
+                f"{keypath}.max_length: must be >= the length of generated values ({secrets[name].length})"
+            )
 
+    _add_username_secrets(targets, secrets, used_targets)
     for name, target in targets.items():
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
             raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
+        from keyroll.config.httpspec import secret_refs
+
+        for ref in sorted(secret_refs(target)):
+            if ref not in secrets:
+                raise ConfigError(f"targets.{name}: {{secret:{ref}}} names no secret")
         if admin and getattr(target, "admin_password_file", ""):
             raise ConfigError(f"targets.{name}: set admin_password_secret or admin_password_file, not both")
     _check_admin_cycles(targets, used_targets)
@@ -377,6 +415,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         require_encrypted=require_encrypted,
         env=env,
         gitops=gitops,
+        metrics=sections["metrics"],
     )
 
 
@@ -404,20 +443,98 @@ def _check_folders_apart(paths: Paths) -> None:
 
 
 def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:
-    """Refuse A-administers-B-administers-A: no rotation order could be safe."""
+    """Refuse A-administers-B-administers-A (through admin_password_secret or an http
+    target's {secret:NAME}): no rotation order could be safe."""
+    from keyroll.config.httpspec import secret_refs
+
     secret_target = {secret: target for target, secret in owner.items()}
+
+    def admins_of(secret: str) -> list[tuple[str, str]]:
+        """(admin secret, key naming it) for the target of `secret`."""
+        if secret not in secret_target:
+            return []
+        name = secret_target[secret]
+        found = []
+        if admin := getattr(targets[name], "admin_password_secret", ""):
+            found.append((admin, f"targets.{name}.admin_password_secret"))
+        found += [(ref, f"targets.{name}") for ref in sorted(secret_refs(targets[name]))]
+        return [(admin, key) for admin, key in found if admin != secret]
+
+    def walk(chain: list[str], key: str) -> None:
+        for admin, admin_key in admins_of(chain[-1]):
+            if admin in chain:
+                cycle = " -> ".join([*chain[chain.index(admin) :], admin])
+                raise ConfigError(f"{key if len(chain) > 1 else admin_key}: admin credentials form a cycle ({cycle})")
+            walk([*chain, admin], key if len(chain) > 1 else admin_key)
+
     for start in secret_target:
-        seen = [start]
-        current = start
-        while True:
-            target = targets[secret_target[current]] if current in secret_target else None
-            admin = getattr(target, "admin_password_secret", "") if target else ""
-            if not admin or admin == current:
-                break
-            if admin in seen:
-                chain = " -> ".join([*seen, admin])
-                raise ConfigError(
-                    f"targets.{secret_target[start]}.admin_password_secret: admin credentials form a cycle ({chain})"
-                )
-            seen.append(admin)
-            current = admin
+        walk([start], "")
+
+
+def _add_username_secrets(
+    targets: Mapping[str, TargetSection], secrets: dict[str, SecretPolicy], owner: Mapping[str, str]
+) -> None:
+    """Check the strategies, and add (or check) each postgres `username_secret`: a secret of
+    kind username that follows the target's password secret (same mode, owner, services)."""
+    followers: dict[str, str] = {}
+    for name, target in targets.items():
+        keypath = f"targets.{name}"
+        strategy = getattr(target, "strategy", "single")
+        if strategy != "single" and not getattr(target, "admin_user", ""):
+            raise ConfigError(f"{keypath}.admin_user: the {strategy} strategy needs an admin login")
+        if strategy != "single" and getattr(target, "admin_user", "") == getattr(target, "user", ""):
+            raise ConfigError(f"{keypath}.admin_user: must differ from user with the {strategy} strategy")
+        username = getattr(target, "username_secret", "")
+        if strategy != "alternating":
+            if username or getattr(target, "alternate_user", ""):
+                field_name = "username_secret" if username else "alternate_user"
+                raise ConfigError(f'{keypath}.{field_name}: only used with strategy = "alternating"')
+            continue
+        alternate = getattr(target, "alternate_user", "") or f"{getattr(target, 'user', '')}_clone"
+        if alternate == getattr(target, "user", ""):
+            raise ConfigError(f"{keypath}.alternate_user: must differ from user")
+        if not username:
+            raise ConfigError(f'{keypath}.username_secret: required with strategy = "alternating"')
+        if not SECRET_NAME.match(username):
+            raise ConfigError(f"{keypath}.username_secret: a secret name uses letters, digits, _ and -")
+        if name not in owner:
+            raise ConfigError(f"{keypath}: no secret names this target, so its username_secret has no password")
+        password = owner[name]
+        if username == password or username in followers:
+            raise ConfigError(f"{keypath}.username_secret: {username!r} is already used")
+        followers[username] = password
+        main = secrets[password]
+        declared = secrets.get(username)
+        if declared is not None and (declared.kind != "username" or declared.target or declared.restart):
+            raise ConfigError(
+                f'secrets.{username}: the username_secret of targets.{name} must be kind = "username" '
+                "with no target and no restart (it follows the password)"
+            )
+        base = declared or main
+        secrets[username] = SecretPolicy(
+            name=username,
+            kind="username",
+            length=base.length if declared else 63,
+            alphabet=base.alphabet,
+            description=base.description if declared else f"login name in use for {password} (keyroll keeps it)",
+            services=main.services,
+            target=None,
+            restart=(),
+            health=(),
+            schedule=main.schedule,
+            window=None,
+            jitter=main.jitter,
+            mode=base.mode,
+            owner=base.owner,
+            group=base.group,
+            reminder=main.reminder,
+            unattended=False,
+            health_timeout=main.health_timeout,
+            follows=password,
+            kubernetes=declared.kubernetes if declared else (),
+        )
+    for name, secret in secrets.items():
+        if secret.kind == "username" and name not in followers:
+            raise ConfigError(
+                f'secrets.{name}.kind: "username" is only for the username_secret of an alternating postgres target'
+            )

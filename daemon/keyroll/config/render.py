@@ -36,6 +36,19 @@ EXAMPLE_TARGETS: dict[str, dict[str, Any]] = {
     "cache": {"type": "redis", "user": "stack"},
     "stackdb": {"type": "mysql", "user": "stack"},
     "grafana": {"type": "command", "argv": ["/usr/local/bin/set-grafana-password"]},
+    # (docs/recipes.md: RabbitMQ and Grafana)
+    "rabbitmq": {
+        "type": "http",
+        "base_url": "http://127.0.0.1:15672",
+        "apply": {
+            "method": "PUT",
+            "path": "/api/users/app",
+            "json": {"password": "{value}", "tags": "management"},
+            "auth": "basic-file:admin:credential:rabbitmq-admin",
+            "expect": [201, 204],
+        },
+        "verify": {"method": "GET", "path": "/api/whoami", "auth": "basic:app:{value}", "expect": [200]},
+    },
 }
 EXAMPLE_SECRET_OPTIONS: dict[str, Any] = {
     "target": "pg",
@@ -45,9 +58,15 @@ EXAMPLE_SECRET_OPTIONS: dict[str, Any] = {
 
 
 def toml_value(value: Any) -> str:
-    """A value in TOML syntax (strings, booleans, integers, lists of strings)."""
+    """A value in TOML syntax (strings, booleans, integers, lists, inline tables)."""
     import json
+    import re
 
+    if isinstance(value, dict):
+        items = (
+            f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {toml_value(v)}" for k, v in value.items()
+        )
+        return "{ " + ", ".join(items) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -68,6 +87,8 @@ def _option(fld: Field, value: Any = None, *, active: bool | None = None) -> lis
     if empty and meta.get("example") is not None:
         shown = meta["example"]
     lines = _comment(meta["doc"])
+    if shown is None:  # (an optional table with no example: its documentation only)
+        return lines
     is_active = (not empty) if active is None else active
     lines.append(("" if is_active else "# ") + f"{fld.name} = {toml_value(shown)}")
     return lines
@@ -92,7 +113,10 @@ def render_example() -> str:
         out.append(f"# [targets.{table}]")
         out += _comment(" ".join((cls.__doc__ or "").split()))
         for fld in fields(cls):
-            for line in _option(fld, values.get(fld.name), active=True):
+            value = values.get(fld.name)
+            if value is None and fld.name == "rollback":
+                value = values["apply"]  # (what the default does, written out)
+            for line in _option(fld, value, active=True):
                 out.append(line if line.startswith("#") else "# " + line)
         out.append("")
 

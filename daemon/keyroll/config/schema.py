@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from keyroll.errors import ConfigError
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.records import MISSING, Field, field, fields, record
 
 SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
@@ -19,6 +20,8 @@ SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from typing import Any
+
+    from keyroll.config.httpspec import HttpRequest
 
     Check = Callable[[Any], str | None]
 
@@ -34,7 +37,7 @@ def opt(
     required: bool = False,
 ) -> Any:
     """A documented option.  `kind`: str, int, bool, strs, duration, schedule,
-    window, mode, alphabet; inferred from the default when not given."""
+    window, mode, alphabet, request (an http target's request table); inferred from the default when not given."""
     if kind is None:
         kind = {bool: "bool", int: "int", str: "str", tuple: "strs"}[type(default)]
     meta = {"doc": doc, "kind": kind, "choices": choices, "check": check, "example": example, "required": required}
@@ -138,7 +141,8 @@ def _restart_specs(values: tuple[str, ...]) -> str | None:
 def _health_specs(values: tuple[str, ...]) -> str | None:
     for spec in values:
         if spec.startswith(("http://", "https://")):
-            from keyroll.consumers import shown, split_http_url
+            from keyroll.httpclient import split_http_url
+            from keyroll.text import shown
 
             try:
                 split_http_url(spec)
@@ -175,9 +179,15 @@ def _notify_events(values: tuple[str, ...]) -> str | None:
 
 
 def _recipients(values: tuple[str, ...]) -> str | None:
-    from keyroll.age import recipient_problem
+    from keyroll.recipients import recipient_problem
 
     return next((problem for value in values if (problem := recipient_problem(value))), None)
+
+
+def _env_entries(values: tuple[str, ...]) -> str | None:
+    from keyroll.hardening import env_entry_problem
+
+    return next((problem for value in values if (problem := env_entry_problem(value))), None)
 
 
 def _argv(values: tuple[str, ...]) -> str | None:
@@ -258,6 +268,11 @@ class DefaultsSection:
         kind="duration",
         check=_duration,
     )
+    max_length: int = opt(
+        MAX_VALUE_BYTES,
+        f"Largest value, in bytes, that set, init and restore accept (at most {MAX_VALUE_BYTES}, the hard limit).",
+        check=_between(1, MAX_VALUE_BYTES),
+    )
 
 
 @record(frozen=True)
@@ -321,11 +336,46 @@ class DaemonSection:
     retry_max: str = opt("6h", "Longest retry delay after repeated failures.", kind="duration", check=_duration)
 
 
+def _textfile(value: str) -> str | None:
+    return (
+        None if not value or value.endswith(".prom") else "must end in .prom (the textfile collector reads only those)"
+    )
+
+
+def _metrics_mode(value: str | int) -> str | None:
+    problem = _mode(value)
+    return problem.replace("a secret", "the metrics file").replace("the secret", "it") if problem else None
+
+
+@record(frozen=True)
+class MetricsSection:
+    """Prometheus metrics for node_exporter's textfile collector, rewritten after every
+    writing command, `keyroll run` and daemon cycle (never a value, hash or fingerprint)."""
+
+    textfile: str = opt(
+        "",
+        "The .prom file to write, in the collector's folder (--collector.textfile.directory); empty: no metrics.",
+        check=_textfile,
+        example="/var/lib/prometheus/node-exporter/keyroll.prom",
+    )
+    mode: str = opt(
+        "0644",
+        "File mode of the metrics file (it holds no secret; the collector reads it).",
+        kind="mode",
+        check=_metrics_mode,
+    )
+
+
 @record(frozen=True)
 class SecretSection:
     """One secret.  Any [defaults] key may also be set here."""
 
-    kind: str = opt("password", "password (32 characters) or api_key (64 characters).", choices=("password", "api_key"))
+    kind: str = opt(
+        "password",
+        "password (32 characters), api_key (64 characters), or username (a login name keyroll keeps in step "
+        "with a postgres target's username_secret; never generated, never rotated on its own).",
+        choices=("password", "api_key", "username"),
+    )
     length: int = opt(0, "Length of generated values; 0 means the kind's default.", check=_length)
     alphabet: str = opt(
         "alnum",
@@ -396,6 +446,22 @@ class PostgresTarget:
     admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
     admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+    strategy: str = opt(
+        "single",
+        "single (one login; new logins fail until consumers restart) or alternating (two login roles, "
+        "zero-downtime; needs admin_user and username_secret).",
+        choices=("single", "alternating"),
+    )
+    alternate_user: str = opt("", "alternating: the second login role (default: <user>_clone).")
+    username_secret: str = opt(
+        "", "alternating: the secret (kind username) holding the login name in use; keyroll creates it."
+    )
+    grace: str = opt(
+        "1h",
+        "alternating: how long the previous login keeps working after consumers are healthy.",
+        kind="duration",
+        check=_duration,
+    )
 
 
 @record(frozen=True)
@@ -435,17 +501,32 @@ class MysqlTarget:
     admin_password_secret: str = opt("", "A keyroll secret holding the admin password.")
     admin_password_file: str = opt("", 'A file holding the admin password ("credential:NAME" for systemd credentials).')
     connect_timeout: str = opt("5s", "Connection timeout.", kind="duration", check=_duration)
+    strategy: str = opt(
+        "single",
+        "single (one password; new logins fail until consumers restart) or dual (MariaDB 10.4+: new and old "
+        "passwords both log in until the grace has passed; needs admin_user).",
+        choices=("single", "dual"),
+    )
+    grace: str = opt(
+        "1h",
+        "dual: how long the old password keeps working after consumers are healthy.",
+        kind="duration",
+        check=_duration,
+    )
 
 
 @record(frozen=True)
 class CommandTarget:
     """A program that applies the value.  $KEYROLL_PHASE says apply, verify or
-    rollback, $KEYROLL_SECRET names the secret; stdin carries the values, never
-    argv: line 1 the value of this phase, line 2 (apply, rollback) the value it
-    replaces, when there is one.  Read line 1 only, with `IFS= read -r value ||
-    exit 1` (line 1 always ends with a newline, so input cut short by a killed
-    keyroll is refused), and refuse an empty value.  Exit 0 is success, 75 a
-    temporary failure."""
+    rollback, $KEYROLL_SECRET names the secret; stdin carries the value of this
+    phase followed by one newline, never argv (with old_value set to true, apply and
+    rollback also get the value it replaces on line 2, when there is one).  Read
+    it with `IFS= read -r value || exit 1` (the value always ends with a newline,
+    so input cut short by a killed keyroll is refused), and refuse an empty value.
+    The program's environment holds PATH, HOME, LANG, LC_ALL, the KEYROLL_*
+    variables and the env entries, nothing else of keyroll's.  Its output is never
+    shown: keyroll reports the exit status and at most a first line of stderr that
+    holds no part of a value.  Exit 0 is success, 75 a temporary failure."""
 
     type: str = opt("command", "Target type.", choices=("command",))
     argv: tuple[str, ...] = opt(
@@ -456,6 +537,76 @@ class CommandTarget:
         required=True,
     )
     timeout: str = opt("30s", "Longest time one phase may take.", kind="duration", check=_duration)
+    old_value: bool = opt(
+        False,
+        "Also send the value being replaced, on line 2 of stdin, in apply and rollback (for an API that "
+        "changes a password only given the old one); otherwise stdin holds the value alone.",
+    )
+    env: tuple[str, ...] = opt(
+        (),
+        'Environment variables for the program, as "NAME=value" (it inherits only PATH, HOME, LANG and LC_ALL).',
+        check=_env_entries,
+        example=("GRAFANA_URL=http://127.0.0.1:3000",),
+    )
+
+
+def _base_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    from keyroll.config.httpspec import url_problem
+
+    if problem := url_problem(value):
+        return problem
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return "not a valid URL (a host, and a port from 1 to 65535 if any)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "use http://HOST[:PORT][/PREFIX] or https://..."
+    if parts.username is not None or parts.password is not None:
+        return "no user:password@ here: use the requests' auth"
+    if parts.query or parts.fragment:
+        return "no query or fragment here: put the query in a request's path"
+    return None
+
+
+_REQUEST_DOC = (
+    "{ method, path, json | form, auth, headers, expect }: path is appended to base_url; "
+    "json/form/auth/header values may hold {value}, {old} and {secret:NAME}; auth is basic:USER:PASSWORD, "
+    "basic-file:USER:FILE, bearer:TOKEN, bearer-file:FILE or header:NAME:VALUE; expect lists the "
+    "success codes (default [200, 201, 204])."
+)
+
+
+@record(frozen=True)
+class HttpTarget:
+    """A service with an HTTP API (Grafana, RabbitMQ, ...): one request per phase.  Values
+    go only in JSON or form bodies, auth and header values, never in URLs; redirects
+    are never followed; 401/403 mean refused, 5xx and no answer mean unavailable."""
+
+    type: str = opt("http", "Target type.", choices=("http",))
+    base_url: str = opt("", "The API's root URL (no placeholders, no credentials).", check=_base_url, required=True)
+    ca_file: str = opt("", "An extra CA certificate file for https (the system's CAs are always trusted).")
+    timeout: str = opt("10s", "Longest time one request may take.", kind="duration", check=_duration)
+    apply: HttpRequest | None = opt(
+        None, "The request that sets the value. " + _REQUEST_DOC, kind="request", required=True
+    )
+    verify: HttpRequest | None = opt(
+        None,
+        "The request that succeeds only with the value ({value}); also what recovery asks.",
+        kind="request",
+        required=True,
+    )
+    rollback: HttpRequest | None = opt(
+        None,
+        "The request that goes back to the previous value; default: the apply request, with {value} "
+        "standing for the previous value and {old} for the refused one.",
+        kind="request",
+    )
+
+
+TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget | HttpTarget
 
 
 def _publish_kinds(values: tuple[str, ...]) -> str | None:
@@ -514,12 +665,12 @@ class GitopsSection:
     )
 
 
-TargetSection = PostgresTarget | RedisTarget | MysqlTarget | CommandTarget
 TARGET_TYPES: dict[str, type] = {
     "postgres": PostgresTarget,
     "redis": RedisTarget,
     "mysql": MysqlTarget,
     "command": CommandTarget,
+    "http": HttpTarget,
 }
 
 TOP_SECTIONS: dict[str, type] = {
@@ -529,6 +680,7 @@ TOP_SECTIONS: dict[str, type] = {
     "backup": BackupSection,
     "notify": NotifySection,
     "daemon": DaemonSection,
+    "metrics": MetricsSection,
     "kubernetes": KubernetesSection,
 }
 OPTIONAL_SECTIONS: dict[str, type] = {"gitops": GitopsSection}  # absent: the feature is off
@@ -570,6 +722,10 @@ def _typed(value: Any, kind: str, keypath: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise wrong("a list of strings")
         return tuple(value)
+    if kind == "request":
+        from keyroll.config.httpspec import parse_request
+
+        return parse_request(value, keypath)
     if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
         try:
             return f"{parse_mode(value):04o}"  # TOML octal, 0o600

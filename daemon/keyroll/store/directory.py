@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from keyroll.errors import ConfigError, StoreError
 from keyroll.fsutil import describe_os_error, ensure_dir, read_bytes, remove_temp_files, write_files_atomically
+from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.paths import TEMP_PREFIX
-from keyroll.store import EntryInfo, decode_value, read_each
+from keyroll.store.base import EntryInfo, decode_value, read_each
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class DirectoryStore:
         self.location = directory
 
     def read(self, name: str) -> str | None:
-        raw = read_bytes(self.location, name)
+        raw = read_bytes(self.location, name, limit=MAX_VALUE_BYTES + 2)  # (+ a line ending)
         return None if raw is None else decode_value(raw, self.location / name)
 
     def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -94,11 +95,9 @@ class DirectoryStore:
         except OSError as exc:
             raise StoreError(describe_os_error(self.location, exc)) from None
 
-    def snapshot(self) -> dict[str, bytes]:
-        from keyroll.config.schema import SECRET_NAME
-
+    def snapshot(self, names: Collection[str]) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
-        for name in filter(SECRET_NAME.match, self.entries()):
+        for name in (n for n in self.entries() if n in names):  # (an undeclared file is never copied)
             if self.inspect(name).problem:
                 continue  # a symlink or a folder: never read; that secret is refused on its own
             raw = read_bytes(self.location, name)

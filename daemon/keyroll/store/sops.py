@@ -37,7 +37,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +52,9 @@ from keyroll.fsutil import (
     write_files_atomically,
 )
 from keyroll.guidance import shown_names
+from keyroll.outputs import hold
 from keyroll.records import record
-from keyroll.store import EntryInfo, decode_value, read_each
+from keyroll.store.base import EntryInfo, decode_value, read_each
 
 if TYPE_CHECKING:
     import subprocess
@@ -392,6 +393,7 @@ class SopsStore:
         value = data[name]
         if not isinstance(value, str):
             raise StoreError(f"{self.location}: {name} is not a string in the bundle")
+        hold(value)
         return value
 
     def read_all(self, names: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -431,7 +433,7 @@ class SopsStore:
     def entries(self) -> list[str]:
         return sorted(self.load())
 
-    def snapshot(self) -> dict[str, bytes]:
+    def snapshot(self, names: Collection[str]) -> dict[str, bytes]:
         """The encrypted bundle, byte for byte: a backup never holds plaintext."""
         raw = self.read_ciphertext()
         return {} if raw is None else {self.location.name: raw}
@@ -590,7 +592,7 @@ def render_files(
     from keyroll.store.directory import follows_policy, ownership
 
     shared = any(secrets[n].mode & 0o044 for n in values)
-    ensure_dir(directory, 0o711 if shared else 0o700)
+    ensure_dir(directory, 0o711 if shared else 0o700, purpose="rendered folder")
     if shared:  # readers must pass through an existing folder too (never list it): add x, take nothing away
         try:
             folder_mode = stat.S_IMODE(os.stat(directory).st_mode)

@@ -2,9 +2,11 @@
 
 The program gets the phase in $KEYROLL_PHASE (apply, verify, rollback), the
 secret's name in $KEYROLL_SECRET and the target's in $KEYROLL_TARGET; the value
-comes on stdin, never in argv: line 1 is the value of this phase, line 2 (apply
-and rollback) the value being replaced, when there is one.  Exit 0 is success,
-75 a temporary failure (service down), anything else a refusal.
+comes on stdin, never in argv: exactly the value of this phase and one newline.
+Only a target with `old_value = true` also gets, on line 2 in apply and rollback,
+the value being replaced (when there is one).  Its environment is minimal
+(keyroll.hardening) and its output is never repeated as such (keyroll.outputs).
+Exit 0 is success, 75 a temporary failure (service down), anything else a refusal.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError
+from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError, UnsafePath
+from keyroll.hardening import parse_env_entries, program_env
+from keyroll.outputs import hold, safe_excerpt
 from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
-from keyroll.targets import BaseTarget, Credentials
+from keyroll.targets.base import BaseTarget, Credentials
+from keyroll.trust import open_state_file
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig
@@ -56,8 +61,13 @@ class CommandTarget(BaseTarget):
         return f"command {self.config.argv[0]} (target {self.name})"
 
     def _run(self, phase: str, value: str, other: str | None = None) -> int:
-        stdin = value + "\n" + (other + "\n" if other is not None else "")
-        env = {**self.env, "KEYROLL_PHASE": phase, "KEYROLL_SECRET": self.secret, "KEYROLL_TARGET": self.name}
+        hold(value, other)
+        stdin = value + "\n" + (other + "\n" if other is not None and self.config.old_value else "")
+        env = program_env(
+            self.env,
+            parse_env_entries(self.config.env),
+            {"KEYROLL_PHASE": phase, "KEYROLL_SECRET": self.secret, "KEYROLL_TARGET": self.name},
+        )
         self.wait_idle(5.0)  # a program a killed keyroll left running must not race this one
         try:
             process = subprocess.Popen(
@@ -83,12 +93,8 @@ class CommandTarget(BaseTarget):
             self.running_file.unlink(missing_ok=True)
         if process.returncode == 0:
             return 0
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {process.returncode}"
-        for secret in (value, other):
-            if secret:
-                reason = reason.replace(secret, "***")  # a careless program may echo what it read
-        reason = reason[:200]  # (cut after masking: a value cut in two would escape the mask)
+        excerpt = safe_excerpt(stderr, (value, other or ""))  # a careless program may echo what it read
+        reason = f"exit status {process.returncode}" + (f": {excerpt}" if excerpt else "")
         if process.returncode == EXIT_TEMPFAIL:
             raise ServiceUnavailable(f"{self.describe()}: {phase}: {reason}")
         if phase == "verify":
@@ -99,18 +105,29 @@ class CommandTarget(BaseTarget):
         """Write down the running program and this keyroll (pids and kernel start
         times, which tell a reused pid apart) for a later recovery."""
         me = os.getpid()
-        with contextlib.suppress(OSError):
-            self.running_file.write_text(f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n")
+        with contextlib.suppress(OSError, UnsafePath):
+            fd = open_state_file(self.running_file, os.O_WRONLY | os.O_CREAT)  # (its owner checked first)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{pid} {_start_time(pid)} {me} {_start_time(me)}\n".encode())
+            finally:
+                os.close(fd)
 
     def wait_idle(self, timeout: float) -> None:
         """End every program a killed keyroll left running for this target (its whole
         process group).  A program whose keyroll is still alive is left alone."""
         for note in self.paths.running_commands(self.name):
+            try:  # (only keyroll's own notes: one another user wrote must never make it kill)
+                fd = open_state_file(note, os.O_RDONLY)
+            except (OSError, UnsafePath):
+                continue
             try:
-                pid, started, owner, owner_started = note.read_text().split()
-            except (OSError, ValueError):
+                pid, started, owner, owner_started = os.read(fd, 200).decode().split()
+            except (OSError, ValueError, UnicodeDecodeError):
                 note.unlink(missing_ok=True)
                 continue
+            finally:
+                os.close(fd)
             if _start_time(int(owner)) == owner_started:
                 continue  # its keyroll is alive and will see it through
             if _start_time(int(pid)) == started:

@@ -1,21 +1,32 @@
 """MariaDB / MySQL: change an account's password with ALTER USER ... IDENTIFIED BY
 PASSWORD, sending only the mysql_native_password hash computed client-side, so the
-plaintext never reaches the server or its general log.  The server keeps one
-password per account, so the change is not zero-downtime for new logins."""
+plaintext never reaches the server or its general log.  With the single strategy
+the server keeps one password per account, so the change is not zero-downtime for
+new logins.
+
+`strategy = "dual"` (MariaDB 10.4+) gives the account a chain of authentication
+alternatives, `IDENTIFIED VIA mysql_native_password USING '<new hash>' OR
+mysql_native_password USING '<old hash>'`: both passwords log in until the grace has
+passed, then the chain is cut back to the new one alone.  The chain is read back
+with SHOW CREATE USER; alternatives other than mysql_native_password are not kept.
+MySQL 8 (RETAIN CURRENT PASSWORD) is not supported: the check says so."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import BaseTarget, Connections, Credentials, LoginRefused, client_library
+from keyroll.targets.base import BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     from keyroll.config.schema import MysqlTarget as MysqlConfig
 
 _ACCESS_DENIED = 1045
+_NATIVE_HASH = re.compile(r"'(\*[0-9A-F]{40})'")
 
 
 def native_password_hash(value: str) -> str:
@@ -33,6 +44,9 @@ class MysqlTarget(BaseTarget):
         self.config = config
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
         self._admin_key = ("mysql", config.host, config.port, credentials.user)
+        self.dual = config.strategy == "dual"
+        self.keeps_old = self.dual
+        self.grace = parse_duration(config.grace) if self.dual else timedelta(0)
 
     def describe(self) -> str:
         c = self.config
@@ -90,6 +104,15 @@ class MysqlTarget(BaseTarget):
         )
         if not rows or not rows[0][0]:
             raise TargetError(f"{self.describe()}: the account does not exist")
+        if self.dual:
+            version = str(self._execute("SELECT VERSION()")[0][0])
+            number = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+            if "mariadb" not in version.lower() or number < (10, 4):
+                raise TargetError(
+                    f"{self.describe()}: strategy dual needs MariaDB 10.4 or later (the server is {version}); "
+                    "MySQL's RETAIN CURRENT PASSWORD is not supported"
+                )
+            self._chain()
 
     def accepts(self, value: str) -> bool:
         try:
@@ -106,6 +129,49 @@ class MysqlTarget(BaseTarget):
             self._execute(
                 "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s", (self.config.user, self.config.user_host, digest)
             )
+
+    # --- strategy dual ------------------------------------------------------------------
+
+    def _chain(self) -> list[str]:
+        """The account's mysql_native_password hashes, in order (SHOW CREATE USER)."""
+        rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
+        return _NATIVE_HASH.findall(str(rows[0][0])) if rows else []
+
+    def _set_chain(self, hashes: list[str]) -> None:
+        """Replace the account's authentication by these alternatives (the first is what SET PASSWORD changes)."""
+        alternatives = " OR ".join(["mysql_native_password USING %s"] * len(hashes))
+        self._execute(
+            f"ALTER USER %s@%s IDENTIFIED VIA {alternatives}", (self.config.user, self.config.user_host, *hashes)
+        )
+
+    def apply(self, new: str, old: str | None) -> None:
+        if not self.dual:
+            return super().apply(new, old)
+        chain = [native_password_hash(new)]
+        if old is not None and old != new:
+            chain.append(native_password_hash(old))
+        self._set_chain(chain)
+
+    def rollback(self, old: str | None, new: str) -> None:
+        if not self.dual:
+            return super().rollback(old, new)
+        if old is None:
+            raise TargetError(f"{self.describe()}: there is no previous value to go back to")
+        self._set_chain([native_password_hash(old)])
+
+    def retirement_token(self, old: str) -> str | None:
+        return native_password_hash(old) if self.dual else None
+
+    def retire(self, token: str) -> None:
+        chain = self._chain()
+        if token in chain and len(chain) > 1:  # (never the last one: that is the current password)
+            self._set_chain([h for h in chain if h != token])
+
+    def other_credentials(self, current: str) -> list[str]:
+        if not self.dual:
+            return []
+        keep = native_password_hash(current)
+        return [h for h in self._chain() if h != keep]
 
     def close(self) -> None:
         self._connections.discard(self._admin_key)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import APPLICATION_PREFIX, BaseTarget, Connections, Credentials, LoginRefused, client_library
+from keyroll.targets.base import APPLICATION_PREFIX, BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     import psycopg

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from keyroll.digest import sha256
 from keyroll.errors import ServiceUnavailable, TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets import BaseTarget, Connections, Credentials, LoginRefused, client_library
+from keyroll.targets.base import BaseTarget, Connections, Credentials, LoginRefused, client_library
 
 if TYPE_CHECKING:
     from keyroll.config.schema import RedisTarget as RedisConfig

@@ -10,6 +10,9 @@
   coreutils ? "/usr",
   # Whether the stand-in python3Packages has pyrage (not every nixpkgs has).
   withPyrage ? true,
+  # Likewise lightkube and ahocorasick-rs.
+  withLightkube ? true,
+  withMatcher ? true,
   # The package's own switches for optional extras.
   withPostgres ? true,
   withRedis ? true,
@@ -53,7 +56,11 @@ let
     "pymysql"
     "pytestCheckHook"
     "pytest-timeout"
-  ] ++ lib.optional withPyrage "pyrage";
+    "prometheus-client"
+  ]
+  ++ lib.optional withPyrage "pyrage"
+  ++ lib.optional withLightkube "lightkube"
+  ++ lib.optional withMatcher "ahocorasick-rs";
   python3Packages = lib.genAttrs pythonNames fakePackage // {
     # As nixpkgs' buildPythonPackage (mk-python-derivation.nix) does: a Python
     # package has no check phase of its own; its checks run after the install,

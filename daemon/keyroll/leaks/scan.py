@@ -1,0 +1,424 @@
+"""Exact scan for known values in git repositories and folders (`keyroll leaks scan`).
+
+keyroll knows the exact values it manages, so it looks for those, not for
+things that look like secrets.  A repository is read through its whole object
+database (`git cat-file --batch-all-objects --batch`: every blob, tree, commit
+and tag, packed or loose, reachable or not), plus its work tree (tracked and
+untracked files that are not ignored), and the files of its git folder
+(`config` with remote URLs, reflogs, `lfs/objects`, ...).  Any other path is
+read as a folder of files.
+
+Each value is searched raw and in the encodings people commit: base64 at the
+three byte alignments (the part of the base64 text that depends on the value
+alone, so a value inside a Kubernetes Secret manifest is found wherever it
+starts), URL-encoded, and hex.  Matching is exact and overlapping
+(`ahocorasick_rs`, imported only when a matcher is built), over chunks that overlap by the
+longest pattern, so a value that contains another, two values in one blob and
+a value across a read boundary are all found, and a string that is only a
+prefix of a value is not.
+
+The scan only reads: git runs with GIT_OPTIONAL_LOCKS=0 and commands that
+never write (no index refresh).  A finding never carries the value, nor a hash
+of it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from hashlib import sha1
+from pathlib import Path
+
+from keyroll.fsutil import describe_os_error
+from keyroll.leaks import git as git_reading
+from keyroll.leaks.git import (
+    ZERO_OID,
+    History,
+    ObjectHit,
+    PendingLog,
+    Repository,
+    git_argv,
+    git_env,
+    locate,
+    parse_batch,
+    run_git,
+    scan_batch,
+)
+from keyroll.leaks.patterns import Matcher, Needle, line_numbers, scan_bytes_stream
+from keyroll.leaks.report import LIVE, RETIRED, Finding, LeakScanError, Scanned, ScanReport
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
+
+
+class Scanner:
+    """Scans paths for the needles; collects findings and one-line errors."""
+
+    def __init__(self, needles: Sequence[Needle], *, staged: bool = False) -> None:
+        self.matcher = Matcher(needles)
+        self.staged = staged
+        self.env = git_env(keep_location=staged)
+        self.report = ScanReport(values=len(needles), patterns=len(self.matcher.patterns))
+        self.found_needles: set[int] = set()  # (for the rewrite file: which values were found)
+
+    # -- results
+
+    def _finding(self, pattern: int, repository: str, source: str, where: str, **details: Any) -> list[Finding]:
+        found = []
+        for index, encoding in self.matcher.owners[pattern]:
+            needle = self.matcher.needles[index]
+            self.found_needles.add(index)
+            status = LIVE if needle.live else RETIRED
+            found.append(Finding(needle.secret, status, needle.state, encoding, repository, source, where, **details))
+        return found
+
+    def _group(self, hits: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+        """pattern -> offsets."""
+        grouped: dict[int, list[int]] = {}
+        for offset, pattern in hits:
+            grouped.setdefault(pattern, []).append(offset)
+        return grouped
+
+    # -- entry points
+
+    def scan(self, paths: Sequence[Path]) -> ScanReport:
+        """Scan every path (each a repository, a folder or a file)."""
+        began = time.monotonic()
+        for path in paths:
+            try:
+                self._scan_path(path)
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+        self.report.seconds = round(time.monotonic() - began, 3)
+        return self.report
+
+    def _scan_path(self, path: Path) -> None:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise LeakScanError(describe_os_error(path, exc)) from None
+        if not stat.S_ISDIR(info.st_mode):
+            if self.staged:
+                raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
+            scanned = Scanned(str(path), "file")
+            self.report.scanned.append(scanned)
+            real = Path(os.path.realpath(path))  # (a symlink given by name is followed; none found inside is)
+            self._scan_file(real, str(path), scanned, "file", "file", str(path))
+            return
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise LeakScanError(f"{path}: permission denied")
+        repository = locate(path, self.env)
+        if repository is None:
+            if self.staged:
+                raise LeakScanError(f"{path}: not a git repository; --staged scans what is about to be committed")
+            self._scan_folder(path)
+        elif self.staged:
+            self._scan_staged(repository)
+        else:
+            self._scan_repository(repository)
+
+    # -- plain files
+
+    def _scan_file(self, file: Path, shown: str, scanned: Scanned, source: str, where: str, repository: str) -> None:
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self.report.errors.append(describe_os_error(shown, exc))
+            return
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return
+            hits = scan_bytes_stream(self.matcher, _file_chunks(fd))
+            scanned.files += 1
+            scanned.bytes += info.st_size
+            if not hits:
+                return
+            os.lseek(fd, 0, os.SEEK_SET)
+            data = b"".join(_file_chunks(fd))
+        except OSError as exc:
+            self.report.errors.append(describe_os_error(shown, exc))
+            return
+        finally:
+            os.close(fd)
+        binary = b"\0" in data[:BINARY_PROBE]
+        for pattern, offsets in self._group(hits).items():
+            lines = [] if binary else line_numbers(data, offsets)
+            self.report.findings += self._finding(
+                pattern, repository, source, where, path=shown, lines=lines, binary=binary
+            )
+
+    def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
+        scanned = Scanned(str(folder), "folder")
+        self.report.scanned.append(scanned)
+        for file in _walk(folder, self.report.errors, skip):
+            self._scan_file(file, str(file), scanned, "file", "file", str(folder))
+
+    # -- repositories
+
+    def _git(self, repository: Repository, args: Sequence[str], stdin: bytes | None = None) -> bytes:
+        return run_git(args, git_dir=repository.git_dir, env=self.env, stdin=stdin, what=str(repository.given))
+
+    def _scan_repository(self, repository: Repository) -> None:
+        kind = "repository" if repository.work_tree is not None else "bare repository"
+        scanned = Scanned(str(repository.given), kind)
+        self.report.scanned.append(scanned)
+        shown = str(repository.given)
+        pending = History.start(self.env, repository)
+        try:
+            self.matcher.prepare(self._object_bytes(repository))
+            argv = git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
+            hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
+            scanned.objects, scanned.bytes = objects, size
+            index = self._index_entries(repository)
+            if hits:
+                self._object_findings(repository, hits, index, pending)
+        finally:
+            pending.close()
+        if repository.work_tree is not None:
+            self._scan_work_tree(repository, index, scanned)
+        git_dir = repository.git_dir
+        for file in _walk(git_dir, self.report.errors, _skip_in_git_dir(git_dir)):
+            relative = file.relative_to(git_dir)
+            self._scan_file(file, str(relative), scanned, "git dir", "git dir", shown)
+
+    def _object_bytes(self, repository: Repository) -> int:
+        """About how many bytes the object database holds (compressed, so at least)."""
+        try:
+            out = self._git(repository, ["count-objects", "-v"]).decode("ascii", "replace")
+        except LeakScanError:
+            return 0
+        sizes = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+        return sum(int(sizes.get(key, "0") or 0) for key in ("size", "size-pack")) * 1024
+
+    def _index_entries(self, repository: Repository) -> dict[str, str]:
+        """path -> blob id of every index entry (none for a bare repository)."""
+        if repository.work_tree is None and not (repository.git_dir / "index").exists():
+            return {}
+        try:
+            out = self._git(repository, ["ls-files", "--stage", "-z"])
+        except LeakScanError:
+            return {}
+        entries: dict[str, str] = {}
+        for item in out.split(b"\0"):
+            if not item:
+                continue
+            meta, _, path = item.partition(b"\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[0] != b"160000":
+                entries[path.decode("utf-8", "surrogateescape")] = parts[1].decode("ascii")
+        return entries
+
+    def _scan_work_tree(self, repository: Repository, index: dict[str, str], scanned: Scanned) -> None:
+        """Tracked and untracked files that are not ignored; a file whose content is the
+        index's blob was scanned as that blob already."""
+        assert repository.work_tree is not None
+        top = repository.work_tree
+        try:
+            out = run_git(
+                ["--work-tree", str(top), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                git_dir=repository.git_dir,
+                cwd=top,
+                env=self.env,
+                what=str(repository.given),
+            )
+        except LeakScanError as exc:
+            self.report.errors.append(str(exc))
+            return
+        for raw in dict.fromkeys(out.split(b"\0")):
+            if not raw:
+                continue
+            relative = raw.decode("utf-8", "surrogateescape")
+            file = top / relative
+            try:
+                info = file.lstat()
+            except FileNotFoundError:
+                continue  # deleted in the work tree (the index still has it)
+            except OSError as exc:
+                self.report.errors.append(describe_os_error(relative, exc))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            blob = index.get(relative)
+            if blob is not None and info.st_size < 256 << 20 and _blob_id(file) == blob:
+                continue
+            self._scan_file(file, relative, scanned, "work tree", "work tree", str(repository.given))
+
+    def _object_findings(
+        self, repository: Repository, hits: list[ObjectHit], index: dict[str, str], pending: PendingLog
+    ) -> None:
+        """Findings for objects: lines (or binary), commits and paths, refs, or where else."""
+        by_object: dict[str, list[ObjectHit]] = {}
+        for hit in hits:
+            by_object.setdefault(hit.oid, []).append(hit)
+        contents = self._read_objects(repository, list(by_object))
+        kinds = {hit.oid: hit.kind for hit in hits}
+        history = None
+        if any(k in ("blob", "commit") for k in kinds.values()):
+            try:
+                history = History.load(lambda args, stdin: self._git(repository, args, stdin), repository, pending)
+            except LeakScanError as exc:  # the findings stand; where they are is not known
+                self.report.errors.append(f"{exc} (commits and refs of the findings not known)")
+        tag_refs = self._tag_refs(repository) if "tag" in kinds.values() else {}
+        in_index: dict[str, list[str]] = {}
+        for path, blob in index.items():
+            in_index.setdefault(blob, []).append(path)
+        shown = str(repository.given)
+        for oid, object_hits in by_object.items():
+            kind = kinds[oid]
+            data = contents.get(oid, b"")
+            binary = kind == "blob" and b"\0" in data[:BINARY_PROBE]
+            details: dict[str, Any] = {"object": oid, "object_type": kind, "binary": binary}
+            where = "unreachable"
+            if kind == "blob":
+                where = self._blob_details(oid, history, in_index, details)
+            elif kind == "commit" and history is not None:
+                details["refs"], where = history.reach(history.refs_of([oid]))
+                details["first_commit"] = details["last_commit"] = oid
+            elif kind == "tag":
+                details["refs"] = tag_refs.get(oid, [])
+                where = "refs" if details["refs"] else "unreachable"
+            elif kind == "tree":
+                where = "tree"
+            grouped: dict[int, list[int]] = {}
+            for hit in object_hits:
+                grouped.setdefault(hit.pattern, []).append(hit.offset)
+            for pattern, offsets in grouped.items():
+                lines = line_numbers(data, offsets) if kind == "blob" and data and not binary else []
+                self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
+
+    def _blob_details(
+        self, oid: str, history: History | None, in_index: dict[str, list[str]], details: dict[str, Any]
+    ) -> str:
+        commits = history.blob_commits.get(oid, []) if history else []
+        if commits:
+            ordered = sorted(commits, key=lambda c: (c.date, history.order.get(c.commit, 0) if history else 0))
+            details["commits"] = ordered
+            details["first_commit"], details["last_commit"] = ordered[0].commit, ordered[-1].commit
+            details["path"] = ordered[0].path
+            details["removed_in"] = sorted(history.blob_removed.get(oid, set())) if history else []
+        refs: list[str] = []
+        where = "unreachable"
+        if history is not None and commits:
+            refs, where = history.reach(history.refs_of([c.commit for c in commits]) | history.direct.get(oid, 0))
+        elif history is not None and oid in history.direct:
+            refs, where = history.reach(history.direct[oid])
+        if where in ("unreachable", "reflog only") and oid in in_index:
+            where = "index" if where == "unreachable" else where
+            details.setdefault("path", in_index[oid][0])
+        details["refs"] = refs
+        return where
+
+    def _read_objects(self, repository: Repository, oids: list[str]) -> dict[str, bytes]:
+        """The content of each object (for line numbers and the binary test)."""
+        return parse_batch(self._git(repository, ["cat-file", "--batch"], ("\n".join(oids) + "\n").encode("ascii")))
+
+    def _tag_refs(self, repository: Repository) -> dict[str, list[str]]:
+        out = self._git(repository, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/tags"])
+        refs: dict[str, list[str]] = {}
+        for line in out.decode("utf-8", "surrogateescape").splitlines():
+            oid, _, name = line.partition(" ")
+            refs.setdefault(oid, []).append(name)
+        return refs
+
+    # -- staged changes (a pre-commit hook)
+
+    def _scan_staged(self, repository: Repository) -> None:
+        """Only the blobs the next commit would add or change (`git diff --cached`)."""
+        shown = str(repository.given)
+        scanned = Scanned(shown, "staged")
+        self.report.scanned.append(scanned)
+        out = run_git(
+            ["diff", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", "--no-ext-diff", "--diff-filter=d"],
+            cwd=repository.work_tree or repository.given,
+            env=self.env,
+            what=shown,
+        )
+        fields = out.split(b"\0")
+        blobs: dict[str, str] = {}
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            parts = meta.split()
+            if len(parts) >= 4 and parts[1] != b"160000" and parts[3].decode("ascii") != ZERO_OID:
+                blobs.setdefault(parts[3].decode("ascii"), path.decode("utf-8", "surrogateescape"))
+        if not blobs:
+            return
+        argv = git_argv(None, ["cat-file", "--batch"])
+        stdin = ("\n".join(blobs) + "\n").encode("ascii")
+        hits, scanned.objects, scanned.bytes = scan_batch(
+            self.matcher, argv, env=self.env, cwd=repository.work_tree or repository.given, stdin=stdin, what=shown
+        )
+        if not hits:
+            return
+        contents = self._read_staged(repository, {hit.oid for hit in hits})
+        grouped: dict[tuple[str, int], list[int]] = {}
+        for hit in hits:
+            grouped.setdefault((hit.oid, hit.pattern), []).append(hit.offset)
+        for (oid, pattern), offsets in grouped.items():
+            data = contents.get(oid, b"")
+            binary = b"\0" in data[:BINARY_PROBE]
+            lines = [] if binary else line_numbers(data, offsets)
+            self.report.findings += self._finding(
+                pattern, shown, "staged", "staged", object=oid, object_type="blob", path=blobs[oid],
+                lines=lines, binary=binary,
+            )  # fmt: skip
+
+    def _read_staged(self, repository: Repository, oids: set[str]) -> dict[str, bytes]:
+        out = run_git(
+            ["cat-file", "--batch"],
+            cwd=repository.work_tree or repository.given,
+            env=self.env,
+            stdin=("\n".join(oids) + "\n").encode("ascii"),
+            what=str(repository.given),
+        )
+        return parse_batch(out)
+
+
+def _blob_id(file: Path) -> str | None:
+    """git's id for the file's content as a blob (to skip files the index already holds)."""
+    try:
+        data = file.read_bytes()
+    except OSError:
+        return None
+    digest = sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _skip_in_git_dir(git_dir: Path) -> Callable[[Path], bool]:
+    """In a git folder, objects/ is read through git (loose objects are compressed) and
+    modules/ holds other repositories; every other file is read as it is."""
+    skipped = {git_dir / "objects", git_dir / "modules"}
+    return lambda folder: folder in skipped
+
+
+def _walk(top: Path, errors: list[str], skip: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Regular files under `top`, never through a symlink; unreadable folders noted."""
+
+    def failed(exc: OSError) -> None:
+        errors.append(describe_os_error(exc.filename or top, exc))
+
+    for folder, dirs, files in os.walk(top, onerror=failed):
+        here = Path(folder)
+        if skip is not None:
+            dirs[:] = [d for d in dirs if not skip(here / d)]
+        dirs.sort()
+        for name in sorted(files):
+            file = here / name
+            try:
+                if stat.S_ISREG(file.lstat().st_mode):  # (a symlink is never followed)
+                    yield file
+            except OSError as exc:
+                failed(exc)
+
+
+def _file_chunks(fd: int) -> Iterator[bytes]:
+    while True:
+        data = os.read(fd, git_reading.CHUNK)
+        if not data:
+            return
+        yield data

@@ -1,0 +1,294 @@
+"""Who may steer keyroll: only root and the user keyroll runs as.
+
+keyroll runs with every credential in hand, so it trusts a folder, a file or a
+program only when nobody else can change it (OpenSSH's StrictModes, sudo's
+checks of sudoers, git's safe.directory):
+
+- a folder keyroll keeps data in, and a file it reads or runs, must be owned by
+  root or the running user and be writable by nobody else;
+- every folder on the way from `/` (and every symlink met on the way, followed
+  to its target) must be owned by root or the running user and not writable by
+  group or others, unless it has the sticky bit (`/tmp` is fine on the way to
+  a folder, never as the folder itself);
+- a state file (journal, key, locks, notes) must be a regular file owned by the
+  running user, and is opened without following symlinks.
+
+Checks return `Unsafe` findings (one line each: the path, its owner and mode,
+and the fix); `refuse` turns the first into `UnsafePath` (exit 2).  This module
+sits beside fsutil and paths: it imports only errors, records and paths.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from keyroll.errors import UnsafePath
+from keyroll.paths import DAEMON_LOCK_FILE, FINGERPRINT_KEY_FILE, JOURNAL_FILE, WRITER_LOCK_FILE, Paths
+from keyroll.records import record
+
+# Files keyroll keeps in its state folder (with SQLite's side files).
+JOURNAL_FILES = (
+    JOURNAL_FILE,
+    JOURNAL_FILE + "-wal",
+    JOURNAL_FILE + "-shm",
+    JOURNAL_FILE + "-journal",
+    FINGERPRINT_KEY_FILE,
+)
+STATE_FILES = (*JOURNAL_FILES, WRITER_LOCK_FILE, DAEMON_LOCK_FILE)
+RUNNING_NOTES = "command-*.running"
+
+# Programs that run the file named by an argument: that file is checked too.
+INTERPRETERS = frozenset(
+    {"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox", "python", "python3", "perl", "ruby"}
+    | {"node", "nodejs", "php", "lua", "tclsh", "awk", "gawk", "mawk", "Rscript", "pwsh", "deno", "bun"}
+)
+_MAX_LINKS = 40
+
+
+@record(frozen=True)
+class Unsafe:
+    """One path keyroll must not trust, and what to do about it (one line)."""
+
+    path: Path
+    purpose: str  # what keyroll uses it for: "the secrets folder", "targets.x.argv", ...
+    problem: str  # "owned by bob (uid 1000), mode 0755" ...
+    fix: str
+
+    def __str__(self) -> str:
+        return f"unsafe {self.purpose}: {self.problem}; {self.fix}"
+
+
+def running_user() -> int:
+    return os.geteuid()
+
+
+def trusted_owners() -> frozenset[int]:
+    """The owners keyroll trusts: root and the user it runs as."""
+    return frozenset({0, running_user()})
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owner_text(info: os.stat_result) -> str:
+    name = user_name(info.st_uid)
+    owner = name if name.startswith("uid ") else f"{name} (uid {info.st_uid})"
+    return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
+
+
+def _who() -> str:
+    me = user_name(running_user())
+    return "root" if running_user() == 0 else f"root or {me}"
+
+
+def _writable_by_others(mode: int, path: Path | None = None) -> bool:
+    """Group or others may write it (a read-only mount counts as written by nobody)."""
+    if not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    try:
+        return path is None or not os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return True
+
+
+class _Walk:
+    """Checks every folder and symlink on the way to a path, following symlinks to
+    their targets (and checking those ways too)."""
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = purpose
+        self.owners = trusted_owners()
+        self.me = user_name(running_user())
+        self.found: list[Unsafe] = []
+        self.links = 0
+        self.subject: Path | None = None  # the path asked about (findings name it first)
+
+    def add(self, path: Path, info: os.stat_result, problem: str, fix: str) -> None:
+        self.found.append(Unsafe(path, self.purpose, f"{problem} is {_owner_text(info)}", fix))
+
+    def walk(self, path: Path, final: bool) -> tuple[Path, os.stat_result | None]:
+        """The real path `path` leads to and its stat (None when it does not exist);
+        records every problem on the way (and of the final object, when `final`)."""
+        if self.subject is None:
+            self.subject = path
+        subject = self.subject
+        current = Path("/")
+        info = os.stat(current)
+        self._check_parent(current, info, subject)
+        full = path if path.is_absolute() else Path(os.getcwd()) / path
+        parts = [p for p in full.parts[1:] if p not in ("", ".")]
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            if part == "..":
+                current = current.parent
+                info = os.stat(current)
+                continue
+            candidate = current / part
+            try:
+                info = os.lstat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                return current.joinpath(*parts[index:]), None
+            if stat.S_ISLNK(info.st_mode):
+                self.links += 1
+                if self.links > _MAX_LINKS:
+                    self.add(candidate, info, "a chain of too many symlinks", "choose a plain path")
+                    return candidate, None
+                if info.st_uid not in self.owners:
+                    self.add(
+                        candidate,
+                        info,
+                        f"{subject} leads through the symlink {candidate}, which",
+                        f"remove it, or use a path free of it ({_who()} must own every symlink on the way)",
+                    )
+                target = Path(os.readlink(candidate))
+                real, info_or_none = self.walk(target if target.is_absolute() else current / target, final and last)
+                if info_or_none is None:
+                    return real.joinpath(*parts[index + 1 :]), None
+                current, info = real, info_or_none
+                continue
+            current = candidate
+            if last and final:
+                self._check_final(current, info, subject)
+            elif stat.S_ISDIR(info.st_mode):
+                self._check_parent(current, info, subject)
+        return current, info
+
+    def _check_parent(self, folder: Path, info: os.stat_result, subject: Path) -> None:
+        intro = f"{subject}: its parent {folder}"
+        if info.st_uid not in self.owners:
+            self.add(folder, info, intro, f"`chown {self.me} {folder}`, or choose another place")
+        elif _writable_by_others(info.st_mode, folder) and not info.st_mode & stat.S_ISVTX:
+            self.add(folder, info, intro, f"`chmod go-w {folder}`, or choose another place")
+
+    def _check_final(self, path: Path, info: os.stat_result, subject: Path) -> None:
+        intro = f"{subject}" if path == subject else f"{subject} (really {path})"
+        if info.st_uid not in self.owners:
+            self.add(path, info, intro, f"`chown {self.me} {path}`, or choose another place")
+        elif _writable_by_others(info.st_mode, path):
+            mode = "0700" if stat.S_ISDIR(info.st_mode) else "go-w"
+            self.add(path, info, intro, f"`chmod {mode} {path}`, or choose another place")
+
+
+def check_folder(path: Path, purpose: str) -> list[Unsafe]:
+    """The folder (when it exists) and its parents up to `/`; a missing folder is
+    checked as far as it exists (keyroll creates the rest with its own owner)."""
+    walk = _Walk(purpose)
+    try:
+        walk.walk(path, final=True)
+    except OSError as exc:
+        return [Unsafe(path, purpose, f"{path}: cannot be checked ({exc.strerror or exc})", "choose another place")]
+    return list({str(u): u for u in walk.found}.values())
+
+
+def check_file(path: Path, purpose: str) -> list[Unsafe]:
+    """A file keyroll reads or runs (config, credential file, program): it and the
+    way to it, symlinks followed.  A missing file is no finding here."""
+    return check_folder(path, purpose)
+
+
+def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe]:
+    """The state folder and the state files in it (`names`, and the notes about
+    running programs): each a regular file (never a symlink) owned by the running
+    user."""
+    found = check_folder(paths.state_dir, "state folder")
+    try:
+        names = [n for n in names if os.path.lexists(paths.state_dir / n)]
+        names += sorted(p.name for p in paths.state_dir.glob(RUNNING_NOTES))
+    except OSError:
+        return found
+    for name in names:
+        problem = state_file_problem(paths.state_dir / name)
+        if problem is not None:
+            found.append(problem)
+    return found
+
+
+def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe | None:
+    """Why `path` (a state file) is not keyroll's own, or None."""
+    me = user_name(running_user())
+    try:
+        info = info or os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Unsafe(path, "state file", f"{path}: cannot be checked ({exc.strerror or exc})", "remove it")
+    if stat.S_ISLNK(info.st_mode):
+        return Unsafe(path, "state file", f"{path} is a symlink, {_owner_text(info)}", "remove it")
+    if not stat.S_ISREG(info.st_mode):
+        return Unsafe(path, "state file", f"{path} is not a regular file", "remove it")
+    if info.st_uid != running_user():
+        return Unsafe(
+            path, "state file", f"{path} is {_owner_text(info)}", f"remove it, or `chown {me} {path}` if it is yours"
+        )
+    if _writable_by_others(info.st_mode):
+        return Unsafe(path, "state file", f"{path} is {_owner_text(info)}", f"`chmod 0600 {path}`")
+    return None
+
+
+def open_state_file(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open for a state file: never through a symlink, and the file must be the
+    running user's own regular file (else UnsafePath, and the descriptor is closed).
+    Never pass O_TRUNC (it would act before the check): truncate the descriptor.
+    (O_NONBLOCK: a FIFO in its place is refused, not waited on.)"""
+    assert not flags & os.O_TRUNC, "open_state_file: truncate after the check"
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    try:
+        problem = state_file_problem(path, os.fstat(fd))
+    except OSError:
+        os.close(fd)
+        raise
+    if problem is not None:
+        os.close(fd)
+        raise UnsafePath(str(problem))
+    return fd
+
+
+def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
+    """Where `program` is run from: itself when it holds a '/', else the first match
+    on the PATH keyroll hands to programs (None when not found)."""
+    import shutil
+
+    if "/" in program:
+        return program if os.path.exists(program) else None
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
+def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
+    """The program `argv` runs (resolved on PATH, symlinks followed) and, for an
+    interpreter (`sh x.sh`, `python3 x.py`, `env prog`), the script or program it is
+    given: nobody but root or the running user may be able to change them."""
+    if not argv:
+        return []
+    found: list[Unsafe] = []
+    where = resolve_program(argv[0], env)
+    if where is None:
+        return found  # (not found: reported as such by the callers)
+    found += check_file(Path(where), purpose)
+    name = Path(os.path.realpath(where)).name
+    rest = list(argv[1:])
+    if Path(argv[0]).name == "env" or name == "env":
+        while rest and (rest[0].startswith("-") or "=" in rest[0]):
+            rest.pop(0)
+        return found + check_program(rest, purpose, env)
+    if name.rstrip("0123456789.") in INTERPRETERS or Path(argv[0]).name.rstrip("0123456789.") in INTERPRETERS:
+        script = next((a for a in rest if not a.startswith("-")), None)
+        if script is not None and os.path.isfile(script):
+            found += check_file(Path(script), purpose)
+    return found
+
+
+def refuse(found: Iterable[Unsafe]) -> None:
+    """UnsafePath (exit 2) for the first finding, saying how many more there are."""
+    found = list(found)
+    if found:
+        more = f" (and {len(found) - 1} more: `keyroll validate` lists them)" if len(found) > 1 else ""
+        raise UnsafePath(f"{found[0]}{more}")

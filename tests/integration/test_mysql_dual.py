@@ -1,0 +1,135 @@
+"""MariaDB `strategy = "dual"` against a real throwaway mariadbd: the new and the old
+password both log in until the grace has passed, then only the new one; hashes only
+(the general query log is on)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from conftest import keyroll, unique
+
+
+@pytest.fixture
+def account(mariadb, home):  # type: ignore[no-untyped-def]
+    user = unique("dual")
+    initial = "Maria" * 6 + "db"
+    mariadb.create_user(user, initial)
+    admin_file = home.root / "mariadb-admin"
+    admin_file.write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{admin_file}"
+strategy = "dual"
+grace = "1h"
+
+[secrets.db_password]
+target = "db"
+restart = ["command:true"]
+"""
+    )
+    assert keyroll(home.config, "set", "db_password", stdin=initial).returncode == 0
+
+    class Account:
+        name = user
+
+    Account.initial = initial  # type: ignore[attr-defined]
+    return Account
+
+
+def test_old_and_new_both_log_in_until_retired(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = home.value("db_password")
+    assert mariadb.login_ok(account.name, first) and mariadb.login_ok(account.name, account.initial)
+    log = mariadb.general_log_text()
+    assert "IDENTIFIED VIA mysql_native_password USING" in log
+    assert first not in log and account.initial not in log
+    # The next rotation keeps only the value it replaces beside the new one.
+    assert keyroll(home.config, "rotate", "db_password").returncode == 0
+    second = home.value("db_password")
+    assert mariadb.login_ok(account.name, second) and mariadb.login_ok(account.name, first)
+    assert not mariadb.login_ok(account.name, account.initial)
+    # --emergency: the old one goes at once.
+    assert keyroll(home.config, "rotate", "db_password", "--emergency").returncode == 0
+    third = home.value("db_password")
+    assert mariadb.login_ok(account.name, third) and not mariadb.login_ok(account.name, second)
+
+
+def test_retirement_after_the_grace(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    home.config.write_text(home.config.read_text().replace('grace = "1h"', 'grace = "1s"'))
+    assert keyroll(home.config, "rotate", "db_password").returncode == 0
+    assert mariadb.login_ok(account.name, account.initial)
+    time.sleep(1.5)
+    assert keyroll(home.config, "recover").returncode == 0
+    assert not mariadb.login_ok(account.name, account.initial)
+    assert mariadb.login_ok(account.name, home.value("db_password"))
+
+
+@pytest.mark.parametrize("step", ["create", "apply", "verify", "store-write", "store", "restart", "retire", "finish"])
+def test_sigkill_at_every_step_then_recover(account, mariadb, home, step: str) -> None:  # type: ignore[no-untyped-def]
+    args = ["rotate", "db_password"] + (["--emergency"] if step == "retire" else [])
+    assert keyroll(home.config, *args, env={"KEYROLL_FAILPOINT": step}).returncode == -signal.SIGKILL
+    done = keyroll(home.config, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert mariadb.login_ok(account.name, home.value("db_password"))
+    assert keyroll(home.config, "rotate", "db_password", "--emergency").returncode == 0
+    assert not mariadb.login_ok(account.name, account.initial)
+    assert mariadb.login_ok(account.name, home.value("db_password"))
+
+
+def test_unhealthy_consumers_leave_only_the_old_password(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    flag = home.root / "broken"
+    text = home.config.read_text().replace(
+        'restart = ["command:true"]',
+        f'restart = ["command:touch {flag}"]\nhealth = ["command:test ! -e {flag}"]\nhealth_timeout = "1s"',
+    )
+    home.config.write_text(text)
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 75 and "rolled back" in done.stdout
+    assert home.value("db_password") == account.initial
+    chain = mariadb.execute_admin(f"SHOW CREATE USER '{account.name}'@'%'")[0][0]
+    assert chain.count("'*") == 1 and mariadb.login_ok(account.name, account.initial)
+
+
+def test_dual_needs_an_admin(account, home) -> None:  # type: ignore[no-untyped-def]
+    text = home.config.read_text().replace('admin_user = "root"\n', "")
+    home.config.write_text(text)
+    done = keyroll(home.config, "config", "validate", "--static")
+    assert done.returncode == 2 and "targets.db.admin_user" in done.stdout + done.stderr
+
+
+def test_set_rollback_and_restore(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    assert keyroll(home.config, "rotate", "db_password").returncode == 0
+    rotated = home.value("db_password")
+    # `rollback` goes back to the value the account still takes (its grace): both keep working.
+    done = keyroll(home.config, "rollback", "db_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("db_password") == account.initial
+    assert mariadb.login_ok(account.name, account.initial) and mariadb.login_ok(account.name, rotated)
+    # `set` of a new value: new OR the one it replaces.
+    given = "Given" * 6 + "zz"
+    done = keyroll(home.config, "set", "db_password", stdin=given)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert mariadb.login_ok(account.name, given) and mariadb.login_ok(account.name, account.initial)
+    assert not mariadb.login_ok(account.name, rotated)
+    # `restore` of the oldest backup, then --emergency: only the stored value logs in.
+    oldest = sorted(
+        b["name"] for b in json.loads(keyroll(home.config, "list-backups", "--json").stdout)["data"]["backups"]
+    )[0]
+    done = keyroll(home.config, "restore", oldest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("db_password") == account.initial and mariadb.login_ok(account.name, account.initial)
+    assert keyroll(home.config, "rotate", "db_password", "--emergency").returncode == 0
+    for old in (account.initial, given, rotated):
+        assert not mariadb.login_ok(account.name, old)
+    assert mariadb.login_ok(account.name, home.value("db_password"))

@@ -1,0 +1,270 @@
+"""PostgreSQL `strategy = "alternating"` against a real throwaway cluster: two login
+roles take turns, the stored login name and password always match one login the
+server accepts, and objects created through either login belong to the main role."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import keyroll, unique
+
+
+def acting_user(pg: Any, login: str, password: str) -> str:
+    """current_user of a fresh session (what the consumer's queries act as)."""
+    with psycopg.connect(pg.conninfo(login, password)) as conn:
+        row = conn.execute("SELECT current_user").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def pair_accepted(pg: Any, home: Any, role: str) -> tuple[str, str]:
+    """The stored (login, password) logs in and acts as `role`; returns it."""
+    login, password = home.value("app_db_user"), home.value("app_password")
+    assert login in (role, f"{role}_clone"), login
+    assert pg.login_ok(login, password), f"{login} refuses the stored password"
+    assert acting_user(pg, login, password) == role
+    return login, password
+
+
+@pytest.fixture
+def app(pg, home):  # type: ignore[no-untyped-def]
+    """A login role, a CREATEROLE admin (not a superuser) and an alternating target."""
+    role, admin = unique("alt"), unique("altadmin")
+    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
+    pg.create_role(admin, admin_value, createrole=True)
+    pg.create_role(role, initial)
+    pg.execute_admin(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    admin_file = home.root / "pg-admin"
+    admin_file.write_text(admin_value)
+    home.write_config(
+        f"""
+[targets.pg_app]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{admin_file}"
+strategy = "alternating"
+username_secret = "app_db_user"
+grace = "1h"
+
+[secrets.app_password]
+services = ["app"]
+target = "pg_app"
+"""
+    )
+    done = keyroll(home.config, "set", "app_password", stdin=initial)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    class App:
+        name, admin_name, clone = role, admin, f"{role}_clone"
+
+    App.initial = initial  # type: ignore[attr-defined]
+    return App
+
+
+def test_rotations_take_turns_and_keep_the_previous_login(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # `set` adopted the role's password and recorded the login it belongs to.
+    assert pair_accepted(pg, home, app.name) == (app.name, app.initial)
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, first = pair_accepted(pg, home, app.name)
+    assert login == app.clone
+    assert pg.login_ok(app.name, app.initial), "the login in use before must keep working during the grace"
+    log = pg.log_text()
+    assert first not in log and "SCRAM-SHA-256$" in log
+    # Objects created through the clone belong to the main role.
+    with psycopg.connect(pg.conninfo(app.clone, first), autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "t_{app.name}" (id int)')
+    owner = pg.execute_admin("SELECT tableowner FROM pg_tables WHERE tablename = %s", (f"t_{app.name}",))
+    assert owner == [(app.name,)]
+    # The next rotation goes back to the main role; the clone keeps its password meanwhile.
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, second = pair_accepted(pg, home, app.name)
+    assert login == app.name and second != app.initial
+    assert pg.login_ok(app.clone, first) and not pg.login_ok(app.name, app.initial)
+    with psycopg.connect(pg.conninfo(app.name, second)) as conn:
+        conn.execute(f'SELECT * FROM "t_{app.name}"')
+    # --emergency retires the previous login at once: no login keeps a known password.
+    done = keyroll(home.config, "rotate", "app_password", "--emergency")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, _ = pair_accepted(pg, home, app.name)
+    assert login == app.clone
+    assert not pg.login_ok(app.name, second) and not pg.login_ok(app.clone, first)
+    # The login name is a secret like any other: status lists it, `rotate all` leaves it to its password.
+    status = json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]
+    by_name = {s["name"]: s for s in status}
+    assert by_name["app_db_user"]["kind"] == "username" and by_name["app_db_user"]["next_due"] is None
+    assert by_name["app_password"]["next_due"] and by_name["app_db_user"]["state"] == "OK"
+    assert (home.secrets / "app_db_user").stat().st_mode & 0o777 == 0o600
+    refused = keyroll(home.config, "rotate", "app_db_user")
+    assert refused.returncode == 2 and "rotate app_password" in refused.stdout + refused.stderr
+    refused = keyroll(home.config, "set", "app_db_user", stdin=app.name)
+    assert refused.returncode == 2 and home.value("app_db_user") == app.clone
+    done = keyroll(home.config, "rotate", "all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pair_accepted(pg, home, app.name)[0] == app.name
+
+
+def test_retirement_after_the_grace(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    home.config.write_text(home.config.read_text().replace('grace = "1h"', 'grace = "1s"'))
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    assert pg.login_ok(app.name, app.initial)
+    time.sleep(1.5)
+    done = keyroll(home.config, "recover")  # any writing command retires what is due
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not pg.login_ok(app.name, app.initial)
+    pair_accepted(pg, home, app.name)
+
+
+@pytest.mark.parametrize(
+    "step", ["create", "apply", "verify", "store-write", "store", "restart", "retire", "finish", "recover"]
+)
+def test_sigkill_at_every_step_then_recover(app, pg, home, step: str) -> None:  # type: ignore[no-untyped-def]
+    text = home.config.read_text().replace('target = "pg_app"', 'target = "pg_app"\nrestart = ["command:true"]')
+    home.config.write_text(text)
+    args = ["rotate", "app_password"] + (["--emergency"] if step == "retire" else [])
+    if step == "recover":  # killed again while recovering
+        assert keyroll(home.config, *args, env={"KEYROLL_FAILPOINT": "store"}).returncode == -signal.SIGKILL
+        killed = keyroll(home.config, "recover", env={"KEYROLL_FAILPOINT": "recover"})
+    else:
+        killed = keyroll(home.config, *args, env={"KEYROLL_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL
+    done = keyroll(home.config, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert keyroll(home.config, "validate").returncode == 0
+    # Whatever happened, the next rotation works from the recovered pair.
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    assert pair_accepted(pg, home, app.name)[0] != login
+    assert pg.login_ok(login, password)
+
+
+def test_unhealthy_consumers_roll_back_the_pair(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    flag = home.root / "broken"
+    text = home.config.read_text().replace(
+        'target = "pg_app"',
+        f'target = "pg_app"\nrestart = ["command:touch {flag}"]\nhealth = ["command:test ! -e {flag}"]\n'
+        'health_timeout = "1s"',
+    )
+    plain = home.config.read_text()
+    home.config.write_text(text)
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 75 and "rolled back" in done.stdout
+    assert pair_accepted(pg, home, app.name) == (app.name, app.initial)
+    home.config.write_text(plain)
+    # The clone that took the refused password holds a value nobody knows: the next rotation still works.
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    assert pair_accepted(pg, home, app.name)[0] == app.clone
+
+
+def test_set_restore_and_rollback_keep_the_pair(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    rotated = pair_accepted(pg, home, app.name)
+    # `set` of a value no login takes: applied to the login not in use, stored with its name.
+    given = "Given" * 6 + "zz"
+    done = keyroll(home.config, "set", "app_password", stdin=given)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pair_accepted(pg, home, app.name) == (app.name, given)
+    # `rollback` goes back to the previous value, which its login (in its grace) still takes.
+    done = keyroll(home.config, "rollback", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pair_accepted(pg, home, app.name) == rotated
+    # `restore` of the first backup (before the first rotation) pairs the value with its login again.
+    backups = json.loads(keyroll(home.config, "list-backups", "--json").stdout)["data"]
+    oldest = sorted(b["name"] for b in backups["backups"])[0]
+    done = keyroll(home.config, "restore", oldest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert password == app.initial or login == app.clone
+
+
+def test_init_creates_the_login_name_and_validate_names_missing_rights(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    (home.secrets / "app_db_user").unlink()
+    done = keyroll(home.config, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("app_db_user") == app.name
+    weak = unique("weakadmin")
+    pg.create_role(weak, "Weak" * 8)
+    (home.root / "pg-admin").write_text("Weak" * 8)
+    home.config.write_text(
+        home.config.read_text().replace(f'admin_user = "{app.admin_name}"', f'admin_user = "{weak}"')
+    )
+    done = keyroll(home.config, "config", "validate")
+    assert done.returncode == 1 and "CREATEROLE" in done.stdout + done.stderr
+
+
+def test_loader_builds_the_url_from_both(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    from keyroll.loader import build_postgres_url, load_secret
+
+    url = build_postgres_url(
+        user=load_secret("app_db_user", directory=home.secrets),
+        password=load_secret("app_password", directory=home.secrets),
+        host=pg.host,
+        port=pg.port,
+        database="postgres",
+    )
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT session_user, current_user").fetchone()
+    assert row == (app.clone, app.name)
+
+
+def test_a_sops_bundle_holds_the_pair_and_renders_it(pg, home) -> None:  # type: ignore[no-untyped-def]
+    """With a SOPS store the login name and the password go into the bundle in the
+    same write; `bundle render` serves both (files and .env)."""
+    import pyrage
+
+    role, admin = unique("sopsalt"), unique("sopsadm")
+    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
+    pg.create_role(role, None)
+    identity = pyrage.x25519.Identity.generate()
+    (home.root / "age.key").write_text(f"{identity}\n")
+    (home.root / "age.key").chmod(0o600)
+    (home.root / ".sops.yaml").write_text(
+        f"creation_rules:\n  - path_regex: secrets\\.sops\\.yaml$\n    age: {identity.to_public()}\n"
+    )
+    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
+    home.write_config(
+        f"""
+[store]
+kind = "sops"
+age_key_file = "age.key"
+
+[targets.pg]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{home.root / "pg-admin"}"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[secrets.app_password]
+target = "pg"
+"""
+    )
+    # init creates the password on the login not in use (the clone: the role has none) and pairs them.
+    done = keyroll(home.config, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for _ in range(2):
+        rendered = home.root / "rendered"
+        done = keyroll(home.config, "bundle", "render", str(rendered))
+        assert done.returncode == 0, done.stdout + done.stderr
+        login, password = (rendered / "app_db_user").read_text(), (rendered / "app_password").read_text()
+        assert pg.login_ok(login, password) and acting_user(pg, login, password) == role
+        done = keyroll(home.config, "bundle", "render", str(home.root / "app.env"), "--format", "env")
+        assert done.returncode == 0, done.stdout + done.stderr
+        env = (home.root / "app.env").read_text()
+        assert f"APP_DB_USER='{login}'" in env and f"APP_PASSWORD='{password}'" in env
+        done = keyroll(home.config, "rotate", "app_password")
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,111 @@
+"""The zero-downtime strategies' configuration: what is required, what is refused
+(one line naming the key), and the login-name secret keyroll adds and manages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keyroll.config.policy import load_policy
+from keyroll.errors import ConfigError, UsageError
+
+ENV = {"HOME": "/home/op"}
+ALTERNATING = """
+[targets.pg]
+type = "postgres"
+user = "aidb"
+admin_user = "postgres"
+strategy = "alternating"
+username_secret = "aidb_db_user"
+[secrets.postgres_password]
+target = "pg"
+services = ["aidb"]
+mode = "0640"
+"""
+
+
+def policy_from(text: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return load_policy(str(path), ENV)
+
+
+def test_the_login_name_secret_follows_its_password(tmp_path: Path) -> None:
+    policy = policy_from(ALTERNATING, tmp_path)
+    user = policy.secrets["aidb_db_user"]
+    assert (user.kind, user.follows, user.target, user.restart) == ("username", "postgres_password", None, ())
+    assert user.mode == 0o640 and user.services == ("aidb",)  # as its password's
+    # `rotate all` (and the daemon, which never finds it due) leaves it to its password.
+    assert [s.name for s in policy.select(["all"])] == ["postgres_password"]
+    with pytest.raises(UsageError, match="rotate postgres_password"):
+        policy.select(["aidb_db_user"])
+    assert policy.targets["pg"].grace == "1h"
+
+
+def test_a_declared_login_name_secret_keeps_its_own_mode(tmp_path: Path) -> None:
+    text = ALTERNATING + '[secrets.aidb_db_user]\nkind = "username"\nmode = "0644"\n'
+    assert policy_from(text, tmp_path).secrets["aidb_db_user"].mode == 0o644
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('username_secret = "aidb_db_user"\n', ""), "targets.pg.username_secret: required"),
+        (('admin_user = "postgres"\n', ""), "targets.pg.admin_user: the alternating strategy needs an admin"),
+        (('admin_user = "postgres"', 'admin_user = "aidb"'), "targets.pg.admin_user: must differ from user"),
+        (('strategy = "alternating"\n', ""), 'targets.pg.username_secret: only used with strategy = "alternating"'),
+        (('strategy = "alternating"', 'strategy = "dual"'), "targets.pg.strategy: must be one of"),
+        (('username_secret = "aidb_db_user"', 'username_secret = "postgres_password"'), "already used"),
+        (('user = "aidb"', 'user = "aidb"\nalternate_user = "aidb"'), "alternate_user: must differ from user"),
+    ],
+)
+def test_bad_alternating_settings(change: tuple[str, str], expected: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        policy_from(ALTERNATING.replace(*change), tmp_path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_username_kind_only_for_a_username_secret(tmp_path: Path) -> None:
+    text = ALTERNATING + '[secrets.other]\nkind = "username"\n'
+    with pytest.raises(ConfigError, match=r'secrets.other.kind: "username" is only for'):
+        policy_from(text, tmp_path)
+    text = ALTERNATING + '[secrets.aidb_db_user]\nrestart = ["systemd:x.service"]\nkind = "username"\n'
+    with pytest.raises(ConfigError, match="with no target and no restart"):
+        policy_from(text, tmp_path)
+
+
+def test_mysql_dual_needs_an_admin(tmp_path: Path) -> None:
+    text = '[targets.db]\ntype = "mysql"\nuser = "app"\nstrategy = "dual"\n[secrets.db_password]\ntarget = "db"\n'
+    with pytest.raises(ConfigError, match=r"targets.db.admin_user: the dual strategy needs an admin login"):
+        policy_from(text, tmp_path)
+    policy = policy_from(text.replace('user = "app"', 'user = "app"\nadmin_user = "root"'), tmp_path)
+    assert policy.targets["db"].strategy == "dual"
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"), [("8.0.36", True), ("10.3.39-MariaDB", True), ("10.11.6-MariaDB-0+deb12u1", False)]
+)
+def test_dual_refuses_mysql_and_old_mariadb(version: str, refused: bool, tmp_path: Path) -> None:
+    """No MySQL 8 server can run on these machines: the server's answers are given
+    here (the query for the account, VERSION(), SHOW CREATE USER), as MySQL and
+    MariaDB word them."""
+    from keyroll.errors import TargetError
+    from keyroll.targets import open_target
+
+    text = '[targets.db]\ntype = "mysql"\nuser = "app"\nadmin_user = "root"\nstrategy = "dual"\n'
+    policy = policy_from(text + '[secrets.db_password]\ntarget = "db"\n', tmp_path)
+    target = open_target(policy, "db", "db_password", lambda name: None)
+    answers = {
+        "SELECT count(*)": [(1,)],
+        "SELECT VERSION()": [(version,)],
+        "SHOW CREATE USER": [("CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*" + "A" * 40 + "'",)],
+    }
+    target._execute = lambda query, params=(): next(v for k, v in answers.items() if query.startswith(k))  # type: ignore[attr-defined]
+    if refused:
+        with pytest.raises(
+            TargetError, match=r"needs MariaDB 10.4 or later .*RETAIN CURRENT PASSWORD is not supported"
+        ):
+            target.check()
+    else:
+        target.check()

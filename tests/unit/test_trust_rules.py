@@ -1,0 +1,172 @@
+"""keyroll.trust: the StrictModes-like rules, on real folders, files, symlinks and
+PATH lookups under tmp_path (a private folder of root's or the test user's)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from keyroll import trust
+from keyroll.errors import UnsafePath
+
+STRANGER = 4242  # a uid with no account: chown to it needs root
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: gives files to another uid")
+
+
+def texts(found: list[trust.Unsafe]) -> str:
+    return "\n".join(map(str, found))
+
+
+def test_a_private_folder_and_a_missing_one_under_it_pass(tmp_path: Path) -> None:
+    assert trust.check_folder(tmp_path, "x") == []
+    assert trust.check_folder(tmp_path / "a" / "b", "x") == []
+
+
+def test_a_folder_open_to_all_is_named_with_its_mode_and_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o777)
+    found = trust.check_folder(folder, "backup folder")
+    assert len(found) == 1
+    assert str(found[0]).startswith(f"unsafe backup folder: {folder} is owned by ")
+    assert f"mode 0777; `chmod 0700 {folder}`" in str(found[0])
+    # and the same folder as a parent of another one (not sticky)
+    assert f"its parent {folder}" in texts(trust.check_folder(folder / "inner", "x"))
+
+
+def test_a_sticky_folder_is_a_fine_parent_but_never_the_folder(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert trust.check_folder(shared / "mine", "x") == []
+    assert "mode 1777" in texts(trust.check_folder(shared, "x"))
+
+
+def test_a_symlink_is_followed_and_its_target_checked(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    (open_folder / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(open_folder / "real")
+    found = texts(trust.check_folder(link, "x"))
+    assert f"{link}: its parent {open_folder}" in found
+    # a relative symlink and '..' resolve the way the kernel does
+    (tmp_path / "private").mkdir()
+    rel = tmp_path / "private" / "rel"
+    rel.symlink_to("../open/real")
+    assert f"its parent {open_folder}" in texts(trust.check_folder(rel, "x"))
+    assert f"its parent {open_folder}" in texts(trust.check_folder(tmp_path / "private" / ".." / "open" / "x", "x"))
+
+
+def test_files_and_symlinks_of_another_uid_are_named(tmp_path: Path) -> None:
+    needs_root()
+    program = tmp_path / "prog"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o644)
+    os.chown(program, STRANGER, STRANGER)
+    assert f"{program} is owned by uid {STRANGER}, mode 0644; `chown root {program}`" in texts(
+        trust.check_file(program, "x")
+    )
+    mine = tmp_path / "mine"
+    mine.write_text("")
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    os.chown(link, STRANGER, STRANGER, follow_symlinks=False)
+    assert f"{link} leads through the symlink {link}, which is owned by uid {STRANGER}" in texts(
+        trust.check_file(link, "x")
+    )
+
+
+def test_a_program_is_found_on_the_path_keyroll_hands_on(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tool").write_text("#!/bin/sh\n")
+    (bin_dir / "tool").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    assert trust.check_program(["tool", "--flag"], "p", env) == []
+    bin_dir.chmod(0o777)
+    assert f"{bin_dir / 'tool'}: its parent {bin_dir}" in texts(trust.check_program(["tool"], "p", env))
+    assert trust.check_program(["no-such-tool-here"], "p", env) == []  # (reported as missing elsewhere)
+    assert trust.check_program(["sh", "-c", "true"], "p", env) == []  # root's /bin/sh: fine
+
+
+def test_an_interpreter_s_script_and_env_s_program_are_checked(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    script = open_folder / "check.py"
+    script.write_text("")
+    open_folder.chmod(0o777)
+    env = {"PATH": "/usr/bin:/bin"}
+    for argv in (["sh", str(script)], ["/bin/sh", "-e", str(script)], ["python3", str(script)]):
+        assert f"{script}: its parent {open_folder}" in texts(trust.check_program(argv, "p", env)), argv
+    assert trust.check_program(["cat", str(script)], "p", env) == []  # a data argument, not a program
+    (open_folder / "prog").write_text("")
+    (open_folder / "prog").chmod(0o755)
+    found = texts(trust.check_program(["env", "-i", "A=1", str(open_folder / "prog")], "p", env))
+    assert f"its parent {open_folder}" in found
+
+
+def test_state_files_must_be_own_regular_files_never_followed(tmp_path: Path) -> None:
+    mine = tmp_path / "journal.sqlite3"
+    mine.write_bytes(b"")
+    mine.chmod(0o600)
+    assert trust.state_file_problem(mine) is None
+    link = tmp_path / "writer.lock"
+    link.symlink_to(mine)
+    problem = trust.state_file_problem(link)
+    assert problem is not None and "is a symlink" in str(problem)
+    with pytest.raises(OSError) as caught:
+        trust.open_state_file(link, os.O_RDONLY)
+    assert caught.value.errno == errno.ELOOP
+    fd = trust.open_state_file(tmp_path / "fresh.lock", os.O_RDWR | os.O_CREAT)
+    os.close(fd)
+    assert (tmp_path / "fresh.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_file_of_another_uid_is_refused_after_opening_it(tmp_path: Path) -> None:
+    needs_root()
+    lock = tmp_path / "writer.lock"
+    lock.write_text("")
+    os.chown(lock, STRANGER, STRANGER)
+    with pytest.raises(UnsafePath, match=f"writer.lock is owned by uid {STRANGER}"):
+        trust.open_state_file(lock, os.O_RDWR | os.O_CREAT)
+
+
+def test_refuse_names_the_first_and_counts_the_rest(tmp_path: Path) -> None:
+    trust.refuse([])
+    one = trust.Unsafe(tmp_path, "x", "a problem", "a fix")
+    with pytest.raises(UnsafePath) as caught:
+        trust.refuse([one, one, one])
+    assert str(caught.value) == "unsafe x: a problem; a fix (and 2 more: `keyroll validate` lists them)"
+    assert caught.value.exit_code == 2
+
+
+def test_ensure_dir_creates_private_folders_and_refuses_open_ones(tmp_path: Path) -> None:
+    from keyroll.fsutil import ensure_dir
+
+    ensure_dir(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o7777 == 0o700
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    with pytest.raises(UnsafePath, match=f"unsafe rendered folder: {open_folder} is owned by .* mode 0777"):
+        ensure_dir(open_folder, enforce=True, purpose="rendered folder")
+    assert open_folder.stat().st_mode & 0o7777 == 0o777  # refused, not changed behind the user's back
+    with pytest.raises(UnsafePath, match=f"its parent {open_folder}"):
+        ensure_dir(open_folder / "inner")
+    assert not (open_folder / "inner").exists()
+
+
+def test_a_fifo_in_place_of_a_state_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fingerprint.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(UnsafePath, match="is not a regular file"):
+        trust.open_state_file(fifo, os.O_RDONLY)
