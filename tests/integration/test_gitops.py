@@ -179,6 +179,10 @@ def test_each_command_is_one_pushed_commit_of_the_bundle_as_stored(kr, fleet: Fl
     assert status["gitops"]["in_step"] is True and "pushed" in status["gitops"]["detail"]
     plan = kr(*fleet.cfg, "rotate", "db_password", "--dry-run")
     assert plan.code == 0 and f"commit:  {fleet.published}" in plan.out and "push to origin main" in plan.out
+    data = json.loads(kr(*fleet.cfg, "rotate", "db_password", "--dry-run", "--json").out)["data"]
+    assert data["gitops"] == {"files": [str(fleet.published)], "push": "origin main", "problem": None}
+    shown = kr(*fleet.cfg, "status").out
+    assert f"gitops: {fleet.repo}: holds the store's current values; pushed" in shown
 
 
 def test_a_remote_that_moved_on_elsewhere_gets_the_commit_rebased_on_top(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
