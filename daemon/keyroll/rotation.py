@@ -679,7 +679,20 @@ class WriterSession:
             env = {**self.policy.env, "KEYROLL_COMMIT": git.git.head() if git is not None else ""}
             return consumers.check_health(specs, name, timeout, env, self._should_stop)
 
-        return FleetWait(parse_duration(self.policy.gitops.converge_timeout).total_seconds(), check, failpoint)
+        def sessions_left(name: str, spec: str) -> str | None:
+            """sessions:previous: the sessions still open on the login in use before the rotation."""
+            target = self.target_for(self.policy.secrets[name])
+            value = self.live_value(name)
+            counted = getattr(target, "sessions_of", None)
+            if target is None or value is None or not callable(counted):
+                return None
+            for login in target.other_credentials(value):
+                if (count := counted(login)) > 0:
+                    return f"{count} session(s) of {login} still open"
+            return None
+
+        timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
+        return FleetWait(timeout, check, failpoint, sessions_left)
 
     def _publish(self, steps: list[_Step]) -> None:
         """[gitops]: the store's files into the repository, one commit, pushed (keyroll.gitops)."""

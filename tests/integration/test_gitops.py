@@ -503,3 +503,64 @@ def test_a_health_check_failing_after_the_push_pushes_the_previous_values_back(k
     assert fleet.remote_log()[:2] == ["keyroll: undo the rotate of db_password", "keyroll: rotate db_password"]
     assert sops_decrypt(fleet.remote_file(), fleet.key) == before  # the fleet deploys what the service takes
     assert git(fleet.repo, "status", "--porcelain") == ""
+
+
+def test_postgres_alternating_waits_until_no_session_of_the_previous_login_is_left(  # type: ignore[no-untyped-def]
+    kr, fleet: Fleet, pg
+) -> None:
+    """sessions:previous: keyroll sees for itself when the fleet has moved to the new login."""
+    import psycopg
+
+    role, admin = unique("galt"), unique("galtadmin")
+    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
+    pg.create_role(admin, admin_value, createrole=True)
+    pg.create_role(role, initial)
+    admin_file = fleet.root / "pg-admin"
+    admin_file.write_text(admin_value)
+    fleet.config.write_text(
+        textwrap.dedent(
+            f"""\
+            [store]
+            kind = "sops"
+            age_key_file = "age.key"
+
+            [gitops]
+            repo = "fleet"
+            push = "origin main"
+            converge_timeout = "2s"
+
+            [targets.pg_app]
+            type = "postgres"
+            host = "{pg.host}"
+            port = {pg.port}
+            user = "{role}"
+            admin_user = "{admin}"
+            admin_password_file = "{admin_file}"
+            strategy = "alternating"
+            username_secret = "app_db_user"
+            grace = "0s"
+
+            [secrets.app_password]
+            target = "pg_app"
+            converge = ["sessions:previous"]
+            """
+        )
+    )
+    assert kr(*fleet.cfg, "set", "app_password", stdin=initial).code == 0
+    # A host of the fleet still runs on the previous login.
+    with psycopg.connect(pg.conninfo(role, initial)):
+        result = kr(*fleet.cfg, "rotate", "app_password")
+        assert result.code == 75, result.both
+        assert f"1 session(s) of {role} still open" in result.both
+        assert pg.login_ok(role, initial)  # grace = "0s", yet kept: the fleet has not moved
+        assert pg.login_ok(f"{role}_clone", str(fleet.values()["app_password"]))
+    done = kr(*fleet.cfg, "recover")  # every host moved to the new login: the previous one is retired
+    assert done.code == 0, done.both
+    assert not pg.login_ok(role, initial)
+    assert sops_decrypt(fleet.remote_file(), fleet.key)["app_db_user"] == f"{role}_clone"
+
+
+def test_sessions_previous_needs_an_alternating_target(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    fleet.write_config(secrets_extra='converge = ["sessions:previous"]')
+    result = kr(*fleet.cfg, "status")
+    assert result.code == 2 and "secrets.db_password.converge" in result.err and "alternating" in result.err

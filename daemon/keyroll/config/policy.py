@@ -10,6 +10,7 @@ from pathlib import Path
 from keyroll.config.schema import (
     OPTIONAL_SECTIONS,
     SECRET_NAME,
+    SESSIONS_PREVIOUS,
     TARGET_TYPES,
     TOP_KEYS,
     TOP_SECTIONS,
@@ -393,6 +394,14 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
             raise ConfigError(
                 'gitops.publish: "kubernetes" needs secrets mapped to Kubernetes Secrets (kubernetes = ["SECRET/KEY"])'
             )
+        for name, secret in secrets.items():
+            used = targets.get(secret.target) if secret.target else None
+            alternating = getattr(used, "type", "") == "postgres" and getattr(used, "strategy", "") == "alternating"
+            if SESSIONS_PREVIOUS in secret.converge and not alternating:
+                raise ConfigError(
+                    f'secrets.{name}.converge: "{SESSIONS_PREVIOUS}" needs a PostgreSQL target with '
+                    'strategy = "alternating" (it counts the sessions of the previous login)'
+                )
     else:
         for name, secret in secrets.items():
             if secret.converge:

@@ -15,6 +15,7 @@ from keyroll.errors import ConfigError
 from keyroll.generate import MAX_VALUE_BYTES
 from keyroll.records import MISSING, Field, field, fields, record
 
+SESSIONS_PREVIOUS = "sessions:previous"  # a converge check keyroll runs itself (PostgreSQL alternating)
 SECRET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{0,127}\Z")
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -401,9 +402,10 @@ class SecretSection:
     converge: tuple[str, ...] = opt(
         (),
         "With [gitops]: checks that pass once the fleet runs the pushed values (same syntax as health, e.g. "
-        "command:PROGRAM asking the deployment tool; $KEYROLL_COMMIT is the commit to look for); the old "
-        "credential is retired only after they pass.",
-        check=_health_specs,
+        "command:PROGRAM asking the deployment tool; $KEYROLL_COMMIT is the commit to look for; and, for a "
+        'PostgreSQL target with strategy = "alternating", sessions:previous: no session of the previous login '
+        "is left); the old credential is retired only after they pass.",
+        check=lambda values: _health_specs(tuple(v for v in values if v != SESSIONS_PREVIOUS)),
     )
     kubernetes: tuple[str, ...] = opt(
         (),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from keyroll.errors import TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets.base import Connections, Credentials, LoginRefused
+from keyroll.targets.base import APPLICATION_PREFIX, Connections, Credentials, LoginRefused
 from keyroll.targets.postgres import PostgresTarget
 
 if TYPE_CHECKING:
@@ -196,6 +196,15 @@ class AlternatingPostgresTarget(PostgresTarget):
 
         self._set_login_password(token, generate(RETIRED_LENGTH))
         self._login_of = {v: owner for v, owner in self._login_of.items() if owner != token}
+
+    def sessions_of(self, login: str) -> int:
+        """How many sessions of `login` are open, keyroll's own left out (a [gitops]
+        converge check: the fleet has moved to the other login once this is 0)."""
+        rows = self._execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND application_name NOT LIKE %s",
+            (login, APPLICATION_PREFIX + "%"),
+        )
+        return int(rows[0][0])
 
     def other_credentials(self, current: str) -> list[str]:
         login = self.login_of(current)
