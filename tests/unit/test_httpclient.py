@@ -111,6 +111,54 @@ def test_a_silent_server_times_out() -> None:
         httpclient.request("GET", f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.5)
 
 
+@pytest.fixture
+def trickler() -> Iterator[int]:
+    """A server that answers one byte every 0.2 s, for ever (a status line, then
+    header bytes): no single read waits long, so a per-read timeout never fires."""
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                if stop.is_set():
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_read(trickler: int) -> None:
+    """A server trickling its answer used to hold keyroll (and a rotation, and the
+    daemon's cycle) for ever; the timeout now ends the whole request."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(httpclient.HttpUnreachable, match="timed out after 1s"):
+        httpclient.request("GET", f"http://127.0.0.1:{trickler}/", timeout=1)
+    assert time.monotonic() - started < 3
+
+
 def test_an_unusable_ca_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
