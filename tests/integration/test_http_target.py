@@ -277,6 +277,10 @@ def test_answers_map_to_exit_codes(kr, home, grafana: Grafana, method: str, stat
     assert words in result.both
     assert (status == 401 and method == "GET") or f"{method} {grafana.url}/api/" in result.both
     assert home.value("grafana_admin_password") == ADMIN_PASSWORD == grafana.password(1)
+    if status < 500:  # a change turned down is no change: nothing to roll back, nothing left in flight
+        assert "left in flight" not in result.both and "rolling back failed" not in result.both
+        grafana.status_override = None
+        assert "nothing was in flight" in kr(*cfg, "recover").out
 
 
 def test_a_service_that_is_down_is_temporary(kr, home) -> None:  # type: ignore[no-untyped-def]

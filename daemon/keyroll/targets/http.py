@@ -49,6 +49,8 @@ class HttpTarget(BaseTarget):
         self.timeout = parse_duration(config.timeout).total_seconds() or 10.0
         # The service wants the current value to change it (e.g. basic:admin:{old}).
         self.needs_old = self.apply_request.uses("old")
+        self._last_status: int | None = None  # of the last request sent; None: no answer
+        self._turned_down: str | None = None  # a value whose apply the service answered 3xx/4xx
 
     def describe(self) -> str:
         return f"HTTP API {shown(self.config.base_url)} (target {self.name})"
@@ -135,12 +137,14 @@ class HttpTarget(BaseTarget):
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         url = self.url(spec)
         where = f"{self.describe()}: {phase} {spec.method} {shown(url)}"
+        self._last_status = None
         try:
             answer = request(
                 spec.method, url, headers=headers, body=body, timeout=self.timeout, ca_file=self._ca_file()
             )
         except HttpUnreachable as exc:
             raise (TargetError if exc.lasting else ServiceUnavailable)(f"{where}: {exc}") from None
+        self._last_status = answer.status
         if answer.status in spec.expect or answer.status in (401, 403):
             return answer.status
         if answer.status >= 500:
@@ -186,9 +190,19 @@ class HttpTarget(BaseTarget):
             raise LoginRefused(f"{self.describe()}: the service does not accept the new value (verify refused it)")
 
     def apply(self, new: str, old: str | None) -> None:
-        self._change("apply", self.apply_request, new, old)
+        self._turned_down = None
+        try:
+            self._change("apply", self.apply_request, new, old)
+        except TargetError:
+            if self._last_status is not None and 300 <= self._last_status < 500:
+                self._turned_down = new  # (a 3xx or 4xx answer: the request was not carried out)
+            raise
 
     def rollback(self, old: str | None, new: str) -> None:
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
+        if self._turned_down is not None and self._turned_down == new and self.accepts(old):
+            # The service turned the apply down and still takes the previous value:
+            # nothing to undo (the rollback request would be turned down the same way).
+            return
         self._change("rollback", self.config.rollback or self.apply_request, old, new)
