@@ -384,6 +384,10 @@ def test_config_show_masks_literal_credentials(kr, home) -> None:  # type: ignor
     assert "LiteralPw" not in result.out and "LiteralKey" not in result.out
     assert 'auth = "basic:admin:***"' in result.out and 'auth = "basic:u:{value}"' in result.out
     assert 'path = "/u"' in result.out
+    shown = home.root / "shown.toml"  # what it prints is a config keyroll loads again
+    shown.write_text(result.out)
+    again = kr("--config", str(shown), "config", "validate", "--static")
+    assert again.code == 0, again.both
 
 
 def test_admin_secrets_that_administer_each_other_are_refused(kr, home) -> None:  # type: ignore[no-untyped-def]

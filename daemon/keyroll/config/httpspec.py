@@ -218,8 +218,9 @@ def secret_refs(target: object) -> set[str]:
 
 
 def shown_target(document: Mapping[str, Any]) -> dict[str, Any]:
-    """An http target's table as `config show` prints it: no empty requests or bodies
-    (TOML has no null), `auth` and header values masked unless they are placeholders."""
+    """An http target's table as `config show` prints it: no empty requests, bodies or
+    headers (TOML has no null; an empty `form` beside `json` would not load again),
+    `auth` and header values masked unless they are placeholders."""
     out: dict[str, Any] = {}
     for key, item in document.items():
         if item is None:
@@ -231,10 +232,11 @@ def shown_target(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shown_request(request: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(request)
+    out = {k: v for k, v in request.items() if not (k in ("form", "headers") and not v)}  # (empty: not set)
     if out.get("auth"):
         out["auth"] = _shown_auth(str(out["auth"]))
-    out["headers"] = {k: _masked(v) for k, v in (out.get("headers") or {}).items()}
+    if out.get("headers"):
+        out["headers"] = {k: _masked(v) for k, v in out["headers"].items()}
     return out
 
 
