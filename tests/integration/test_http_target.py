@@ -266,7 +266,13 @@ def test_rollback_restores_the_previous_value(kr, home, grafana: Grafana) -> Non
 @pytest.mark.parametrize("method", ["GET", "PUT"])  # the check before the change (verify), or the change itself
 @pytest.mark.parametrize(
     ("status", "code", "words"),
-    [(503, 75, "HTTP 503"), (500, 75, "HTTP 500"), (404, 1, "HTTP 404 (expected 200)"), (401, 1, "does not accept")],
+    [
+        (503, 75, "HTTP 503"),
+        (500, 75, "HTTP 500"),
+        (404, 1, "HTTP 404 (expected 200)"),
+        (401, 1, "does not accept"),
+        (302, 1, "HTTP 302, a redirect: keyroll follows none (set base_url to"),
+    ],
 )
 def test_answers_map_to_exit_codes(kr, home, grafana: Grafana, method: str, status: int, code: int, words: str) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))

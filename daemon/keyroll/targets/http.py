@@ -149,6 +149,11 @@ class HttpTarget(BaseTarget):
             return answer.status
         if answer.status >= 500:
             raise ServiceUnavailable(f"{where}: HTTP {answer.status}")
+        if 300 <= answer.status < 400:
+            raise TargetError(
+                f"{where}: HTTP {answer.status}, a redirect: keyroll follows none "
+                "(set base_url to the address the service really answers on)"
+            )
         raise TargetError(f"{where}: HTTP {answer.status} (expected {', '.join(map(str, spec.expect))})")
 
     def _ca_file(self) -> str | None:
