@@ -1,7 +1,9 @@
 """One HTTP request at a time, the way keyroll sends credentials: with a timeout
 that bounds the whole request (not each read: a server answering a byte at a
 time is cut off too), TLS checked against the system CAs (plus an optional extra CA file), the proxy
-the environment names (as urllib does), and never a redirect followed: a 3xx
+the environment names (as urllib does) except for loopback addresses (as Go's
+net/http: a proxy is another host, and a plain-http request hands it every
+header and body), and never a redirect followed: a 3xx
 comes back as the answer, so credentials go to the URL configured and nowhere
 else.  URLs shown to anyone go through `shown` (no user:password@, no query).
 
@@ -170,10 +172,23 @@ def _tls_context(ca_file: str | None, deadline: _Deadline | None = None) -> ssl.
     return context
 
 
-def _opener(ca_file: str | None, deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """urllib's opener with the environment's proxies and our TLS context, minus
-    the redirect handler (a 3xx is returned as an answer), its sockets watched by
-    `deadline`."""
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a URL's host name) is this machine: localhost, 127.0.0.0/8, ::1."""
+    import ipaddress
+
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _opener(ca_file: str | None, deadline: _Deadline, *, direct: bool) -> urllib.request.OpenerDirector:
+    """urllib's opener with the environment's proxies (none if `direct`) and our
+    TLS context, minus the redirect handler (a 3xx is returned as an answer), its
+    sockets watched by `deadline`."""
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -188,9 +203,14 @@ def _opener(ca_file: str | None, deadline: _Deadline) -> urllib.request.OpenerDi
         def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
             return super().do_open(_tracked_connection(http_class, deadline), req, **kwargs)
 
-    return urllib.request.build_opener(
-        NoRedirect(), HTTPHandler(), HTTPSHandler(context=_tls_context(ca_file, deadline))
-    )
+    handlers: list[urllib.request.BaseHandler] = [
+        NoRedirect(),
+        HTTPHandler(),
+        HTTPSHandler(context=_tls_context(ca_file, deadline)),
+    ]
+    if direct:
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
 
 
 def request(
@@ -209,6 +229,7 @@ def request(
     import http.client
     import urllib.error
     import urllib.request
+    from urllib.parse import urlsplit
 
     sent = {"User-Agent": USER_AGENT, **(headers or {})}
     try:
@@ -217,7 +238,8 @@ def request(
         raise HttpUnreachable("not a valid http(s) URL") from None
     deadline = _Deadline(timeout)
     try:
-        with _opener(ca_file, deadline).open(prepared, timeout=timeout) as response:
+        opener = _opener(ca_file, deadline, direct=is_loopback(urlsplit(url).hostname or ""))
+        with opener.open(prepared, timeout=timeout) as response:
             return Answer(response.status, _read(response))
     except urllib.error.HTTPError as exc:
         with exc:

@@ -92,6 +92,31 @@ def test_the_helper_returns_a_redirect_as_the_answer(
     assert elsewhere[1] == []
 
 
+def test_a_proxy_never_carries_a_request_to_this_machine(
+    redirector: tuple[int, list[str]], elsewhere: tuple[int, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With http_proxy set (a shell behind a corporate proxy), a request to a loopback
+    address used to go to the proxy with its Authorization header and body: the
+    current, new and admin values of a local service.  Loopback is never proxied."""
+    port, seen = redirector
+    proxy_port, received = elsewhere
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.2:{proxy_port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    for host in ("127.0.0.1", "localhost"):
+        answer = httpclient.request(
+            "GET", f"http://{host}:{port}/x/302", headers={"Authorization": "Bearer T0KEN"}, timeout=5
+        )
+        assert answer.status == 302
+    assert consumers.check_once(f"http://probe:pw@127.0.0.1:{port}/health", "app", {}) is None
+    assert received == []  # the proxy got no connection at all
+    assert seen[-1] == "Basic " + base64.b64encode(b"probe:pw").decode()
+    assert [httpclient.is_loopback(h) for h in ("::1", "[::1]", "127.3.4.5", "LocalHost.", "10.0.0.1", "example.org")] == [
+        True, True, True, True, False, False
+    ]  # fmt: skip
+
+
 def test_unreachable_and_bad_urls_are_one_line_without_credentials() -> None:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
