@@ -461,3 +461,33 @@ def test_a_value_a_header_cannot_carry_is_refused_before_sending(kr, home, grafa
     assert result.code == 1, result.both
     assert "the Authorization header cannot carry this value" in result.both and "€" not in result.both
     assert grafana.requests == []
+
+
+def test_an_apply_that_never_left_is_not_rolled_back(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
+    """The admin secret a request names is missing from the store: the apply fails
+    before anything is sent, so there is nothing to undo and nothing left in flight
+    (it used to try a rollback, fail for want of a previous value, and leave the
+    rotation for `keyroll recover`)."""
+    text = (
+        admin_recipe(grafana.url)
+        + f"""
+[targets.grafana_app]
+type = "http"
+base_url = "{grafana.url}"
+apply  = {{ method = "PUT", path = "/api/admin/users/2/password", json = {{ password = "{{value}}" }}, auth = "basic:admin:{{secret:grafana_admin_password}}", expect = [200] }}
+verify = {{ method = "GET", path = "/api/user", auth = "basic:app:{{value}}" }}
+
+[secrets.grafana_app_password]
+kind = "password"
+target = "grafana_app"
+"""
+    )
+    cfg = ("--config", str(home.write_config(text)))
+    result = kr(*cfg, "init")
+    assert result.code == 1, result.both
+    assert "the secret grafana_admin_password is missing from the store" in result.both
+    assert "keyroll set grafana_admin_password" in result.both
+    assert "left in flight" not in result.both and "rolling back failed" not in result.both
+    assert [r for r in grafana.requests if r["method"] == "PUT"] == []
+    assert "nothing was in flight" in kr(*cfg, "recover").out
+    assert grafana.password(2) == "app-password"

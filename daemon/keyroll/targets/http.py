@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.config.httpspec import HttpRequest, auth_parts, fill, fill_data
-from keyroll.errors import ConfigError, ServiceUnavailable, TargetError
+from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, TargetError
 from keyroll.httpclient import HttpUnreachable, basic_authorization, request, shown
 from keyroll.schedule import parse_duration
 from keyroll.targets import BaseTarget, Credentials, LoginRefused
@@ -49,8 +49,12 @@ class HttpTarget(BaseTarget):
         self.timeout = parse_duration(config.timeout).total_seconds() or 10.0
         # The service wants the current value to change it (e.g. basic:admin:{old}).
         self.needs_old = self.apply_request.uses("old")
+        self._sent = False  # whether the last request left keyroll
         self._last_status: int | None = None  # of the last request sent; None: no answer
-        self._turned_down: str | None = None  # a value whose apply the service answered 3xx/4xx
+        # A value whose apply changed nothing: ("unsent", value) when it failed before
+        # any request left (a missing {secret:NAME}, a value no header can carry), or
+        # ("turned down", value) when the service answered 3xx/4xx.
+        self._not_applied: tuple[str, str] | None = None
 
     def describe(self) -> str:
         return f"HTTP API {shown(self.config.base_url)} (target {self.name})"
@@ -138,6 +142,7 @@ class HttpTarget(BaseTarget):
         url = self.url(spec)
         where = f"{self.describe()}: {phase} {spec.method} {shown(url)}"
         self._last_status = None
+        self._sent = True
         try:
             answer = request(
                 spec.method, url, headers=headers, body=body, timeout=self.timeout, ca_file=self._ca_file()
@@ -155,6 +160,12 @@ class HttpTarget(BaseTarget):
                 "(set base_url to the address the service really answers on)"
             )
         raise TargetError(f"{where}: HTTP {answer.status} (expected {', '.join(map(str, spec.expect))})")
+
+    def _unsent(self) -> bool:
+        return self._not_applied is not None and self._not_applied[0] == "unsent"
+
+    def _forget_last_request(self) -> None:
+        self._sent, self._last_status = False, None
 
     def _ca_file(self) -> str | None:
         if not self.config.ca_file:
@@ -195,19 +206,24 @@ class HttpTarget(BaseTarget):
             raise LoginRefused(f"{self.describe()}: the service does not accept the new value (verify refused it)")
 
     def apply(self, new: str, old: str | None) -> None:
-        self._turned_down = None
+        self._not_applied = None
+        self._forget_last_request()
         try:
             self._change("apply", self.apply_request, new, old)
-        except TargetError:
-            if self._last_status is not None and 300 <= self._last_status < 500:
-                self._turned_down = new  # (a 3xx or 4xx answer: the request was not carried out)
+        except KeyrollError:
+            if not self._sent:
+                self._not_applied = ("unsent", new)
+            elif self._last_status is not None and 300 <= self._last_status < 500:
+                self._not_applied = ("turned down", new)  # (the request was not carried out)
             raise
 
     def rollback(self, old: str | None, new: str) -> None:
+        # Nothing to undo when the apply never left keyroll, or when the service
+        # turned it down and still takes the previous value (the rollback request
+        # would be turned down the same way, and leave the rotation in flight).
+        not_applied = self._not_applied is not None and self._not_applied[1] == new
+        if not_applied and (self._unsent() or old is None or self.accepts(old)):
+            return
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
-        if self._turned_down is not None and self._turned_down == new and self.accepts(old):
-            # The service turned the apply down and still takes the previous value:
-            # nothing to undo (the rollback request would be turned down the same way).
-            return
         self._change("rollback", self.config.rollback or self.apply_request, old, new)
