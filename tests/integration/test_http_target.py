@@ -491,3 +491,19 @@ target = "grafana_app"
     assert [r for r in grafana.requests if r["method"] == "PUT"] == []
     assert "nothing was in flight" in kr(*cfg, "recover").out
     assert grafana.password(2) == "app-password"
+
+
+def test_status_with_an_http_target_loads_no_http_machinery(krp, home) -> None:  # type: ignore[no-untyped-def]
+    """Start-up stays light with an http target and HTTP health checks in the config:
+    `status` parses the requests but loads neither the target, nor TLS, nor urllib's
+    client, nor json (they load when a request is sent)."""
+    text = admin_recipe("https://127.0.0.1:1").replace(
+        'target = "grafana"', 'target = "grafana"\nhealth = ["https://probe:pw@127.0.0.1:1/health"]'
+    )
+    cfg = ("--config", str(home.write_config(text)))
+    result = krp(*cfg, "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.config.httpspec" in loaded  # the probe sees the requests being parsed
+    heavy = {"ssl", "_ssl", "http", "urllib.request", "json", "email", "keyroll.targets", "keyroll.consumers"}
+    assert not {m for m in loaded if m in heavy or m.split(".")[0] in {"ssl", "_ssl", "http", "email", "json"}}
