@@ -62,12 +62,15 @@ def shown(spec: str) -> str:
 
 def split_http_url(url: str) -> tuple[str, str | None]:
     """An http(s) URL without its user:password@, and the Basic authorization header
-    value for them (None without); ValueError for a URL with no host or a bad port."""
+    value for them (None without); ValueError for a URL with no host, a bad port, or
+    a space or control character."""
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("no host")
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("a space or control character")  # (http.client would refuse to send it)
     parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
     if parts.username is None:
         return url, None

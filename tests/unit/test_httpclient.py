@@ -126,6 +126,9 @@ def test_unreachable_and_bad_urls_are_one_line_without_credentials() -> None:
     assert "refused" in str(refused.value).lower()
     assert consumers.check_once(f"http://u:PASSWORD@127.0.0.1:{port}/", "app", {}) == str(refused.value)
     assert "PASSWORD" not in (consumers.check_once("http://u:PASSWORD@[::1/x", "app", {}) or "")
+    for bad in ("http://127.0.0.1:1/a b", "http://127.0.0.1:1/a\n", "http://127.0.0.1:1/\x7f"):
+        with pytest.raises(ValueError):  # (the config check: a health URL http.client could not send)
+            httpclient.split_http_url(bad)
 
 
 def test_a_silent_server_times_out() -> None:
