@@ -309,8 +309,9 @@ in
         `keyroll config generate` for every key.  The store is world-readable:
         put tokens and passwords in files passed through `${opt}.credentials`
         and refer to them as "credential:NAME" (notify.urls_file,
-        targets.<name>.admin_password_file; the age identity of a SOPS store is
-        the credential named age-key).
+        targets.<name>.admin_password_file, an http target's
+        auth = "basic-file:USER:credential:NAME" or "bearer-file:credential:NAME";
+        the age identity of a SOPS store is the credential named age-key).
 
         Sections (from keyroll's schema):
         ${sectionDocs}
