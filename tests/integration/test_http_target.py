@@ -453,7 +453,7 @@ def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Graf
     assert kr(*cfg, "set", "grafana_admin_password", stdin=ADMIN_PASSWORD + "\n").code == 0  # (accepted as it is)
     result = kr(*cfg, "rotate", "grafana_admin_password")
     assert result.code == 1, result.both  # (as for a missing admin_password_file: this secret not rotated)
-    assert f"targets.grafana: {home.root / 'admin-password'}: No such file" in result.both
+    assert f"targets.grafana.apply.auth: {home.root / 'admin-password'}: No such file" in result.both
     assert [r["method"] for r in grafana.requests if r["method"] == "PUT"] == []
     assert kr(*cfg, "status").code == 0 and "in flight" not in kr(*cfg, "status").out
 

@@ -90,7 +90,11 @@ class HttpTarget(BaseTarget):
 
         return lookup
 
-    def _read_file(self, option: str) -> str:
+    def _table(self, phase: str) -> str:
+        """The config table a phase's request comes from (rollback: apply's by default)."""
+        return "apply" if phase == "rollback" and self.config.rollback is None else phase
+
+    def _read_file(self, option: str, table: str) -> str:
         from keyroll.paths import credential_path
 
         path = credential_path(option, self.env, self.config_dir)
@@ -99,21 +103,21 @@ class HttpTarget(BaseTarget):
         except OSError as exc:
             from keyroll.fsutil import describe_os_error
 
-            raise ConfigError(f"targets.{self.name}: {describe_os_error(path, exc)}") from None
+            raise ConfigError(f"targets.{self.name}.{table}.auth: {describe_os_error(path, exc)}") from None
         return text[:-1] if text.endswith("\n") else text
 
-    def _headers(self, spec: HttpRequest, lookup: Callable[[str], str]) -> dict[str, str]:
+    def _headers(self, table: str, spec: HttpRequest, lookup: Callable[[str], str]) -> dict[str, str]:
         headers = {name: fill(text, lookup) for name, text in spec.headers.items()}
         if spec.auth:
             form, first, second = auth_parts(spec.auth)
             if form == "basic":
                 headers["Authorization"] = basic_authorization(fill(first, lookup), fill(second, lookup))
             elif form == "basic-file":
-                headers["Authorization"] = basic_authorization(fill(first, lookup), self._read_file(second))
+                headers["Authorization"] = basic_authorization(fill(first, lookup), self._read_file(second, table))
             elif form == "bearer":
                 headers["Authorization"] = "Bearer " + fill(first, lookup)
             elif form == "bearer-file":
-                headers["Authorization"] = "Bearer " + self._read_file(first)
+                headers["Authorization"] = "Bearer " + self._read_file(first, table)
             else:
                 headers[first] = fill(second, lookup)
         for name, text in headers.items():
@@ -131,7 +135,7 @@ class HttpTarget(BaseTarget):
         from urllib.parse import urlencode
 
         lookup = self._lookup(value, old)
-        headers = self._headers(spec, lookup)
+        headers = self._headers(self._table(phase), spec, lookup)
         body: bytes | None = None
         if spec.json is not None:
             body = json.dumps(fill_data(spec.json, lookup), ensure_ascii=False).encode("utf-8")
@@ -186,10 +190,14 @@ class HttpTarget(BaseTarget):
     def check(self) -> None:
         """The credential files of every request can be read; the service answers, and
         takes the current value (when there is one)."""
-        for spec in (self.apply_request, self.verify_request, self.config.rollback):
+        for table, spec in (
+            ("apply", self.apply_request),
+            ("verify", self.verify_request),
+            ("rollback", self.config.rollback),
+        ):
             if spec is not None and spec.auth.startswith(("basic-file:", "bearer-file:")):
                 form, first, second = auth_parts(spec.auth)
-                self._read_file(second if form == "basic-file" else first)
+                self._read_file(second if form == "basic-file" else first, table)
         try:
             current = self.live_value(self.secret)
         except TargetError:
