@@ -366,6 +366,7 @@ target = "grafana_app"
         ('apply = { method = "PUT", path = "/u v" }', "targets.t.apply.path: no spaces or control characters"),
         ('verify = { method = "GET", path = "/v\\n" }', "targets.t.verify.path: no spaces or control characters"),
         ('base_url = "http://h/a b"', "targets.t.base_url: no spaces or control characters"),
+        ('timeout = "0s"', "targets.t.timeout: must be more than 0s"),  # (it used to mean 10s, silently)
     ],
 )
 def test_config_errors_name_the_key(kr, home, table: str, message: str) -> None:  # type: ignore[no-untyped-def]
