@@ -146,7 +146,9 @@ def _health_specs(values: tuple[str, ...]) -> str | None:
 
             try:
                 split_http_url(spec)
-            except ValueError:
+            except ValueError as exc:
+                if "space or control" in str(exc):
+                    return f"{shown(spec)!r}: no spaces or control characters in a URL (percent-encode them, e.g. %20)"
                 return f"{shown(spec)!r}: not a valid URL (a host, and a port from 1 to 65535 if any)"
             continue
         kind, _, rest = spec.partition(":")
