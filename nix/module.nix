@@ -183,20 +183,29 @@ let
 
   credentialLines = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
 
-  # Every "credential:NAME" string in the settings, with where it was found.
+  # Every "credential:NAME" string in the settings, with where it was found; also
+  # in an http target's auth, "basic-file:USER:credential:NAME" and
+  # "bearer-file:credential:NAME".
   credentialRefs =
     let
+      credentialName =
+        value:
+        let
+          found = builtins.match "(basic-file:[^:]+:|bearer-file:)?credential:(.+)" value;
+        in
+        if found == null then null else builtins.elemAt found 1;
       walk =
         keypath: value:
         if builtins.isAttrs value then
           lib.concatLists (lib.mapAttrsToList (name: walk (keypath ++ [ name ])) value)
         else if builtins.isList value then
           lib.concatMap (walk keypath) value
-        else if builtins.isString value && lib.hasPrefix "credential:" value then
+        else if builtins.isString value && credentialName value != null then
           [
             {
               option = lib.concatStringsSep "." ([ "${opt}.settings" ] ++ keypath);
-              name = lib.removePrefix "credential:" value;
+              name = credentialName value;
+              inherit value;
             }
           ]
         else
@@ -300,8 +309,9 @@ in
         `keyroll config generate` for every key.  The store is world-readable:
         put tokens and passwords in files passed through `${opt}.credentials`
         and refer to them as "credential:NAME" (notify.urls_file,
-        targets.<name>.admin_password_file; the age identity of a SOPS store is
-        the credential named age-key).
+        targets.<name>.admin_password_file, an http target's
+        auth = "basic-file:USER:credential:NAME" or "bearer-file:credential:NAME";
+        the age identity of a SOPS store is the credential named age-key).
 
         Sections (from keyroll's schema):
         ${sectionDocs}
@@ -444,7 +454,7 @@ in
         ++ map (ref: {
           assertion = cfg.credentials ? ${ref.name};
           message = ''
-            ${ref.option} = "credential:${ref.name}", but ${opt}.credentials.${ref.name} is not set:
+            ${ref.option} = "${ref.value}", but ${opt}.credentials.${ref.name} is not set:
             the units would have no credential of that name.'';
         }) credentialRefs;
 

@@ -266,7 +266,13 @@ def test_rollback_restores_the_previous_value(kr, home, grafana: Grafana) -> Non
 @pytest.mark.parametrize("method", ["GET", "PUT"])  # the check before the change (verify), or the change itself
 @pytest.mark.parametrize(
     ("status", "code", "words"),
-    [(503, 75, "HTTP 503"), (500, 75, "HTTP 500"), (404, 1, "HTTP 404 (expected 200)"), (401, 1, "does not accept")],
+    [
+        (503, 75, "HTTP 503"),
+        (500, 75, "HTTP 500"),
+        (404, 1, "HTTP 404 (expected 200)"),
+        (401, 1, "does not accept"),
+        (302, 1, "HTTP 302, a redirect: keyroll follows none (set base_url to"),
+    ],
 )
 def test_answers_map_to_exit_codes(kr, home, grafana: Grafana, method: str, status: int, code: int, words: str) -> None:  # type: ignore[no-untyped-def]
     cfg = ("--config", str(home.write_config(admin_recipe(grafana.url))))
@@ -277,6 +283,10 @@ def test_answers_map_to_exit_codes(kr, home, grafana: Grafana, method: str, stat
     assert words in result.both
     assert (status == 401 and method == "GET") or f"{method} {grafana.url}/api/" in result.both
     assert home.value("grafana_admin_password") == ADMIN_PASSWORD == grafana.password(1)
+    if status < 500:  # a change turned down is no change: nothing to roll back, nothing left in flight
+        assert "left in flight" not in result.both and "rolling back failed" not in result.both
+        grafana.status_override = None
+        assert "nothing was in flight" in kr(*cfg, "recover").out
 
 
 def test_a_service_that_is_down_is_temporary(kr, home) -> None:  # type: ignore[no-untyped-def]
@@ -352,6 +362,11 @@ target = "grafana_app"
         ('verify = { method = "GET", path = "/v", auth = "basic:u:{old}" }', "targets.t.verify.auth: {old} has no"),
         ('apply = { method = "PUT", path = "/u", auth = "basic:a:{secret:ghost}" }', "{secret:ghost} names no secret"),
         ('base_url = "http://u:pw@h"', "targets.t.base_url: no user:password@"),
+        # (a space or a line break used to pass, then fail every rotation as a temporary outage, exit 75)
+        ('apply = { method = "PUT", path = "/u v" }', "targets.t.apply.path: no spaces or control characters"),
+        ('verify = { method = "GET", path = "/v\\n" }', "targets.t.verify.path: no spaces or control characters"),
+        ('base_url = "http://h/a b"', "targets.t.base_url: no spaces or control characters"),
+        ('timeout = "0s"', "targets.t.timeout: must be more than 0s"),  # (it used to mean 10s, silently)
     ],
 )
 def test_config_errors_name_the_key(kr, home, table: str, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -380,6 +395,10 @@ def test_config_show_masks_literal_credentials(kr, home) -> None:  # type: ignor
     assert "LiteralPw" not in result.out and "LiteralKey" not in result.out
     assert 'auth = "basic:admin:***"' in result.out and 'auth = "basic:u:{value}"' in result.out
     assert 'path = "/u"' in result.out
+    shown = home.root / "shown.toml"  # what it prints is a config keyroll loads again
+    shown.write_text(result.out)
+    again = kr("--config", str(shown), "config", "validate", "--static")
+    assert again.code == 0, again.both
 
 
 def test_admin_secrets_that_administer_each_other_are_refused(kr, home) -> None:  # type: ignore[no-untyped-def]
@@ -437,7 +456,7 @@ def test_a_missing_admin_file_is_found_before_any_change(kr, home, grafana: Graf
     )  # (accepted as it is)
     result = kr(*cfg, "rotate", "grafana_admin_password")
     assert result.code == 1, result.both  # (as for a missing admin_password_file: this secret not rotated)
-    assert f"targets.grafana: {home.root / 'admin-password'}: No such file" in result.both
+    assert f"targets.grafana.apply.auth: {home.root / 'admin-password'}: No such file" in result.both
     assert [r["method"] for r in grafana.requests if r["method"] == "PUT"] == []
     assert kr(*cfg, "status").code == 0 and "in flight" not in kr(*cfg, "status").out
 
@@ -449,3 +468,49 @@ def test_a_value_a_header_cannot_carry_is_refused_before_sending(kr, home, grafa
     assert result.code == 1, result.both
     assert "the Authorization header cannot carry this value" in result.both and "€" not in result.both
     assert grafana.requests == []
+
+
+def test_an_apply_that_never_left_is_not_rolled_back(kr, home, grafana: Grafana) -> None:  # type: ignore[no-untyped-def]
+    """The admin secret a request names is missing from the store: the apply fails
+    before anything is sent, so there is nothing to undo and nothing left in flight
+    (it used to try a rollback, fail for want of a previous value, and leave the
+    rotation for `keyroll recover`)."""
+    text = (
+        admin_recipe(grafana.url)
+        + f"""
+[targets.grafana_app]
+type = "http"
+base_url = "{grafana.url}"
+apply  = {{ method = "PUT", path = "/api/admin/users/2/password", json = {{ password = "{{value}}" }}, auth = "basic:admin:{{secret:grafana_admin_password}}", expect = [200] }}
+verify = {{ method = "GET", path = "/api/user", auth = "basic:app:{{value}}" }}
+
+[secrets.grafana_app_password]
+kind = "password"
+target = "grafana_app"
+"""
+    )
+    cfg = ("--config", str(home.write_config(text)))
+    result = kr(*cfg, "init")
+    assert result.code == 1, result.both
+    assert "the secret grafana_admin_password is missing from the store" in result.both
+    assert "keyroll set grafana_admin_password" in result.both
+    assert "left in flight" not in result.both and "rolling back failed" not in result.both
+    assert [r for r in grafana.requests if r["method"] == "PUT"] == []
+    assert "nothing was in flight" in kr(*cfg, "recover").out
+    assert grafana.password(2) == "app-password"
+
+
+def test_status_with_an_http_target_loads_no_http_machinery(krp, home) -> None:  # type: ignore[no-untyped-def]
+    """Start-up stays light with an http target and HTTP health checks in the config:
+    `status` parses the requests but loads neither the target, nor TLS, nor urllib's
+    client, nor json (they load when a request is sent)."""
+    text = admin_recipe("https://127.0.0.1:1").replace(
+        'target = "grafana"', 'target = "grafana"\nhealth = ["https://probe:pw@127.0.0.1:1/health"]'
+    )
+    cfg = ("--config", str(home.write_config(text)))
+    result = krp(*cfg, "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.config.httpspec" in loaded  # the probe sees the requests being parsed
+    heavy = {"ssl", "_ssl", "http", "urllib.request", "json", "email", "keyroll.targets", "keyroll.consumers"}
+    assert not {m for m in loaded if m in heavy or m.split(".")[0] in {"ssl", "_ssl", "http", "email", "json"}}

@@ -106,6 +106,9 @@ def test_wrong_admin_credentials_are_a_failure(kr, home, rabbit, account) -> Non
     assert "the service does not accept the credentials of this request (basic-file)" in result.both
     assert "not-the-admin-password" not in result.both
     assert home.value("rabbit_password") == old and rabbit.amqp_login_ok(user, old)
+    # The broker turned the change down: nothing to roll back, nothing left for `recover`.
+    assert "left in flight" not in result.both and "rolled back" in result.both
+    assert "nothing was in flight" in kr(*cfg, "recover").out
 
 
 @pytest.mark.parametrize("step", ["apply", "verify", "store-write", "store", "finish"])

@@ -517,6 +517,29 @@ def test_credential_referenced_but_not_loaded_fails() -> None:
 
 
 @pytest.mark.parametrize(
+    "auth", ["basic-file:admin:credential:rabbitmq-admin", "bearer-file:credential:rabbitmq-admin"]
+)
+def test_an_http_auth_credential_not_loaded_fails(auth: str) -> None:
+    """docs/recipes.md's RabbitMQ recipe reads its admin password from a credential
+    inside `auth`: a missing services.keyroll.credentials entry is caught at build
+    time, as for admin_password_file (it used to fail only when a rotation ran)."""
+    request = {"method": "PUT", "path": "/api/users/app", "json": {"password": "{value}"}, "auth": auth}
+    target = {
+        "type": "http",
+        "base_url": "http://127.0.0.1:15672",
+        "apply": request,
+        "verify": {"method": "GET", "path": "/api/whoami", "auth": "basic:app:{value}"},
+    }
+    settings = {**SAMPLE_SETTINGS, "targets": {**SAMPLE_SETTINGS["targets"], "rabbit": target}}
+    messages = failed(evaluate(sample(settings=settings)))
+    assert len(messages) == 1
+    assert f'services.keyroll.settings.targets.rabbit.apply.auth = "{auth}"' in messages[0]
+    assert "services.keyroll.credentials.rabbitmq-admin is not set" in messages[0]
+    loaded = {**SAMPLE_CREDENTIALS, "rabbitmq-admin": "/etc/keyroll/rabbitmq-admin"}
+    assert failed(evaluate(sample(settings=settings, credentials=loaded))) == []
+
+
+@pytest.mark.parametrize(
     "option, folder",
     [("secrets_dir", "/srv/secrets"), ("backup_dir", "/var/backups/keyroll"), ("state_dir", "/var/lib/keyrollx/state")],
 )

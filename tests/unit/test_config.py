@@ -131,6 +131,10 @@ def test_unknown_keys_and_sections_are_refused_with_a_suggestion(tmp_path: Path)
         ("[secrets.a]\ntarget = 'nowhere'", "secrets.a.target: no [targets.nowhere]"),
         ("[secrets.a]\nrestart = ['reboot']", "secrets.a.restart: 'reboot': use systemd:UNIT"),
         ("[secrets.a]\nhealth = ['tcp:localhost']", "secrets.a.health: 'tcp:localhost': use tcp:HOST:PORT"),
+        (
+            "[secrets.a]\nhealth = ['http://127.0.0.1:8080/he alth']",
+            "secrets.a.health: 'http://127.0.0.1:8080/he alth': no spaces or control characters in a URL",
+        ),
         ("[secrets.'../etc']\nkind = 'password'", "secrets.../etc: a secret name uses letters"),
         ("[targets.pg]\nuser = 'x'", "targets.pg.type: missing"),
         (

@@ -92,6 +92,31 @@ def test_the_helper_returns_a_redirect_as_the_answer(
     assert elsewhere[1] == []
 
 
+def test_a_proxy_never_carries_a_request_to_this_machine(
+    redirector: tuple[int, list[str]], elsewhere: tuple[int, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With http_proxy set (a shell behind a corporate proxy), a request to a loopback
+    address used to go to the proxy with its Authorization header and body: the
+    current, new and admin values of a local service.  Loopback is never proxied."""
+    port, seen = redirector
+    proxy_port, received = elsewhere
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.2:{proxy_port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    for host in ("127.0.0.1", "localhost"):
+        answer = httpclient.request(
+            "GET", f"http://{host}:{port}/x/302", headers={"Authorization": "Bearer T0KEN"}, timeout=5
+        )
+        assert answer.status == 302
+    assert consumers.check_once(f"http://probe:pw@127.0.0.1:{port}/health", "app", {}) is None
+    assert received == []  # the proxy got no connection at all
+    assert seen[-1] == "Basic " + base64.b64encode(b"probe:pw").decode()
+    assert [httpclient.is_loopback(h) for h in ("::1", "[::1]", "127.3.4.5", "LocalHost.", "10.0.0.1", "example.org")] == [
+        True, True, True, True, False, False
+    ]  # fmt: skip
+
+
 def test_unreachable_and_bad_urls_are_one_line_without_credentials() -> None:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -101,6 +126,9 @@ def test_unreachable_and_bad_urls_are_one_line_without_credentials() -> None:
     assert "refused" in str(refused.value).lower()
     assert consumers.check_once(f"http://u:PASSWORD@127.0.0.1:{port}/", "app", {}) == str(refused.value)
     assert "PASSWORD" not in (consumers.check_once("http://u:PASSWORD@[::1/x", "app", {}) or "")
+    for bad in ("http://127.0.0.1:1/a b", "http://127.0.0.1:1/a\n", "http://127.0.0.1:1/\x7f"):
+        with pytest.raises(ValueError):  # (the config check: a health URL http.client could not send)
+            httpclient.split_http_url(bad)
 
 
 def test_a_silent_server_times_out() -> None:
@@ -109,6 +137,54 @@ def test_a_silent_server_times_out() -> None:
         pytest.raises(httpclient.HttpUnreachable, match="timed out"),
     ):
         httpclient.request("GET", f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.5)
+
+
+@pytest.fixture
+def trickler() -> Iterator[int]:
+    """A server that answers one byte every 0.2 s, for ever (a status line, then
+    header bytes): no single read waits long, so a per-read timeout never fires."""
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                if stop.is_set():
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_read(trickler: int) -> None:
+    """A server trickling its answer used to hold keyroll (and a rotation, and the
+    daemon's cycle) for ever; the timeout now ends the whole request."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(httpclient.HttpUnreachable, match="timed out after 1s"):
+        httpclient.request("GET", f"http://127.0.0.1:{trickler}/", timeout=1)
+    assert time.monotonic() - started < 3
 
 
 def test_an_unusable_ca_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ AUTH_FORMS = ("basic", "basic-file", "bearer", "bearer-file", "header")
 KEYS = ("method", "path", "json", "form", "auth", "headers", "expect")
 DEFAULT_EXPECT = (200, 201, 204)
 HEADER_NAME = re.compile(r"\A[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
+UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # (what http.client refuses in a request line)
 
 
 @record(frozen=True)
@@ -85,12 +86,15 @@ def fill_data(data: Any, lookup: Callable[[str], str]) -> Any:
 
 
 def url_problem(text: str) -> str | None:
-    """Why `text` (a base URL, path or query) must not hold a placeholder, if it does."""
+    """Why `text` (a base URL, path or query) cannot be sent as written, if it cannot:
+    a placeholder, a space or a control character."""
     if PLACEHOLDER.search(text) or LOOKS_LIKE_PLACEHOLDER.search(text):
         return (
             "placeholders ({value}, {old}, {secret:NAME}) are not allowed in a URL, path or query string: "
             "values never travel in URLs (put them in json, form, auth or headers)"
         )
+    if UNSENDABLE.search(text):
+        return "no spaces or control characters in a URL (percent-encode them, e.g. %20)"
     return None
 
 
@@ -218,8 +222,9 @@ def secret_refs(target: object) -> set[str]:
 
 
 def shown_target(document: Mapping[str, Any]) -> dict[str, Any]:
-    """An http target's table as `config show` prints it: no empty requests or bodies
-    (TOML has no null), `auth` and header values masked unless they are placeholders."""
+    """An http target's table as `config show` prints it: no empty requests, bodies or
+    headers (TOML has no null; an empty `form` beside `json` would not load again),
+    `auth` and header values masked unless they are placeholders."""
     out: dict[str, Any] = {}
     for key, item in document.items():
         if item is None:
@@ -231,10 +236,11 @@ def shown_target(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shown_request(request: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(request)
+    out = {k: v for k, v in request.items() if not (k in ("form", "headers") and not v)}  # (empty: not set)
     if out.get("auth"):
         out["auth"] = _shown_auth(str(out["auth"]))
-    out["headers"] = {k: _masked(v) for k, v in (out.get("headers") or {}).items()}
+    if out.get("headers"):
+        out["headers"] = {k: _masked(v) for k, v in out["headers"].items()}
     return out
 
 

@@ -147,7 +147,9 @@ def _health_specs(values: tuple[str, ...]) -> str | None:
 
             try:
                 split_http_url(spec)
-            except ValueError:
+            except ValueError as exc:
+                if "space or control" in str(exc):
+                    return f"{shown(spec)!r}: no spaces or control characters in a URL (percent-encode them, e.g. %20)"
                 return f"{shown(spec)!r}: not a valid URL (a host, and a port from 1 to 65535 if any)"
             continue
         kind, _, rest = spec.partition(":")
@@ -573,6 +575,17 @@ def _base_url(value: str) -> str | None:
     return None
 
 
+def _request_timeout(value: str) -> str | None:
+    """A duration of more than 0s (0s used to mean 10s, silently)."""
+    if problem := _duration(value):
+        return problem
+    from keyroll.schedule import parse_duration
+
+    if parse_duration(value).total_seconds() <= 0:
+        return "must be more than 0s"
+    return None
+
+
 _REQUEST_DOC = (
     "{ method, path, json | form, auth, headers, expect }: path is appended to base_url; "
     "json/form/auth/header values may hold {value}, {old} and {secret:NAME}; auth is basic:USER:PASSWORD, "
@@ -590,7 +603,7 @@ class HttpTarget:
     type: str = opt("http", "Target type.", choices=("http",))
     base_url: str = opt("", "The API's root URL (no placeholders, no credentials).", check=_base_url, required=True)
     ca_file: str = opt("", "An extra CA certificate file for https (the system's CAs are always trusted).")
-    timeout: str = opt("10s", "Longest time one request may take.", kind="duration", check=_duration)
+    timeout: str = opt("10s", "Longest time one request may take.", kind="duration", check=_request_timeout)
     apply: HttpRequest | None = opt(
         None, "The request that sets the value. " + _REQUEST_DOC, kind="request", required=True
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.config.httpspec import HttpRequest, auth_parts, fill, fill_data
-from keyroll.errors import ConfigError, ServiceUnavailable, TargetError
+from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, TargetError
 from keyroll.httpclient import HttpUnreachable, basic_authorization, request, shown
 from keyroll.schedule import parse_duration
 from keyroll.targets.base import BaseTarget, Credentials, LoginRefused
@@ -49,6 +49,12 @@ class HttpTarget(BaseTarget):
         self.timeout = parse_duration(config.timeout).total_seconds() or 10.0
         # The service wants the current value to change it (e.g. basic:admin:{old}).
         self.needs_old = self.apply_request.uses("old")
+        self._sent = False  # whether the last request left keyroll
+        self._last_status: int | None = None  # of the last request sent; None: no answer
+        # A value whose apply changed nothing: ("unsent", value) when it failed before
+        # any request left (a missing {secret:NAME}, a value no header can carry), or
+        # ("turned down", value) when the service answered 3xx/4xx.
+        self._not_applied: tuple[str, str] | None = None
 
     def describe(self) -> str:
         return f"HTTP API {shown(self.config.base_url)} (target {self.name})"
@@ -84,7 +90,11 @@ class HttpTarget(BaseTarget):
 
         return lookup
 
-    def _read_file(self, option: str) -> str:
+    def _table(self, phase: str) -> str:
+        """The config table a phase's request comes from (rollback: apply's by default)."""
+        return "apply" if phase == "rollback" and self.config.rollback is None else phase
+
+    def _read_file(self, option: str, table: str) -> str:
         from keyroll.paths import credential_path
 
         path = credential_path(option, self.env, self.config_dir)
@@ -93,21 +103,21 @@ class HttpTarget(BaseTarget):
         except OSError as exc:
             from keyroll.fsutil import describe_os_error
 
-            raise ConfigError(f"targets.{self.name}: {describe_os_error(path, exc)}") from None
+            raise ConfigError(f"targets.{self.name}.{table}.auth: {describe_os_error(path, exc)}") from None
         return text[:-1] if text.endswith("\n") else text
 
-    def _headers(self, spec: HttpRequest, lookup: Callable[[str], str]) -> dict[str, str]:
+    def _headers(self, table: str, spec: HttpRequest, lookup: Callable[[str], str]) -> dict[str, str]:
         headers = {name: fill(text, lookup) for name, text in spec.headers.items()}
         if spec.auth:
             form, first, second = auth_parts(spec.auth)
             if form == "basic":
                 headers["Authorization"] = basic_authorization(fill(first, lookup), fill(second, lookup))
             elif form == "basic-file":
-                headers["Authorization"] = basic_authorization(fill(first, lookup), self._read_file(second))
+                headers["Authorization"] = basic_authorization(fill(first, lookup), self._read_file(second, table))
             elif form == "bearer":
                 headers["Authorization"] = "Bearer " + fill(first, lookup)
             elif form == "bearer-file":
-                headers["Authorization"] = "Bearer " + self._read_file(first)
+                headers["Authorization"] = "Bearer " + self._read_file(first, table)
             else:
                 headers[first] = fill(second, lookup)
         for name, text in headers.items():
@@ -125,7 +135,7 @@ class HttpTarget(BaseTarget):
         from urllib.parse import urlencode
 
         lookup = self._lookup(value, old)
-        headers = self._headers(spec, lookup)
+        headers = self._headers(self._table(phase), spec, lookup)
         body: bytes | None = None
         if spec.json is not None:
             body = json.dumps(fill_data(spec.json, lookup), ensure_ascii=False).encode("utf-8")
@@ -135,17 +145,31 @@ class HttpTarget(BaseTarget):
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         url = self.url(spec)
         where = f"{self.describe()}: {phase} {spec.method} {shown(url)}"
+        self._last_status = None
+        self._sent = True
         try:
             answer = request(
                 spec.method, url, headers=headers, body=body, timeout=self.timeout, ca_file=self._ca_file()
             )
         except HttpUnreachable as exc:
             raise (TargetError if exc.lasting else ServiceUnavailable)(f"{where}: {exc}") from None
+        self._last_status = answer.status
         if answer.status in spec.expect or answer.status in (401, 403):
             return answer.status
         if answer.status >= 500:
             raise ServiceUnavailable(f"{where}: HTTP {answer.status}")
+        if 300 <= answer.status < 400:
+            raise TargetError(
+                f"{where}: HTTP {answer.status}, a redirect: keyroll follows none "
+                "(set base_url to the address the service really answers on)"
+            )
         raise TargetError(f"{where}: HTTP {answer.status} (expected {', '.join(map(str, spec.expect))})")
+
+    def _unsent(self) -> bool:
+        return self._not_applied is not None and self._not_applied[0] == "unsent"
+
+    def _forget_last_request(self) -> None:
+        self._sent, self._last_status = False, None
 
     def _ca_file(self) -> str | None:
         if not self.config.ca_file:
@@ -166,10 +190,14 @@ class HttpTarget(BaseTarget):
     def check(self) -> None:
         """The credential files of every request can be read; the service answers, and
         takes the current value (when there is one)."""
-        for spec in (self.apply_request, self.verify_request, self.config.rollback):
+        for table, spec in (
+            ("apply", self.apply_request),
+            ("verify", self.verify_request),
+            ("rollback", self.config.rollback),
+        ):
             if spec is not None and spec.auth.startswith(("basic-file:", "bearer-file:")):
                 form, first, second = auth_parts(spec.auth)
-                self._read_file(second if form == "basic-file" else first)
+                self._read_file(second if form == "basic-file" else first, table)
         try:
             current = self.live_value(self.secret)
         except TargetError:
@@ -186,9 +214,24 @@ class HttpTarget(BaseTarget):
             raise LoginRefused(f"{self.describe()}: the service does not accept the new value (verify refused it)")
 
     def apply(self, new: str, old: str | None) -> None:
-        self._change("apply", self.apply_request, new, old)
+        self._not_applied = None
+        self._forget_last_request()
+        try:
+            self._change("apply", self.apply_request, new, old)
+        except KeyrollError:
+            if not self._sent:
+                self._not_applied = ("unsent", new)
+            elif self._last_status is not None and 300 <= self._last_status < 500:
+                self._not_applied = ("turned down", new)  # (the request was not carried out)
+            raise
 
     def rollback(self, old: str | None, new: str) -> None:
+        # Nothing to undo when the apply never left keyroll, or when the service
+        # turned it down and still takes the previous value (the rollback request
+        # would be turned down the same way, and leave the rotation in flight).
+        not_applied = self._not_applied is not None and self._not_applied[1] == new
+        if not_applied and (self._unsent() or old is None or self.accepts(old)):
+            return
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
         self._change("rollback", self.config.rollback or self.apply_request, old, new)
