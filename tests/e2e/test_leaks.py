@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import urllib.parse
@@ -492,3 +493,77 @@ def test_staged_refuses_a_retired_value_too(kr, initialized, values, tmp_path: P
     assert staged.code == 1
     assert [(f["secret"], f["status"], f["source"]) for f in _findings(staged)] == [(name, "retired", "staged")]
     assert kr("leaks", "scan", str(repo.path)).code == 0  # the same value, staged, in a full scan: retired only
+
+
+def test_submodules_and_linked_work_trees_are_part_of_the_repository(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A submodule's history lives in .git/modules (a repository of its own), a linked work
+    tree (`git worktree add`) has its own files and index: scanning the main repository, or
+    the linked work tree, finds them all, and writes nothing."""
+    v = values(initialized)
+    in_sub, untracked, staged, stashed = sorted(v)[:4]
+    sub = Repo(tmp_path / "sub")
+    sub.commit("sub", **{"s.txt": f"sub={v[in_sub]}\n"})
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub.path), "sub")
+    repo.commit("submodule")
+    repo.write("README.md", f"hello\n{v[stashed]}\n")
+    repo.git("stash", "push", "-q")
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "-q", str(linked), "-b", "other")
+    (linked / "wip.txt").write_text(f"wip {v[untracked]}\n")
+    (linked / "staged.txt").write_text(f"staged {v[staged]}\n")
+    subprocess.run(["git", "-C", str(linked), "add", "staged.txt"], check=True)
+    shutil.rmtree(sub.path)  # (only the submodule's copy in .git/modules is left)
+    before = (snapshot(repo.path), snapshot(linked))
+    for given, prefix in ((repo.path, f"{linked}/"), (linked, "")):
+        result = kr("--json", "leaks", "scan", str(given))
+        assert result.code == 1, result.both
+        found = {f["secret"]: f for f in _findings(result)}
+        assert set(found) == {in_sub, untracked, staged, stashed}
+        assert found[in_sub]["repository"] == str(repo.path / "sub")
+        assert (found[in_sub]["path"], found[in_sub]["where"]) == ("s.txt", "refs")
+        assert (found[untracked]["source"], found[untracked]["path"]) == ("work tree", f"{prefix}wip.txt")
+        assert (found[staged]["where"], found[staged]["path"]) == ("index", f"{prefix}staged.txt")
+        assert (found[stashed]["where"], found[stashed]["refs"]) == ("stash", ["stash@{0}"])
+        scanned = json.loads(result.out)["data"]["scan"]["scanned"]
+        assert [s["path"] for s in scanned] == [str(given), str(repo.path / "sub")]
+    assert (snapshot(repo.path), snapshot(linked)) == before
+
+
+def test_borrowed_objects_shallow_and_partial_clones_are_said(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`git clone --shared` reads another repository's objects (objects/info/alternates):
+    its history is scanned there, and an object only the other repository uses is said to be
+    borrowed, not dangling.  A shallow or partial clone lacks objects: a note says so, and
+    the scan never fetches them."""
+    v = values(initialized)
+    history, dangling, old = sorted(v)[:3]
+    origin = Repo(tmp_path / "origin")
+    origin.commit("old", **{"old.txt": f"{v[old]}\n"})
+    origin.commit("gone", **{"old.txt": "nothing\n"})
+    origin.commit("start", **{"app.env": f"PW={v[history]}\r\n"})
+    origin.git("hash-object", "-w", "--stdin", input=f"{v[dangling]}".encode())
+    origin.git("config", "uploadpack.allowfilter", "true")
+    shared = tmp_path / "shared"
+    subprocess.run(["git", "clone", "-q", "--shared", str(origin.path), str(shared)], check=True)
+    result = kr("--json", "leaks", "scan", str(shared))
+    found = {f["secret"]: f for f in _findings(result)}
+    assert (found[history]["where"], found[history]["lines"]) == ("refs", [1])
+    assert (found[dangling]["where"], found[dangling]["lines"]) == ("alternate", [1]), "a value at a blob's very end"
+    assert "alternate" in describe_text(kr, shared)
+    shallow, partial = tmp_path / "shallow", tmp_path / "partial"
+    url = f"file://{origin.path}"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(shallow)], check=True)
+    subprocess.run(["git", "clone", "-q", "--filter=blob:none", url, str(partial)], check=True, capture_output=True)
+    before = snapshot(partial)
+    result = kr("--json", "leaks", "scan", str(shallow), str(partial))
+    assert snapshot(partial) == before, "nothing fetched"
+    data = json.loads(result.out)["data"]["scan"]
+    assert {f["secret"] for f in data["findings"]} == {history}, "the old value is not in either clone"
+    assert [note.split(":")[0] for note in data["notes"]] == [str(shallow), str(partial)]
+    assert "shallow clone" in data["notes"][0] and "partial clone" in data["notes"][1]
+    assert result.code == 1
+
+
+def describe_text(kr, path: Path) -> str:  # type: ignore[no-untyped-def]
+    return str(kr("leaks", "scan", str(path)).out)

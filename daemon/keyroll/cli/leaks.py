@@ -21,6 +21,7 @@ _REACH = {
     "unreachable": "unreachable (a dangling object: no ref, reflog or stash reaches it)",
     "index": "staged in the index only",
     "tree": "a file or folder name in a tree",
+    "alternate": "only in a borrowed object folder (objects/info/alternates): scan the repository it belongs to",
 }
 
 
@@ -108,6 +109,8 @@ def _render_scan(scan: ScanReport) -> None:
             parts.append(f"{scanned.files} files")
         parts.append(_size(scanned.bytes))
         line(f"scanned {scanned.path} ({scanned.kind}: {', '.join(parts)})")
+    for note in scan.notes:
+        line(f"note: {note}")
     for error in scan.errors:
         sys.stderr.write(f"keyroll: error: {error}\n")
 

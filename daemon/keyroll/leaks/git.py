@@ -118,6 +118,12 @@ class Repository:
     given: Path
     git_dir: Path
     work_tree: Path | None
+    common_dir: Path | None = None  # the main git folder of a linked work tree (objects, config, refs); else git_dir
+
+    @property
+    def shared_dir(self) -> Path:
+        """The git folder that holds the objects, config and refs (a linked work tree's main one)."""
+        return self.common_dir or self.git_dir
 
 
 def locate(path: Path, env: dict[str, str]) -> Repository | None:
@@ -125,7 +131,17 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
     git's own message when git refuses it (another user's repository, safe.directory)."""
     try:
         done = subprocess.run(
-            [*git_argv(None, ["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--is-inside-git-dir"])],
+            git_argv(
+                None,
+                [
+                    "rev-parse",
+                    "--absolute-git-dir",
+                    "--is-bare-repository",
+                    "--is-inside-git-dir",
+                    "--path-format=absolute",
+                    "--git-common-dir",
+                ],
+            ),
             cwd=path,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -143,8 +159,9 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         if "not a git repository" in message:
             return None
         raise LeakScanError(f"{path}: git refuses to read this repository: {message}")
-    git_dir_text, bare, inside_git_dir = done.stdout.decode("utf-8", "surrogateescape").splitlines()[:3]
+    git_dir_text, bare, inside_git_dir, common_text = done.stdout.decode("utf-8", "surrogateescape").splitlines()[:4]
     git_dir = Path(git_dir_text)
+    common_dir = Path(common_text)
     work_tree: Path | None = None
     if bare != "true":
         if inside_git_dir == "true":
@@ -152,7 +169,7 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         else:
             top = run_git(["rev-parse", "--show-toplevel"], cwd=path, env=env, what=str(path))
             work_tree = Path(top.decode("utf-8", "surrogateescape").strip())
-    return Repository(path, git_dir, work_tree)
+    return Repository(path, git_dir, work_tree, common_dir if common_dir != git_dir else None)
 
 
 def _pipe_reader(stream: Any, chunks: queue.Queue[bytes | BaseException | None]) -> None:
@@ -419,9 +436,8 @@ class History:
             detached = ""
         if len(detached) == 40 and detached in self.parents:
             self._mark(detached, self._ref_bit("HEAD (detached)"))
-        if (repository.git_dir / "logs" / "refs" / "stash").exists() or (
-            repository.git_dir / "refs" / "stash"
-        ).exists():
+        shared = repository.shared_dir  # (a linked work tree shares the main one's stash)
+        if (shared / "logs" / "refs" / "stash").exists() or (shared / "refs" / "stash").exists():
             stashes = run(["log", "-g", "--format=%H", "refs/stash", "--"], None)
             for number, oid in enumerate(stashes.decode("ascii").split()):
                 self._mark(oid, self._ref_bit(f"stash@{{{number}}}"))

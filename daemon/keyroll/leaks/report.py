@@ -66,6 +66,7 @@ class ScanReport:
     findings: list[Finding] = field(default_factory=list)
     scanned: list[Scanned] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line each: a path or file that could not be read
+    notes: list[str] = field(default_factory=list)  # one line each: what a repository cannot hold (shallow, partial)
     values: int = 0  # distinct values searched for
     patterns: int = 0  # byte patterns (values and their encodings)
     seconds: float = 0.0

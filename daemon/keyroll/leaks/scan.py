@@ -65,6 +65,7 @@ class Scanner:
         self.env = git_env(keep_location=staged)
         self.report = ScanReport(values=len(needles), patterns=len(self.matcher.patterns))
         self.found_needles: set[int] = set()  # (for the rewrite file: which values were found)
+        self._repositories: set[str] = set()  # git folders scanned (a submodule or work tree once)
 
     # -- results
 
@@ -165,27 +166,95 @@ class Scanner:
         return run_git(args, git_dir=repository.git_dir, env=self.env, stdin=stdin, what=str(repository.given))
 
     def _scan_repository(self, repository: Repository) -> None:
+        """Every object; the work trees (this one and every linked one, `git worktree add`)
+        with their indexes; the files of the git folder; then each submodule's repository
+        (in `modules/`) as a repository of its own."""
+        shared = repository.shared_dir
+        if os.path.realpath(shared) in self._repositories:
+            return  # (a submodule or work tree given twice, or reached again)
+        self._repositories.add(os.path.realpath(shared))
         kind = "repository" if repository.work_tree is not None else "bare repository"
         scanned = Scanned(str(repository.given), kind)
         self.report.scanned.append(scanned)
         shown = str(repository.given)
+        self._notes(repository)
         pending = History.start(self.env, repository)
         try:
             self.matcher.prepare(self._object_bytes(repository))
             argv = git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
             hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
             scanned.objects, scanned.bytes = objects, size
-            index = self._index_entries(repository)
+            work_trees = self._work_trees(repository)
+            index: dict[str, str] = {}  # path (shown) -> blob, over every work tree's index
+            indexes = []
+            for tree, label in work_trees:
+                entries = self._index_entries(tree)
+                indexes.append(entries)
+                index.update({label + path: blob for path, blob in entries.items()})
             if hits:
                 self._object_findings(repository, hits, index, pending)
         finally:
             pending.close()
-        if repository.work_tree is not None:
-            self._scan_work_tree(repository, index, scanned)
-        git_dir = repository.git_dir
-        for file in _walk(git_dir, self.report.errors, _skip_in_git_dir(git_dir)):
-            relative = file.relative_to(git_dir)
+        for (tree, label), entries in zip(work_trees, indexes, strict=True):
+            if tree.work_tree is not None:
+                self._scan_work_tree(tree, entries, scanned, label)
+        for file in _walk(shared, self.report.errors, _skip_in_git_dir(shared)):
+            relative = file.relative_to(shared)
             self._scan_file(file, str(relative), scanned, "git dir", "git dir", shown)
+        for module in _module_git_dirs(shared / "modules"):
+            try:
+                found = locate(module, self.env)
+                if found is not None:  # shown by its work tree's path when checked out
+                    given = found.work_tree if found.work_tree is not None else module
+                    self._scan_repository(Repository(given, found.git_dir, found.work_tree, found.common_dir))
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+
+    def _notes(self, repository: Repository) -> None:
+        """What this repository cannot hold: history beyond a shallow clone's boundary,
+        blobs a partial clone never fetched (the scan never fetches them)."""
+        shown = str(repository.given)
+        if (repository.shared_dir / "shallow").is_file():
+            self.report.notes.append(
+                f"{shown}: a shallow clone: commits before its boundary (and their values) are not here, "
+                "and a value there shows as added in the oldest commit here; scan a full clone"
+            )
+        try:
+            promisor = self._git(
+                repository, ["config", "--get-regexp", r"^(extensions\.partialclone|remote\..*\.promisor)$"]
+            )
+        except LeakScanError:
+            promisor = b""  # (none set: git config exits 1)
+        if promisor.strip():
+            self.report.notes.append(
+                f"{shown}: a partial clone: objects it never fetched are not here and are not fetched by the scan; "
+                "scan the repository it was cloned from"
+            )
+
+    def _work_trees(self, repository: Repository) -> list[tuple[Repository, str]]:
+        """This repository's work tree first, then its other ones (`git worktree list`),
+        each with the prefix its paths are shown with ("" for the one given)."""
+        trees: list[tuple[Repository, str]] = [(repository, "")]
+        seen = {os.path.realpath(repository.work_tree)} if repository.work_tree is not None else set()
+        try:
+            out = self._git(repository, ["worktree", "list", "--porcelain", "-z"])
+        except LeakScanError:
+            return trees
+        for item in out.split(b"\0"):
+            if not item.startswith(b"worktree "):
+                continue
+            path = Path(item[len(b"worktree ") :].decode("utf-8", "surrogateescape"))
+            if os.path.realpath(path) in seen or not path.is_dir():
+                continue
+            seen.add(os.path.realpath(path))
+            try:
+                other = locate(path, self.env)
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+                continue
+            if other is not None and other.work_tree is not None and other.shared_dir == repository.shared_dir:
+                trees.append((other, f"{other.work_tree}/"))
+        return trees
 
     def _object_bytes(self, repository: Repository) -> int:
         """About how many bytes the object database holds (compressed, so at least)."""
@@ -214,9 +283,9 @@ class Scanner:
                 entries[path.decode("utf-8", "surrogateescape")] = parts[1].decode("ascii")
         return entries
 
-    def _scan_work_tree(self, repository: Repository, index: dict[str, str], scanned: Scanned) -> None:
+    def _scan_work_tree(self, repository: Repository, index: dict[str, str], scanned: Scanned, label: str) -> None:
         """Tracked and untracked files that are not ignored; a file whose content is the
-        index's blob was scanned as that blob already."""
+        index's blob was scanned as that blob already.  Paths are shown after `label`."""
         assert repository.work_tree is not None
         top = repository.work_tree
         try:
@@ -247,7 +316,7 @@ class Scanner:
             blob = index.get(relative)
             if blob is not None and info.st_size < 256 << 20 and _blob_id(file) == blob:
                 continue
-            self._scan_file(file, relative, scanned, "work tree", "work tree", str(repository.given))
+            self._scan_file(file, label + relative, scanned, "work tree", "work tree", str(repository.given))
 
     def _object_findings(
         self, repository: Repository, hits: list[ObjectHit], index: dict[str, str], pending: PendingLog
@@ -269,6 +338,7 @@ class Scanner:
         for path, blob in index.items():
             in_index.setdefault(blob, []).append(path)
         shown = str(repository.given)
+        borrowed = _borrowed(repository.shared_dir, list(by_object))
         for oid, object_hits in by_object.items():
             kind = kinds[oid]
             data = contents.get(oid, b"")
@@ -285,6 +355,8 @@ class Scanner:
                 where = "refs" if details["refs"] else "unreachable"
             elif kind == "tree":
                 where = "tree"
+            if where == "unreachable" and oid in borrowed:
+                where = "alternate"  # another repository's object, unreachable from this one
             grouped: dict[int, list[int]] = {}
             for hit in object_hits:
                 grouped.setdefault(hit.pattern, []).append(hit.offset)
@@ -394,6 +466,42 @@ def _skip_in_git_dir(git_dir: Path) -> Callable[[Path], bool]:
     modules/ holds other repositories; every other file is read as it is."""
     skipped = {git_dir / "objects", git_dir / "modules"}
     return lambda folder: folder in skipped
+
+
+def _borrowed(git_dir: Path, oids: list[str]) -> set[str]:
+    """The objects (of `oids`) that this repository does not hold itself but reads from
+    another repository's object folder (`objects/info/alternates`, `git clone --shared`)."""
+    objects = git_dir / "objects"
+    if not oids or not (objects / "info" / "alternates").is_file():
+        return set()
+    wanted = {bytes.fromhex(oid): oid for oid in oids if len(oid) == 40}
+    local = {oid for oid in wanted.values() if (objects / oid[:2] / oid[2:]).is_file()}
+    for idx in sorted((objects / "pack").glob("*.idx")):
+        try:
+            data = idx.read_bytes()
+        except OSError:
+            continue
+        if data[:8] != b"\377tOc\0\0\0\2":
+            continue  # (not a version 2 index: read as local)
+        count = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+        table = data[8 + 256 * 4 : 8 + 256 * 4 + 20 * count]
+        names = {table[i : i + 20] for i in range(0, len(table), 20)}
+        local |= {oid for raw, oid in wanted.items() if raw in names}
+    return set(wanted.values()) - local
+
+
+def _module_git_dirs(modules: Path) -> list[Path]:
+    """The git folders of the submodules under a repository's `modules/` (each one's own
+    submodules are in its own `modules/`)."""
+    found: list[Path] = []
+    if not modules.is_dir():
+        return found
+    for folder, dirs, files in os.walk(modules):
+        if "HEAD" in files and "objects" in dirs:
+            found.append(Path(folder))
+            dirs[:] = []
+        dirs.sort()
+    return found
 
 
 def _walk(top: Path, errors: list[str], skip: Callable[[Path], bool] | None = None) -> Iterator[Path]:
