@@ -567,3 +567,20 @@ def test_borrowed_objects_shallow_and_partial_clones_are_said(kr, initialized, v
 
 def describe_text(kr, path: Path) -> str:  # type: ignore[no-untyped-def]
     return str(kr("leaks", "scan", str(path)).out)
+
+
+def test_a_stash_without_its_reflog_is_still_a_stash(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A mirror clone copies refs/stash (packed) but not its reflog: the stashed value is
+    reached by the stash, not dangling."""
+    v = values(initialized)
+    stashed = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write("README.md", f"hello\n{v[stashed]}\n")
+    repo.git("stash", "push", "-q")
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(repo.path), str(mirror)], check=True)
+    assert not (mirror / "logs" / "refs" / "stash").exists() and "refs/stash" in (mirror / "packed-refs").read_text()
+    result = kr("--json", "leaks", "scan", str(mirror))
+    [finding] = _findings(result)
+    assert (finding["where"], finding["refs"], finding["path"]) == ("stash", ["stash@{0}"], "README.md")

@@ -423,10 +423,12 @@ class History:
 
     def _load_refs(self, run: GitRunner, repository: Repository) -> None:
         out = run(["for-each-ref", "--format=%(objectname) %(*objectname) %(refname)"], None)
+        stash_tip = None
         for line in out.decode("utf-8", "surrogateescape").splitlines():
             parts = line.split(" ")
             oid, peeled, name = parts[0], parts[1], " ".join(parts[2:])
             if name == "refs/stash":
+                stash_tip = oid
                 continue  # every stash entry is marked below
             self._mark(peeled or oid, self._ref_bit(name))
         head = repository.git_dir / "HEAD"
@@ -436,10 +438,11 @@ class History:
             detached = ""
         if len(detached) == 40 and detached in self.parents:
             self._mark(detached, self._ref_bit("HEAD (detached)"))
-        shared = repository.shared_dir  # (a linked work tree shares the main one's stash)
-        if (shared / "logs" / "refs" / "stash").exists() or (shared / "refs" / "stash").exists():
-            stashes = run(["log", "-g", "--format=%H", "refs/stash", "--"], None)
-            for number, oid in enumerate(stashes.decode("ascii").split()):
+        if stash_tip is not None:
+            # Each entry of the stash's reflog; a stash without one (a mirror clone, a packed
+            # ref copied elsewhere) still has its tip.
+            entries = run(["log", "-g", "--format=%H", "refs/stash", "--"], None).decode("ascii").split()
+            for number, oid in enumerate(entries or [stash_tip]):
                 self._mark(oid, self._ref_bit(f"stash@{{{number}}}"))
         reflog = run(["rev-list", "--no-walk", "--reflog", "--stdin"], b"")
         bit = self._ref_bit("reflog")
