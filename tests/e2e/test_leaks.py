@@ -355,6 +355,7 @@ def test_rewrite_file_is_private_and_never_overwritten(kr, planted, tmp_path: Pa
     lengths = [len(line) for line in lines]
     assert lengths == sorted(lengths, reverse=True), "longest first"
     assert (tmp_path / "expressions.txt.blob-ids").exists()
+    assert "git clone --mirror URL repo.git" in result.out and "add `--no-local`" in result.out
     again = kr("leaks", "scan", "--rewrite-file", str(target), str(repo.path))
     assert again.code == 2 and "already exists" in again.err
     for value in values.values():

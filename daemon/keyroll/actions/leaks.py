@@ -315,7 +315,9 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
     else:
         steps.append("Rotation: confirm that every value found is retired (this scan says which are live).")
     steps.append(
-        "Work in a fresh mirror clone of the shared repository: `git clone --mirror URL repo.git && cd repo.git`."
+        "Work in a fresh mirror clone of the shared repository: `git clone --mirror URL repo.git && cd repo.git` "
+        "(from a path on this machine add `--no-local`: git-filter-repo refuses a hard-linked clone); "
+        "a submodule is a repository of its own: rewrite it the same way."
     )
     if not plan.filter_repo_found:
         steps.append(
