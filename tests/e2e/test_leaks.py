@@ -585,3 +585,45 @@ def test_a_stash_without_its_reflog_is_still_a_stash(kr, initialized, values, tm
     result = kr("--json", "leaks", "scan", str(mirror))
     [finding] = _findings(result)
     assert (finding["where"], finding["refs"], finding["path"]) == ("stash", ["stash@{0}"], "README.md")
+
+
+def test_folders_git_cannot_open_are_errors_not_silence(initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """git skips an untracked folder it cannot open (a warning) and a loose-object folder
+    (without a word): both are said, exit 2, and the rest is still scanned.  Run as a
+    process without the capability that lets root read anything (setpriv), so that the
+    permissions hold as they do for any other user."""
+    import sys
+
+    v = values(initialized)
+    untracked = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write("notes.txt", f"{v[untracked]}\n")
+    repo.write("closed/f.txt", "nothing\n")
+    repo.git("hash-object", "-w", "--stdin", input=b"a loose object\n")
+    loose = sorted(p for p in (repo.path / ".git" / "objects").iterdir() if len(p.name) == 2)[0]
+    argv = [sys.executable, "-m", "keyroll", "--json", "leaks", "scan", str(repo.path)]
+    if os.geteuid() == 0:
+        drop = "-dac_override,-dac_read_search"
+        argv = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *argv]
+    (repo.path / "closed").chmod(0)
+    loose.chmod(0)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    finally:
+        (repo.path / "closed").chmod(0o755)
+        loose.chmod(0o755)
+    assert done.returncode == 1, done.stderr  # (a live value found: that comes first)
+    data = json.loads(done.stdout)["data"]["scan"]
+    assert [f["secret"] for f in data["findings"]] == [untracked]
+    assert data["errors"] == [
+        f"{loose}: permission denied (the objects there are not scanned)",
+        f"{repo.path}: warning: could not open directory 'closed/': Permission denied",
+    ]
+    (repo.path / "notes.txt").unlink()
+    (repo.path / "closed").chmod(0)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    finally:
+        (repo.path / "closed").chmod(0o755)
+    assert done.returncode == 2, done.stdout + done.stderr

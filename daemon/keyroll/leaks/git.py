@@ -92,8 +92,10 @@ def run_git(
     env: dict[str, str],
     stdin: bytes | None = None,
     what: str,
+    warnings: list[str] | None = None,
 ) -> bytes:
-    """Run a read-only git command; its stdout, or LeakScanError with git's message."""
+    """Run a read-only git command; its stdout, or LeakScanError with git's message.
+    git's `warning:` lines (a folder it could not open, ...) go to `warnings` when given."""
     try:
         done = subprocess.run(
             git_argv(git_dir, args),
@@ -108,6 +110,9 @@ def run_git(
         raise LeakScanError("git is not installed: it is needed to scan a repository") from None
     if done.returncode != 0:
         raise LeakScanError(f"{what}: {git_error(done.stderr)}")
+    if warnings is not None:
+        text = done.stderr.decode("utf-8", "replace")
+        warnings += [f"{what}: {line.strip()}" for line in text.splitlines() if line.startswith("warning:")]
     return done.stdout
 
 

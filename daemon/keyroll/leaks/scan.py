@@ -180,6 +180,7 @@ class Scanner:
         self._notes(repository)
         pending = History.start(self.env, repository)
         try:
+            self._unreadable_objects(shared)
             self.matcher.prepare(self._object_bytes(repository))
             argv = git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
             hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
@@ -209,6 +210,18 @@ class Scanner:
                     self._scan_repository(Repository(given, found.git_dir, found.work_tree, found.common_dir))
             except LeakScanError as exc:
                 self.report.errors.append(str(exc))
+
+    def _unreadable_objects(self, git_dir: Path) -> None:
+        """git skips a folder of loose objects it cannot open without a word: say so."""
+        objects = git_dir / "objects"
+        try:
+            folders = [entry for entry in os.scandir(objects) if entry.is_dir(follow_symlinks=False)]
+        except OSError as exc:
+            self.report.errors.append(describe_os_error(objects, exc))
+            return
+        for entry in sorted(folders, key=lambda e: e.name):
+            if not os.access(entry.path, os.R_OK | os.X_OK):
+                self.report.errors.append(f"{entry.path}: permission denied (the objects there are not scanned)")
 
     def _notes(self, repository: Repository) -> None:
         """What this repository cannot hold: history beyond a shallow clone's boundary,
@@ -295,6 +308,7 @@ class Scanner:
                 cwd=top,
                 env=self.env,
                 what=str(repository.given),
+                warnings=self.report.errors,  # (a folder git could not open: its files are not read)
             )
         except LeakScanError as exc:
             self.report.errors.append(str(exc))
