@@ -627,3 +627,23 @@ def test_folders_git_cannot_open_are_errors_not_silence(initialized, values, tmp
     finally:
         (repo.path / "closed").chmod(0o755)
     assert done.returncode == 2, done.stdout + done.stderr
+
+
+def test_a_value_in_a_file_or_branch_name_is_masked(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A file or a branch named with a value: the finding shows the name with `***` in
+    place of the value, in text and in JSON, and in the rewrite steps."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("oops", **{f"cfg-{value}.txt": f"k={value}\n"})
+    repo.git("branch", f"b-{value}")
+    text = kr("leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path))
+    data = kr("--json", "leaks", "scan", str(repo.path))
+    assert text.code == data.code == 1
+    assert value not in text.both + data.both
+    blob = next(f for f in _findings(data) if f["object_type"] == "blob")
+    assert blob["path"] == "cfg-***.txt" and "refs/heads/b-***" in blob["refs"]
+    assert blob["commits"][0]["path"] == "cfg-***.txt"
+    assert "cfg-***.txt line 1" in text.out
+    assert any(f["object_type"] == "tree" for f in _findings(data)), "the name in the tree is a finding"

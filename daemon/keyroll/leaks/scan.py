@@ -47,7 +47,7 @@ from keyroll.leaks.git import (
     scan_batch,
 )
 from keyroll.leaks.patterns import Matcher, Needle, line_numbers, scan_bytes_stream
-from keyroll.leaks.report import LIVE, RETIRED, Finding, LeakScanError, Scanned, ScanReport
+from keyroll.leaks.report import LIVE, RETIRED, CommitPath, Finding, LeakScanError, Scanned, ScanReport
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -95,8 +95,38 @@ class Scanner:
                 self._scan_path(path)
             except LeakScanError as exc:
                 self.report.errors.append(str(exc))
+        self._mask_names()
         self.report.seconds = round(time.monotonic() - began, 3)
         return self.report
+
+    def _masked(self, text: str) -> str:
+        """`text` with every managed value (in any encoding) in it replaced by `***`: a file,
+        folder or branch can be named with a value, and the output never shows one."""
+        data = text.encode("utf-8", "surrogateescape")
+        spans = sorted((start, end) for _, start, end in self.matcher.find(data))
+        if not spans:
+            return text
+        out, at = [], 0
+        for start, end in spans:
+            if end <= at:
+                continue
+            out.append(data[at : max(start, at)] + b"***")
+            at = end
+        out.append(data[at:])
+        return b"".join(out).decode("utf-8", "surrogateescape")
+
+    def _mask_names(self) -> None:
+        """Mask values in every name the report shows: paths, refs, repositories, errors."""
+        mask = self._masked
+        for finding in self.report.findings:
+            finding.repository = mask(finding.repository)
+            finding.path = mask(finding.path) if finding.path is not None else None
+            finding.refs = [mask(ref) for ref in finding.refs]
+            finding.commits = [CommitPath(c.commit, mask(c.path), c.date) for c in finding.commits]
+        for scanned in self.report.scanned:
+            scanned.path = mask(scanned.path)
+        self.report.errors = [mask(error) for error in self.report.errors]
+        self.report.notes = [mask(note) for note in self.report.notes]
 
     def _scan_path(self, path: Path) -> None:
         try:
