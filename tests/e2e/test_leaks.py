@@ -647,3 +647,27 @@ def test_a_value_in_a_file_or_branch_name_is_masked(kr, initialized, values, tmp
     assert blob["commits"][0]["path"] == "cfg-***.txt"
     assert "cfg-***.txt line 1" in text.out
     assert any(f["object_type"] == "tree" for f in _findings(data)), "the name in the tree is a finding"
+
+
+def test_a_linked_work_trees_detached_head_and_an_untracked_stash(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A commit made on a linked work tree's detached HEAD is reached by that HEAD (not
+    only the reflog); a value in an untracked file stashed with `git stash -u` is in the
+    stash."""
+    v = values(initialized)
+    detached, untracked = sorted(v)[:2]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write("untracked.txt", f"u {v[untracked]}\n")
+    repo.git("stash", "push", "-u", "-q")
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "-q", "--detach", str(linked))
+    (linked / "d.txt").write_text(f"d {v[detached]}\n")
+    env = {**repo.env(), "GIT_DIR": "", "GIT_WORK_TREE": ""}
+    env = {k: val for k, val in env.items() if val}
+    subprocess.run(["git", "-C", str(linked), "add", "d.txt"], check=True, env=env)
+    subprocess.run(["git", "-C", str(linked), "commit", "-qm", "d"], check=True, env=env)
+    result = kr("--json", "leaks", "scan", str(repo.path))
+    found = {f["secret"]: f for f in _findings(result)}
+    assert set(found) == {detached, untracked}
+    assert (found[detached]["where"], found[detached]["refs"]) == ("refs", [f"HEAD (detached) of work tree {linked}"])
+    assert (found[untracked]["where"], found[untracked]["path"]) == ("stash", "untracked.txt")

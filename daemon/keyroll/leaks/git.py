@@ -436,13 +436,20 @@ class History:
                 stash_tip = oid
                 continue  # every stash entry is marked below
             self._mark(peeled or oid, self._ref_bit(name))
-        head = repository.git_dir / "HEAD"
-        try:
-            detached = head.read_text().strip()
-        except OSError:
-            detached = ""
-        if len(detached) == 40 and detached in self.parents:
-            self._mark(detached, self._ref_bit("HEAD (detached)"))
+        shared = repository.shared_dir
+        heads = [(shared / "HEAD", "HEAD (detached)")]  # every work tree's HEAD, the linked ones' too
+        if (shared / "worktrees").is_dir():
+            heads += [
+                (linked / "HEAD", f"HEAD (detached) of work tree {_work_tree_name(linked)}")
+                for linked in sorted((shared / "worktrees").iterdir())
+            ]
+        for head, label in heads:
+            try:
+                detached = head.read_text().strip()
+            except OSError:
+                continue
+            if len(detached) == 40 and detached in self.parents:
+                self._mark(detached, self._ref_bit(label))
         if stash_tip is not None:
             # Each entry of the stash's reflog; a stash without one (a mirror clone, a packed
             # ref copied elsewhere) still has its tip.
@@ -481,6 +488,14 @@ class History:
         if "reflog" in names:
             return [], "reflog only"
         return [], "unreachable"
+
+
+def _work_tree_name(linked: Path) -> str:
+    """A linked work tree's path, from its `gitdir` file (its name when that is gone)."""
+    try:
+        return str(Path((linked / "gitdir").read_text().strip()).parent)
+    except OSError:
+        return linked.name
 
 
 def _iso(epoch: str) -> str:
