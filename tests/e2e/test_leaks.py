@@ -671,3 +671,13 @@ def test_a_linked_work_trees_detached_head_and_an_untracked_stash(kr, initialize
     assert set(found) == {detached, untracked}
     assert (found[detached]["where"], found[detached]["refs"]) == ("refs", [f"HEAD (detached) of work tree {linked}"])
     assert (found[untracked]["where"], found[untracked]["path"]) == ("stash", "untracked.txt")
+
+
+def test_a_pipe_or_a_device_given_is_an_error(kr, initialized, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A path that is neither a file nor a folder is not read, and says so: exit 2."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/null"):
+        result = kr("leaks", "scan", path)
+        assert result.code == 2
+        assert f"{path}: not a regular file, a folder or a repository: not read" in result.err

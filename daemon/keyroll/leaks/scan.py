@@ -136,6 +136,8 @@ class Scanner:
         if not stat.S_ISDIR(info.st_mode):
             if self.staged:
                 raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
+            if not stat.S_ISREG(info.st_mode):  # (a pipe or a device: nothing that can be read whole)
+                raise LeakScanError(f"{path}: not a regular file, a folder or a repository: not read")
             scanned = Scanned(str(path), "file")
             self.report.scanned.append(scanned)
             real = Path(os.path.realpath(path))  # (a symlink given by name is followed; none found inside is)
