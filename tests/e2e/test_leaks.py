@@ -681,3 +681,37 @@ def test_a_pipe_or_a_device_given_is_an_error(kr, initialized, tmp_path: Path) -
         result = kr("leaks", "scan", path)
         assert result.code == 2
         assert f"{path}: not a regular file, a folder or a repository: not read" in result.err
+
+
+def test_big_blobs_are_numbered_without_holding_them_whole(initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A value in three versions of a 48 MB log file, across a 4 MiB read boundary: every
+    version is found with its line number, and the scan's memory stays far below the
+    144 MB of those blobs (they used to be read whole, twice)."""
+    import sys
+
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name].encode()
+    repo = Repo(tmp_path / "repo")
+    line = b"2026-12-06 INFO nothing to see here, a line of a log file\n"
+    body = line * (48_000_000 // len(line))
+    lines_before = (4 << 20) // len(line)  # the value starts a few bytes before the 4 MiB boundary
+    blob_ids = []
+    for version in range(3):
+        head = body[: lines_before * len(line)]
+        content = head + b"password=" + value + b"\n" + body[len(head) :] + b"v%d\n" % version
+        repo.commit(f"log {version}", **{"app.log": content})
+        blob_ids.append(repo.blob_id(content))
+    probe = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run(sys.argv[1:], capture_output=True); "
+        "sys.stdout.buffer.write(done.stdout); "
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    argv = [sys.executable, "-c", probe, sys.executable, "-m", "keyroll", "--json", "leaks", "scan", str(repo.path)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    out, _, tail = done.stdout.rpartition("\n1 ")
+    findings = json.loads(out)["data"]["scan"]["findings"]
+    found = {(f["object"], tuple(f["lines"])) for f in findings if f["source"] == "object"}
+    assert found == {(oid, (lines_before + 1,)) for oid in blob_ids}
+    assert int(tail) < 140_000, f"peak memory {int(tail) // 1000} MB"

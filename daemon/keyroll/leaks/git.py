@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from keyroll.fsutil import describe_os_error
-from keyroll.leaks.patterns import Matcher
+from keyroll.leaks.patterns import LineCounter, Matcher
 from keyroll.leaks.report import CommitPath, LeakScanError
 from keyroll.records import record
 
@@ -296,6 +296,52 @@ def scan_batch(
     return hits, len(starts), total
 
 
+def object_lines(
+    argv: list[str], wanted: dict[str, list[int]], *, env: dict[str, str], cwd: Path | None = None, what: str
+) -> dict[str, LineCounter]:
+    """For each object in `wanted` (id -> byte offsets of matches): the lines of those
+    offsets and whether it is binary, read with `git cat-file --batch` (argv) one chunk at
+    a time, so that no object is held whole, however big."""
+    import tempfile
+
+    counters = {oid: LineCounter(offsets) for oid, offsets in wanted.items()}
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
+            )
+        except FileNotFoundError:
+            raise LeakScanError("git is not installed: it is needed to scan a repository") from None
+        assert proc.stdin is not None and proc.stdout is not None
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, ("\n".join(wanted) + "\n").encode("ascii")))
+        feeder.daemon = True
+        feeder.start()
+        try:
+            while True:
+                header = proc.stdout.readline().split()
+                if not header:
+                    break
+                if len(header) != 3:
+                    continue  # "<oid> missing"
+                counter = counters.get(header[0].decode("ascii"))
+                remaining = int(header[2])
+                while remaining > 0:
+                    data = proc.stdout.read(min(CHUNK, remaining))
+                    if not data:
+                        break
+                    remaining -= len(data)
+                    if counter is not None:
+                        counter.feed(data)
+                proc.stdout.read(1)  # the newline after the content
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            errors.seek(0)
+            raise LeakScanError(f"{what}: {git_error(errors.read())}")
+    return counters
+
+
 def _feed(pipe: Any, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError):
         try:
@@ -502,18 +548,3 @@ def _iso(epoch: str) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_batch(out: bytes) -> dict[str, bytes]:
-    """object id -> content, from the output of `git cat-file --batch`."""
-    contents: dict[str, bytes] = {}
-    at = 0
-    while at < len(out):
-        newline = out.index(b"\n", at)
-        header = out[at:newline].split()
-        at = newline + 1
-        if len(header) == 3:
-            size = int(header[2])
-            contents[header[0].decode("ascii")] = out[at : at + size]
-            at += size + 1
-    return contents

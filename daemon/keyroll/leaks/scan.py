@@ -42,18 +42,16 @@ from keyroll.leaks.git import (
     git_argv,
     git_env,
     locate,
-    parse_batch,
+    object_lines,
     run_git,
     scan_batch,
 )
-from keyroll.leaks.patterns import Matcher, Needle, line_numbers, scan_bytes_stream
+from keyroll.leaks.patterns import LineCounter, Matcher, Needle, scan_bytes_stream
 from keyroll.leaks.report import LIVE, RETIRED, CommitPath, Finding, LeakScanError, Scanned, ScanReport
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from typing import Any
-
-BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
 
 
 class Scanner:
@@ -173,17 +171,17 @@ class Scanner:
             if not hits:
                 return
             os.lseek(fd, 0, os.SEEK_SET)
-            data = b"".join(_file_chunks(fd))
+            counter = LineCounter(offset for offset, _ in hits)
+            for data in _file_chunks(fd):
+                counter.feed(data)
         except OSError as exc:
             self.report.errors.append(describe_os_error(shown, exc))
             return
         finally:
             os.close(fd)
-        binary = b"\0" in data[:BINARY_PROBE]
         for pattern, offsets in self._group(hits).items():
-            lines = [] if binary else line_numbers(data, offsets)
             self.report.findings += self._finding(
-                pattern, repository, source, where, path=shown, lines=lines, binary=binary
+                pattern, repository, source, where, path=shown, lines=counter.lines_of(offsets), binary=counter.binary
             )
 
     def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
@@ -371,7 +369,9 @@ class Scanner:
         by_object: dict[str, list[ObjectHit]] = {}
         for hit in hits:
             by_object.setdefault(hit.oid, []).append(hit)
-        contents = self._read_objects(repository, list(by_object))
+        argv = git_argv(repository.git_dir, ["cat-file", "--batch"])
+        wanted = {oid: [hit.offset for hit in object_hits] for oid, object_hits in by_object.items()}
+        contents = object_lines(argv, wanted, env=self.env, what=str(repository.given))
         kinds = {hit.oid: hit.kind for hit in hits}
         history = None
         if any(k in ("blob", "commit") for k in kinds.values()):
@@ -387,8 +387,8 @@ class Scanner:
         borrowed = _borrowed(repository.shared_dir, list(by_object))
         for oid, object_hits in by_object.items():
             kind = kinds[oid]
-            data = contents.get(oid, b"")
-            binary = kind == "blob" and b"\0" in data[:BINARY_PROBE]
+            counter = contents[oid]
+            binary = kind == "blob" and counter.binary
             details: dict[str, Any] = {"object": oid, "object_type": kind, "binary": binary}
             where = "unreachable"
             if kind == "blob":
@@ -407,7 +407,7 @@ class Scanner:
             for hit in object_hits:
                 grouped.setdefault(hit.pattern, []).append(hit.offset)
             for pattern, offsets in grouped.items():
-                lines = line_numbers(data, offsets) if kind == "blob" and data and not binary else []
+                lines = counter.lines_of(offsets) if kind == "blob" else []
                 self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
 
     def _blob_details(
@@ -431,10 +431,6 @@ class Scanner:
             details.setdefault("path", in_index[oid][0])
         details["refs"] = refs
         return where
-
-    def _read_objects(self, repository: Repository, oids: list[str]) -> dict[str, bytes]:
-        """The content of each object (for line numbers and the binary test)."""
-        return parse_batch(self._git(repository, ["cat-file", "--batch"], ("\n".join(oids) + "\n").encode("ascii")))
 
     def _tag_refs(self, repository: Repository) -> dict[str, list[str]]:
         out = self._git(repository, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/tags"])
@@ -472,38 +468,29 @@ class Scanner:
         )
         if not hits:
             return
-        contents = self._read_staged(repository, {hit.oid for hit in hits})
+        wanted: dict[str, list[int]] = {}
         grouped: dict[tuple[str, int], list[int]] = {}
         for hit in hits:
+            wanted.setdefault(hit.oid, []).append(hit.offset)
             grouped.setdefault((hit.oid, hit.pattern), []).append(hit.offset)
+        contents = object_lines(argv, wanted, env=self.env, cwd=repository.work_tree or repository.given, what=shown)
         for (oid, pattern), offsets in grouped.items():
-            data = contents.get(oid, b"")
-            binary = b"\0" in data[:BINARY_PROBE]
-            lines = [] if binary else line_numbers(data, offsets)
+            counter = contents[oid]
             self.report.findings += self._finding(
                 pattern, shown, "staged", "staged", object=oid, object_type="blob", path=blobs[oid],
-                lines=lines, binary=binary,
+                lines=counter.lines_of(offsets), binary=counter.binary,
             )  # fmt: skip
-
-    def _read_staged(self, repository: Repository, oids: set[str]) -> dict[str, bytes]:
-        out = run_git(
-            ["cat-file", "--batch"],
-            cwd=repository.work_tree or repository.given,
-            env=self.env,
-            stdin=("\n".join(oids) + "\n").encode("ascii"),
-            what=str(repository.given),
-        )
-        return parse_batch(out)
 
 
 def _blob_id(file: Path) -> str | None:
     """git's id for the file's content as a blob (to skip files the index already holds)."""
     try:
-        data = file.read_bytes()
+        with file.open("rb") as stream:
+            digest = sha1(b"blob %d\0" % os.fstat(stream.fileno()).st_size, usedforsecurity=False)
+            while data := stream.read(git_reading.CHUNK):
+                digest.update(data)
     except OSError:
         return None
-    digest = sha1(b"blob %d\0" % len(data), usedforsecurity=False)
-    digest.update(data)
     return digest.hexdigest()
 
 
