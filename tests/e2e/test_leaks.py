@@ -715,3 +715,68 @@ def test_big_blobs_are_numbered_without_holding_them_whole(initialized, values, 
     found = {(f["object"], tuple(f["lines"])) for f in findings if f["source"] == "object"}
     assert found == {(oid, (lines_before + 1,)) for oid in blob_ids}
     assert int(tail) < 140_000, f"peak memory {int(tail) // 1000} MB"
+
+
+def test_the_rewrite_renames_files_and_says_to_rename_branches_named_with_a_value(  # type: ignore[no-untyped-def]
+    kr, initialized, values, tmp_path: Path
+) -> None:
+    """--replace-text leaves file names alone: the plan adds a --filename-callback (a file
+    that holds no value) with the same replacements, and a step for a branch named with a
+    value.  Following the printed command and that step leaves nothing to find."""
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    if shutil.which("git-filter-repo", path=env["PATH"]) is None:
+        pytest.fail("git-filter-repo is missing: it is in the test extra (pip install -e '.[test]')")
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("oops", **{f"conf/{value}/cfg-{value}.txt": f"k={value}\n"})
+    repo.git("branch", f"b-{value}")
+    result = kr("--json", "leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path))
+    assert result.code == 1 and value not in result.out
+    plan = json.loads(result.out)["data"]["rewrite"]
+    assert plan["rename_file"] == str(tmp_path / "rw.rename") and plan["renamed_refs"] is True
+    assert stat.S_IMODE((tmp_path / "rw.rename").stat().st_mode) == 0o600
+    assert value not in (tmp_path / "rw.rename").read_text()
+    [rewrite] = [s for s in plan["steps"] if s.startswith("Rewrite: `")]
+    assert any(s.startswith("A branch or tag is named with a value") for s in plan["steps"])
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", "--no-local", str(repo.path), str(mirror)], check=True)
+    done = subprocess.run(["sh", "-c", rewrite.split("`")[1]], cwd=mirror, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    git = ["git", "-C", str(mirror)]
+    subprocess.run([*git, "branch", "-m", f"b-{value}", "b-renamed"], check=True)
+    subprocess.run(
+        ["sh", "-c", "git reflog expire --expire=now --all && git gc -q --prune=now"], cwd=mirror, check=True
+    )
+    shutil.rmtree(mirror / "filter-repo")  # (git-filter-repo's own notes: the old ref names)
+    after = kr("--json", "leaks", "scan", str(mirror))
+    assert after.code == 0 and _findings(after) == [], after.out
+    names = subprocess.run([*git, "ls-tree", "-r", "--name-only", "main"], capture_output=True, text=True).stdout
+    assert names.split() == ["conf/***REMOVED-BY-KEYROLL***/cfg-***REMOVED-BY-KEYROLL***.txt"]
+
+
+def test_a_value_in_an_untracked_or_staged_file_name_is_found(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A name enters history as a tree when committed: the pre-commit hook refuses a staged
+    file named with a value, and an untracked file or a folder's file so named is found."""
+    v = values(initialized)
+    staged, untracked = sorted(v)[:2]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write(f"new-{v[staged]}.txt", "harmless\n")
+    repo.git("add", ".")
+    repo.write(f"tmp-{v[untracked]}", "harmless\n")
+    hook = kr("--json", "leaks", "scan", "--staged", str(repo.path))
+    assert hook.code == 1 and "(or its name)" in kr("leaks", "scan", "--staged", str(repo.path)).out
+    [finding] = _findings(hook)
+    assert (finding["secret"], finding["name"], finding["path"]) == (staged, True, "new-***.txt")
+    scan = _findings(kr("--json", "leaks", "scan", str(repo.path)))
+    assert {(f["secret"], f["path"]) for f in scan if f["name"]} == {(untracked, "tmp-***")}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / f"x-{v[untracked]}").write_text("harmless\n")
+    result = kr("leaks", "scan", str(folder))
+    assert result.code == 1 and "the name of the file x-***" in result.out and v[untracked] not in result.out

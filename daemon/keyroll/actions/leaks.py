@@ -40,6 +40,8 @@ class RewritePlan:
     binary_blobs: list[str]
     sensitive_data_removal: bool
     filter_repo_found: bool
+    rename_file: Path | None = None  # a --filename-callback: the same replacements in file and folder names
+    renamed_refs: bool = False  # a branch or tag is named with a value
     steps: list[str] = field(default_factory=list)
 
 
@@ -288,8 +290,23 @@ def write_rewrite(path: Path, scanner: Scanner, *, rotate_first: bool) -> Rewrit
     plan = RewritePlan(
         path.absolute(), len(ordered), ids_file.absolute() if ids_file else None, binary, sdr, help_text is not None
     )
+    if any(f.object_type == "tree" or f.name for f in report.findings):
+        plan.rename_file = path.with_name(path.name + ".rename").absolute()
+        _create_private(plan.rename_file, _RENAME.replace("EXPRESSIONS", repr(str(plan.file))).encode())
+    plan.renamed_refs = scanner.masked_refs
     plan.steps = _steps(plan, report, rotate_first)
     return plan
+
+
+# The body of a git filter-repo --filename-callback (`filename` in, the new name out): the
+# replacements of the expressions file, applied to every path (--replace-text leaves names alone).
+_RENAME = """\
+for line in open(EXPRESSIONS, "rb").read().splitlines():
+    if line.startswith(b"literal:"):
+        old, new = line[len(b"literal:"):].split(b"==>", 1)
+        filename = filename.replace(old, new)
+return filename
+"""
 
 
 def filter_repo_command(plan: RewritePlan, *, strip_binary: bool = True) -> list[str]:
@@ -329,7 +346,19 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
         if plan.sensitive_data_removal
         else " (this git-filter-repo has no --sensitive-data-removal: upgrade to 2.47+ to have it)"
     )
+    if plan.rename_file is not None:
+        command += f' --filename-callback "$(cat {shlex.quote(str(plan.rename_file))})"'
+        note += (
+            f"; a value is in a file or folder name: --replace-text leaves names alone, the callback in "
+            f"{plan.rename_file} renames them"
+        )
     steps.append(f"Rewrite: `{command}`{note}.")
+    if plan.renamed_refs:
+        steps.append(
+            "A branch or tag is named with a value (shown with *** above): rename it in the mirror "
+            "(`git branch -m`, or a new tag and `git tag -d`), delete the old name on the forge, "
+            "and delete the mirror's filter-repo/ folder (it keeps the old names)."
+        )
     if plan.binary_blobs:
         steps.append(
             f"Binary files holding a value ({len(plan.binary_blobs)}, listed in {plan.blob_ids_file}) are removed "

@@ -87,6 +87,9 @@ def describe(finding: Finding) -> str:
             what += f"; only in the stash ({shown_names(f.refs, 5)})"
         elif f.where in _REACH:
             what += f"; {_REACH[f.where]}"
+    elif f.name:
+        kind = {"work tree": "work tree file", "staged": "staged file", "file": "file"}.get(f.source, "file")
+        what = f"the name of the {kind} {f.path}"
     elif f.source == "git dir":
         what = f"git folder file {f.path}{binary}{lines}"
     elif f.source == "work tree":
@@ -144,7 +147,7 @@ def _verdict(report: LeaksReport, scan: ScanReport) -> None:
     if report.staged and scan.findings:
         line(
             f"refused: a managed value is staged ({shown_names(sorted(live + retired), 10)}): "
-            "take it out of the file, `git add` it again, and commit"
+            "take it out of the file (or its name), `git add` it again, and commit"
         )
     elif live:
         line(

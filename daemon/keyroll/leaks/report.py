@@ -39,6 +39,7 @@ class Finding:
     path: str | None = None
     lines: list[int] = field(default_factory=list)
     binary: bool = False
+    name: bool = False  # the value is in the file's name (`path`, shown masked), not its content
     refs: list[str] = field(default_factory=list)
     commits: list[CommitPath] = field(default_factory=list)
     first_commit: str | None = None

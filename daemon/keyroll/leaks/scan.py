@@ -64,6 +64,7 @@ class Scanner:
         self.report = ScanReport(values=len(needles), patterns=len(self.matcher.patterns))
         self.found_needles: set[int] = set()  # (for the rewrite file: which values were found)
         self._repositories: set[str] = set()  # git folders scanned (a submodule or work tree once)
+        self.masked_refs = False  # a ref reaching a finding is named with a value
 
     # -- results
 
@@ -119,7 +120,9 @@ class Scanner:
         for finding in self.report.findings:
             finding.repository = mask(finding.repository)
             finding.path = mask(finding.path) if finding.path is not None else None
-            finding.refs = [mask(ref) for ref in finding.refs]
+            refs = [mask(ref) for ref in finding.refs]
+            self.masked_refs = self.masked_refs or refs != finding.refs
+            finding.refs = refs
             finding.commits = [CommitPath(c.commit, mask(c.path), c.date) for c in finding.commits]
         for scanned in self.report.scanned:
             scanned.path = mask(scanned.path)
@@ -184,10 +187,17 @@ class Scanner:
                 pattern, repository, source, where, path=shown, lines=counter.lines_of(offsets), binary=counter.binary
             )
 
+    def _scan_name(self, name: str, repository: str, source: str, where: str, **details: Any) -> None:
+        """A value in a file's name (its content is scanned apart): the name enters a tree
+        object when committed.  The name is shown with the value masked."""
+        for pattern in {pattern for pattern, _, _ in self.matcher.find(name.encode("utf-8", "surrogateescape"))}:
+            self.report.findings += self._finding(pattern, repository, source, where, path=name, name=True, **details)
+
     def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
         scanned = Scanned(str(folder), "folder")
         self.report.scanned.append(scanned)
         for file in _walk(folder, self.report.errors, skip):
+            self._scan_name(str(file.relative_to(folder)), str(folder), "file", "file")
             self._scan_file(file, str(file), scanned, "file", "file", str(folder))
 
     # -- repositories
@@ -358,7 +368,9 @@ class Scanner:
             if not stat.S_ISREG(info.st_mode):
                 continue
             blob = index.get(relative)
-            if blob is not None and info.st_size < 256 << 20 and _blob_id(file) == blob:
+            if blob is None:  # (an untracked file: a name in the index or a commit is read there)
+                self._scan_name(label + relative, str(repository.given), "work tree", "work tree")
+            elif _blob_id(file) == blob:
                 continue
             self._scan_file(file, label + relative, scanned, "work tree", "work tree", str(repository.given))
 
@@ -457,8 +469,11 @@ class Scanner:
         blobs: dict[str, str] = {}
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
             parts = meta.split()
-            if len(parts) >= 4 and parts[1] != b"160000" and parts[3].decode("ascii") != ZERO_OID:
-                blobs.setdefault(parts[3].decode("ascii"), path.decode("utf-8", "surrogateescape"))
+            if len(parts) >= 4 and parts[3].decode("ascii") != ZERO_OID:
+                name = path.decode("utf-8", "surrogateescape")
+                self._scan_name(name, shown, "staged", "staged")  # (a submodule's name too)
+                if parts[1] != b"160000":
+                    blobs.setdefault(parts[3].decode("ascii"), name)
         if not blobs:
             return
         argv = git_argv(None, ["cat-file", "--batch"])
