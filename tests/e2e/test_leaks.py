@@ -122,7 +122,7 @@ def _check_planted(findings: list[dict], where: dict[str, str], ids: dict[str, s
     merge = one("evil merge")
     assert merge["first_commit"] == ids["merge"] and merge["path"] == "merge-only.txt"
     tag = one("tag message")
-    assert tag["object_type"] == "tag" and tag["refs"] == ["refs/tags/v1"]
+    assert tag["object_type"] == "tag" and tag["refs"] == ["refs/tags/v1"] and tag["lines"] == [6]
     binary = one("binary file")
     assert binary["binary"] is True and binary["lines"] == [] and binary["path"] == "logo.bin"
     k8s = [f for f in grouped[where["kubernetes manifest"]] if f["source"] == "object"]
@@ -132,6 +132,7 @@ def _check_planted(findings: list[dict], where: dict[str, str], ids: dict[str, s
     assert [(f["source"], f["path"]) for f in remote] == [("git dir", "config")]
     commit = one("commit message")
     assert commit["object_type"] == "commit" and "refs/heads/main" in commit["refs"]
+    assert commit["lines"] == [6], "the message's line in `git cat-file -p`, after 5 header lines and a blank one"
     hexed = one("hex")
     assert hexed["encoding"] == "hex" and hexed["where"] == "index" and hexed["path"] == "hex.txt"
 
@@ -780,3 +781,18 @@ def test_a_value_in_an_untracked_or_staged_file_name_is_found(kr, initialized, v
     (folder / f"x-{v[untracked]}").write_text("harmless\n")
     result = kr("leaks", "scan", str(folder))
     assert result.code == 1 and "the name of the file x-***" in result.out and v[untracked] not in result.out
+
+
+def test_a_value_in_a_commits_author_is_said_as_such(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A value in an author name is in the commit object, not its message: the finding
+    gives the line in `git cat-file -p` and says author, committer or message."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    env = {**repo.env(), "GIT_AUTHOR_NAME": f"bot {v[name]}"}
+    subprocess.run(["git", "-C", str(repo.path), "commit", "-q", "--allow-empty", "-m", "hi"], env=env, check=True)
+    oid = repo.git("rev-parse", "HEAD")
+    [finding] = _findings(kr("--json", "leaks", "scan", str(repo.path)))
+    assert (finding["object"], finding["object_type"], finding["lines"]) == (oid, "commit", [2])
+    text = kr("leaks", "scan", str(repo.path)).out
+    assert f"commit {oid[:12]} line 2 (`git cat-file -p {oid[:12]}`: its author, committer or message)" in text

@@ -70,9 +70,9 @@ def describe(finding: Finding) -> str:
         if f.object_type == "blob":
             what = f"blob {oid}{binary}" + (f" {f.path}" if f.path else "") + lines
         elif f.object_type == "commit":
-            what = f"the message of commit {oid}"
+            what = f"commit {oid}{lines} (`git cat-file -p {oid}`: its author, committer or message)"
         elif f.object_type == "tag":
-            what = f"the annotated tag object {oid} (its message)"
+            what = f"the annotated tag object {oid}{lines} (`git cat-file -p {oid}`: its tagger or message)"
         else:
             what = f"{f.object_type} {oid}"
         if f.commits:

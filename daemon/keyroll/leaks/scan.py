@@ -419,7 +419,7 @@ class Scanner:
             for hit in object_hits:
                 grouped.setdefault(hit.pattern, []).append(hit.offset)
             for pattern, offsets in grouped.items():
-                lines = counter.lines_of(offsets) if kind == "blob" else []
+                lines = counter.lines_of(offsets) if kind in ("blob", "commit", "tag") else []
                 self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
 
     def _blob_details(
