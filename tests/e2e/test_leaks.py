@@ -437,6 +437,12 @@ def test_work_tree_lfs_objects_and_ignored_files(kr, initialized, values, tmp_pa
         (edited, "work tree", "app.conf", (2,)),
         (lfs, "git dir", "lfs/objects/ab/cd/abcd1234", (1,)),
     }
+    rewrite = kr("leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path)).out
+    assert "Git LFS objects hold a value (lfs/objects/ab/cd/abcd1234; " in rewrite
+    assert (
+        "edit these by hand (remote URLs: `git remote set-url NAME URL` without credentials): app.conf, notes.txt"
+        in rewrite
+    )
 
 
 def test_an_older_filter_repo_gets_no_sensitive_data_removal(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -373,7 +373,17 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
         "In every clone kept (this one included): `git stash clear` if a stash held one, then "
         "`git reflog expire --expire=now --all && git gc --prune=now`."
     )
-    extra = sorted({f.path or "" for f in report.findings if f.source in ("git dir", "work tree")})
+    lfs = sorted({f.path or "" for f in report.findings if f.source == "git dir" and (f.path or "").startswith("lfs/")})
+    if lfs:
+        steps.append(
+            f"Git LFS objects hold a value ({', '.join(lfs[:5])}{' ...' if len(lfs) > 5 else ''}; each is named by "
+            "its sha256, which the pointer file in history names): the rewrite does not change them. Find the "
+            "pointers (`git log --all -p -S OID`), take those files out of history as well "
+            "(`git filter-repo --invert-paths --path PATH`), and have the forge delete the objects from its LFS store."
+        )
+    extra = sorted(
+        {f.path or "" for f in report.findings if f.source in ("git dir", "work tree") and (f.path or "") not in lfs}
+    )
     if extra:
         steps.append(
             "Outside history, edit these by hand (remote URLs: `git remote set-url NAME URL` without credentials): "
