@@ -656,14 +656,17 @@ def test_a_value_in_a_file_or_branch_name_is_masked(kr, initialized, values, tmp
     assert any(f["object_type"] == "tree" for f in _findings(data)), "the name in the tree is a finding"
 
 
-def test_a_linked_work_trees_detached_head_and_an_untracked_stash(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_linked_work_trees_detached_head_an_untracked_stash_and_a_note(
+    kr, initialized, values, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """A commit made on a linked work tree's detached HEAD is reached by that HEAD (not
     only the reflog); a value in an untracked file stashed with `git stash -u` is in the
-    stash."""
+    stash; a value in a note (`git notes`) is reached by refs/notes/commits."""
     v = values(initialized)
-    detached, untracked = sorted(v)[:2]
+    detached, untracked, noted = sorted(v)[:3]
     repo = Repo(tmp_path / "repo")
-    repo.commit("start", **{"README.md": "hello\n"})
+    start = repo.commit("start", **{"README.md": "hello\n"})
+    repo.git("notes", "add", "-m", f"deployed with {v[noted]}", start)
     repo.write("untracked.txt", f"u {v[untracked]}\n")
     repo.git("stash", "push", "-u", "-q")
     linked = tmp_path / "linked"
@@ -675,7 +678,12 @@ def test_a_linked_work_trees_detached_head_and_an_untracked_stash(kr, initialize
     subprocess.run(["git", "-C", str(linked), "commit", "-qm", "d"], check=True, env=env)
     result = kr("--json", "leaks", "scan", str(repo.path))
     found = {f["secret"]: f for f in _findings(result)}
-    assert set(found) == {detached, untracked}
+    assert set(found) == {detached, untracked, noted}
+    assert (found[noted]["where"], found[noted]["refs"], found[noted]["path"]) == (
+        "refs",
+        ["refs/notes/commits"],
+        start,
+    )
     assert (found[detached]["where"], found[detached]["refs"]) == ("refs", [f"HEAD (detached) of work tree {linked}"])
     assert (found[untracked]["where"], found[untracked]["path"]) == ("stash", "untracked.txt")
 
