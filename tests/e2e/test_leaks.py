@@ -810,3 +810,19 @@ def test_a_value_in_a_commits_author_is_said_as_such(kr, initialized, values, tm
     assert (finding["object"], finding["object_type"], finding["lines"]) == (oid, "commit", [2])
     text = kr("leaks", "scan", str(repo.path)).out
     assert f"commit {oid[:12]} line 2 (`git cat-file -p {oid[:12]}`: its author, committer or message)" in text
+
+
+def test_one_blob_at_two_paths_of_one_commit_and_a_newline_in_a_name(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same content at two paths of one commit is one commit, not two; a file name
+    with a newline stays on its finding's line (escaped), so the output keeps one finding
+    a line."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    commit = repo.commit("copies", **{"a.env": f"pw={v[name]}\n", "b\nc.env": f"pw={v[name]}\n"})
+    text = kr("leaks", "scan", str(repo.path)).out
+    [finding] = [line for line in text.splitlines() if line.startswith("LIVE ")]
+    assert f"added in {commit[:12]}" in finding and "(at 2 paths)" in finding and "commits" not in finding
+    repo.write("new\nname.txt", f"{v[name]}\n")
+    text = kr("leaks", "scan", str(repo.path)).out
+    assert "work tree file new\\nname.txt line 1" in text

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from keyroll.cli.output import emit_json, line
 from keyroll.config.policy import Policy
 from keyroll.guidance import shown_names
+from keyroll.records import replace
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -59,9 +60,16 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
+def _printable(name: str) -> str:
+    """A file name on one line: a newline or other control character in it shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def describe(finding: Finding) -> str:
     """One finding on one line (never the value)."""
     f = finding
+    if f.path is not None:
+        f = replace(f, path=_printable(f.path))
     head = f"{'LIVE' if f.live else 'retired'} {f.secret} ({f.state}; {f.encoding}) in {f.repository}:"
     lines = f" line {', '.join(map(str, f.lines[:5]))}{' ...' if len(f.lines) > 5 else ''}" if f.lines else ""
     binary = " (binary)" if f.binary else ""
@@ -78,9 +86,13 @@ def describe(finding: Finding) -> str:
         if f.commits:
             first, last = f.commits[0], f.commits[-1]
             span = f"{first.commit[:12]} ({first.date})"
-            if len(f.commits) > 1:
-                span += f" first ... {last.commit[:12]} ({last.date}) last, {len(f.commits)} commits"
+            commits = len({c.commit for c in f.commits})
+            if commits > 1:
+                span += f" first ... {last.commit[:12]} ({last.date}) last, {commits} commits"
             what += f"; added in {span}"
+            paths = len({c.path for c in f.commits})
+            if paths > 1:
+                what += f" (at {paths} paths)"
         if f.refs and f.where == "refs":
             what += f"; reached by {shown_names(f.refs, 5)}"
         elif f.where == "stash":
