@@ -826,3 +826,25 @@ def test_one_blob_at_two_paths_of_one_commit_and_a_newline_in_a_name(kr, initial
     repo.write("new\nname.txt", f"{v[name]}\n")
     text = kr("leaks", "scan", str(repo.path)).out
     assert "work tree file new\\nname.txt line 1" in text
+
+
+def test_keyrolls_own_folders_are_left_out_of_a_folder_scan(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The store, the backups and the state hold the values by design: a folder scan
+    that reaches them (or is given one) leaves them out and says so, rather than calling
+    every value leaked; a copy elsewhere in the folder is still found."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    assert kr("rotate", name).code == 0  # (a backup exists)
+    (initialized.root / "copy.txt").write_text(f"{v[name]}\n")
+    result = kr("--json", "leaks", "scan", str(initialized.root))
+    data = json.loads(result.out)["data"]["scan"]
+    assert [(f["path"], f["status"]) for f in data["findings"]] == [(str(initialized.root / "copy.txt"), "retired")]
+    assert result.code == 0
+    for folder, what in (
+        (initialized.secrets, "secrets"),
+        (initialized.backups, "backup"),
+        (initialized.state, "state"),
+    ):
+        assert f"{folder}: in keyroll's {what} folder (where the values belong): not scanned" in data["notes"]
+    alone = kr("leaks", "scan", str(initialized.secrets))
+    assert alone.code == 0 and "not scanned" in alone.out

@@ -213,7 +213,12 @@ def scan(
             "no managed value to search for (none stored, or all shorter than "
             f"{MIN_LENGTH} characters): run `keyroll init` first"
         )
-    scanner = Scanner(needles, staged=staged)
+    own = {
+        policy.paths.secrets_dir: "secrets folder",
+        policy.paths.backup_dir: "backup folder",
+        policy.paths.state_dir: "state folder",
+    }
+    scanner = Scanner(needles, staged=staged, own=own)
     report = LeaksReport(scanner.scan(targets), staged=staged, too_short=too_short, not_searched=not_searched)
     if rewrite_path is not None and report.scan.findings:
         report.rewrite = write_rewrite(rewrite_path, scanner, rotate_first=bool(report.scan.live) and not rotate)
@@ -226,7 +231,7 @@ def scan(
                 policy, names, emergency=True, wait=wait, reason="before emergency rotation (leaked values)"
             )
         again, _, _ = gather_needles(policy)
-        report.after = Scanner(again).scan(targets)
+        report.after = Scanner(again, own=own).scan(targets)
     return report
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from hashlib import sha1
 from pathlib import Path
 
@@ -57,9 +57,14 @@ if TYPE_CHECKING:
 class Scanner:
     """Scans paths for the needles; collects findings and one-line errors."""
 
-    def __init__(self, needles: Sequence[Needle], *, staged: bool = False) -> None:
+    def __init__(
+        self, needles: Sequence[Needle], *, staged: bool = False, own: Mapping[Path, str] | None = None
+    ) -> None:
+        """`own`: keyroll's own folders (the store, backups, state: where the values belong),
+        each with what it is; a folder scan leaves them out and says so."""
         self.matcher = Matcher(needles)
         self.staged = staged
+        self.own = {os.path.realpath(folder): what for folder, what in (own or {}).items()}
         self.env = git_env(keep_location=staged)
         self.report = ScanReport(values=len(needles), patterns=len(self.matcher.patterns))
         self.found_needles: set[int] = set()  # (for the rewrite file: which values were found)
@@ -129,11 +134,22 @@ class Scanner:
         self.report.errors = [mask(error) for error in self.report.errors]
         self.report.notes = [mask(note) for note in self.report.notes]
 
+    def _own(self, path: Path | str, shown: Path | str) -> bool:
+        """Whether `path` is in one of keyroll's own folders (then noted, and not scanned)."""
+        real = os.path.realpath(path)
+        for folder, what in self.own.items():
+            if real == folder or real.startswith(folder.rstrip("/") + "/"):
+                self.report.notes.append(f"{shown}: in keyroll's {what} (where the values belong): not scanned")
+                return True
+        return False
+
     def _scan_path(self, path: Path) -> None:
         try:
             info = path.stat()
         except OSError as exc:
             raise LeakScanError(describe_os_error(path, exc)) from None
+        if not self.staged and self._own(path, path):
+            return
         if not stat.S_ISDIR(info.st_mode):
             if self.staged:
                 raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
@@ -196,7 +212,8 @@ class Scanner:
     def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
         scanned = Scanned(str(folder), "folder")
         self.report.scanned.append(scanned)
-        for file in _walk(folder, self.report.errors, skip):
+        own = (lambda here: self._own(here, here)) if self.own else None
+        for file in _walk(folder, self.report.errors, skip or own):
             self._scan_name(str(file.relative_to(folder)), str(folder), "file", "file")
             self._scan_file(file, str(file), scanned, "file", "file", str(folder))
 
