@@ -848,3 +848,27 @@ def test_keyrolls_own_folders_are_left_out_of_a_folder_scan(kr, initialized, val
         assert f"{folder}: in keyroll's {what} folder (where the values belong): not scanned" in data["notes"]
     alone = kr("leaks", "scan", str(initialized.secrets))
     assert alone.code == 0 and "not scanned" in alone.out
+
+
+def test_a_sha256_repository(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In a repository with 64-character SHA-256 ids: a deleted file's blob is removed in
+    the deleting commit, a staged file unchanged in the work tree is one finding (the
+    index's blob), and a detached HEAD reaches its commit."""
+    v = values(initialized)
+    deleted, staged, detached = sorted(v)[:3]
+    path = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", "--object-format=sha256", str(path)], check=True)
+    repo = Repo.__new__(Repo)
+    repo.path, repo.clock = path, 1_700_000_000
+    repo.commit("add", **{"a.env": f"pw={v[deleted]}\n"})
+    repo.git("rm", "-q", "a.env")
+    removal = repo.commit("remove")
+    repo.git("checkout", "-q", "--detach")
+    on_head = repo.commit("detached", **{"d.txt": f"{v[detached]}\n"})
+    repo.write("s.txt", f"{v[staged]}\n")
+    repo.git("add", "s.txt")
+    found = {f["secret"]: f for f in _findings(kr("--json", "leaks", "scan", str(repo.path)))}
+    assert len(found) == 3 and len(_findings(kr("--json", "leaks", "scan", str(repo.path)))) == 3
+    assert len(removal) == 64 and found[deleted]["removed_in"] == [removal]
+    assert (found[staged]["where"], found[staged]["source"]) == ("index", "object")
+    assert (found[detached]["refs"], found[detached]["first_commit"]) == (["HEAD (detached)"], on_head)

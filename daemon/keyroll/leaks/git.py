@@ -49,7 +49,11 @@ _GIT_READ_ONLY = (
     "-c",
     "maintenance.auto=false",
 )
-ZERO_OID = "0" * 40
+
+
+def is_zero(oid: str) -> bool:
+    """git's "no object" id (40 zeros, or 64 in a SHA-256 repository)."""
+    return not oid.strip("0")
 
 
 def git_env(*, keep_location: bool = False) -> dict[str, str]:
@@ -456,10 +460,10 @@ class History:
                 if len(parts) < 5:
                     continue
                 old, new = parts[2].decode("ascii"), parts[3].decode("ascii")
-                if new != ZERO_OID and (new, commit, path) not in seen:
+                if not is_zero(new) and (new, commit, path) not in seen:
                     seen.add((new, commit, path))
                     self.blob_commits.setdefault(new, []).append(CommitPath(commit, path, _iso(date)))
-                if old != ZERO_OID and old != new:
+                if not is_zero(old) and old != new:
                     self.blob_removed.setdefault(old, set()).add(commit)
 
     def _ref_bit(self, name: str) -> int:
@@ -494,7 +498,7 @@ class History:
                 detached = head.read_text().strip()
             except OSError:
                 continue
-            if len(detached) == 40 and detached in self.parents:
+            if detached in self.parents:  # (a symbolic HEAD reads `ref: ...`)
                 self._mark(detached, self._ref_bit(label))
         if stash_tip is not None:
             # Each entry of the stash's reflog; a stash without one (a mirror clone, a packed

@@ -24,23 +24,23 @@ of it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from hashlib import sha1
 from pathlib import Path
 
 from keyroll.fsutil import describe_os_error
 from keyroll.leaks import git as git_reading
 from keyroll.leaks.git import (
-    ZERO_OID,
     History,
     ObjectHit,
     PendingLog,
     Repository,
     git_argv,
     git_env,
+    is_zero,
     locate,
     object_lines,
     run_git,
@@ -387,7 +387,7 @@ class Scanner:
             blob = index.get(relative)
             if blob is None:  # (an untracked file: a name in the index or a commit is read there)
                 self._scan_name(label + relative, str(repository.given), "work tree", "work tree")
-            elif _blob_id(file) == blob:
+            elif _blob_id(file, sha256=len(blob) == 64) == blob:
                 continue
             self._scan_file(file, label + relative, scanned, "work tree", "work tree", str(repository.given))
 
@@ -486,7 +486,7 @@ class Scanner:
         blobs: dict[str, str] = {}
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
             parts = meta.split()
-            if len(parts) >= 4 and parts[3].decode("ascii") != ZERO_OID:
+            if len(parts) >= 4 and not is_zero(parts[3].decode("ascii")):
                 name = path.decode("utf-8", "surrogateescape")
                 self._scan_name(name, shown, "staged", "staged")  # (a submodule's name too)
                 if parts[1] != b"160000":
@@ -514,11 +514,13 @@ class Scanner:
             )  # fmt: skip
 
 
-def _blob_id(file: Path) -> str | None:
-    """git's id for the file's content as a blob (to skip files the index already holds)."""
+def _blob_id(file: Path, *, sha256: bool = False) -> str | None:
+    """git's id for the file's content as a blob (to skip files the index already holds);
+    `sha256` for a repository with that object format."""
     try:
         with file.open("rb") as stream:
-            digest = sha1(b"blob %d\0" % os.fstat(stream.fileno()).st_size, usedforsecurity=False)
+            header = b"blob %d\0" % os.fstat(stream.fileno()).st_size
+            digest = hashlib.sha256(header) if sha256 else hashlib.sha1(header, usedforsecurity=False)
             while data := stream.read(git_reading.CHUNK):
                 digest.update(data)
     except OSError:
