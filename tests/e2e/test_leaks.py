@@ -872,3 +872,28 @@ def test_a_sha256_repository(kr, initialized, values, tmp_path: Path) -> None:  
     assert len(removal) == 64 and found[deleted]["removed_in"] == [removal]
     assert (found[staged]["where"], found[staged]["source"]) == ("index", "object")
     assert (found[detached]["refs"], found[detached]["first_commit"]) == (["HEAD (detached)"], on_head)
+
+
+def test_repositories_inside_a_folder_are_scanned_as_repositories(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`keyroll leaks scan /srv`, where /srv holds repositories: each one (work tree or
+    bare) is read through git, so a value only in its history is found; read as files,
+    its compressed objects hid it."""
+    v = values(initialized)
+    history, plain = sorted(v)[:2]
+    top = tmp_path / "srv"
+    repo = Repo(top / "app")
+    repo.commit("add", **{"a.env": f"pw={v[history]}\n"})
+    repo.git("rm", "-q", "a.env")
+    repo.commit("remove")
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(top / "app.git")], check=True)
+    (top / "notes.txt").write_text(f"{v[plain]}\n")
+    result = kr("--json", "leaks", "scan", str(top))
+    data = json.loads(result.out)["data"]["scan"]
+    found = {(f["secret"], f["repository"], f["source"]) for f in data["findings"]}
+    assert found == {
+        (history, str(repo.path), "object"),
+        (history, str(top / "app.git"), "object"),
+        (plain, str(top), "file"),
+    }
+    kinds = {s["path"]: s["kind"] for s in data["scanned"]}
+    assert kinds == {str(top): "folder", str(repo.path): "repository", str(top / "app.git"): "bare repository"}

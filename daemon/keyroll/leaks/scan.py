@@ -143,14 +143,29 @@ class Scanner:
                 return True
         return False
 
+    def _not_plain(self, folder: Path) -> bool:
+        """In a folder scan: a repository inside it is scanned as a repository (its objects
+        are compressed: read as files, they would hide every value in its history), and
+        keyroll's own folders are left out.  True when the walk is not to go in."""
+        if (folder / ".git").exists() or ((folder / "HEAD").is_file() and (folder / "objects").is_dir()):
+            try:
+                repository = locate(folder, self.env)
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+                return True
+            if repository is not None:
+                self._scan_repository(repository)
+                return True
+        return self._own(folder, folder)
+
     def _scan_path(self, path: Path) -> None:
         try:
             info = path.stat()
         except OSError as exc:
             raise LeakScanError(describe_os_error(path, exc)) from None
-        if not self.staged and self._own(path, path):
-            return
         if not stat.S_ISDIR(info.st_mode):
+            if not self.staged and self._own(path, path):
+                return
             if self.staged:
                 raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
             if not stat.S_ISREG(info.st_mode):  # (a pipe or a device: nothing that can be read whole)
@@ -166,7 +181,8 @@ class Scanner:
         if repository is None:
             if self.staged:
                 raise LeakScanError(f"{path}: not a git repository; --staged scans what is about to be committed")
-            self._scan_folder(path)
+            if not self._own(path, path):
+                self._scan_folder(path)
         elif self.staged:
             self._scan_staged(repository)
         else:
@@ -212,8 +228,7 @@ class Scanner:
     def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
         scanned = Scanned(str(folder), "folder")
         self.report.scanned.append(scanned)
-        own = (lambda here: self._own(here, here)) if self.own else None
-        for file in _walk(folder, self.report.errors, skip or own):
+        for file in _walk(folder, self.report.errors, skip or self._not_plain):
             self._scan_name(str(file.relative_to(folder)), str(folder), "file", "file")
             self._scan_file(file, str(file), scanned, "file", "file", str(folder))
 
