@@ -147,8 +147,7 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
                     "--absolute-git-dir",
                     "--is-bare-repository",
                     "--is-inside-git-dir",
-                    "--path-format=absolute",
-                    "--git-common-dir",
+                    "--git-common-dir",  # (relative to `path` at times: --path-format needs git 2.31)
                 ],
             ),
             cwd=path,
@@ -170,7 +169,7 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         raise LeakScanError(f"{path}: git refuses to read this repository: {message}")
     git_dir_text, bare, inside_git_dir, common_text = done.stdout.decode("utf-8", "surrogateescape").splitlines()[:4]
     git_dir = Path(git_dir_text)
-    common_dir = Path(common_text)
+    common_dir = Path(os.path.normpath(os.path.join(os.path.abspath(path), common_text)))
     work_tree: Path | None = None
     if bare != "true":
         if inside_git_dir == "true":
@@ -178,7 +177,8 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         else:
             top = run_git(["rev-parse", "--show-toplevel"], cwd=path, env=env, what=str(path))
             work_tree = Path(top.decode("utf-8", "surrogateescape").strip())
-    return Repository(path, git_dir, work_tree, common_dir if common_dir != git_dir else None)
+    linked = os.path.realpath(common_dir) != os.path.realpath(git_dir)
+    return Repository(path, git_dir, work_tree, common_dir if linked else None)
 
 
 def _pipe_reader(stream: Any, chunks: queue.Queue[bytes | BaseException | None]) -> None:
