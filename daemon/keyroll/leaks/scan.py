@@ -322,10 +322,10 @@ class Scanner:
         trees: list[tuple[Repository, str]] = [(repository, "")]
         seen = {os.path.realpath(repository.work_tree)} if repository.work_tree is not None else set()
         try:
-            out = self._git(repository, ["worktree", "list", "--porcelain", "-z"])
+            out = self._git(repository, ["worktree", "list", "--porcelain"])  # (-z needs git 2.36)
         except LeakScanError:
             return trees
-        for item in out.split(b"\0"):
+        for item in out.split(b"\n"):
             if not item.startswith(b"worktree "):
                 continue
             path = Path(item[len(b"worktree ") :].decode("utf-8", "surrogateescape"))
@@ -359,7 +359,7 @@ class Scanner:
         except LeakScanError:
             return {}
         entries: dict[str, str] = {}
-        for item in out.split(b"\0"):
+        for item in out.split(b"\n"):
             if not item:
                 continue
             meta, _, path = item.partition(b"\t")
