@@ -529,6 +529,7 @@ def test_submodules_and_linked_work_trees_are_part_of_the_repository(kr, initial
         assert result.code == 1, result.both
         found = {f["secret"]: f for f in _findings(result)}
         assert set(found) == {in_sub, untracked, staged, stashed}
+        assert len(_findings(result)) == 4, "each once (a submodule's work tree is not listed twice)"
         assert found[in_sub]["repository"] == str(repo.path / "sub")
         assert (found[in_sub]["path"], found[in_sub]["where"]) == ("s.txt", "refs")
         assert (found[untracked]["source"], found[untracked]["path"]) == ("work tree", f"{prefix}wip.txt")

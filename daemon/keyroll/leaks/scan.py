@@ -331,13 +331,15 @@ class Scanner:
             path = Path(item[len(b"worktree ") :].decode("utf-8", "surrogateescape"))
             if os.path.realpath(path) in seen or not path.is_dir():
                 continue
-            seen.add(os.path.realpath(path))
             try:
                 other = locate(path, self.env)
             except LeakScanError as exc:
                 self.report.errors.append(str(exc))
                 continue
-            if other is not None and other.work_tree is not None and other.shared_dir == repository.shared_dir:
+            if other is None or other.work_tree is None or os.path.realpath(other.work_tree) in seen:
+                continue  # (a submodule's git folder is listed as its work tree: the same one)
+            seen.add(os.path.realpath(other.work_tree))
+            if other.shared_dir == repository.shared_dir:
                 trees.append((other, f"{other.work_tree}/"))
         return trees
 
@@ -359,7 +361,7 @@ class Scanner:
         except LeakScanError:
             return {}
         entries: dict[str, str] = {}
-        for item in out.split(b"\n"):
+        for item in out.split(b"\0"):
             if not item:
                 continue
             meta, _, path = item.partition(b"\t")
