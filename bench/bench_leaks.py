@@ -167,6 +167,7 @@ def main() -> None:
                 scans.append(wall)
                 scan_cpu.append(cpu)
         out = subprocess.run(scan_cmd, env=keyroll_env(top / "home"), capture_output=True, text=True, check=False)
+        assert out.returncode == 1, f"the last scan failed (exit {out.returncode}): {out.stderr.strip()}"
         found = sum(1 for line in out.stdout.splitlines() if line.startswith("LIVE "))
         floor, scan = statistics.median(floors), statistics.median(scans)
         shown = ", ".join(f"{x:.2f}" for x in floors)

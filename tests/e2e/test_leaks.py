@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import urllib.parse
@@ -121,7 +122,7 @@ def _check_planted(findings: list[dict], where: dict[str, str], ids: dict[str, s
     merge = one("evil merge")
     assert merge["first_commit"] == ids["merge"] and merge["path"] == "merge-only.txt"
     tag = one("tag message")
-    assert tag["object_type"] == "tag" and tag["refs"] == ["refs/tags/v1"]
+    assert tag["object_type"] == "tag" and tag["refs"] == ["refs/tags/v1"] and tag["lines"] == [6]
     binary = one("binary file")
     assert binary["binary"] is True and binary["lines"] == [] and binary["path"] == "logo.bin"
     k8s = [f for f in grouped[where["kubernetes manifest"]] if f["source"] == "object"]
@@ -131,6 +132,7 @@ def _check_planted(findings: list[dict], where: dict[str, str], ids: dict[str, s
     assert [(f["source"], f["path"]) for f in remote] == [("git dir", "config")]
     commit = one("commit message")
     assert commit["object_type"] == "commit" and "refs/heads/main" in commit["refs"]
+    assert commit["lines"] == [6], "the message's line in `git cat-file -p`, after 5 header lines and a blank one"
     hexed = one("hex")
     assert hexed["encoding"] == "hex" and hexed["where"] == "index" and hexed["path"] == "hex.txt"
 
@@ -354,6 +356,7 @@ def test_rewrite_file_is_private_and_never_overwritten(kr, planted, tmp_path: Pa
     lengths = [len(line) for line in lines]
     assert lengths == sorted(lengths, reverse=True), "longest first"
     assert (tmp_path / "expressions.txt.blob-ids").exists()
+    assert "git clone --mirror URL repo.git" in result.out and "add `--no-local`" in result.out
     again = kr("leaks", "scan", "--rewrite-file", str(target), str(repo.path))
     assert again.code == 2 and "already exists" in again.err
     for value in values.values():
@@ -434,6 +437,12 @@ def test_work_tree_lfs_objects_and_ignored_files(kr, initialized, values, tmp_pa
         (edited, "work tree", "app.conf", (2,)),
         (lfs, "git dir", "lfs/objects/ab/cd/abcd1234", (1,)),
     }
+    rewrite = kr("leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path)).out
+    assert "Git LFS objects hold a value (lfs/objects/ab/cd/abcd1234; " in rewrite
+    assert (
+        "edit these by hand (remote URLs: `git remote set-url NAME URL` without credentials): app.conf, notes.txt"
+        in rewrite
+    )
 
 
 def test_an_older_filter_repo_gets_no_sensitive_data_removal(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -492,3 +501,400 @@ def test_staged_refuses_a_retired_value_too(kr, initialized, values, tmp_path: P
     assert staged.code == 1
     assert [(f["secret"], f["status"], f["source"]) for f in _findings(staged)] == [(name, "retired", "staged")]
     assert kr("leaks", "scan", str(repo.path)).code == 0  # the same value, staged, in a full scan: retired only
+
+
+def test_submodules_and_linked_work_trees_are_part_of_the_repository(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A submodule's history lives in .git/modules (a repository of its own), a linked work
+    tree (`git worktree add`) has its own files and index: scanning the main repository, or
+    the linked work tree, finds them all, and writes nothing."""
+    v = values(initialized)
+    in_sub, untracked, staged, stashed = sorted(v)[:4]
+    sub = Repo(tmp_path / "sub")
+    sub.commit("sub", **{"s.txt": f"sub={v[in_sub]}\n"})
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub.path), "sub")
+    repo.commit("submodule")
+    repo.write("README.md", f"hello\n{v[stashed]}\n")
+    repo.git("stash", "push", "-q")
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "-q", str(linked), "-b", "other")
+    (linked / "wip.txt").write_text(f"wip {v[untracked]}\n")
+    (linked / "staged.txt").write_text(f"staged {v[staged]}\n")
+    subprocess.run(["git", "-C", str(linked), "add", "staged.txt"], check=True)
+    shutil.rmtree(sub.path)  # (only the submodule's copy in .git/modules is left)
+    before = (snapshot(repo.path), snapshot(linked))
+    for given, prefix in ((repo.path, f"{linked}/"), (linked, "")):
+        result = kr("--json", "leaks", "scan", str(given))
+        assert result.code == 1, result.both
+        found = {f["secret"]: f for f in _findings(result)}
+        assert set(found) == {in_sub, untracked, staged, stashed}
+        assert len(_findings(result)) == 4, "each once (a submodule's work tree is not listed twice)"
+        assert found[in_sub]["repository"] == str(repo.path / "sub")
+        assert (found[in_sub]["path"], found[in_sub]["where"]) == ("s.txt", "refs")
+        assert (found[untracked]["source"], found[untracked]["path"]) == ("work tree", f"{prefix}wip.txt")
+        assert (found[staged]["where"], found[staged]["path"]) == ("index", f"{prefix}staged.txt")
+        assert (found[stashed]["where"], found[stashed]["refs"]) == ("stash", ["stash@{0}"])
+        scanned = json.loads(result.out)["data"]["scan"]["scanned"]
+        assert [s["path"] for s in scanned] == [str(given), str(repo.path / "sub")]
+    assert (snapshot(repo.path), snapshot(linked)) == before
+
+
+def test_borrowed_objects_shallow_and_partial_clones_are_said(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`git clone --shared` reads another repository's objects (objects/info/alternates):
+    its history is scanned there, and an object only the other repository uses is said to be
+    borrowed, not dangling.  A shallow or partial clone lacks objects: a note says so, and
+    the scan never fetches them."""
+    v = values(initialized)
+    history, dangling, old = sorted(v)[:3]
+    origin = Repo(tmp_path / "origin")
+    origin.commit("old", **{"old.txt": f"{v[old]}\n"})
+    origin.commit("gone", **{"old.txt": "nothing\n"})
+    origin.commit("start", **{"app.env": f"PW={v[history]}\r\n"})
+    origin.git("hash-object", "-w", "--stdin", input=f"{v[dangling]}".encode())
+    origin.git("config", "uploadpack.allowfilter", "true")
+    shared = tmp_path / "shared"
+    subprocess.run(["git", "clone", "-q", "--shared", str(origin.path), str(shared)], check=True)
+    result = kr("--json", "leaks", "scan", str(shared))
+    found = {f["secret"]: f for f in _findings(result)}
+    assert (found[history]["where"], found[history]["lines"]) == ("refs", [1])
+    assert (found[dangling]["where"], found[dangling]["lines"]) == ("alternate", [1]), "a value at a blob's very end"
+    assert "alternate" in describe_text(kr, shared)
+    shallow, partial = tmp_path / "shallow", tmp_path / "partial"
+    url = f"file://{origin.path}"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", url, str(shallow)], check=True)
+    subprocess.run(["git", "clone", "-q", "--filter=blob:none", url, str(partial)], check=True, capture_output=True)
+    before = snapshot(partial)
+    result = kr("--json", "leaks", "scan", str(shallow), str(partial))
+    assert snapshot(partial) == before, "nothing fetched"
+    data = json.loads(result.out)["data"]["scan"]
+    assert {f["secret"] for f in data["findings"]} == {history}, "the old value is not in either clone"
+    assert [note.split(":")[0] for note in data["notes"]] == [str(shallow), str(partial)]
+    assert "shallow clone" in data["notes"][0] and "partial clone" in data["notes"][1]
+    assert result.code == 1
+
+
+def describe_text(kr, path: Path) -> str:  # type: ignore[no-untyped-def]
+    return str(kr("leaks", "scan", str(path)).out)
+
+
+def test_a_stash_without_its_reflog_is_still_a_stash(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A mirror clone copies refs/stash (packed) but not its reflog: the stashed value is
+    reached by the stash, not dangling."""
+    v = values(initialized)
+    stashed = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write("README.md", f"hello\n{v[stashed]}\n")
+    repo.git("stash", "push", "-q")
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(repo.path), str(mirror)], check=True)
+    assert not (mirror / "logs" / "refs" / "stash").exists() and "refs/stash" in (mirror / "packed-refs").read_text()
+    result = kr("--json", "leaks", "scan", str(mirror))
+    [finding] = _findings(result)
+    assert (finding["where"], finding["refs"], finding["path"]) == ("stash", ["stash@{0}"], "README.md")
+
+
+def test_folders_git_cannot_open_are_errors_not_silence(initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """git skips an untracked folder it cannot open (a warning) and a loose-object folder
+    (without a word): both are said, exit 2, and the rest is still scanned.  Run as a
+    process without the capability that lets root read anything (setpriv), so that the
+    permissions hold as they do for any other user."""
+    import sys
+
+    v = values(initialized)
+    untracked = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write("notes.txt", f"{v[untracked]}\n")
+    repo.write("closed/f.txt", "nothing\n")
+    repo.git("hash-object", "-w", "--stdin", input=b"a loose object\n")
+    loose = sorted(p for p in (repo.path / ".git" / "objects").iterdir() if len(p.name) == 2)[0]
+    argv = [sys.executable, "-m", "keyroll", "--json", "leaks", "scan", str(repo.path)]
+    if os.geteuid() == 0:
+        drop = "-dac_override,-dac_read_search"
+        argv = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *argv]
+    (repo.path / "closed").chmod(0)
+    loose.chmod(0)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    finally:
+        (repo.path / "closed").chmod(0o755)
+        loose.chmod(0o755)
+    assert done.returncode == 1, done.stderr  # (a live value found: that comes first)
+    data = json.loads(done.stdout)["data"]["scan"]
+    assert [f["secret"] for f in data["findings"]] == [untracked]
+    assert data["errors"] == [
+        f"{loose}: permission denied (the objects there are not scanned)",
+        f"{repo.path}: warning: could not open directory 'closed/': Permission denied",
+    ]
+    (repo.path / "notes.txt").unlink()
+    (repo.path / "closed").chmod(0)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    finally:
+        (repo.path / "closed").chmod(0o755)
+    assert done.returncode == 2, done.stdout + done.stderr
+
+
+def test_a_value_in_a_file_or_branch_name_is_masked(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A file or a branch named with a value: the finding shows the name with `***` in
+    place of the value, in text and in JSON, and in the rewrite steps."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("oops", **{f"cfg-{value}.txt": f"k={value}\n"})
+    repo.git("branch", f"b-{value}")
+    text = kr("leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path))
+    data = kr("--json", "leaks", "scan", str(repo.path))
+    assert text.code == data.code == 1
+    assert value not in text.both + data.both
+    blob = next(f for f in _findings(data) if f["object_type"] == "blob")
+    assert blob["path"] == "cfg-***.txt" and "refs/heads/b-***" in blob["refs"]
+    assert blob["commits"][0]["path"] == "cfg-***.txt"
+    assert "cfg-***.txt line 1" in text.out
+    assert any(f["object_type"] == "tree" for f in _findings(data)), "the name in the tree is a finding"
+
+
+def test_a_linked_work_trees_detached_head_an_untracked_stash_and_a_note(
+    kr, initialized, values, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A commit made on a linked work tree's detached HEAD is reached by that HEAD (not
+    only the reflog); a value in an untracked file stashed with `git stash -u` is in the
+    stash; a value in a note (`git notes`) is reached by refs/notes/commits."""
+    v = values(initialized)
+    detached, untracked, noted = sorted(v)[:3]
+    repo = Repo(tmp_path / "repo")
+    start = repo.commit("start", **{"README.md": "hello\n"})
+    repo.git("notes", "add", "-m", f"deployed with {v[noted]}", start)
+    repo.write("untracked.txt", f"u {v[untracked]}\n")
+    repo.git("stash", "push", "-u", "-q")
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "-q", "--detach", str(linked))
+    (linked / "d.txt").write_text(f"d {v[detached]}\n")
+    env = {**repo.env(), "GIT_DIR": "", "GIT_WORK_TREE": ""}
+    env = {k: val for k, val in env.items() if val}
+    subprocess.run(["git", "-C", str(linked), "add", "d.txt"], check=True, env=env)
+    subprocess.run(["git", "-C", str(linked), "commit", "-qm", "d"], check=True, env=env)
+    result = kr("--json", "leaks", "scan", str(repo.path))
+    found = {f["secret"]: f for f in _findings(result)}
+    assert set(found) == {detached, untracked, noted}
+    assert (found[noted]["where"], found[noted]["refs"], found[noted]["path"]) == (
+        "refs",
+        ["refs/notes/commits"],
+        start,
+    )
+    assert (found[detached]["where"], found[detached]["refs"]) == ("refs", [f"HEAD (detached) of work tree {linked}"])
+    assert (found[untracked]["where"], found[untracked]["path"]) == ("stash", "untracked.txt")
+
+
+def test_a_pipe_or_a_device_given_is_an_error(kr, initialized, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A path that is neither a file nor a folder is not read, and says so: exit 2."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/null"):
+        result = kr("leaks", "scan", path)
+        assert result.code == 2
+        assert f"{path}: not a regular file, a folder or a repository: not read" in result.err
+
+
+def test_big_blobs_are_numbered_without_holding_them_whole(initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A value in three versions of a 48 MB log file, across a 4 MiB read boundary: every
+    version is found with its line number, and the scan's memory stays far below the
+    144 MB of those blobs (they used to be read whole, twice)."""
+    import sys
+
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name].encode()
+    repo = Repo(tmp_path / "repo")
+    line = b"2026-12-06 INFO nothing to see here, a line of a log file\n"
+    body = line * (48_000_000 // len(line))
+    lines_before = (4 << 20) // len(line)  # the value starts a few bytes before the 4 MiB boundary
+    blob_ids = []
+    for version in range(3):
+        head = body[: lines_before * len(line)]
+        content = head + b"password=" + value + b"\n" + body[len(head) :] + b"v%d\n" % version
+        repo.commit(f"log {version}", **{"app.log": content})
+        blob_ids.append(repo.blob_id(content))
+    probe = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run(sys.argv[1:], capture_output=True); "
+        "sys.stdout.buffer.write(done.stdout); "
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    argv = [sys.executable, "-c", probe, sys.executable, "-m", "keyroll", "--json", "leaks", "scan", str(repo.path)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    out, _, tail = done.stdout.rpartition("\n1 ")
+    findings = json.loads(out)["data"]["scan"]["findings"]
+    found = {(f["object"], tuple(f["lines"])) for f in findings if f["source"] == "object"}
+    assert found == {(oid, (lines_before + 1,)) for oid in blob_ids}
+    assert int(tail) < 140_000, f"peak memory {int(tail) // 1000} MB"
+
+
+def test_the_rewrite_renames_files_and_says_to_rename_branches_named_with_a_value(  # type: ignore[no-untyped-def]
+    kr, initialized, values, tmp_path: Path
+) -> None:
+    """--replace-text leaves file names alone: the plan adds a --filename-callback (a file
+    that holds no value) with the same replacements, and a step for a branch named with a
+    value.  Following the printed command and that step leaves nothing to find."""
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    if shutil.which("git-filter-repo", path=env["PATH"]) is None:
+        pytest.fail("git-filter-repo is missing: it is in the test extra (pip install -e '.[test]')")
+    v = values(initialized)
+    name = sorted(v)[0]
+    value = v[name]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("oops", **{f"conf/{value}/cfg-{value}.txt": f"k={value}\n"})
+    repo.git("branch", f"b-{value}")
+    result = kr("--json", "leaks", "scan", "--rewrite-file", str(tmp_path / "rw"), str(repo.path))
+    assert result.code == 1 and value not in result.out
+    plan = json.loads(result.out)["data"]["rewrite"]
+    assert plan["rename_file"] == str(tmp_path / "rw.rename") and plan["renamed_refs"] is True
+    assert stat.S_IMODE((tmp_path / "rw.rename").stat().st_mode) == 0o600
+    assert value not in (tmp_path / "rw.rename").read_text()
+    [rewrite] = [s for s in plan["steps"] if s.startswith("Rewrite: `")]
+    assert any(s.startswith("A branch or tag is named with a value") for s in plan["steps"])
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", "--no-local", str(repo.path), str(mirror)], check=True)
+    done = subprocess.run(["sh", "-c", rewrite.split("`")[1]], cwd=mirror, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    git = ["git", "-C", str(mirror)]
+    subprocess.run([*git, "branch", "-m", f"b-{value}", "b-renamed"], check=True)
+    subprocess.run(
+        ["sh", "-c", "git reflog expire --expire=now --all && git gc -q --prune=now"], cwd=mirror, check=True
+    )
+    shutil.rmtree(mirror / "filter-repo")  # (git-filter-repo's own notes: the old ref names)
+    after = kr("--json", "leaks", "scan", str(mirror))
+    assert after.code == 0 and _findings(after) == [], after.out
+    names = subprocess.run([*git, "ls-tree", "-r", "--name-only", "main"], capture_output=True, text=True).stdout
+    assert names.split() == ["conf/***REMOVED-BY-KEYROLL***/cfg-***REMOVED-BY-KEYROLL***.txt"]
+
+
+def test_a_value_in_an_untracked_or_staged_file_name_is_found(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A name enters history as a tree when committed: the pre-commit hook refuses a staged
+    file named with a value, and an untracked file or a folder's file so named is found."""
+    v = values(initialized)
+    staged, untracked = sorted(v)[:2]
+    repo = Repo(tmp_path / "repo")
+    repo.commit("start", **{"README.md": "hello\n"})
+    repo.write(f"new-{v[staged]}.txt", "harmless\n")
+    repo.git("add", ".")
+    repo.write(f"tmp-{v[untracked]}", "harmless\n")
+    hook = kr("--json", "leaks", "scan", "--staged", str(repo.path))
+    assert hook.code == 1 and "(or its name)" in kr("leaks", "scan", "--staged", str(repo.path)).out
+    [finding] = _findings(hook)
+    assert (finding["secret"], finding["name"], finding["path"]) == (staged, True, "new-***.txt")
+    scan = _findings(kr("--json", "leaks", "scan", str(repo.path)))
+    assert {(f["secret"], f["path"]) for f in scan if f["name"]} == {(untracked, "tmp-***")}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / f"x-{v[untracked]}").write_text("harmless\n")
+    result = kr("leaks", "scan", str(folder))
+    assert result.code == 1 and "the name of the file x-***" in result.out and v[untracked] not in result.out
+
+
+def test_a_value_in_a_commits_author_is_said_as_such(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A value in an author name is in the commit object, not its message: the finding
+    gives the line in `git cat-file -p` and says author, committer or message."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    env = {**repo.env(), "GIT_AUTHOR_NAME": f"bot {v[name]}"}
+    subprocess.run(["git", "-C", str(repo.path), "commit", "-q", "--allow-empty", "-m", "hi"], env=env, check=True)
+    oid = repo.git("rev-parse", "HEAD")
+    [finding] = _findings(kr("--json", "leaks", "scan", str(repo.path)))
+    assert (finding["object"], finding["object_type"], finding["lines"]) == (oid, "commit", [2])
+    text = kr("leaks", "scan", str(repo.path)).out
+    assert f"commit {oid[:12]} line 2 (`git cat-file -p {oid[:12]}`: its author, committer or message)" in text
+
+
+def test_one_blob_at_two_paths_of_one_commit_and_a_newline_in_a_name(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same content at two paths of one commit is one commit, not two; a file name
+    with a newline stays on its finding's line (escaped), so the output keeps one finding
+    a line."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    repo = Repo(tmp_path / "repo")
+    commit = repo.commit("copies", **{"a.env": f"pw={v[name]}\n", "b\nc.env": f"pw={v[name]}\n"})
+    text = kr("leaks", "scan", str(repo.path)).out
+    [finding] = [line for line in text.splitlines() if line.startswith("LIVE ")]
+    assert f"added in {commit[:12]}" in finding and "(at 2 paths)" in finding and "commits" not in finding
+    repo.write("new\nname.txt", f"{v[name]}\n")
+    text = kr("leaks", "scan", str(repo.path)).out
+    assert "work tree file new\\nname.txt line 1" in text
+
+
+def test_keyrolls_own_folders_are_left_out_of_a_folder_scan(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The store, the backups and the state hold the values by design: a folder scan
+    that reaches them (or is given one) leaves them out and says so, rather than calling
+    every value leaked; a copy elsewhere in the folder is still found."""
+    v = values(initialized)
+    name = sorted(v)[0]
+    assert kr("rotate", name).code == 0  # (a backup exists)
+    (initialized.root / "copy.txt").write_text(f"{v[name]}\n")
+    result = kr("--json", "leaks", "scan", str(initialized.root))
+    data = json.loads(result.out)["data"]["scan"]
+    assert [(f["path"], f["status"]) for f in data["findings"]] == [(str(initialized.root / "copy.txt"), "retired")]
+    assert result.code == 0
+    for folder, what in (
+        (initialized.secrets, "secrets"),
+        (initialized.backups, "backup"),
+        (initialized.state, "state"),
+    ):
+        assert f"{folder}: in keyroll's {what} folder (where the values belong): not scanned" in data["notes"]
+    alone = kr("leaks", "scan", str(initialized.secrets))
+    assert alone.code == 0 and "not scanned" in alone.out
+
+
+def test_a_sha256_repository(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In a repository with 64-character SHA-256 ids: a deleted file's blob is removed in
+    the deleting commit, a staged file unchanged in the work tree is one finding (the
+    index's blob), and a detached HEAD reaches its commit."""
+    v = values(initialized)
+    deleted, staged, detached = sorted(v)[:3]
+    path = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", "--object-format=sha256", str(path)], check=True)
+    repo = Repo.__new__(Repo)
+    repo.path, repo.clock = path, 1_700_000_000
+    repo.commit("add", **{"a.env": f"pw={v[deleted]}\n"})
+    repo.git("rm", "-q", "a.env")
+    removal = repo.commit("remove")
+    repo.git("checkout", "-q", "--detach")
+    on_head = repo.commit("detached", **{"d.txt": f"{v[detached]}\n"})
+    repo.write("s.txt", f"{v[staged]}\n")
+    repo.git("add", "s.txt")
+    found = {f["secret"]: f for f in _findings(kr("--json", "leaks", "scan", str(repo.path)))}
+    assert len(found) == 3 and len(_findings(kr("--json", "leaks", "scan", str(repo.path)))) == 3
+    assert len(removal) == 64 and found[deleted]["removed_in"] == [removal]
+    assert (found[staged]["where"], found[staged]["source"]) == ("index", "object")
+    assert (found[detached]["refs"], found[detached]["first_commit"]) == (["HEAD (detached)"], on_head)
+
+
+def test_repositories_inside_a_folder_are_scanned_as_repositories(kr, initialized, values, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`keyroll leaks scan /srv`, where /srv holds repositories: each one (work tree or
+    bare) is read through git, so a value only in its history is found; read as files,
+    its compressed objects hid it."""
+    v = values(initialized)
+    history, plain = sorted(v)[:2]
+    top = tmp_path / "srv"
+    repo = Repo(top / "app")
+    repo.commit("add", **{"a.env": f"pw={v[history]}\n"})
+    repo.git("rm", "-q", "a.env")
+    repo.commit("remove")
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(top / "app.git")], check=True)
+    (top / "notes.txt").write_text(f"{v[plain]}\n")
+    result = kr("--json", "leaks", "scan", str(top))
+    data = json.loads(result.out)["data"]["scan"]
+    found = {(f["secret"], f["repository"], f["source"]) for f in data["findings"]}
+    assert found == {
+        (history, str(repo.path), "object"),
+        (history, str(top / "app.git"), "object"),
+        (plain, str(top), "file"),
+    }
+    kinds = {s["path"]: s["kind"] for s in data["scanned"]}
+    assert kinds == {str(top): "folder", str(repo.path): "repository", str(top / "app.git"): "bare repository"}

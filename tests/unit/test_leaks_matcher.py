@@ -159,3 +159,24 @@ def test_values_sharing_a_long_prefix_are_told_apart(chunk: int) -> None:
     found = _found(matcher, scan_bytes_stream(matcher, chunks))
     second = text.index(three.encode())
     assert found == {("s1", "raw", 2), ("s1", "raw", second), ("s2", "raw", second)}
+
+
+def test_line_counter_over_chunks_matches_counting_the_whole() -> None:
+    """Lines and the binary test over content fed in chunks of any size are the same as
+    over the whole content (a big blob is never held whole to number its lines)."""
+    from keyroll.leaks.patterns import LineCounter
+
+    rng = random.Random(7)
+    data = b"".join(rng.choice([b"\n", b"\r\n", b"abc", b"x" * 50]) for _ in range(5000))
+    offsets = [*sorted(rng.sample(range(len(data)), 200)), 0, len(data) - 1]
+    expected = {o: data.count(b"\n", 0, o) + 1 for o in offsets}
+    for size in (1, 7, 4096, len(data)):
+        counter = LineCounter(offsets)
+        for at in range(0, len(data), size):
+            counter.feed(data[at : at + size])
+        assert counter.lines == expected and not counter.binary
+        assert counter.lines_of(offsets[:3]) == sorted({expected[o] for o in offsets[:3]})
+    binary = LineCounter([5])
+    binary.feed(b"abc")
+    binary.feed(b"d\0e\n")
+    assert binary.binary and binary.lines_of([5]) == []

@@ -40,6 +40,8 @@ class RewritePlan:
     binary_blobs: list[str]
     sensitive_data_removal: bool
     filter_repo_found: bool
+    rename_file: Path | None = None  # a --filename-callback: the same replacements in file and folder names
+    renamed_refs: bool = False  # a branch or tag is named with a value
     steps: list[str] = field(default_factory=list)
 
 
@@ -211,7 +213,12 @@ def scan(
             "no managed value to search for (none stored, or all shorter than "
             f"{MIN_LENGTH} characters): run `keyroll init` first"
         )
-    scanner = Scanner(needles, staged=staged)
+    own = {
+        policy.paths.secrets_dir: "secrets folder",
+        policy.paths.backup_dir: "backup folder",
+        policy.paths.state_dir: "state folder",
+    }
+    scanner = Scanner(needles, staged=staged, own=own)
     report = LeaksReport(scanner.scan(targets), staged=staged, too_short=too_short, not_searched=not_searched)
     if rewrite_path is not None and report.scan.findings:
         report.rewrite = write_rewrite(rewrite_path, scanner, rotate_first=bool(report.scan.live) and not rotate)
@@ -224,7 +231,7 @@ def scan(
                 policy, names, emergency=True, wait=wait, reason="before emergency rotation (leaked values)"
             )
         again, _, _ = gather_needles(policy)
-        report.after = Scanner(again).scan(targets)
+        report.after = Scanner(again, own=own).scan(targets)
     return report
 
 
@@ -288,8 +295,23 @@ def write_rewrite(path: Path, scanner: Scanner, *, rotate_first: bool) -> Rewrit
     plan = RewritePlan(
         path.absolute(), len(ordered), ids_file.absolute() if ids_file else None, binary, sdr, help_text is not None
     )
+    if any(f.object_type == "tree" or f.name for f in report.findings):
+        plan.rename_file = path.with_name(path.name + ".rename").absolute()
+        _create_private(plan.rename_file, _RENAME.replace("EXPRESSIONS", repr(str(plan.file))).encode())
+    plan.renamed_refs = scanner.masked_refs
     plan.steps = _steps(plan, report, rotate_first)
     return plan
+
+
+# The body of a git filter-repo --filename-callback (`filename` in, the new name out): the
+# replacements of the expressions file, applied to every path (--replace-text leaves names alone).
+_RENAME = """\
+for line in open(EXPRESSIONS, "rb").read().splitlines():
+    if line.startswith(b"literal:"):
+        old, new = line[len(b"literal:"):].split(b"==>", 1)
+        filename = filename.replace(old, new)
+return filename
+"""
 
 
 def filter_repo_command(plan: RewritePlan, *, strip_binary: bool = True) -> list[str]:
@@ -315,7 +337,9 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
     else:
         steps.append("Rotation: confirm that every value found is retired (this scan says which are live).")
     steps.append(
-        "Work in a fresh mirror clone of the shared repository: `git clone --mirror URL repo.git && cd repo.git`."
+        "Work in a fresh mirror clone of the shared repository: `git clone --mirror URL repo.git && cd repo.git` "
+        "(from a path on this machine add `--no-local`: git-filter-repo refuses a hard-linked clone); "
+        "a submodule is a repository of its own: rewrite it the same way."
     )
     if not plan.filter_repo_found:
         steps.append(
@@ -327,7 +351,19 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
         if plan.sensitive_data_removal
         else " (this git-filter-repo has no --sensitive-data-removal: upgrade to 2.47+ to have it)"
     )
+    if plan.rename_file is not None:
+        command += f' --filename-callback "$(cat {shlex.quote(str(plan.rename_file))})"'
+        note += (
+            f"; a value is in a file or folder name: --replace-text leaves names alone, the callback in "
+            f"{plan.rename_file} renames them"
+        )
     steps.append(f"Rewrite: `{command}`{note}.")
+    if plan.renamed_refs:
+        steps.append(
+            "A branch or tag is named with a value (shown with *** above): rename it in the mirror "
+            "(`git branch -m`, or a new tag and `git tag -d`), delete the old name on the forge, "
+            "and delete the mirror's filter-repo/ folder (it keeps the old names)."
+        )
     if plan.binary_blobs:
         steps.append(
             f"Binary files holding a value ({len(plan.binary_blobs)}, listed in {plan.blob_ids_file}) are removed "
@@ -342,7 +378,17 @@ def _steps(plan: RewritePlan, report: ScanReport, rotate_first: bool) -> list[st
         "In every clone kept (this one included): `git stash clear` if a stash held one, then "
         "`git reflog expire --expire=now --all && git gc --prune=now`."
     )
-    extra = sorted({f.path or "" for f in report.findings if f.source in ("git dir", "work tree")})
+    lfs = sorted({f.path or "" for f in report.findings if f.source == "git dir" and (f.path or "").startswith("lfs/")})
+    if lfs:
+        steps.append(
+            f"Git LFS objects hold a value ({', '.join(lfs[:5])}{' ...' if len(lfs) > 5 else ''}; each is named by "
+            "its sha256, which the pointer file in history names): the rewrite does not change them. Find the "
+            "pointers (`git log --all -p -S OID`), take those files out of history as well "
+            "(`git filter-repo --invert-paths --path PATH`), and have the forge delete the objects from its LFS store."
+        )
+    extra = sorted(
+        {f.path or "" for f in report.findings if f.source in ("git dir", "work tree") and (f.path or "") not in lfs}
+    )
     if extra:
         steps.append(
             "Outside history, edit these by hand (remote URLs: `git remote set-url NAME URL` without credentials): "

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from keyroll.cli.output import emit_json, line
 from keyroll.config.policy import Policy
 from keyroll.guidance import shown_names
+from keyroll.records import replace
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ _REACH = {
     "unreachable": "unreachable (a dangling object: no ref, reflog or stash reaches it)",
     "index": "staged in the index only",
     "tree": "a file or folder name in a tree",
+    "alternate": "only in a borrowed object folder (objects/info/alternates): scan the repository it belongs to",
 }
 
 
@@ -58,9 +60,16 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
+def _printable(name: str) -> str:
+    """A file name on one line: a newline or other control character in it shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def describe(finding: Finding) -> str:
     """One finding on one line (never the value)."""
     f = finding
+    if f.path is not None:
+        f = replace(f, path=_printable(f.path))
     head = f"{'LIVE' if f.live else 'retired'} {f.secret} ({f.state}; {f.encoding}) in {f.repository}:"
     lines = f" line {', '.join(map(str, f.lines[:5]))}{' ...' if len(f.lines) > 5 else ''}" if f.lines else ""
     binary = " (binary)" if f.binary else ""
@@ -69,23 +78,30 @@ def describe(finding: Finding) -> str:
         if f.object_type == "blob":
             what = f"blob {oid}{binary}" + (f" {f.path}" if f.path else "") + lines
         elif f.object_type == "commit":
-            what = f"the message of commit {oid}"
+            what = f"commit {oid}{lines} (`git cat-file -p {oid}`: its author, committer or message)"
         elif f.object_type == "tag":
-            what = f"the annotated tag object {oid} (its message)"
+            what = f"the annotated tag object {oid}{lines} (`git cat-file -p {oid}`: its tagger or message)"
         else:
             what = f"{f.object_type} {oid}"
         if f.commits:
             first, last = f.commits[0], f.commits[-1]
             span = f"{first.commit[:12]} ({first.date})"
-            if len(f.commits) > 1:
-                span += f" first ... {last.commit[:12]} ({last.date}) last, {len(f.commits)} commits"
+            commits = len({c.commit for c in f.commits})
+            if commits > 1:
+                span += f" first ... {last.commit[:12]} ({last.date}) last, {commits} commits"
             what += f"; added in {span}"
+            paths = len({c.path for c in f.commits})
+            if paths > 1:
+                what += f" (at {paths} paths)"
         if f.refs and f.where == "refs":
             what += f"; reached by {shown_names(f.refs, 5)}"
         elif f.where == "stash":
             what += f"; only in the stash ({shown_names(f.refs, 5)})"
         elif f.where in _REACH:
             what += f"; {_REACH[f.where]}"
+    elif f.name:
+        kind = {"work tree": "work tree file", "staged": "staged file", "file": "file"}.get(f.source, "file")
+        what = f"the name of the {kind} {f.path}"
     elif f.source == "git dir":
         what = f"git folder file {f.path}{binary}{lines}"
     elif f.source == "work tree":
@@ -108,6 +124,8 @@ def _render_scan(scan: ScanReport) -> None:
             parts.append(f"{scanned.files} files")
         parts.append(_size(scanned.bytes))
         line(f"scanned {scanned.path} ({scanned.kind}: {', '.join(parts)})")
+    for note in scan.notes:
+        line(f"note: {note}")
     for error in scan.errors:
         sys.stderr.write(f"keyroll: error: {error}\n")
 
@@ -141,7 +159,7 @@ def _verdict(report: LeaksReport, scan: ScanReport) -> None:
     if report.staged and scan.findings:
         line(
             f"refused: a managed value is staged ({shown_names(sorted(live + retired), 10)}): "
-            "take it out of the file, `git add` it again, and commit"
+            "take it out of the file (or its name), `git add` it again, and commit"
         )
     elif live:
         line(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from keyroll.fsutil import describe_os_error
-from keyroll.leaks.patterns import Matcher
+from keyroll.leaks.patterns import LineCounter, Matcher
 from keyroll.leaks.report import CommitPath, LeakScanError
 from keyroll.records import record
 
@@ -49,7 +49,11 @@ _GIT_READ_ONLY = (
     "-c",
     "maintenance.auto=false",
 )
-ZERO_OID = "0" * 40
+
+
+def is_zero(oid: str) -> bool:
+    """git's "no object" id (40 zeros, or 64 in a SHA-256 repository)."""
+    return not oid.strip("0")
 
 
 def git_env(*, keep_location: bool = False) -> dict[str, str]:
@@ -92,8 +96,10 @@ def run_git(
     env: dict[str, str],
     stdin: bytes | None = None,
     what: str,
+    warnings: list[str] | None = None,
 ) -> bytes:
-    """Run a read-only git command; its stdout, or LeakScanError with git's message."""
+    """Run a read-only git command; its stdout, or LeakScanError with git's message.
+    git's `warning:` lines (a folder it could not open, ...) go to `warnings` when given."""
     try:
         done = subprocess.run(
             git_argv(git_dir, args),
@@ -108,6 +114,9 @@ def run_git(
         raise LeakScanError("git is not installed: it is needed to scan a repository") from None
     if done.returncode != 0:
         raise LeakScanError(f"{what}: {git_error(done.stderr)}")
+    if warnings is not None:
+        text = done.stderr.decode("utf-8", "replace")
+        warnings += [f"{what}: {line.strip()}" for line in text.splitlines() if line.startswith("warning:")]
     return done.stdout
 
 
@@ -118,6 +127,12 @@ class Repository:
     given: Path
     git_dir: Path
     work_tree: Path | None
+    common_dir: Path | None = None  # the main git folder of a linked work tree (objects, config, refs); else git_dir
+
+    @property
+    def shared_dir(self) -> Path:
+        """The git folder that holds the objects, config and refs (a linked work tree's main one)."""
+        return self.common_dir or self.git_dir
 
 
 def locate(path: Path, env: dict[str, str]) -> Repository | None:
@@ -125,7 +140,16 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
     git's own message when git refuses it (another user's repository, safe.directory)."""
     try:
         done = subprocess.run(
-            [*git_argv(None, ["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--is-inside-git-dir"])],
+            git_argv(
+                None,
+                [
+                    "rev-parse",
+                    "--absolute-git-dir",
+                    "--is-bare-repository",
+                    "--is-inside-git-dir",
+                    "--git-common-dir",  # (relative to `path` at times: --path-format needs git 2.31)
+                ],
+            ),
             cwd=path,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -143,8 +167,9 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         if "not a git repository" in message:
             return None
         raise LeakScanError(f"{path}: git refuses to read this repository: {message}")
-    git_dir_text, bare, inside_git_dir = done.stdout.decode("utf-8", "surrogateescape").splitlines()[:3]
+    git_dir_text, bare, inside_git_dir, common_text = done.stdout.decode("utf-8", "surrogateescape").splitlines()[:4]
     git_dir = Path(git_dir_text)
+    common_dir = Path(os.path.normpath(os.path.join(os.path.abspath(path), common_text)))
     work_tree: Path | None = None
     if bare != "true":
         if inside_git_dir == "true":
@@ -152,7 +177,8 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
         else:
             top = run_git(["rev-parse", "--show-toplevel"], cwd=path, env=env, what=str(path))
             work_tree = Path(top.decode("utf-8", "surrogateescape").strip())
-    return Repository(path, git_dir, work_tree)
+    linked = os.path.realpath(common_dir) != os.path.realpath(git_dir)
+    return Repository(path, git_dir, work_tree, common_dir if linked else None)
 
 
 def _pipe_reader(stream: Any, chunks: queue.Queue[bytes | BaseException | None]) -> None:
@@ -274,6 +300,52 @@ def scan_batch(
     return hits, len(starts), total
 
 
+def object_lines(
+    argv: list[str], wanted: dict[str, list[int]], *, env: dict[str, str], cwd: Path | None = None, what: str
+) -> dict[str, LineCounter]:
+    """For each object in `wanted` (id -> byte offsets of matches): the lines of those
+    offsets and whether it is binary, read with `git cat-file --batch` (argv) one chunk at
+    a time, so that no object is held whole, however big."""
+    import tempfile
+
+    counters = {oid: LineCounter(offsets) for oid, offsets in wanted.items()}
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors
+            )
+        except FileNotFoundError:
+            raise LeakScanError("git is not installed: it is needed to scan a repository") from None
+        assert proc.stdin is not None and proc.stdout is not None
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, ("\n".join(wanted) + "\n").encode("ascii")))
+        feeder.daemon = True
+        feeder.start()
+        try:
+            while True:
+                header = proc.stdout.readline().split()
+                if not header:
+                    break
+                if len(header) != 3:
+                    continue  # "<oid> missing"
+                counter = counters.get(header[0].decode("ascii"))
+                remaining = int(header[2])
+                while remaining > 0:
+                    data = proc.stdout.read(min(CHUNK, remaining))
+                    if not data:
+                        break
+                    remaining -= len(data)
+                    if counter is not None:
+                        counter.feed(data)
+                proc.stdout.read(1)  # the newline after the content
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            errors.seek(0)
+            raise LeakScanError(f"{what}: {git_error(errors.read())}")
+    return counters
+
+
 def _feed(pipe: Any, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError):
         try:
@@ -388,10 +460,10 @@ class History:
                 if len(parts) < 5:
                     continue
                 old, new = parts[2].decode("ascii"), parts[3].decode("ascii")
-                if new != ZERO_OID and (new, commit, path) not in seen:
+                if not is_zero(new) and (new, commit, path) not in seen:
                     seen.add((new, commit, path))
                     self.blob_commits.setdefault(new, []).append(CommitPath(commit, path, _iso(date)))
-                if old != ZERO_OID and old != new:
+                if not is_zero(old) and old != new:
                     self.blob_removed.setdefault(old, set()).add(commit)
 
     def _ref_bit(self, name: str) -> int:
@@ -406,24 +478,33 @@ class History:
 
     def _load_refs(self, run: GitRunner, repository: Repository) -> None:
         out = run(["for-each-ref", "--format=%(objectname) %(*objectname) %(refname)"], None)
+        stash_tip = None
         for line in out.decode("utf-8", "surrogateescape").splitlines():
             parts = line.split(" ")
             oid, peeled, name = parts[0], parts[1], " ".join(parts[2:])
             if name == "refs/stash":
+                stash_tip = oid
                 continue  # every stash entry is marked below
             self._mark(peeled or oid, self._ref_bit(name))
-        head = repository.git_dir / "HEAD"
-        try:
-            detached = head.read_text().strip()
-        except OSError:
-            detached = ""
-        if len(detached) == 40 and detached in self.parents:
-            self._mark(detached, self._ref_bit("HEAD (detached)"))
-        if (repository.git_dir / "logs" / "refs" / "stash").exists() or (
-            repository.git_dir / "refs" / "stash"
-        ).exists():
-            stashes = run(["log", "-g", "--format=%H", "refs/stash", "--"], None)
-            for number, oid in enumerate(stashes.decode("ascii").split()):
+        shared = repository.shared_dir
+        heads = [(shared / "HEAD", "HEAD (detached)")]  # every work tree's HEAD, the linked ones' too
+        if (shared / "worktrees").is_dir():
+            heads += [
+                (linked / "HEAD", f"HEAD (detached) of work tree {_work_tree_name(linked)}")
+                for linked in sorted((shared / "worktrees").iterdir())
+            ]
+        for head, label in heads:
+            try:
+                detached = head.read_text().strip()
+            except OSError:
+                continue
+            if detached in self.parents:  # (a symbolic HEAD reads `ref: ...`)
+                self._mark(detached, self._ref_bit(label))
+        if stash_tip is not None:
+            # Each entry of the stash's reflog; a stash without one (a mirror clone, a packed
+            # ref copied elsewhere) still has its tip.
+            entries = run(["log", "-g", "--format=%H", "refs/stash", "--"], None).decode("ascii").split()
+            for number, oid in enumerate(entries or [stash_tip]):
                 self._mark(oid, self._ref_bit(f"stash@{{{number}}}"))
         reflog = run(["rev-list", "--no-walk", "--reflog", "--stdin"], b"")
         bit = self._ref_bit("reflog")
@@ -459,22 +540,15 @@ class History:
         return [], "unreachable"
 
 
+def _work_tree_name(linked: Path) -> str:
+    """A linked work tree's path, from its `gitdir` file (its name when that is gone)."""
+    try:
+        return str(Path((linked / "gitdir").read_text().strip()).parent)
+    except OSError:
+        return linked.name
+
+
 def _iso(epoch: str) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_batch(out: bytes) -> dict[str, bytes]:
-    """object id -> content, from the output of `git cat-file --batch`."""
-    contents: dict[str, bytes] = {}
-    at = 0
-    while at < len(out):
-        newline = out.index(b"\n", at)
-        header = out[at:newline].split()
-        at = newline + 1
-        if len(header) == 3:
-            size = int(header[2])
-            contents[header[0].decode("ascii")] = out[at : at + size]
-            at += size + 1
-    return contents

@@ -165,6 +165,36 @@ def scan_bytes_stream(matcher: Matcher, chunks: Iterable[bytes]) -> list[tuple[i
     return found
 
 
-def line_numbers(data: bytes, offsets: Iterable[int]) -> list[int]:
-    """1-based line numbers of byte offsets in `data`."""
-    return sorted({data.count(b"\n", 0, offset) + 1 for offset in offsets})
+BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
+
+
+class LineCounter:
+    """Line numbers of byte offsets, and git's binary test, over content read in chunks
+    (a big blob or file is never held whole)."""
+
+    def __init__(self, offsets: Iterable[int]) -> None:
+        self._offsets = sorted(set(offsets))
+        self._next = 0
+        self._base = 0
+        self._newlines = 0
+        self._head = b""
+        self.lines: dict[int, int] = {}  # offset -> 1-based line
+
+    def feed(self, data: bytes) -> None:
+        end = self._base + len(data)
+        while self._next < len(self._offsets) and self._offsets[self._next] < end:
+            offset = self._offsets[self._next]
+            self.lines[offset] = self._newlines + data.count(b"\n", 0, offset - self._base) + 1
+            self._next += 1
+        self._newlines += data.count(b"\n")
+        if len(self._head) < BINARY_PROBE:
+            self._head += data[: BINARY_PROBE - len(self._head)]
+        self._base = end
+
+    @property
+    def binary(self) -> bool:
+        return b"\0" in self._head
+
+    def lines_of(self, offsets: Iterable[int]) -> list[int]:
+        """The lines of these offsets (fed already), sorted; none for binary content."""
+        return [] if self.binary else sorted({self.lines[o] for o in offsets if o in self.lines})

@@ -39,6 +39,7 @@ class Finding:
     path: str | None = None
     lines: list[int] = field(default_factory=list)
     binary: bool = False
+    name: bool = False  # the value is in the file's name (`path`, shown masked), not its content
     refs: list[str] = field(default_factory=list)
     commits: list[CommitPath] = field(default_factory=list)
     first_commit: str | None = None
@@ -66,6 +67,7 @@ class ScanReport:
     findings: list[Finding] = field(default_factory=list)
     scanned: list[Scanned] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line each: a path or file that could not be read
+    notes: list[str] = field(default_factory=list)  # one line each: what a repository cannot hold (shallow, partial)
     values: int = 0  # distinct values searched for
     patterns: int = 0  # byte patterns (values and their encodings)
     seconds: float = 0.0

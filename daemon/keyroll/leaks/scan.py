@@ -24,47 +24,52 @@ of it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from hashlib import sha1
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from keyroll.fsutil import describe_os_error
 from keyroll.leaks import git as git_reading
 from keyroll.leaks.git import (
-    ZERO_OID,
     History,
     ObjectHit,
     PendingLog,
     Repository,
     git_argv,
     git_env,
+    is_zero,
     locate,
-    parse_batch,
+    object_lines,
     run_git,
     scan_batch,
 )
-from keyroll.leaks.patterns import Matcher, Needle, line_numbers, scan_bytes_stream
-from keyroll.leaks.report import LIVE, RETIRED, Finding, LeakScanError, Scanned, ScanReport
+from keyroll.leaks.patterns import LineCounter, Matcher, Needle, scan_bytes_stream
+from keyroll.leaks.report import LIVE, RETIRED, CommitPath, Finding, LeakScanError, Scanned, ScanReport
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from typing import Any
 
-BINARY_PROBE = 8000  # git's own test: a NUL in the first 8000 bytes makes a blob binary
-
 
 class Scanner:
     """Scans paths for the needles; collects findings and one-line errors."""
 
-    def __init__(self, needles: Sequence[Needle], *, staged: bool = False) -> None:
+    def __init__(
+        self, needles: Sequence[Needle], *, staged: bool = False, own: Mapping[Path, str] | None = None
+    ) -> None:
+        """`own`: keyroll's own folders (the store, backups, state: where the values belong),
+        each with what it is; a folder scan leaves them out and says so."""
         self.matcher = Matcher(needles)
         self.staged = staged
+        self.own = {os.path.realpath(folder): what for folder, what in (own or {}).items()}
         self.env = git_env(keep_location=staged)
         self.report = ScanReport(values=len(needles), patterns=len(self.matcher.patterns))
         self.found_needles: set[int] = set()  # (for the rewrite file: which values were found)
+        self._repositories: set[str] = set()  # git folders scanned (a submodule or work tree once)
+        self.masked_refs = False  # a ref reaching a finding is named with a value
 
     # -- results
 
@@ -94,8 +99,64 @@ class Scanner:
                 self._scan_path(path)
             except LeakScanError as exc:
                 self.report.errors.append(str(exc))
+        self._mask_names()
         self.report.seconds = round(time.monotonic() - began, 3)
         return self.report
+
+    def _masked(self, text: str) -> str:
+        """`text` with every managed value (in any encoding) in it replaced by `***`: a file,
+        folder or branch can be named with a value, and the output never shows one."""
+        data = text.encode("utf-8", "surrogateescape")
+        spans = sorted((start, end) for _, start, end in self.matcher.find(data))
+        if not spans:
+            return text
+        out, at = [], 0
+        for start, end in spans:
+            if end <= at:
+                continue
+            out.append(data[at : max(start, at)] + b"***")
+            at = end
+        out.append(data[at:])
+        return b"".join(out).decode("utf-8", "surrogateescape")
+
+    def _mask_names(self) -> None:
+        """Mask values in every name the report shows: paths, refs, repositories, errors."""
+        mask = self._masked
+        for finding in self.report.findings:
+            finding.repository = mask(finding.repository)
+            finding.path = mask(finding.path) if finding.path is not None else None
+            refs = [mask(ref) for ref in finding.refs]
+            self.masked_refs = self.masked_refs or refs != finding.refs
+            finding.refs = refs
+            finding.commits = [CommitPath(c.commit, mask(c.path), c.date) for c in finding.commits]
+        for scanned in self.report.scanned:
+            scanned.path = mask(scanned.path)
+        self.report.errors = [mask(error) for error in self.report.errors]
+        self.report.notes = [mask(note) for note in self.report.notes]
+
+    def _own(self, path: Path | str, shown: Path | str) -> bool:
+        """Whether `path` is in one of keyroll's own folders (then noted, and not scanned)."""
+        real = os.path.realpath(path)
+        for folder, what in self.own.items():
+            if real == folder or real.startswith(folder.rstrip("/") + "/"):
+                self.report.notes.append(f"{shown}: in keyroll's {what} (where the values belong): not scanned")
+                return True
+        return False
+
+    def _not_plain(self, folder: Path) -> bool:
+        """In a folder scan: a repository inside it is scanned as a repository (its objects
+        are compressed: read as files, they would hide every value in its history), and
+        keyroll's own folders are left out.  True when the walk is not to go in."""
+        if (folder / ".git").exists() or ((folder / "HEAD").is_file() and (folder / "objects").is_dir()):
+            try:
+                repository = locate(folder, self.env)
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+                return True
+            if repository is not None:
+                self._scan_repository(repository)
+                return True
+        return self._own(folder, folder)
 
     def _scan_path(self, path: Path) -> None:
         try:
@@ -103,8 +164,12 @@ class Scanner:
         except OSError as exc:
             raise LeakScanError(describe_os_error(path, exc)) from None
         if not stat.S_ISDIR(info.st_mode):
+            if not self.staged and self._own(path, path):
+                return
             if self.staged:
                 raise LeakScanError(f"{path}: not a folder; --staged scans a repository")
+            if not stat.S_ISREG(info.st_mode):  # (a pipe or a device: nothing that can be read whole)
+                raise LeakScanError(f"{path}: not a regular file, a folder or a repository: not read")
             scanned = Scanned(str(path), "file")
             self.report.scanned.append(scanned)
             real = Path(os.path.realpath(path))  # (a symlink given by name is followed; none found inside is)
@@ -116,7 +181,8 @@ class Scanner:
         if repository is None:
             if self.staged:
                 raise LeakScanError(f"{path}: not a git repository; --staged scans what is about to be committed")
-            self._scan_folder(path)
+            if not self._own(path, path):
+                self._scan_folder(path)
         elif self.staged:
             self._scan_staged(repository)
         else:
@@ -140,23 +206,30 @@ class Scanner:
             if not hits:
                 return
             os.lseek(fd, 0, os.SEEK_SET)
-            data = b"".join(_file_chunks(fd))
+            counter = LineCounter(offset for offset, _ in hits)
+            for data in _file_chunks(fd):
+                counter.feed(data)
         except OSError as exc:
             self.report.errors.append(describe_os_error(shown, exc))
             return
         finally:
             os.close(fd)
-        binary = b"\0" in data[:BINARY_PROBE]
         for pattern, offsets in self._group(hits).items():
-            lines = [] if binary else line_numbers(data, offsets)
             self.report.findings += self._finding(
-                pattern, repository, source, where, path=shown, lines=lines, binary=binary
+                pattern, repository, source, where, path=shown, lines=counter.lines_of(offsets), binary=counter.binary
             )
+
+    def _scan_name(self, name: str, repository: str, source: str, where: str, **details: Any) -> None:
+        """A value in a file's name (its content is scanned apart): the name enters a tree
+        object when committed.  The name is shown with the value masked."""
+        for pattern in {pattern for pattern, _, _ in self.matcher.find(name.encode("utf-8", "surrogateescape"))}:
+            self.report.findings += self._finding(pattern, repository, source, where, path=name, name=True, **details)
 
     def _scan_folder(self, folder: Path, *, skip: Callable[[Path], bool] | None = None) -> None:
         scanned = Scanned(str(folder), "folder")
         self.report.scanned.append(scanned)
-        for file in _walk(folder, self.report.errors, skip):
+        for file in _walk(folder, self.report.errors, skip or self._not_plain):
+            self._scan_name(str(file.relative_to(folder)), str(folder), "file", "file")
             self._scan_file(file, str(file), scanned, "file", "file", str(folder))
 
     # -- repositories
@@ -165,27 +238,110 @@ class Scanner:
         return run_git(args, git_dir=repository.git_dir, env=self.env, stdin=stdin, what=str(repository.given))
 
     def _scan_repository(self, repository: Repository) -> None:
+        """Every object; the work trees (this one and every linked one, `git worktree add`)
+        with their indexes; the files of the git folder; then each submodule's repository
+        (in `modules/`) as a repository of its own."""
+        shared = repository.shared_dir
+        if os.path.realpath(shared) in self._repositories:
+            return  # (a submodule or work tree given twice, or reached again)
+        self._repositories.add(os.path.realpath(shared))
         kind = "repository" if repository.work_tree is not None else "bare repository"
         scanned = Scanned(str(repository.given), kind)
         self.report.scanned.append(scanned)
         shown = str(repository.given)
+        self._notes(repository)
         pending = History.start(self.env, repository)
         try:
+            self._unreadable_objects(shared)
             self.matcher.prepare(self._object_bytes(repository))
             argv = git_argv(repository.git_dir, ["cat-file", "--batch-all-objects", "--batch"])
             hits, objects, size = scan_batch(self.matcher, argv, env=self.env, what=shown)
             scanned.objects, scanned.bytes = objects, size
-            index = self._index_entries(repository)
+            work_trees = self._work_trees(repository)
+            index: dict[str, str] = {}  # path (shown) -> blob, over every work tree's index
+            indexes = []
+            for tree, label in work_trees:
+                entries = self._index_entries(tree)
+                indexes.append(entries)
+                index.update({label + path: blob for path, blob in entries.items()})
             if hits:
                 self._object_findings(repository, hits, index, pending)
         finally:
             pending.close()
-        if repository.work_tree is not None:
-            self._scan_work_tree(repository, index, scanned)
-        git_dir = repository.git_dir
-        for file in _walk(git_dir, self.report.errors, _skip_in_git_dir(git_dir)):
-            relative = file.relative_to(git_dir)
+        for (tree, label), entries in zip(work_trees, indexes, strict=True):
+            if tree.work_tree is not None:
+                self._scan_work_tree(tree, entries, scanned, label)
+        for file in _walk(shared, self.report.errors, _skip_in_git_dir(shared)):
+            relative = file.relative_to(shared)
             self._scan_file(file, str(relative), scanned, "git dir", "git dir", shown)
+        for module in _module_git_dirs(shared / "modules"):
+            try:
+                found = locate(module, self.env)
+                if found is not None:  # shown by its work tree's path when checked out
+                    given = found.work_tree if found.work_tree is not None else module
+                    self._scan_repository(Repository(given, found.git_dir, found.work_tree, found.common_dir))
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+
+    def _unreadable_objects(self, git_dir: Path) -> None:
+        """git skips a folder of loose objects it cannot open without a word: say so."""
+        objects = git_dir / "objects"
+        try:
+            folders = [entry for entry in os.scandir(objects) if entry.is_dir(follow_symlinks=False)]
+        except OSError as exc:
+            self.report.errors.append(describe_os_error(objects, exc))
+            return
+        for entry in sorted(folders, key=lambda e: e.name):
+            if not os.access(entry.path, os.R_OK | os.X_OK):
+                self.report.errors.append(f"{entry.path}: permission denied (the objects there are not scanned)")
+
+    def _notes(self, repository: Repository) -> None:
+        """What this repository cannot hold: history beyond a shallow clone's boundary,
+        blobs a partial clone never fetched (the scan never fetches them)."""
+        shown = str(repository.given)
+        if (repository.shared_dir / "shallow").is_file():
+            self.report.notes.append(
+                f"{shown}: a shallow clone: commits before its boundary (and their values) are not here, "
+                "and a value there shows as added in the oldest commit here; scan a full clone"
+            )
+        try:
+            promisor = self._git(
+                repository, ["config", "--get-regexp", r"^(extensions\.partialclone|remote\..*\.promisor)$"]
+            )
+        except LeakScanError:
+            promisor = b""  # (none set: git config exits 1)
+        if promisor.strip():
+            self.report.notes.append(
+                f"{shown}: a partial clone: objects it never fetched are not here and are not fetched by the scan; "
+                "scan the repository it was cloned from"
+            )
+
+    def _work_trees(self, repository: Repository) -> list[tuple[Repository, str]]:
+        """This repository's work tree first, then its other ones (`git worktree list`),
+        each with the prefix its paths are shown with ("" for the one given)."""
+        trees: list[tuple[Repository, str]] = [(repository, "")]
+        seen = {os.path.realpath(repository.work_tree)} if repository.work_tree is not None else set()
+        try:
+            out = self._git(repository, ["worktree", "list", "--porcelain"])  # (-z needs git 2.36)
+        except LeakScanError:
+            return trees
+        for item in out.split(b"\n"):
+            if not item.startswith(b"worktree "):
+                continue
+            path = Path(item[len(b"worktree ") :].decode("utf-8", "surrogateescape"))
+            if os.path.realpath(path) in seen or not path.is_dir():
+                continue
+            try:
+                other = locate(path, self.env)
+            except LeakScanError as exc:
+                self.report.errors.append(str(exc))
+                continue
+            if other is None or other.work_tree is None or os.path.realpath(other.work_tree) in seen:
+                continue  # (a submodule's git folder is listed as its work tree: the same one)
+            seen.add(os.path.realpath(other.work_tree))
+            if other.shared_dir == repository.shared_dir:
+                trees.append((other, f"{other.work_tree}/"))
+        return trees
 
     def _object_bytes(self, repository: Repository) -> int:
         """About how many bytes the object database holds (compressed, so at least)."""
@@ -214,9 +370,9 @@ class Scanner:
                 entries[path.decode("utf-8", "surrogateescape")] = parts[1].decode("ascii")
         return entries
 
-    def _scan_work_tree(self, repository: Repository, index: dict[str, str], scanned: Scanned) -> None:
+    def _scan_work_tree(self, repository: Repository, index: dict[str, str], scanned: Scanned, label: str) -> None:
         """Tracked and untracked files that are not ignored; a file whose content is the
-        index's blob was scanned as that blob already."""
+        index's blob was scanned as that blob already.  Paths are shown after `label`."""
         assert repository.work_tree is not None
         top = repository.work_tree
         try:
@@ -226,6 +382,7 @@ class Scanner:
                 cwd=top,
                 env=self.env,
                 what=str(repository.given),
+                warnings=self.report.errors,  # (a folder git could not open: its files are not read)
             )
         except LeakScanError as exc:
             self.report.errors.append(str(exc))
@@ -245,9 +402,11 @@ class Scanner:
             if not stat.S_ISREG(info.st_mode):
                 continue
             blob = index.get(relative)
-            if blob is not None and info.st_size < 256 << 20 and _blob_id(file) == blob:
+            if blob is None:  # (an untracked file: a name in the index or a commit is read there)
+                self._scan_name(label + relative, str(repository.given), "work tree", "work tree")
+            elif _blob_id(file, sha256=len(blob) == 64) == blob:
                 continue
-            self._scan_file(file, relative, scanned, "work tree", "work tree", str(repository.given))
+            self._scan_file(file, label + relative, scanned, "work tree", "work tree", str(repository.given))
 
     def _object_findings(
         self, repository: Repository, hits: list[ObjectHit], index: dict[str, str], pending: PendingLog
@@ -256,7 +415,9 @@ class Scanner:
         by_object: dict[str, list[ObjectHit]] = {}
         for hit in hits:
             by_object.setdefault(hit.oid, []).append(hit)
-        contents = self._read_objects(repository, list(by_object))
+        argv = git_argv(repository.git_dir, ["cat-file", "--batch"])
+        wanted = {oid: [hit.offset for hit in object_hits] for oid, object_hits in by_object.items()}
+        contents = object_lines(argv, wanted, env=self.env, what=str(repository.given))
         kinds = {hit.oid: hit.kind for hit in hits}
         history = None
         if any(k in ("blob", "commit") for k in kinds.values()):
@@ -269,10 +430,11 @@ class Scanner:
         for path, blob in index.items():
             in_index.setdefault(blob, []).append(path)
         shown = str(repository.given)
+        borrowed = _borrowed(repository.shared_dir, list(by_object))
         for oid, object_hits in by_object.items():
             kind = kinds[oid]
-            data = contents.get(oid, b"")
-            binary = kind == "blob" and b"\0" in data[:BINARY_PROBE]
+            counter = contents[oid]
+            binary = kind == "blob" and counter.binary
             details: dict[str, Any] = {"object": oid, "object_type": kind, "binary": binary}
             where = "unreachable"
             if kind == "blob":
@@ -285,11 +447,13 @@ class Scanner:
                 where = "refs" if details["refs"] else "unreachable"
             elif kind == "tree":
                 where = "tree"
+            if where == "unreachable" and oid in borrowed:
+                where = "alternate"  # another repository's object, unreachable from this one
             grouped: dict[int, list[int]] = {}
             for hit in object_hits:
                 grouped.setdefault(hit.pattern, []).append(hit.offset)
             for pattern, offsets in grouped.items():
-                lines = line_numbers(data, offsets) if kind == "blob" and data and not binary else []
+                lines = counter.lines_of(offsets) if kind in ("blob", "commit", "tag") else []
                 self.report.findings += self._finding(pattern, shown, "object", where, lines=lines, **details)
 
     def _blob_details(
@@ -313,10 +477,6 @@ class Scanner:
             details.setdefault("path", in_index[oid][0])
         details["refs"] = refs
         return where
-
-    def _read_objects(self, repository: Repository, oids: list[str]) -> dict[str, bytes]:
-        """The content of each object (for line numbers and the binary test)."""
-        return parse_batch(self._git(repository, ["cat-file", "--batch"], ("\n".join(oids) + "\n").encode("ascii")))
 
     def _tag_refs(self, repository: Repository) -> dict[str, list[str]]:
         out = self._git(repository, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/tags"])
@@ -343,8 +503,11 @@ class Scanner:
         blobs: dict[str, str] = {}
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
             parts = meta.split()
-            if len(parts) >= 4 and parts[1] != b"160000" and parts[3].decode("ascii") != ZERO_OID:
-                blobs.setdefault(parts[3].decode("ascii"), path.decode("utf-8", "surrogateescape"))
+            if len(parts) >= 4 and not is_zero(parts[3].decode("ascii")):
+                name = path.decode("utf-8", "surrogateescape")
+                self._scan_name(name, shown, "staged", "staged")  # (a submodule's name too)
+                if parts[1] != b"160000":
+                    blobs.setdefault(parts[3].decode("ascii"), name)
         if not blobs:
             return
         argv = git_argv(None, ["cat-file", "--batch"])
@@ -354,38 +517,31 @@ class Scanner:
         )
         if not hits:
             return
-        contents = self._read_staged(repository, {hit.oid for hit in hits})
+        wanted: dict[str, list[int]] = {}
         grouped: dict[tuple[str, int], list[int]] = {}
         for hit in hits:
+            wanted.setdefault(hit.oid, []).append(hit.offset)
             grouped.setdefault((hit.oid, hit.pattern), []).append(hit.offset)
+        contents = object_lines(argv, wanted, env=self.env, cwd=repository.work_tree or repository.given, what=shown)
         for (oid, pattern), offsets in grouped.items():
-            data = contents.get(oid, b"")
-            binary = b"\0" in data[:BINARY_PROBE]
-            lines = [] if binary else line_numbers(data, offsets)
+            counter = contents[oid]
             self.report.findings += self._finding(
                 pattern, shown, "staged", "staged", object=oid, object_type="blob", path=blobs[oid],
-                lines=lines, binary=binary,
+                lines=counter.lines_of(offsets), binary=counter.binary,
             )  # fmt: skip
 
-    def _read_staged(self, repository: Repository, oids: set[str]) -> dict[str, bytes]:
-        out = run_git(
-            ["cat-file", "--batch"],
-            cwd=repository.work_tree or repository.given,
-            env=self.env,
-            stdin=("\n".join(oids) + "\n").encode("ascii"),
-            what=str(repository.given),
-        )
-        return parse_batch(out)
 
-
-def _blob_id(file: Path) -> str | None:
-    """git's id for the file's content as a blob (to skip files the index already holds)."""
+def _blob_id(file: Path, *, sha256: bool = False) -> str | None:
+    """git's id for the file's content as a blob (to skip files the index already holds);
+    `sha256` for a repository with that object format."""
     try:
-        data = file.read_bytes()
+        with file.open("rb") as stream:
+            header = b"blob %d\0" % os.fstat(stream.fileno()).st_size
+            digest = hashlib.sha256(header) if sha256 else hashlib.sha1(header, usedforsecurity=False)
+            while data := stream.read(git_reading.CHUNK):
+                digest.update(data)
     except OSError:
         return None
-    digest = sha1(b"blob %d\0" % len(data), usedforsecurity=False)
-    digest.update(data)
     return digest.hexdigest()
 
 
@@ -394,6 +550,42 @@ def _skip_in_git_dir(git_dir: Path) -> Callable[[Path], bool]:
     modules/ holds other repositories; every other file is read as it is."""
     skipped = {git_dir / "objects", git_dir / "modules"}
     return lambda folder: folder in skipped
+
+
+def _borrowed(git_dir: Path, oids: list[str]) -> set[str]:
+    """The objects (of `oids`) that this repository does not hold itself but reads from
+    another repository's object folder (`objects/info/alternates`, `git clone --shared`)."""
+    objects = git_dir / "objects"
+    if not oids or not (objects / "info" / "alternates").is_file():
+        return set()
+    wanted = {bytes.fromhex(oid): oid for oid in oids if len(oid) == 40}
+    local = {oid for oid in wanted.values() if (objects / oid[:2] / oid[2:]).is_file()}
+    for idx in sorted((objects / "pack").glob("*.idx")):
+        try:
+            data = idx.read_bytes()
+        except OSError:
+            continue
+        if data[:8] != b"\377tOc\0\0\0\2":
+            continue  # (not a version 2 index: read as local)
+        count = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+        table = data[8 + 256 * 4 : 8 + 256 * 4 + 20 * count]
+        names = {table[i : i + 20] for i in range(0, len(table), 20)}
+        local |= {oid for raw, oid in wanted.items() if raw in names}
+    return set(wanted.values()) - local
+
+
+def _module_git_dirs(modules: Path) -> list[Path]:
+    """The git folders of the submodules under a repository's `modules/` (each one's own
+    submodules are in its own `modules/`)."""
+    found: list[Path] = []
+    if not modules.is_dir():
+        return found
+    for folder, dirs, files in os.walk(modules):
+        if "HEAD" in files and "objects" in dirs:
+            found.append(Path(folder))
+            dirs[:] = []
+        dirs.sort()
+    return found
 
 
 def _walk(top: Path, errors: list[str], skip: Callable[[Path], bool] | None = None) -> Iterator[Path]:
