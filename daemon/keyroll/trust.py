@@ -45,6 +45,8 @@ INTERPRETERS = frozenset(
     {"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox", "python", "python3", "perl", "ruby"}
     | {"node", "nodejs", "php", "lua", "tclsh", "awk", "gawk", "mawk", "Rscript", "pwsh", "deno", "bun"}
 )
+# The shells whose `-c STRING` is a command line: its programs are checked too.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "busybox"})
 _MAX_LINKS = 40
 
 
@@ -270,6 +272,8 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
         return []
     found: list[Unsafe] = []
     where = resolve_program(argv[0], env)
+    if "/" not in argv[0]:
+        found += check_search_path(argv[0], where, purpose, env)
     if where is None:
         return found  # (not found: reported as such by the callers)
     found += check_file(Path(where), purpose)
@@ -279,11 +283,66 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
         while rest and (rest[0].startswith("-") or "=" in rest[0]):
             rest.pop(0)
         return found + check_program(rest, purpose, env)
-    if name.rstrip("0123456789.") in INTERPRETERS or Path(argv[0]).name.rstrip("0123456789.") in INTERPRETERS:
+    names = {name.rstrip("0123456789."), Path(argv[0]).name.rstrip("0123456789.")}
+    if names & INTERPRETERS:
+        command = _shell_command(rest) if names & SHELLS else None
+        if command is not None:
+            for words in _shell_programs(command):
+                found += check_program(words, purpose, env)
+            return found
         script = next((a for a in rest if not a.startswith("-")), None)
         if script is not None and os.path.isfile(script):
             found += check_file(Path(script), purpose)
     return found
+
+
+def check_search_path(program: str, where: str | None, purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
+    """The PATH folders searched for `program` before the one it is found in (all of
+    them when it is not found): another user who can add a file to one of them
+    would decide what runs."""
+    found: list[Unsafe] = []
+    for entry in env.get("PATH", os.defpath).split(os.pathsep):
+        folder = entry or "."  # (an empty entry is the current folder)
+        for unsafe in check_folder(Path(folder), f"PATH folder searched for `{program}` ({purpose})"):
+            fix = f"{unsafe.fix.removesuffix(', or choose another place')}, or take {folder} off keyroll's PATH"
+            found.append(Unsafe(unsafe.path, unsafe.purpose, unsafe.problem, fix))
+        if where is not None and os.path.join(entry, program) == where:
+            break
+    return found
+
+
+def _shell_command(args: Sequence[str]) -> str | None:
+    """The command string of `sh -c 'STRING' ...` (options such as `-e -c`, `-ec`), or None."""
+    for index, arg in enumerate(args):
+        if not arg.startswith("-") or arg.startswith("--"):
+            return None
+        if "c" in arg[1:]:
+            return args[index + 1] if index + 1 < len(args) else None
+    return None
+
+
+_SHELL_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", "|&", ";;"})
+_SHELL_PREFIXES = frozenset({"exec", "command", "nohup", "then", "do", "else", "!", "{"})
+
+
+def _shell_programs(command: str) -> list[list[str]]:
+    """The simple commands of a shell command string (best effort: words split as the
+    shell would at `;`, `&&`, `|`...; leading `VAR=x`, `exec` and the like skipped)."""
+    import shlex
+
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:
+        return []
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word in _SHELL_SEPARATORS:
+            commands.append([])
+        elif commands[-1] or not ("=" in word.partition("/")[0] or word in _SHELL_PREFIXES):
+            commands[-1].append(word)
+    return [c for c in commands if c]
 
 
 def refuse(found: Iterable[Unsafe]) -> None:

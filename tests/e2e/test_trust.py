@@ -301,6 +301,86 @@ def test_restart_and_health_programs_of_another_user_are_reported(kr, home, othe
     assert not home.secrets.exists()
 
 
+def test_a_path_folder_of_another_user_before_the_program_is_refused(kr, home, other, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`command:myrestart` is found in a root folder today, but an earlier PATH folder
+    is hers: once she drops her own `myrestart` there, it would run as root."""
+    system_bin = home.root / "system-bin"
+    system_bin.mkdir()
+    (system_bin / "myrestart").write_text("#!/bin/sh\nexit 0\n")
+    (system_bin / "myrestart").chmod(0o755)
+    hers = home.root / "her-bin"
+    hers.mkdir()
+    give(hers, other)
+    monkeypatch.setenv("PATH", f"{hers}:{system_bin}:/usr/bin:/bin")
+    home.write_config('[secrets.app_key]\nkind = "api_key"\nrestart = ["command:myrestart"]\n')
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1, check.out
+    assert (
+        f"PATH folder searched for `myrestart` (program of secrets.app_key.restart): {hers} is owned by {other[0]}"
+        in (check.out)
+    )
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and f"take {hers} off keyroll's PATH" in result.err, result.both
+    assert len(result.err.strip().splitlines()) == 1
+    assert not home.secrets.exists()
+    monkeypatch.setenv("PATH", f"{system_bin}:{hers}:/usr/bin:/bin")  # hers comes after: never searched
+    assert "unsafe" not in kr("--config", str(home.config), "config", "validate").out
+
+
+def test_a_program_named_in_a_sh_c_string_is_checked(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`sh -c '... PROGRAM ...'`: the programs of the command string are checked as
+    `sh PROGRAM` would be; hers never runs."""
+    tools = home.root / "tools"
+    tools.mkdir()
+    program = tools / "reload"
+    ran = home.root / "ran"
+    program.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    program.chmod(0o755)
+    command_setup(home, kr, extra=f"restart = [\"command:sh -ec 'sleep 0; exec {program} now'\"]")
+    ran.unlink(missing_ok=True)
+    give(program, other)
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1 and f"program of secrets.svc_password.restart: {program} is owned by {other[0]}" in (
+        check.out
+    ), check.out
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 2 and str(program) in result.err, result.both
+    assert not ran.exists(), "her program ran"
+
+
+def test_a_target_env_path_is_the_path_checked(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """A command target's `env = ["PATH=..."]` decides where its program is found:
+    that PATH is the one checked."""
+    hers = home.root / "her-bin"
+    hers.mkdir()
+    give(hers, other)
+    program, _ = command_setup(home, kr)
+    home.write_config(
+        COMMAND_CONFIG.format(program=program.name, extra="")
+        + f'env = ["PATH={hers}:{program.parent}:/usr/bin:/bin"]\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1, check.out
+    assert f"PATH folder searched for `{program.name}` (program of targets.svc.argv): {hers} is owned" in check.out
+
+
+def test_a_kubeconfig_of_another_user_is_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """The kubeconfig names the API server that receives every value (and may name a
+    program to run for credentials): another user's is refused before any contact."""
+    kubeconfig = home.root / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    kubeconfig.chmod(0o600)
+    give(kubeconfig, other)
+    home.write_config(
+        f'[secrets.app_key]\nkind = "api_key"\nkubernetes = ["app/key"]\n\n[kubernetes]\nkubeconfig = "{kubeconfig}"\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"unsafe kubernetes.kubeconfig: {kubeconfig} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and str(kubeconfig) in result.err, result.both
+    assert not home.secrets.exists()
+
+
 def test_system_programs_and_a_private_folder_pass(kr, home) -> None:  # type: ignore[no-untyped-def]
     """root-owned programs found on PATH (systemctl for systemd: restarts, sh) and a
     private script are trusted: no false alarm."""

@@ -92,10 +92,10 @@ def test_a_program_is_found_on_the_path_keyroll_hands_on(tmp_path: Path) -> None
     (bin_dir / "tool").chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     assert trust.check_program(["tool", "--flag"], "p", env) == []
-    bin_dir.chmod(0o777)
-    assert f"{bin_dir / 'tool'}: its parent {bin_dir}" in texts(trust.check_program(["tool"], "p", env))
     assert trust.check_program(["no-such-tool-here"], "p", env) == []  # (reported as missing elsewhere)
     assert trust.check_program(["sh", "-c", "true"], "p", env) == []  # root's /bin/sh: fine
+    bin_dir.chmod(0o777)
+    assert f"{bin_dir / 'tool'}: its parent {bin_dir}" in texts(trust.check_program(["tool"], "p", env))
 
 
 def test_an_interpreter_s_script_and_env_s_program_are_checked(tmp_path: Path) -> None:
@@ -112,6 +112,43 @@ def test_an_interpreter_s_script_and_env_s_program_are_checked(tmp_path: Path) -
     (open_folder / "prog").chmod(0o755)
     found = texts(trust.check_program(["env", "-i", "A=1", str(open_folder / "prog")], "p", env))
     assert f"its parent {open_folder}" in found
+
+
+def test_path_folders_searched_before_the_program_are_checked(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    (second / "tool").write_text("#!/bin/sh\n")
+    (second / "tool").chmod(0o755)
+    first.chmod(0o777)  # anyone may add a `tool` here, found before the real one
+    found = texts(trust.check_program(["tool"], "p", {"PATH": f"{first}:{second}"}))
+    assert f"PATH folder searched for `tool` (p): {first} is owned by root (uid 0), mode 0777" in found
+    assert f"take {first} off keyroll's PATH" in found
+    assert trust.check_program(["tool"], "p", {"PATH": f"{second}:{first}"}) == []  # never searched
+    assert f"{first} is owned" in texts(trust.check_program(["no-such-tool"], "p", {"PATH": f"{first}:{second}"}))
+    assert trust.check_program([str(second / "tool")], "p", {"PATH": f"{first}"}) == []  # a full path: no search
+
+
+def test_the_programs_of_a_shell_command_string_are_checked(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    program = open_folder / "reload"
+    program.write_text("")
+    program.chmod(0o755)
+    open_folder.chmod(0o777)
+    env = {"PATH": "/usr/bin:/bin"}
+    for command in (
+        f"{program} now",
+        f"A=1 exec {program}",
+        f"true && {program}",
+        f"echo x | {program}; true",
+        f"env B=2 {program}",
+    ):
+        for flags in (["-c"], ["-ec"], ["-e", "-c"]):
+            found = texts(trust.check_program(["sh", *flags, command], "p", env))
+            assert f"its parent {open_folder}" in found, (flags, command)
+    assert trust.check_program(["sh", "-c", "true && echo 'a b' | cat"], "p", env) == []
+    assert trust.check_program(["sh", "-c", "unbalanced 'quote"], "p", env) == []  # (reported by the config check)
 
 
 def test_state_files_must_be_own_regular_files_never_followed(tmp_path: Path) -> None:
