@@ -197,6 +197,22 @@ def check_file(path: Path, purpose: str) -> list[Unsafe]:
     return check_folder(path, purpose)
 
 
+def check_backup(path: Path) -> list[Unsafe]:
+    """A backup about to be read (restored or verified): the folder, the way to it and
+    every file in it (a backup another user can change brings back values she chose)."""
+    found = check_folder(path, "backup")
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return found  # (reported as such where the backup is read)
+    for name in names:
+        found += check_file(path / name, "backup")
+    first: dict[Path, Unsafe] = {}
+    for unsafe in found:
+        first.setdefault(unsafe.path, unsafe)
+    return list(first.values())
+
+
 def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe]:
     """The state folder and the state files in it (`names`, and the notes about
     running programs): each a regular file (never a symlink) owned by the running
@@ -345,9 +361,11 @@ def _shell_programs(command: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
-def refuse(found: Iterable[Unsafe]) -> None:
-    """UnsafePath (exit 2) for the first finding, saying how many more there are."""
+def refuse(found: Iterable[Unsafe], listed_by: str | None = "keyroll validate") -> None:
+    """UnsafePath (exit 2) for the first finding, saying how many more there are
+    (and which command lists them)."""
     found = list(found)
     if found:
-        more = f" (and {len(found) - 1} more: `keyroll validate` lists them)" if len(found) > 1 else ""
+        listed = f": `{listed_by}` lists them" if listed_by else ""
+        more = f" (and {len(found) - 1} more{listed})" if len(found) > 1 else ""
         raise UnsafePath(f"{found[0]}{more}")

@@ -432,3 +432,28 @@ def test_restore_never_brings_back_a_secret_no_longer_declared(kr, home) -> None
     assert "old_key" in result.out  # (listed as skipped: not in the policy)
     assert not (home.secrets / "old_key").exists()
     assert not (backups(home)[-1] / "old_key").exists()
+
+
+def test_a_backup_another_user_can_change_is_never_restored(kr, home, values, other, initialized) -> None:  # type: ignore[no-untyped-def]
+    """A backup folder of hers (given by path, or a file of hers in a backup in the
+    backup folder) would bring back values she chose: refused, nothing changed."""
+    import shutil
+
+    assert kr("rotate", "all").code == 0
+    backup = backups(home)[-1]
+    hers = home.root / "her-backup"
+    shutil.copytree(backup, hers)
+    for path in (hers, *hers.iterdir()):
+        give(path, other)
+    before = values(home)
+    result = kr("restore", str(hers))
+    assert result.code == 2, result.both
+    assert f"unsafe backup: {hers} is owned by {other[0]}" in result.err and f"chown root {hers}" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "keyroll validate" not in result.err
+    assert values(home) == before
+    count = len(backups(home))
+    planted = next(p for p in backup.iterdir() if p.name in before)
+    give(planted, other)
+    result = kr("restore", backup.name)
+    assert result.code == 2 and f"unsafe backup: {planted} is owned by {other[0]}" in result.err, result.both
+    assert values(home) == before and len(backups(home)) == count  # (not even a pre-restore backup)
