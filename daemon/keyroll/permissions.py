@@ -136,6 +136,7 @@ def file_findings(policy: Policy) -> list[Unsafe]:
         if key not in seen:
             seen.add(key)
             found += trust.check_program(argv, f"program of {option}", env)
+            found += trust.check_loaded_files(env, option)
     return found
 
 

@@ -47,6 +47,16 @@ INTERPRETERS = frozenset(
 )
 # The shells whose `-c STRING` is a command line: its programs are checked too.
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "busybox"})
+# Programs that run the program named by a later argument: that program is checked too.
+WRAPPERS = frozenset(
+    {"timeout", "nice", "nohup", "setsid", "ionice", "chrt", "taskset", "stdbuf", "flock", "time", "xargs"}
+    | {"sudo", "doas", "runuser", "setpriv", "chroot", "unshare", "nsenter", "systemd-run"}
+)
+# Variables of a program's environment that name files it loads or runs.
+LOADED_FROM = frozenset(
+    {"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "GCONV_PATH", "PYTHONPATH", "PYTHONHOME"}
+    | {"PYTHONSTARTUP", "PERL5LIB", "PERLLIB", "PERL5OPT", "RUBYLIB", "RUBYOPT", "NODE_PATH", "NODE_OPTIONS"}
+)
 _MAX_LINKS = 40
 
 
@@ -300,6 +310,12 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
             rest.pop(0)
         return found + check_program(rest, purpose, env)
     names = {name.rstrip("0123456789."), Path(argv[0]).name.rstrip("0123456789.")}
+    if names & WRAPPERS:  # (`timeout 10 PROG`, `nice -n 5 PROG`: the first argument that is a program)
+        for index, arg in enumerate(rest):
+            wrapped = None if arg.startswith("-") else resolve_program(arg, env)
+            if wrapped is not None and os.path.isfile(wrapped) and os.access(wrapped, os.X_OK):
+                return found + check_program(rest[index:], purpose, env)
+        return found
     if names & INTERPRETERS:
         command = _shell_command(rest) if names & SHELLS else None
         if command is not None:
@@ -309,6 +325,17 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
         script = next((a for a in rest if not a.startswith("-")), None)
         if script is not None and os.path.isfile(script):
             found += check_file(Path(script), purpose)
+    return found
+
+
+def check_loaded_files(env: Mapping[str, str], purpose: str) -> list[Unsafe]:
+    """The files and folders named by the variables of `env` that make a program load
+    or run code (LD_PRELOAD, PYTHONPATH, BASH_ENV...): nobody else may change them."""
+    found: list[Unsafe] = []
+    for name in sorted(LOADED_FROM & set(env)):
+        for item in env[name].replace(" ", os.pathsep).split(os.pathsep):
+            if item.startswith("/") or item.startswith("."):
+                found += check_file(Path(item), f"{name} of {purpose}")
     return found
 
 

@@ -364,6 +364,29 @@ def test_a_target_env_path_is_the_path_checked(kr, home, other) -> None:  # type
     assert f"PATH folder searched for `{program.name}` (program of targets.svc.argv): {hers} is owned" in check.out
 
 
+def test_a_wrapped_program_and_a_preloaded_library_of_another_user_are_refused(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`timeout 10 HER-PROGRAM` as a restart, `LD_PRELOAD=HER-LIBRARY` in a target's
+    env: both would run her code as root."""
+    tools = home.root / "tools"
+    tools.mkdir()
+    reload, library = tools / "reload", tools / "hook.so"
+    reload.write_text("#!/bin/sh\nexit 0\n")
+    reload.chmod(0o755)
+    library.write_text("")
+    program, _ = command_setup(home, kr, extra=f'restart = ["command:timeout 10 {reload}"]')
+    give(reload, other)
+    give(library, other)
+    home.write_config(
+        COMMAND_CONFIG.format(program=program, extra=f'restart = ["command:timeout 10 {reload}"]')
+        + f'env = ["LD_PRELOAD={library}"]\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"program of secrets.svc_password.restart: {reload} is owned by {other[0]}" in check.out, check.out
+    assert f"LD_PRELOAD of targets.svc.argv: {library} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 2, result.both
+
+
 def test_a_kubeconfig_of_another_user_is_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
     """The kubeconfig names the API server that receives every value (and may name a
     program to run for credentials): another user's is refused before any contact."""

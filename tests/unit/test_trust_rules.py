@@ -151,6 +151,37 @@ def test_the_programs_of_a_shell_command_string_are_checked(tmp_path: Path) -> N
     assert trust.check_program(["sh", "-c", "unbalanced 'quote"], "p", env) == []  # (reported by the config check)
 
 
+def test_the_program_a_wrapper_runs_is_checked(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    program = open_folder / "reload"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    open_folder.chmod(0o777)
+    env = {"PATH": "/usr/bin:/bin"}
+    for argv in (
+        ["timeout", "10", str(program)],
+        ["nice", "-n", "5", str(program), "now"],
+        ["/usr/bin/setsid", "-f", str(program)],
+        ["timeout", "5", "sh", "-c", f"exec {program}"],
+    ):
+        assert f"its parent {open_folder}" in texts(trust.check_program(argv, "p", env)), argv
+    assert trust.check_program(["timeout", "10", "true"], "p", env) == []
+    assert trust.check_program(["flock", str(tmp_path), "true"], "p", env) == []  # (a folder: not the program)
+
+
+def test_files_a_program_is_made_to_load_are_checked(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    (open_folder / "evil.so").write_text("")
+    open_folder.chmod(0o777)
+    for name in ("LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "LD_LIBRARY_PATH"):
+        env = {"PATH": "/usr/bin", name: f"/usr/lib:{open_folder / 'evil.so'}"}
+        found = texts(trust.check_loaded_files(env, "targets.x.argv"))
+        assert f"unsafe {name} of targets.x.argv: {open_folder / 'evil.so'}: its parent {open_folder}" in found
+    assert trust.check_loaded_files({"PATH": "/usr/bin", "LANG": "C", "PYTHONPATH": "/usr/lib"}, "t") == []
+
+
 def test_state_files_must_be_own_regular_files_never_followed(tmp_path: Path) -> None:
     mine = tmp_path / "journal.sqlite3"
     mine.write_bytes(b"")
