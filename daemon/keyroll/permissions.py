@@ -42,6 +42,8 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     named += [
         (f"targets.{n}.admin_password_file", getattr(t, "admin_password_file", "")) for n, t in policy.targets.items()
     ]
+    named += [(f"targets.{n}.ca_file", getattr(t, "ca_file", "")) for n, t in policy.targets.items()]
+    named += _request_files(policy)
     files: list[tuple[str, Path]] = []
     if policy.source is not None:
         files.append(("config file", policy.source))
@@ -68,6 +70,21 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
         files.append(("store.bundle", resolve_path(policy.store.bundle, policy)))
         files.append(("store.sops_config", resolve_path(policy.store.sops_config, policy)))
     return files
+
+
+def _request_files(policy: Policy) -> list[tuple[str, str]]:
+    """The credential files of `http` targets' requests (basic-file:USER:FILE, bearer-file:FILE)."""
+    from keyroll.config.httpspec import auth_parts
+
+    named: list[tuple[str, str]] = []
+    for name, target in policy.targets.items():
+        for option in ("apply", "verify", "rollback"):
+            auth = getattr(getattr(target, option, None), "auth", "") or ""
+            if auth.startswith(("basic-file:", "bearer-file:")):
+                with contextlib.suppress(ValueError):  # (malformed: the config check reports it)
+                    form, first, second = auth_parts(auth)
+                    named.append((f"targets.{name}.{option}.auth", second if form == "basic-file" else first))
+    return named
 
 
 def _kubeconfig(policy: Policy) -> Path | None:

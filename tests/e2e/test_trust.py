@@ -387,6 +387,30 @@ def test_a_wrapped_program_and_a_preloaded_library_of_another_user_are_refused(k
     assert result.code == 2, result.both
 
 
+def test_an_http_target_s_ca_and_credential_files_of_another_user_are_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """An http target's `ca_file` (her CA: she can then pose as the service and take
+    the values sent to it) and its `bearer-file:` / `basic-file:` credentials."""
+    ca, token = home.root / "ca.pem", home.root / "token"
+    ca.write_text("")
+    token.write_text("t\n")
+    token.chmod(0o600)
+    give(ca, other)
+    give(token, other)
+    home.write_config(
+        '[targets.api]\ntype = "http"\nbase_url = "https://127.0.0.1:1"\n'
+        f'ca_file = "{ca}"\n'
+        'apply = { method = "PUT", path = "/p", json = { p = "{value}" }, auth = "bearer-file:' + str(token) + '" }\n'
+        'verify = { method = "GET", path = "/u", auth = "basic:u:{value}" }\n\n'
+        '[secrets.api_password]\nkind = "password"\ntarget = "api"\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"unsafe targets.api.ca_file: {ca} is owned by {other[0]}" in check.out, check.out
+    assert f"unsafe targets.api.apply.auth: {token} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and str(ca) in result.err, result.both
+    assert not home.secrets.exists()
+
+
 def test_a_kubeconfig_of_another_user_is_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
     """The kubeconfig names the API server that receives every value (and may name a
     program to run for credentials): another user's is refused before any contact."""
