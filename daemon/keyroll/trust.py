@@ -97,6 +97,9 @@ def _owner_text(info: os.stat_result) -> str:
     return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
 
 
+owner_text = _owner_text  # ("owned by NAME (uid N), mode 0NNN")
+
+
 def _who() -> str:
     me = user_name(running_user())
     return "root" if running_user() == 0 else f"root or {me}"

@@ -233,6 +233,50 @@ def test_ensure_dir_creates_private_folders_and_refuses_open_ones(tmp_path: Path
     assert not (open_folder / "inner").exists()
 
 
+def test_a_folder_made_by_someone_else_while_keyroll_creates_it_is_never_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a shared sticky folder, another user may create the missing part of a
+    path between keyroll's check and its mkdir: a symlink of hers to a folder of
+    root's must not get that folder chmodded, a folder of hers must not be entered."""
+    needs_root()
+    from keyroll import fsutil
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    (victim / "state").mkdir(parents=True)
+    (victim / "state").chmod(0o755)
+    real_mkdir = os.mkdir
+
+    def planted(kind: str):  # type: ignore[no-untyped-def]
+        def mkdir(path, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
+            target = shared / "kr"
+            if not os.path.lexists(target):  # (her move, just before keyroll's mkdir)
+                if kind == "symlink":
+                    target.symlink_to(victim)
+                else:
+                    real_mkdir(target, 0o755)
+                os.chown(target, STRANGER, STRANGER, follow_symlinks=False)
+            return real_mkdir(path, mode, dir_fd=dir_fd)
+
+        return mkdir
+
+    for kind in ("symlink", "folder"):
+        monkeypatch.setattr(os, "mkdir", planted(kind))
+        with pytest.raises(UnsafePath) as refused:
+            fsutil.ensure_dir(shared / "kr" / "state", purpose="state folder")
+        monkeypatch.setattr(os, "mkdir", real_mkdir)
+        assert oct((victim / "state").stat().st_mode & 0o7777) == oct(0o755), kind  # never chmodded
+        assert f"unsafe state folder: {shared / 'kr'} appeared while keyroll was creating it" in str(refused.value)
+        if kind == "symlink":
+            (shared / "kr").unlink()
+        else:
+            assert os.listdir(shared / "kr") == []  # nothing made inside hers
+            (shared / "kr").rmdir()
+
+
 def test_a_fifo_in_place_of_a_state_file_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "fingerprint.key"
     os.mkfifo(fifo, 0o600)
