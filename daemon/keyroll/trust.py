@@ -360,8 +360,10 @@ def check_search_path(program: str, where: str | None, purpose: str, env: Mappin
 def _shell_command(args: Sequence[str]) -> str | None:
     """The command string of `sh -c 'STRING' ...` (options such as `-e -c`, `-ec`), or None."""
     for index, arg in enumerate(args):
-        if not arg.startswith("-") or arg.startswith("--"):
+        if not arg.startswith("-") or arg == "--":
             return None
+        if arg.startswith("--"):  # (bash --login -c, --norc...)
+            continue
         if "c" in arg[1:]:
             return args[index + 1] if index + 1 < len(args) else None
     return None

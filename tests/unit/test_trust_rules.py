@@ -144,7 +144,7 @@ def test_the_programs_of_a_shell_command_string_are_checked(tmp_path: Path) -> N
         f"echo x | {program}; true",
         f"env B=2 {program}",
     ):
-        for flags in (["-c"], ["-ec"], ["-e", "-c"]):
+        for flags in (["-c"], ["-ec"], ["-e", "-c"], ["--login", "-c"]):
             found = texts(trust.check_program(["sh", *flags, command], "p", env))
             assert f"its parent {open_folder}" in found, (flags, command)
     assert trust.check_program(["sh", "-c", "true && echo 'a b' | cat"], "p", env) == []
