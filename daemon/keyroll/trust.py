@@ -309,9 +309,15 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
     name = Path(os.path.realpath(where)).name
     rest = list(argv[1:])
     if Path(argv[0]).name == "env" or name == "env":
+        given = dict(env)  # (`env PATH=... PROG` looks PROG up on that PATH)
         while rest and (rest[0].startswith("-") or "=" in rest[0]):
-            rest.pop(0)
-        return found + check_program(rest, purpose, env)
+            option = rest.pop(0)
+            if option in ("-i", "--ignore-environment", "-"):
+                given = {}
+            elif not option.startswith("-"):
+                given[option.partition("=")[0]] = option.partition("=")[2]
+        loaded = {k: v for k, v in given.items() if k in LOADED_FROM and env.get(k) != v}
+        return found + check_loaded_files(loaded, purpose) + check_program(rest, purpose, given)
     names = {name.rstrip("0123456789."), Path(argv[0]).name.rstrip("0123456789.")}
     if names & WRAPPERS:  # (`timeout 10 PROG`, `nice -n 5 PROG`: the first argument that is a program)
         for index, arg in enumerate(rest):

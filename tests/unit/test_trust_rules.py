@@ -112,6 +112,10 @@ def test_an_interpreter_s_script_and_env_s_program_are_checked(tmp_path: Path) -
     (open_folder / "prog").chmod(0o755)
     found = texts(trust.check_program(["env", "-i", "A=1", str(open_folder / "prog")], "p", env))
     assert f"its parent {open_folder}" in found
+    found = texts(trust.check_program(["env", f"PATH={open_folder}:/usr/bin", "prog"], "p", env))
+    assert f"{open_folder / 'prog'}: its parent {open_folder}" in found  # (found on the PATH env sets)
+    found = texts(trust.check_program(["env", f"LD_PRELOAD={script}", "true"], "p", env))
+    assert f"unsafe LD_PRELOAD of p: {script}: its parent {open_folder}" in found
 
 
 def test_path_folders_searched_before_the_program_are_checked(tmp_path: Path) -> None:
