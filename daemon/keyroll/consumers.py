@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from keyroll.hardening import program_env
+from keyroll.hardening import PROGRAM_CWD, program_env
 from keyroll.httpclient import split_http_url
 from keyroll.outputs import safe_excerpt
 from keyroll.processes import end_group
@@ -68,6 +68,7 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=_command_env(secret, env),
+            cwd=PROGRAM_CWD,
             start_new_session=True,  # (keyroll.processes)
         )
     except FileNotFoundError:

@@ -21,6 +21,10 @@ from collections.abc import Iterable, Mapping
 PASSED = ("PATH", "HOME", "LANG", "LC_ALL")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+# The folder programs run in, never keyroll's own current folder: run from a folder
+# another user can write, `python3 -c`, `python3 -m`, `sh -c ./x`, node... would load
+# her files as root.  A relative program path is relative to it.
+PROGRAM_CWD = "/"
 _PR_SET_DUMPABLE = 4
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from keyroll.errors import UnsafePath
+from keyroll.hardening import PROGRAM_CWD
 from keyroll.paths import DAEMON_LOCK_FILE, FINGERPRINT_KEY_FILE, JOURNAL_FILE, WRITER_LOCK_FILE, Paths
 from keyroll.records import record
 
@@ -289,8 +290,10 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
     import shutil
 
     if "/" in program:
+        program = os.path.join(PROGRAM_CWD, program)  # (programs run there)
         return program if os.path.exists(program) else None
-    return shutil.which(program, path=env.get("PATH", os.defpath))
+    folders = [os.path.join(PROGRAM_CWD, entry or ".") for entry in env.get("PATH", os.defpath).split(os.pathsep)]
+    return shutil.which(program, path=os.pathsep.join(folders))
 
 
 def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
@@ -332,8 +335,8 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
                 found += check_program(words, purpose, env)
             return found
         script = next((a for a in rest if not a.startswith("-")), None)
-        if script is not None and os.path.isfile(script):
-            found += check_file(Path(script), purpose)
+        if script is not None and os.path.isfile(os.path.join(PROGRAM_CWD, script)):
+            found += check_file(Path(PROGRAM_CWD, script), purpose)
     return found
 
 
@@ -344,7 +347,7 @@ def check_loaded_files(env: Mapping[str, str], purpose: str) -> list[Unsafe]:
     for name in sorted(LOADED_FROM & set(env)):
         for item in env[name].replace(" ", os.pathsep).split(os.pathsep):
             if item.startswith("/") or item.startswith("."):
-                found += check_file(Path(item), f"{name} of {purpose}")
+                found += check_file(Path(PROGRAM_CWD, item), f"{name} of {purpose}")
     return found
 
 
@@ -354,11 +357,11 @@ def check_search_path(program: str, where: str | None, purpose: str, env: Mappin
     would decide what runs."""
     found: list[Unsafe] = []
     for entry in env.get("PATH", os.defpath).split(os.pathsep):
-        folder = entry or "."  # (an empty entry is the current folder)
+        folder = os.path.join(PROGRAM_CWD, entry or ".")  # (an empty entry is the current folder)
         for unsafe in check_folder(Path(folder), f"PATH folder searched for `{program}` ({purpose})"):
             fix = f"{unsafe.fix.removesuffix(', or choose another place')}, or take {folder} off keyroll's PATH"
             found.append(Unsafe(unsafe.path, unsafe.purpose, unsafe.problem, fix))
-        if where is not None and os.path.join(entry, program) == where:
+        if where is not None and os.path.join(folder, program) == where:
             break
     return found
 

@@ -504,3 +504,27 @@ def test_a_backup_another_user_can_change_is_never_restored(kr, home, values, ot
     result = kr("restore", backup.name)
     assert result.code == 2 and f"unsafe backup: {planted} is owned by {other[0]}" in result.err, result.both
     assert values(home) == before and len(backups(home)) == count  # (not even a pre-restore backup)
+
+
+def test_programs_never_run_in_keyroll_s_current_folder(kr, home, other, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An admin who runs keyroll from a folder of hers (`cd /home/her && keyroll
+    rotate`): `python3 -c 'import json'` would import her json.py as root.  Programs
+    run in `/`; the command target sees it as its current folder."""
+    import shutil
+
+    if shutil.which("python3") is None:
+        pytest.skip("needs python3 on PATH")
+    hers = home.root / "her-folder"
+    hers.mkdir()
+    ran = home.root / "ran"
+    (hers / "json.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    give(hers / "json.py", other)
+    give(hers, other)
+    _, log = command_setup(home, kr, extra="restart = [\"command:python3 -c 'import json'\"]")
+    program = home.root / "bin" / "svc"
+    program.write_text(SERVICE.format(log=log).replace("uid=$(id -u)", "cwd=$(pwd)"))
+    monkeypatch.chdir(hers)
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 0, result.both
+    assert not ran.exists(), "her json.py ran"
+    assert "apply cwd=/" in log.read_text()
