@@ -105,7 +105,10 @@ def missing_program(spec: str) -> str | None:
     if not spec.startswith("command:"):
         return None
     program = restart_argv(spec)[:1]
-    return f"{program[0]}: not found or not executable" if program and not shutil.which(program[0]) else None
+    if not program:
+        return None
+    where = os.path.join(PROGRAM_CWD, program[0]) if "/" in program[0] else program[0]  # (run from there)
+    return f"{program[0]}: not found or not executable" if not shutil.which(where) else None
 
 
 def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = None) -> list[ConsumerFailure]:

@@ -286,3 +286,17 @@ def test_a_fifo_in_place_of_a_state_file_is_refused_without_waiting(tmp_path: Pa
     os.mkfifo(fifo, 0o600)
     with pytest.raises(UnsafePath, match="is not a regular file"):
         trust.open_state_file(fifo, os.O_RDONLY)
+
+
+def test_a_relative_program_is_looked_for_where_programs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Programs run in `/`: `command:bin/x` found only under keyroll's current folder
+    is reported missing (it would not be found when run)."""
+    from keyroll.consumers import missing_program
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "x").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert missing_program("command:bin/x") == "bin/x: not found or not executable"
+    assert missing_program(f"command:{tmp_path / 'bin' / 'x'}") is None
+    assert trust.resolve_program("bin/x", {}) is None
