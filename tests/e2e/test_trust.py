@@ -528,3 +528,37 @@ def test_programs_never_run_in_keyroll_s_current_folder(kr, home, other, monkeyp
     assert result.code == 0, result.both
     assert not ran.exists(), "her json.py ran"
     assert "apply cwd=/" in log.read_text()
+
+
+def test_programs_get_the_running_user_s_home_not_an_inherited_one(krp, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`sudo -E keyroll rotate` keeps the caller's HOME: a python3 restart would then
+    load usercustomize.py from her ~/.local as root.  Programs get the running
+    user's own home."""
+    import pwd
+
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        pytest.skip("needs /usr/bin/python3")
+    hers = home.root / "her-home"
+    hers.mkdir()
+    site = subprocess.run(
+        [python, "-c", "import site; print(site.getusersitepackages())"],
+        env={"HOME": str(hers), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ran, seen = home.root / "ran", home.root / "home-seen"
+    Path(site).mkdir(parents=True)
+    (Path(site) / "usercustomize.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    for path in [hers, *hers.rglob("*")]:
+        give(path, other)
+    probe = home.root / "probe.py"
+    probe.write_text(f"import os\nopen({str(seen)!r}, 'w').write(os.environ['HOME'])\n")
+    kr = lambda *argv, stdin=None: krp(*argv, stdin=stdin)  # noqa: E731
+    command_setup(home, kr, extra=f'restart = ["command:{python} {probe}"]')
+    ran.unlink(missing_ok=True)
+    result = krp("--config", str(home.config), "rotate", "svc_password", env={"HOME": str(hers)})
+    assert result.code == 0, result.both
+    assert not ran.exists(), "her usercustomize.py ran"
+    assert seen.read_text() == pwd.getpwuid(os.geteuid()).pw_dir
