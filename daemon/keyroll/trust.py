@@ -334,9 +334,26 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
             for words in _shell_programs(command):
                 found += check_program(words, purpose, env)
             return found
-        script = next((a for a in rest if not a.startswith("-")), None)
-        if script is not None and os.path.isfile(os.path.join(PROGRAM_CWD, script)):
-            found += check_file(Path(PROGRAM_CWD, script), purpose)
+        found += _check_script(rest, purpose)
+    return found
+
+
+def _check_script(args: Sequence[str], purpose: str) -> list[Unsafe]:
+    """An interpreter's script, and what its options name before it: the first
+    argument that is a file (`python3 -W ignore x.py`: x.py), and every folder or
+    file an earlier argument names (`perl -I DIR x.pl`, `node --require=FILE x.js`)."""
+    found: list[Unsafe] = []
+    for arg in args:
+        value = arg.partition("=")[2] if arg.startswith("-") else arg
+        if not value or value.startswith("-"):
+            continue
+        path = os.path.join(PROGRAM_CWD, value)
+        if os.path.isdir(path) and "/" in value:
+            found += check_folder(Path(path), purpose)
+        elif os.path.isfile(path):
+            found += check_file(Path(path), purpose)
+            if not arg.startswith("-"):
+                break  # (the script: what follows are its own arguments)
     return found
 
 

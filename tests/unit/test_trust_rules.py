@@ -108,6 +108,16 @@ def test_an_interpreter_s_script_and_env_s_program_are_checked(tmp_path: Path) -
     for argv in (["sh", str(script)], ["/bin/sh", "-e", str(script)], ["python3", str(script)]):
         assert f"{script}: its parent {open_folder}" in texts(trust.check_program(argv, "p", env)), argv
     assert trust.check_program(["cat", str(script)], "p", env) == []  # a data argument, not a program
+    for argv in (
+        ["python3", "-W", "ignore", str(script)],
+        ["perl", "-I", str(open_folder), "/dev/null"],
+        ["node", f"--require={script}", "/dev/null"],
+    ):
+        assert f"{open_folder} is owned by root (uid 0), mode 0777" in texts(trust.check_program(argv, "p", env)), argv
+    (tmp_path / "safe.py").write_text("")
+    assert (
+        trust.check_program(["python3", str(tmp_path / "safe.py"), str(script)], "p", env) == []
+    )  # (the script's own argument)
     (open_folder / "prog").write_text("")
     (open_folder / "prog").chmod(0o755)
     found = texts(trust.check_program(["env", "-i", "A=1", str(open_folder / "prog")], "p", env))
