@@ -180,8 +180,13 @@ class _Walk:
 
     def _check_parent(self, folder: Path, info: os.stat_result, subject: Path) -> None:
         intro = f"{subject}: its parent {folder}"
-        if info.st_uid not in self.owners:
-            self.add(folder, info, intro, f"`chown {self.me} {folder}`, or choose another place")
+        if info.st_uid not in self.owners:  # (her home, say: moving out is the fix, not taking it)
+            self.add(
+                folder,
+                info,
+                intro,
+                f"choose a place outside it (or `chown {self.me} {folder}` if it should be {self.me}'s)",
+            )
         elif _writable_by_others(info.st_mode, folder) and not info.st_mode & stat.S_ISVTX:
             self.add(folder, info, intro, f"`chmod go-w {folder}`, or choose another place")
 
@@ -256,7 +261,7 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
     if stat.S_ISLNK(info.st_mode):
         return Unsafe(path, "state file", f"{path} is a symlink, {_owner_text(info)}", "remove it")
     if not stat.S_ISREG(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is not a regular file", "remove it")
+        return Unsafe(path, "state file", f"{path} is not a regular file, {_owner_text(info)}", "remove it")
     if info.st_uid != running_user():
         return Unsafe(
             path, "state file", f"{path} is {_owner_text(info)}", f"remove it, or `chown {me} {path}` if it is yours"

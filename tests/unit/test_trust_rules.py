@@ -310,3 +310,19 @@ def test_a_relative_program_is_looked_for_where_programs_run(tmp_path: Path, mon
     assert missing_program("command:bin/x") == "bin/x: not found or not executable"
     assert missing_program(f"command:{tmp_path / 'bin' / 'x'}") is None
     assert trust.resolve_program("bin/x", {}) is None
+
+
+def test_a_parent_of_another_user_is_left_to_her(tmp_path: Path) -> None:
+    """A folder of hers on the way (her home): the fix is to choose a place outside
+    it, not to take it from her; a non-file state entry still names owner and mode."""
+    needs_root()
+    hers = tmp_path / "her-home"
+    (hers / "bin").mkdir(parents=True)
+    os.chown(hers, STRANGER, STRANGER)
+    found = texts(trust.check_folder(hers / "bin", "x"))
+    assert (
+        f"its parent {hers} is owned by uid {STRANGER}, mode 0755; choose a place outside it (or `chown root" in found
+    )
+    os.mkfifo(tmp_path / "journal.sqlite3")
+    problem = trust.state_file_problem(tmp_path / "journal.sqlite3")
+    assert problem is not None and "is not a regular file, owned by root (uid 0), mode 0" in str(problem)
