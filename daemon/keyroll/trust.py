@@ -301,7 +301,7 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
     return shutil.which(program, path=os.pathsep.join(folders))
 
 
-def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
+def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str], depth: int = 0) -> list[Unsafe]:
     """The program `argv` runs (resolved on PATH, symlinks followed) and, for an
     interpreter (`sh x.sh`, `python3 x.py`, `env prog`), the script or program it is
     given: nobody but root or the running user may be able to change them."""
@@ -314,6 +314,9 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
     if where is None:
         return found  # (not found: reported as such by the callers)
     found += check_file(Path(where), purpose)
+    interpreter = _shebang(where)
+    if interpreter and depth < 4:  # (`#!/path/to/python`: that one runs too; the kernel nests 4 deep at most)
+        found += check_program(interpreter, purpose, env, depth + 1)
     name = Path(os.path.realpath(where)).name
     rest = list(argv[1:])
     if Path(argv[0]).name == "env" or name == "env":
@@ -341,6 +344,25 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
             return found
         found += _check_script(rest, purpose)
     return found
+
+
+def _shebang(path: str) -> list[str]:
+    """The interpreter line of a script (`#!/usr/bin/env python3` -> [/usr/bin/env,
+    python3]); [] for a binary or an unreadable file.  (The kernel splits the line
+    once: the interpreter, then at most one argument.)"""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    interpreter, _, argument = line.partition(" ")
+    if not interpreter.startswith("/"):
+        return []
+    argument = argument.strip()
+    return [interpreter, argument] if argument else [interpreter]
 
 
 def _check_script(args: Sequence[str], purpose: str) -> list[Unsafe]:

@@ -326,3 +326,29 @@ def test_a_parent_of_another_user_is_left_to_her(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "journal.sqlite3")
     problem = trust.state_file_problem(tmp_path / "journal.sqlite3")
     assert problem is not None and "is not a regular file, owned by root (uid 0), mode 0" in str(problem)
+
+
+def test_the_interpreter_a_script_names_on_its_first_line_is_checked(tmp_path: Path) -> None:
+    """A root-owned script whose `#!` line names a python of someone else's (a venv in
+    an open folder): that python runs as root."""
+    open_folder = tmp_path / "venv"
+    (open_folder / "bin").mkdir(parents=True)
+    python = open_folder / "bin" / "python"
+    python.write_text("")
+    python.chmod(0o755)
+    open_folder.chmod(0o777)
+    script = tmp_path / "reload"
+    env = {"PATH": "/usr/bin:/bin"}
+    for line in (f"#!{python}\n", f"#! {python} -u\n"):
+        script.write_text(line + "print('reloaded')\n")
+        script.chmod(0o755)
+        assert f"its parent {open_folder}" in texts(trust.check_program([str(script)], "p", env)), line
+    script.write_text("#!/usr/bin/env python\nprint('reloaded')\n")  # (found on the PATH keyroll hands on)
+    found = texts(trust.check_program([str(script)], "p", {"PATH": f"{open_folder / 'bin'}:/usr/bin"}))
+    assert f"{python}: its parent {open_folder}" in found
+    script.write_text(f"#!{script}\n")  # (a loop: the kernel refuses it, the check ends)
+    assert trust.check_program([str(script)], "p", env) == []
+    script.write_text("#!/bin/sh\nexit 0\n")
+    assert trust.check_program([str(script)], "p", env) == []
+    script.write_text("#!/usr/bin/env sh\nexit 0\n")
+    assert trust.check_program([str(script)], "p", env) == []
