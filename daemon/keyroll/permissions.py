@@ -148,8 +148,12 @@ def file_findings(policy: Policy) -> list[Unsafe]:
     for option, argv, env in programs_and_envs(policy):
         if not argv:
             continue
-        # (1,000 `systemd:` restarts: one systemctl)
-        key = (env["PATH"], *(argv[:1] if Path(argv[0]).name == "systemctl" else argv))
+        # (1,000 `systemd:` restarts: one systemctl; an argument matters only when it is a
+        # path or the program runs what its arguments name: sh -c, timeout, env...)
+        name = Path(argv[0]).name.rstrip("0123456789.")
+        runs_args = name in trust.INTERPRETERS or name in trust.WRAPPERS or name == "env"
+        loaded = tuple(f"{k}={v}" for k, v in sorted(env.items()) if k in trust.LOADED_FROM)
+        key = (env["PATH"], *loaded, *(argv if runs_args else [argv[0], *(a for a in argv[1:] if "/" in a)]))
         if key not in seen:
             seen.add(key)
             found += trust.check_program(argv, f"program of {option}", env)
