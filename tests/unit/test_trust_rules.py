@@ -318,6 +318,7 @@ def test_a_parent_of_another_user_is_left_to_her(tmp_path: Path) -> None:
     needs_root()
     hers = tmp_path / "her-home"
     (hers / "bin").mkdir(parents=True)
+    hers.chmod(0o755)
     os.chown(hers, STRANGER, STRANGER)
     found = texts(trust.check_folder(hers / "bin", "x"))
     assert (
