@@ -562,3 +562,21 @@ def test_programs_get_the_running_user_s_home_not_an_inherited_one(krp, home, ot
     assert result.code == 0, result.both
     assert not ran.exists(), "her usercustomize.py ran"
     assert seen.read_text() == pwd.getpwuid(os.geteuid()).pw_dir
+
+
+def test_the_rewrite_file_is_never_written_into_a_folder_of_another_user(kr, home, other, initialized) -> None:  # type: ignore[no-untyped-def]
+    """`leaks scan --rewrite-file` writes every value found: into a folder of hers she
+    could swap it (or read what a later copy leaves); refused before the scan.  A
+    shared sticky folder (/tmp) stays fine: she can neither replace nor read it."""
+    hers = home.root / "her-folder"
+    hers.mkdir()
+    give(hers, other)
+    result = kr("leaks", "scan", str(home.root), "--rewrite-file", str(hers / "rw.txt"))
+    assert result.code == 2, result.both
+    assert f"its parent {hers} is owned by {other[0]}" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (hers / "rw.txt").exists()
+    shared = home.root / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    result = kr("leaks", "scan", str(home.root), "--rewrite-file", str(shared / "rw.txt"))
+    assert result.code in (0, 1) and "unsafe" not in result.err, result.both
