@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keyroll import __version__
+from keyroll import __version__, trust
 from keyroll.digest import sha256
 from keyroll.errors import BackupError, ConfigError, EncryptionRequired, StoreError, UsageError
 from keyroll.fsutil import describe_os_error, ensure_dir, fsync_dir, read_bytes, remove_temp_files, write_new_files
@@ -255,6 +255,7 @@ def resolve_backup(argument: str, backup_dir: Path) -> Path:
     if not path.exists():  # a name that names nothing, like an unknown secret: a usage error
         raise UsageError(f"{path}: no such backup (`keyroll list-backups` shows them)")
     _refuse_non_folder(path)
+    trust.refuse(trust.check_backup(path), listed_by=None)
     return path
 
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from keyroll.hardening import program_env
+from keyroll.hardening import PROGRAM_CWD, program_env
 from keyroll.httpclient import split_http_url
 from keyroll.outputs import safe_excerpt
 from keyroll.processes import end_group
@@ -70,6 +70,7 @@ def _run(argv: list[str], secret: str, env: Mapping[str, str], timeout: float) -
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=_command_env(secret, env),
+            cwd=PROGRAM_CWD,
             start_new_session=True,  # (keyroll.processes)
         )
     except FileNotFoundError:
@@ -106,7 +107,10 @@ def missing_program(spec: str) -> str | None:
     if not spec.startswith("command:"):
         return None
     program = restart_argv(spec)[:1]
-    return f"{program[0]}: not found or not executable" if program and not shutil.which(program[0]) else None
+    if not program:
+        return None
+    where = os.path.join(PROGRAM_CWD, program[0]) if "/" in program[0] else program[0]  # (run from there)
+    return f"{program[0]}: not found or not executable" if not shutil.which(where) else None
 
 
 def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = None) -> list[ConsumerFailure]:

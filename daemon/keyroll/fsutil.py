@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from keyroll import trust
-from keyroll.errors import StoreError
+from keyroll.errors import StoreError, UnsafePath
 from keyroll.paths import TEMP_PREFIX
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -54,11 +54,7 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: st
     try:
         info = path.lstat()
     except FileNotFoundError:
-        try:
-            path.mkdir(mode=mode, parents=True, exist_ok=True)
-            os.chmod(path, mode)
-        except OSError as exc:
-            raise StoreError(describe_os_error(path, exc)) from None
+        _make_dirs(path.absolute(), mode, purpose)
         trust.refuse(trust.check_folder(path, purpose))  # (someone may have made it first)
         return
     except OSError as exc:
@@ -73,6 +69,44 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: st
             os.chmod(path, mode)
         except OSError as exc:
             raise StoreError(describe_os_error(path, exc)) from None
+
+
+def _make_dirs(path: Path, mode: int, purpose: str) -> None:
+    """`mkdir -p` that never follows a symlink and never enters (or chmods) a folder
+    someone else made in the part of `path` that was missing (under a shared sticky
+    folder such as /tmp, another user may create it between the check and the mkdir):
+    each missing folder is made and opened relative to its parent's descriptor."""
+    missing: list[str] = []
+    base = path
+    while not os.path.lexists(base) and base != base.parent:
+        missing.insert(0, base.name)
+        base = base.parent
+    fds: list[int] = []
+    try:
+        fds.append(os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))  # (checked: trusted)
+        for index, name in enumerate(missing):
+            made = base.joinpath(*missing[: index + 1])
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=fds[-1])
+            try:
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=fds[-1]))
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                problem = f"{made} appeared while keyroll was creating it, as a symlink or a file"
+                raise UnsafePath(
+                    str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place"))
+                ) from None
+            info = os.fstat(fds[-1])
+            if info.st_uid not in trust.trusted_owners() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                problem = f"{made} appeared while keyroll was creating it and is {trust.owner_text(info)}"
+                raise UnsafePath(str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place")))
+        os.fchmod(fds[-1], mode)
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @contextmanager

@@ -21,6 +21,10 @@ from collections.abc import Iterable, Mapping
 PASSED = ("PATH", "HOME", "LANG", "LC_ALL")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+# The folder programs run in, never keyroll's own current folder: run from a folder
+# another user can write, `python3 -c`, `python3 -m`, `sh -c ./x`, node... would load
+# her files as root.  A relative program path is relative to it.
+PROGRAM_CWD = "/"
 _PR_SET_DUMPABLE = 4
 
 
@@ -56,12 +60,26 @@ def parse_env_entries(entries: Iterable[str]) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries)
 
 
+def own_home() -> str | None:
+    """The home folder of the user keyroll runs as (None when it has no account)."""
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir or None
+    except KeyError:
+        return None
+
+
 def program_env(parent: Mapping[str, str], *extras: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a program keyroll runs: PATH, HOME, LANG and LC_ALL from
-    `parent` (PATH defaults to the usual system folders), then each of `extras` in
-    order (the configured `env` entries, then the KEYROLL_* variables)."""
+    """The environment of a program keyroll runs: PATH, LANG and LC_ALL from `parent`
+    (PATH defaults to the usual system folders), HOME the running user's own (from
+    the account database, else `parent`'s), then each of `extras` in order (the
+    configured `env` entries, then the KEYROLL_* variables)."""
     env = {name: parent[name] for name in PASSED if parent.get(name)}
     env.setdefault("PATH", DEFAULT_PATH)
+    if (home := own_home()) is not None:
+        env["HOME"] = home  # (never an inherited one: `sudo -E` keeps the admin's, python3 loads ~/.local)
     for extra in extras:
         env.update(extra)
     return env

@@ -14,11 +14,13 @@ consumers turn a restart spec into a program).
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from keyroll import trust
 from keyroll.config.policy import Policy
 from keyroll.errors import KeyrollError
+from keyroll.hardening import parse_env_entries, program_env
 from keyroll.paths import credential_path
 from keyroll.trust import Unsafe
 
@@ -40,6 +42,8 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     named += [
         (f"targets.{n}.admin_password_file", getattr(t, "admin_password_file", "")) for n, t in policy.targets.items()
     ]
+    named += [(f"targets.{n}.ca_file", getattr(t, "ca_file", "")) for n, t in policy.targets.items()]
+    named += _request_files(policy)
     files: list[tuple[str, Path]] = []
     if policy.source is not None:
         files.append(("config file", policy.source))
@@ -57,6 +61,9 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
         identity = None
     if identity is not None and identity not in (path for _, path in files):
         files.append(("age identity", identity))
+    kubeconfig = _kubeconfig(policy)
+    if kubeconfig is not None:
+        files.append(("kubernetes.kubeconfig", kubeconfig))
     if policy.store.kind == "sops":
         from keyroll.store.sops import resolve_path
 
@@ -65,15 +72,53 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     return files
 
 
+def _request_files(policy: Policy) -> list[tuple[str, str]]:
+    """The credential files of `http` targets' requests (basic-file:USER:FILE, bearer-file:FILE)."""
+    from keyroll.config.httpspec import auth_parts
+
+    named: list[tuple[str, str]] = []
+    for name, target in policy.targets.items():
+        for option in ("apply", "verify", "rollback"):
+            auth = getattr(getattr(target, option, None), "auth", "") or ""
+            if auth.startswith(("basic-file:", "bearer-file:")):
+                with contextlib.suppress(ValueError):  # (malformed: the config check reports it)
+                    form, first, second = auth_parts(auth)
+                    named.append((f"targets.{name}.{option}.auth", second if form == "basic-file" else first))
+    return named
+
+
+def _kubeconfig(policy: Policy) -> Path | None:
+    """The kubeconfig keyroll would load (it names the API server that receives the
+    values, and may name a program to run for credentials), when it uses one."""
+    if not policy.uses_kubernetes():
+        return None
+    section = policy.kubernetes
+    if section.kubeconfig:
+        path = Path(section.kubeconfig).expanduser()
+        return path if path.is_absolute() or policy.config_dir is None else policy.config_dir / path
+    if policy.env.get("KUBECONFIG"):
+        return Path(policy.env["KUBECONFIG"].split(os.pathsep)[0])
+    default = Path(policy.env.get("HOME", "~")).expanduser() / ".kube" / "config"
+    return default if default.exists() else None
+
+
 def programs(policy: Policy) -> list[tuple[str, list[str]]]:
     """(option, argv) of every program keyroll may run for this policy."""
+    return [(option, argv) for option, argv, _ in programs_and_envs(policy)]
+
+
+def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(option, argv, environment) of every program keyroll may run for this policy:
+    the environment it is run with (a target's `env` may set its own PATH)."""
     from keyroll.consumers import restart_argv
 
-    found: list[tuple[str, list[str]]] = []
+    common = program_env(policy.env)
+    found: list[tuple[str, list[str], dict[str, str]]] = []
     for name, target in policy.targets.items():
         argv = list(getattr(target, "argv", ()) or ())
         if argv:
-            found.append((f"targets.{name}.argv", argv))
+            env = program_env(policy.env, parse_env_entries(getattr(target, "env", ()) or ()))
+            found.append((f"targets.{name}.argv", argv, env))
     seen: set[str] = set()  # (a spec shared by many secrets is split once: shlex is slow)
     for secret in policy.secrets.values():
         specs = [("restart", spec) for spec in secret.restart]
@@ -83,14 +128,14 @@ def programs(policy: Policy) -> list[tuple[str, list[str]]]:
                 continue
             seen.add(spec)
             try:  # (a `command:` restart and health check split alike)
-                found.append((f"secrets.{secret.name}.{option}", restart_argv(spec)))
+                found.append((f"secrets.{secret.name}.{option}", restart_argv(spec), common))
             except ValueError:
                 continue  # (an unbalanced quote: the config check reports it)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 
         with contextlib.suppress(KeyrollError):  # (not installed: reported as such)
-            found.append(("store.kind = sops", [find_sops(policy.env)]))
+            found.append(("store.kind = sops", [find_sops(policy.env)], common))
     return found
 
 
@@ -100,13 +145,19 @@ def file_findings(policy: Policy) -> list[Unsafe]:
     for option, path in _named_files(policy):
         found += trust.check_file(path, option)
     seen: set[tuple[str, ...]] = set()
-    for option, argv in programs(policy):
+    for option, argv, env in programs_and_envs(policy):
         if not argv:
             continue
-        key = (argv[0], *(a for a in argv[1:] if "/" in a))  # (1,000 `systemd:` restarts: one systemctl)
+        # (1,000 `systemd:` restarts: one systemctl; an argument matters only when it is a
+        # path or the program runs what its arguments name: sh -c, timeout, env...)
+        name = Path(argv[0]).name.rstrip("0123456789.")
+        runs_args = name in trust.INTERPRETERS or name in trust.WRAPPERS or name == "env"
+        loaded = tuple(f"{k}={v}" for k, v in sorted(env.items()) if k in trust.LOADED_FROM)
+        key = (env["PATH"], *loaded, *(argv if runs_args else [argv[0], *(a for a in argv[1:] if "/" in a)]))
         if key not in seen:
             seen.add(key)
-            found += trust.check_program(argv, f"program of {option}", policy.env)
+            found += trust.check_program(argv, f"program of {option}", env)
+            found += trust.check_loaded_files(env, option)
     return found
 
 

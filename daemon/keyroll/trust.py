@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from keyroll.errors import UnsafePath
+from keyroll.hardening import PROGRAM_CWD
 from keyroll.paths import DAEMON_LOCK_FILE, FINGERPRINT_KEY_FILE, JOURNAL_FILE, WRITER_LOCK_FILE, Paths
 from keyroll.records import record
 
@@ -44,6 +45,18 @@ RUNNING_NOTES = "command-*.running"
 INTERPRETERS = frozenset(
     {"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox", "python", "python3", "perl", "ruby"}
     | {"node", "nodejs", "php", "lua", "tclsh", "awk", "gawk", "mawk", "Rscript", "pwsh", "deno", "bun"}
+)
+# The shells whose `-c STRING` is a command line: its programs are checked too.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "busybox"})
+# Programs that run the program named by a later argument: that program is checked too.
+WRAPPERS = frozenset(
+    {"timeout", "nice", "nohup", "setsid", "ionice", "chrt", "taskset", "stdbuf", "flock", "time", "xargs"}
+    | {"sudo", "doas", "runuser", "setpriv", "chroot", "unshare", "nsenter", "systemd-run"}
+)
+# Variables of a program's environment that name files it loads or runs.
+LOADED_FROM = frozenset(
+    {"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "GCONV_PATH", "PYTHONPATH", "PYTHONHOME"}
+    | {"PYTHONSTARTUP", "PERL5LIB", "PERLLIB", "PERL5OPT", "RUBYLIB", "RUBYOPT", "NODE_PATH", "NODE_OPTIONS"}
 )
 _MAX_LINKS = 40
 
@@ -83,6 +96,9 @@ def _owner_text(info: os.stat_result) -> str:
     name = user_name(info.st_uid)
     owner = name if name.startswith("uid ") else f"{name} (uid {info.st_uid})"
     return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
+
+
+owner_text = _owner_text  # ("owned by NAME (uid N), mode 0NNN")
 
 
 def _who() -> str:
@@ -164,8 +180,13 @@ class _Walk:
 
     def _check_parent(self, folder: Path, info: os.stat_result, subject: Path) -> None:
         intro = f"{subject}: its parent {folder}"
-        if info.st_uid not in self.owners:
-            self.add(folder, info, intro, f"`chown {self.me} {folder}`, or choose another place")
+        if info.st_uid not in self.owners:  # (her home, say: moving out is the fix, not taking it)
+            self.add(
+                folder,
+                info,
+                intro,
+                f"choose a place outside it (or `chown {self.me} {folder}` if it should be {self.me}'s)",
+            )
         elif _writable_by_others(info.st_mode, folder) and not info.st_mode & stat.S_ISVTX:
             self.add(folder, info, intro, f"`chmod go-w {folder}`, or choose another place")
 
@@ -193,6 +214,22 @@ def check_file(path: Path, purpose: str) -> list[Unsafe]:
     """A file keyroll reads or runs (config, credential file, program): it and the
     way to it, symlinks followed.  A missing file is no finding here."""
     return check_folder(path, purpose)
+
+
+def check_backup(path: Path) -> list[Unsafe]:
+    """A backup about to be read (restored or verified): the folder, the way to it and
+    every file in it (a backup another user can change brings back values she chose)."""
+    found = check_folder(path, "backup")
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return found  # (reported as such where the backup is read)
+    for name in names:
+        found += check_file(path / name, "backup")
+    first: dict[Path, Unsafe] = {}
+    for unsafe in found:
+        first.setdefault(unsafe.path, unsafe)
+    return list(first.values())
 
 
 def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe]:
@@ -224,7 +261,7 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
     if stat.S_ISLNK(info.st_mode):
         return Unsafe(path, "state file", f"{path} is a symlink, {_owner_text(info)}", "remove it")
     if not stat.S_ISREG(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is not a regular file", "remove it")
+        return Unsafe(path, "state file", f"{path} is not a regular file, {_owner_text(info)}", "remove it")
     if info.st_uid != running_user():
         return Unsafe(
             path, "state file", f"{path} is {_owner_text(info)}", f"remove it, or `chown {me} {path}` if it is yours"
@@ -258,11 +295,13 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
     import shutil
 
     if "/" in program:
+        program = os.path.join(PROGRAM_CWD, program)  # (programs run there)
         return program if os.path.exists(program) else None
-    return shutil.which(program, path=env.get("PATH", os.defpath))
+    folders = [os.path.join(PROGRAM_CWD, entry or ".") for entry in env.get("PATH", os.defpath).split(os.pathsep)]
+    return shutil.which(program, path=os.pathsep.join(folders))
 
 
-def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
+def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str], depth: int = 0) -> list[Unsafe]:
     """The program `argv` runs (resolved on PATH, symlinks followed) and, for an
     interpreter (`sh x.sh`, `python3 x.py`, `env prog`), the script or program it is
     given: nobody but root or the running user may be able to change them."""
@@ -270,25 +309,148 @@ def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str]) -> 
         return []
     found: list[Unsafe] = []
     where = resolve_program(argv[0], env)
+    if "/" not in argv[0]:
+        found += check_search_path(argv[0], where, purpose, env)
     if where is None:
         return found  # (not found: reported as such by the callers)
     found += check_file(Path(where), purpose)
+    interpreter = _shebang(where)
+    if interpreter and depth < 4:  # (`#!/path/to/python`: that one runs too; the kernel nests 4 deep at most)
+        found += check_program(interpreter, purpose, env, depth + 1)
     name = Path(os.path.realpath(where)).name
     rest = list(argv[1:])
     if Path(argv[0]).name == "env" or name == "env":
+        given = dict(env)  # (`env PATH=... PROG` looks PROG up on that PATH)
         while rest and (rest[0].startswith("-") or "=" in rest[0]):
-            rest.pop(0)
-        return found + check_program(rest, purpose, env)
-    if name.rstrip("0123456789.") in INTERPRETERS or Path(argv[0]).name.rstrip("0123456789.") in INTERPRETERS:
-        script = next((a for a in rest if not a.startswith("-")), None)
-        if script is not None and os.path.isfile(script):
-            found += check_file(Path(script), purpose)
+            option = rest.pop(0)
+            if option in ("-i", "--ignore-environment", "-"):
+                given = {}
+            elif not option.startswith("-"):
+                given[option.partition("=")[0]] = option.partition("=")[2]
+        loaded = {k: v for k, v in given.items() if k in LOADED_FROM and env.get(k) != v}
+        return found + check_loaded_files(loaded, purpose) + check_program(rest, purpose, given)
+    names = {name.rstrip("0123456789."), Path(argv[0]).name.rstrip("0123456789.")}
+    if names & WRAPPERS:  # (`timeout 10 PROG`, `nice -n 5 PROG`: the first argument that is a program)
+        for index, arg in enumerate(rest):
+            wrapped = None if arg.startswith("-") else resolve_program(arg, env)
+            if wrapped is not None and os.path.isfile(wrapped) and os.access(wrapped, os.X_OK):
+                return found + check_program(rest[index:], purpose, env)
+        return found
+    if names & INTERPRETERS:
+        command = _shell_command(rest) if names & SHELLS else None
+        if command is not None:
+            for words in _shell_programs(command):
+                found += check_program(words, purpose, env)
+            return found
+        found += _check_script(rest, purpose)
     return found
 
 
-def refuse(found: Iterable[Unsafe]) -> None:
-    """UnsafePath (exit 2) for the first finding, saying how many more there are."""
+def _shebang(path: str) -> list[str]:
+    """The interpreter line of a script (`#!/usr/bin/env python3` -> [/usr/bin/env,
+    python3]); [] for a binary or an unreadable file.  (The kernel splits the line
+    once: the interpreter, then at most one argument.)"""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    interpreter, _, argument = line.partition(" ")
+    if not interpreter.startswith("/"):
+        return []
+    argument = argument.strip()
+    return [interpreter, argument] if argument else [interpreter]
+
+
+def _check_script(args: Sequence[str], purpose: str) -> list[Unsafe]:
+    """An interpreter's script, and what its options name before it: the first
+    argument that is a file (`python3 -W ignore x.py`: x.py), and every folder or
+    file an earlier argument names (`perl -I DIR x.pl`, `node --require=FILE x.js`)."""
+    found: list[Unsafe] = []
+    for arg in args:
+        value = arg.partition("=")[2] if arg.startswith("-") else arg
+        if not value or value.startswith("-"):
+            continue
+        path = os.path.join(PROGRAM_CWD, value)
+        if os.path.isdir(path) and "/" in value:
+            found += check_folder(Path(path), purpose)
+        elif os.path.isfile(path):
+            found += check_file(Path(path), purpose)
+            if not arg.startswith("-"):
+                break  # (the script: what follows are its own arguments)
+    return found
+
+
+def check_loaded_files(env: Mapping[str, str], purpose: str) -> list[Unsafe]:
+    """The files and folders named by the variables of `env` that make a program load
+    or run code (LD_PRELOAD, PYTHONPATH, BASH_ENV...): nobody else may change them."""
+    found: list[Unsafe] = []
+    for name in sorted(LOADED_FROM & set(env)):
+        for item in env[name].replace(" ", os.pathsep).split(os.pathsep):
+            if item.startswith("/") or item.startswith("."):
+                found += check_file(Path(PROGRAM_CWD, item), f"{name} of {purpose}")
+    return found
+
+
+def check_search_path(program: str, where: str | None, purpose: str, env: Mapping[str, str]) -> list[Unsafe]:
+    """The PATH folders searched for `program` before the one it is found in (all of
+    them when it is not found): another user who can add a file to one of them
+    would decide what runs."""
+    found: list[Unsafe] = []
+    for entry in env.get("PATH", os.defpath).split(os.pathsep):
+        folder = os.path.join(PROGRAM_CWD, entry or ".")  # (an empty entry is the current folder)
+        for unsafe in check_folder(Path(folder), f"PATH folder searched for `{program}` ({purpose})"):
+            fix = f"{unsafe.fix.removesuffix(', or choose another place')}, or take {folder} off keyroll's PATH"
+            found.append(Unsafe(unsafe.path, unsafe.purpose, unsafe.problem, fix))
+        if where is not None and os.path.join(folder, program) == where:
+            break
+    return found
+
+
+def _shell_command(args: Sequence[str]) -> str | None:
+    """The command string of `sh -c 'STRING' ...` (options such as `-e -c`, `-ec`), or None."""
+    for index, arg in enumerate(args):
+        if not arg.startswith("-") or arg == "--":
+            return None
+        if arg.startswith("--"):  # (bash --login -c, --norc...)
+            continue
+        if "c" in arg[1:]:
+            return args[index + 1] if index + 1 < len(args) else None
+    return None
+
+
+_SHELL_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", "|&", ";;"})
+_SHELL_PREFIXES = frozenset({"exec", "command", "nohup", "then", "do", "else", "!", "{"})
+
+
+def _shell_programs(command: str) -> list[list[str]]:
+    """The simple commands of a shell command string (best effort: words split as the
+    shell would at `;`, `&&`, `|`...; leading `VAR=x`, `exec` and the like skipped)."""
+    import shlex
+
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:
+        return []
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word in _SHELL_SEPARATORS:
+            commands.append([])
+        elif commands[-1] or not ("=" in word.partition("/")[0] or word in _SHELL_PREFIXES):
+            commands[-1].append(word)
+    return [c for c in commands if c]
+
+
+def refuse(found: Iterable[Unsafe], listed_by: str | None = "keyroll validate") -> None:
+    """UnsafePath (exit 2) for the first finding, saying how many more there are
+    (and which command lists them)."""
     found = list(found)
     if found:
-        more = f" (and {len(found) - 1} more: `keyroll validate` lists them)" if len(found) > 1 else ""
+        listed = f": `{listed_by}` lists them" if listed_by else ""
+        more = f" (and {len(found) - 1} more{listed})" if len(found) > 1 else ""
         raise UnsafePath(f"{found[0]}{more}")

@@ -301,6 +301,133 @@ def test_restart_and_health_programs_of_another_user_are_reported(kr, home, othe
     assert not home.secrets.exists()
 
 
+def test_a_path_folder_of_another_user_before_the_program_is_refused(kr, home, other, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`command:myrestart` is found in a root folder today, but an earlier PATH folder
+    is hers: once she drops her own `myrestart` there, it would run as root."""
+    system_bin = home.root / "system-bin"
+    system_bin.mkdir()
+    (system_bin / "myrestart").write_text("#!/bin/sh\nexit 0\n")
+    (system_bin / "myrestart").chmod(0o755)
+    hers = home.root / "her-bin"
+    hers.mkdir()
+    give(hers, other)
+    monkeypatch.setenv("PATH", f"{hers}:{system_bin}:/usr/bin:/bin")
+    home.write_config('[secrets.app_key]\nkind = "api_key"\nrestart = ["command:myrestart"]\n')
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1, check.out
+    assert (
+        f"PATH folder searched for `myrestart` (program of secrets.app_key.restart): {hers} is owned by {other[0]}"
+        in (check.out)
+    )
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and f"take {hers} off keyroll's PATH" in result.err, result.both
+    assert len(result.err.strip().splitlines()) == 1
+    assert not home.secrets.exists()
+    monkeypatch.setenv("PATH", f"{system_bin}:{hers}:/usr/bin:/bin")  # hers comes after: never searched
+    assert "unsafe" not in kr("--config", str(home.config), "config", "validate").out
+
+
+def test_a_program_named_in_a_sh_c_string_is_checked(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`sh -c '... PROGRAM ...'`: the programs of the command string are checked as
+    `sh PROGRAM` would be; hers never runs."""
+    tools = home.root / "tools"
+    tools.mkdir()
+    program = tools / "reload"
+    ran = home.root / "ran"
+    program.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    program.chmod(0o755)
+    command_setup(home, kr, extra=f"restart = [\"command:sh -ec 'sleep 0; exec {program} now'\"]")
+    ran.unlink(missing_ok=True)
+    give(program, other)
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1 and f"program of secrets.svc_password.restart: {program} is owned by {other[0]}" in (
+        check.out
+    ), check.out
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 2 and str(program) in result.err, result.both
+    assert not ran.exists(), "her program ran"
+
+
+def test_a_target_env_path_is_the_path_checked(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """A command target's `env = ["PATH=..."]` decides where its program is found:
+    that PATH is the one checked."""
+    hers = home.root / "her-bin"
+    hers.mkdir()
+    give(hers, other)
+    program, _ = command_setup(home, kr)
+    home.write_config(
+        COMMAND_CONFIG.format(program=program.name, extra="")
+        + f'env = ["PATH={hers}:{program.parent}:/usr/bin:/bin"]\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert check.code == 1, check.out
+    assert f"PATH folder searched for `{program.name}` (program of targets.svc.argv): {hers} is owned" in check.out
+
+
+def test_a_wrapped_program_and_a_preloaded_library_of_another_user_are_refused(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`timeout 10 HER-PROGRAM` as a restart, `LD_PRELOAD=HER-LIBRARY` in a target's
+    env: both would run her code as root."""
+    tools = home.root / "tools"
+    tools.mkdir()
+    reload, library = tools / "reload", tools / "hook.so"
+    reload.write_text("#!/bin/sh\nexit 0\n")
+    reload.chmod(0o755)
+    library.write_text("")
+    program, _ = command_setup(home, kr, extra=f'restart = ["command:timeout 10 {reload}"]')
+    give(reload, other)
+    give(library, other)
+    home.write_config(
+        COMMAND_CONFIG.format(program=program, extra=f'restart = ["command:timeout 10 {reload}"]')
+        + f'env = ["LD_PRELOAD={library}"]\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"program of secrets.svc_password.restart: {reload} is owned by {other[0]}" in check.out, check.out
+    assert f"LD_PRELOAD of targets.svc.argv: {library} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 2, result.both
+
+
+def test_an_http_target_s_ca_and_credential_files_of_another_user_are_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """An http target's `ca_file` (her CA: she can then pose as the service and take
+    the values sent to it) and its `bearer-file:` / `basic-file:` credentials."""
+    ca, token = home.root / "ca.pem", home.root / "token"
+    ca.write_text("")
+    token.write_text("t\n")
+    token.chmod(0o600)
+    give(ca, other)
+    give(token, other)
+    home.write_config(
+        '[targets.api]\ntype = "http"\nbase_url = "https://127.0.0.1:1"\n'
+        f'ca_file = "{ca}"\n'
+        'apply = { method = "PUT", path = "/p", json = { p = "{value}" }, auth = "bearer-file:' + str(token) + '" }\n'
+        'verify = { method = "GET", path = "/u", auth = "basic:u:{value}" }\n\n'
+        '[secrets.api_password]\nkind = "password"\ntarget = "api"\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"unsafe targets.api.ca_file: {ca} is owned by {other[0]}" in check.out, check.out
+    assert f"unsafe targets.api.apply.auth: {token} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and str(ca) in result.err, result.both
+    assert not home.secrets.exists()
+
+
+def test_a_kubeconfig_of_another_user_is_reported(kr, home, other) -> None:  # type: ignore[no-untyped-def]
+    """The kubeconfig names the API server that receives every value (and may name a
+    program to run for credentials): another user's is refused before any contact."""
+    kubeconfig = home.root / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    kubeconfig.chmod(0o600)
+    give(kubeconfig, other)
+    home.write_config(
+        f'[secrets.app_key]\nkind = "api_key"\nkubernetes = ["app/key"]\n\n[kubernetes]\nkubeconfig = "{kubeconfig}"\n'
+    )
+    check = kr("--config", str(home.config), "config", "validate")
+    assert f"unsafe kubernetes.kubeconfig: {kubeconfig} is owned by {other[0]}" in check.out, check.out
+    result = kr("--config", str(home.config), "init")
+    assert result.code == 2 and str(kubeconfig) in result.err, result.both
+    assert not home.secrets.exists()
+
+
 def test_system_programs_and_a_private_folder_pass(kr, home) -> None:  # type: ignore[no-untyped-def]
     """root-owned programs found on PATH (systemctl for systemd: restarts, sh) and a
     private script are trusted: no false alarm."""
@@ -352,3 +479,104 @@ def test_restore_never_brings_back_a_secret_no_longer_declared(kr, home) -> None
     assert "old_key" in result.out  # (listed as skipped: not in the policy)
     assert not (home.secrets / "old_key").exists()
     assert not (backups(home)[-1] / "old_key").exists()
+
+
+def test_a_backup_another_user_can_change_is_never_restored(kr, home, values, other, initialized) -> None:  # type: ignore[no-untyped-def]
+    """A backup folder of hers (given by path, or a file of hers in a backup in the
+    backup folder) would bring back values she chose: refused, nothing changed."""
+    import shutil
+
+    assert kr("rotate", "all").code == 0
+    backup = backups(home)[-1]
+    hers = home.root / "her-backup"
+    shutil.copytree(backup, hers)
+    for path in (hers, *hers.iterdir()):
+        give(path, other)
+    before = values(home)
+    result = kr("restore", str(hers))
+    assert result.code == 2, result.both
+    assert f"unsafe backup: {hers} is owned by {other[0]}" in result.err and f"chown root {hers}" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "keyroll validate" not in result.err
+    assert values(home) == before
+    count = len(backups(home))
+    planted = next(p for p in backup.iterdir() if p.name in before)
+    give(planted, other)
+    result = kr("restore", backup.name)
+    assert result.code == 2 and f"unsafe backup: {planted} is owned by {other[0]}" in result.err, result.both
+    assert values(home) == before and len(backups(home)) == count  # (not even a pre-restore backup)
+
+
+def test_programs_never_run_in_keyroll_s_current_folder(kr, home, other, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An admin who runs keyroll from a folder of hers (`cd /home/her && keyroll
+    rotate`): `python3 -c 'import json'` would import her json.py as root.  Programs
+    run in `/`; the command target sees it as its current folder."""
+    import shutil
+
+    if shutil.which("python3") is None:
+        pytest.skip("needs python3 on PATH")
+    hers = home.root / "her-folder"
+    hers.mkdir()
+    ran = home.root / "ran"
+    (hers / "json.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    give(hers / "json.py", other)
+    give(hers, other)
+    _, log = command_setup(home, kr, extra="restart = [\"command:python3 -c 'import json'\"]")
+    program = home.root / "bin" / "svc"
+    program.write_text(SERVICE.format(log=log).replace("uid=$(id -u)", "cwd=$(pwd)"))
+    monkeypatch.chdir(hers)
+    result = kr("--config", str(home.config), "rotate", "svc_password")
+    assert result.code == 0, result.both
+    assert not ran.exists(), "her json.py ran"
+    assert "apply cwd=/" in log.read_text()
+
+
+def test_programs_get_the_running_user_s_home_not_an_inherited_one(krp, home, other) -> None:  # type: ignore[no-untyped-def]
+    """`sudo -E keyroll rotate` keeps the caller's HOME: a python3 restart would then
+    load usercustomize.py from her ~/.local as root.  Programs get the running
+    user's own home."""
+    import pwd
+
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        pytest.skip("needs /usr/bin/python3")
+    hers = home.root / "her-home"
+    hers.mkdir()
+    site = subprocess.run(
+        [python, "-c", "import site; print(site.getusersitepackages())"],
+        env={"HOME": str(hers), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ran, seen = home.root / "ran", home.root / "home-seen"
+    Path(site).mkdir(parents=True)
+    (Path(site) / "usercustomize.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    for path in [hers, *hers.rglob("*")]:
+        give(path, other)
+    probe = home.root / "probe.py"
+    probe.write_text(f"import os\nopen({str(seen)!r}, 'w').write(os.environ['HOME'])\n")
+    kr = lambda *argv, stdin=None: krp(*argv, stdin=stdin)  # noqa: E731
+    command_setup(home, kr, extra=f'restart = ["command:{python} {probe}"]')
+    ran.unlink(missing_ok=True)
+    result = krp("--config", str(home.config), "rotate", "svc_password", env={"HOME": str(hers)})
+    assert result.code == 0, result.both
+    assert not ran.exists(), "her usercustomize.py ran"
+    assert seen.read_text() == pwd.getpwuid(os.geteuid()).pw_dir
+
+
+def test_the_rewrite_file_is_never_written_into_a_folder_of_another_user(kr, home, other, initialized) -> None:  # type: ignore[no-untyped-def]
+    """`leaks scan --rewrite-file` writes every value found: into a folder of hers she
+    could swap it (or read what a later copy leaves); refused before the scan.  A
+    shared sticky folder (/tmp) stays fine: she can neither replace nor read it."""
+    hers = home.root / "her-folder"
+    hers.mkdir()
+    give(hers, other)
+    result = kr("leaks", "scan", str(home.root), "--rewrite-file", str(hers / "rw.txt"))
+    assert result.code == 2, result.both
+    assert f"its parent {hers} is owned by {other[0]}" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (hers / "rw.txt").exists()
+    shared = home.root / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    result = kr("leaks", "scan", str(home.root), "--rewrite-file", str(shared / "rw.txt"))
+    assert result.code in (0, 1) and "unsafe" not in result.err, result.both

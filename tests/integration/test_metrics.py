@@ -358,6 +358,18 @@ def test_reads_import_no_prometheus_client(krp, home, metrics_home) -> None:  # 
     assert not textfile.exists()
 
 
+def test_a_fifo_in_place_of_the_textfile_never_hangs_keyroll(krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """The collector's folder is often another account's (node_exporter's): a FIFO it
+    puts at the textfile's name is refused, not read (which would wait forever,
+    holding the metrics lock, with the daemon stuck)."""
+    configure, textfile, _ = metrics_home
+    cfg = configure()
+    os.mkfifo(textfile)
+    done = krp(*cfg, "init", timeout=30)
+    assert done.code == 0, done.both
+    assert "keyroll: warning: metrics:" in done.err and "not a regular file" in done.err
+
+
 def test_every_daemon_cycle_rewrites_it(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     """A real `keyroll daemon` process: its recovery at start and each cycle rewrite the file."""
     configure, textfile, _ = metrics_home

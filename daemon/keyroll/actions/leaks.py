@@ -207,6 +207,10 @@ def scan(
     rewrite_path = Path(rewrite_file) if rewrite_file else None
     if rewrite_path is not None and os.path.lexists(rewrite_path):
         raise UsageError(f"{rewrite_path}: already exists; keyroll never overwrites it: name a new file")
+    if rewrite_path is not None:  # (it holds the values: in a folder of another user's, she could swap it)
+        from keyroll import trust
+
+        trust.refuse(trust.check_file(rewrite_path, "--rewrite-file"), listed_by=None)
     needles, too_short, not_searched = gather_needles(policy)
     if not needles:
         raise UsageError(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.errors import EXIT_TEMPFAIL, ServiceUnavailable, TargetError, UnsafePath
-from keyroll.hardening import parse_env_entries, program_env
+from keyroll.hardening import PROGRAM_CWD, parse_env_entries, program_env
 from keyroll.outputs import hold, safe_excerpt
 from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
@@ -76,6 +76,7 @@ class CommandTarget(BaseTarget):
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env=env,
+                cwd=PROGRAM_CWD,
                 start_new_session=True,
             )
         except FileNotFoundError:
