@@ -155,8 +155,11 @@ class KubeSession:
     def gate(self, secret: SecretPolicy, value_of: ValueOf) -> None:
         """Before any change: keyroll can read and write each mapped Secret and patch
         each workload, and no workload's rollout is already failing.  Raises a
-        KeyrollError naming the object (75 when the API server cannot be reached)."""
-        for key in self.keys_of(secret):
+        KeyrollError naming the object (75 when the API server cannot be reached).
+        The Secrets of the login name stored with the secret (an alternating target's
+        `username_secret`) are checked too: they are published in the same step."""
+        keys = [key for s in (secret, *self._companions(secret)) for key in self.keys_of(s)]
+        for key in keys:
             ns, name = key.namespace, key.secret
 
             def check_secret(ns: str = ns, name: str = name) -> None:
@@ -175,6 +178,12 @@ class KubeSession:
                 self.cluster.restart_workload(workload, new_restart_value(), dry_run=True)
 
             self._check(workload, check_workload)
+
+    def _companions(self, secret: SecretPolicy) -> list[SecretPolicy]:
+        """The secret holding the login name stored with `secret`, if its target has one."""
+        target = self.policy.targets.get(secret.target) if secret.target else None
+        name = getattr(target, "username_secret", "") if target is not None else ""
+        return [self.policy.secrets[name]] if name in self.policy.secrets else []
 
     # --- publish, restart, wait ----------------------------------------------------------------
 
