@@ -366,3 +366,19 @@ def test_sigkill_while_a_failing_rollout_is_waited_for_recovery_undoes(home: Hom
     assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
     assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "replica")] == old
     assert "IN FLIGHT" not in _run(krp, home, "status").out
+
+
+def test_a_broken_kubeconfig_is_a_warning_in_status_and_one_line_elsewhere(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    kubeconfig.write_text(kubeconfig.read_text().replace(f'"token": "{fake.token}"', f'"token": {fake.token}: ['))
+    result = _run(krp, home, "status")
+    assert result.code == 0, result.both
+    assert f"the kubeconfig {kubeconfig} is not valid YAML" in result.both and fake.token not in result.both
+    old = home.value("pg_password")
+    for argv in (("rotate", "pg_password"), ("kubernetes", "sync")):
+        result = _run(krp, home, *argv)
+        assert result.code == 1, result.both
+        assert "is not valid YAML" in result.both and fake.token not in result.both
+        assert "unexpected" not in result.both and "Traceback" not in result.both
+    assert home.value("pg_password") == old

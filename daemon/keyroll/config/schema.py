@@ -168,6 +168,12 @@ def _kubernetes_keys(values: tuple[str, ...]) -> str | None:
     return secret_keys_problem(values)
 
 
+def _kubernetes_namespace(value: str) -> str | None:
+    from keyroll.config.kubernetes import default_namespace_problem
+
+    return default_namespace_problem(value)
+
+
 def _secret_names(values: tuple[str, ...]) -> str | None:
     bad = [v for v in values if not v.strip()]
     return "entries must not be empty" if bad else None
@@ -407,7 +413,9 @@ class KubernetesSection:
         "", "Kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config, else the in-cluster service account."
     )
     context: str = opt("", "Kubeconfig context; empty: its current context.")
-    namespace: str = opt("", "Namespace of entries that name none; empty: the context's, else `default`.")
+    namespace: str = opt(
+        "", "Namespace of entries that name none; empty: the context's, else `default`.", check=_kubernetes_namespace
+    )
     rollout_timeout: str = opt(
         "10m", "How long a rollout restart may take to complete.", kind="duration", check=_duration
     )
