@@ -410,6 +410,13 @@ class _Server(ThreadingHTTPServer):
     fake: FakeKube
     closing = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout) before the answer: no traceback on stderr."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (OSError, ssl.SSLError)):
+            super().handle_error(request, client_address)
+
 
 @contextmanager
 def serve(folder: Path, fake: FakeKube | None = None) -> Iterator[tuple[FakeKube, Path]]:

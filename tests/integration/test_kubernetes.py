@@ -382,3 +382,29 @@ def test_a_broken_kubeconfig_is_a_warning_in_status_and_one_line_elsewhere(home:
         assert "is not valid YAML" in result.both and fake.token not in result.both
         assert "unexpected" not in result.both and "Traceback" not in result.both
     assert home.value("pg_password") == old
+
+
+def test_server_that_stops_answering_mid_wait_is_75_within_a_bounded_time(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """The API server stops answering while keyroll waits for a rollout: the wait ends
+    at rollout_timeout (not a request timeout later), the rollback waits out one
+    request before giving up (not one timeout per Secret and workload), exit 75, and
+    the store and the target hold the previous value."""
+    import threading
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig, timeout="2s")
+    old = home.value("pg_password")
+    fake.stuck.add("deployment/ai-stack/api")
+    timer = threading.Timer(1.0, fake.hang.set)
+    timer.start()
+    started = time.monotonic()
+    result = _run(krp, home, "rotate", "pg_password")
+    elapsed = time.monotonic() - started
+    timer.cancel()
+    fake.hang.clear()
+    assert result.code == 75, result.both
+    assert "cannot be reached" in result.both and "kubernetes sync --restart" in result.both
+    assert home.value("pg_password") == old
+    # 2 s of waiting + one 10 s request timeout (the rollback's first request); it was 42 s
+    assert elapsed < 18, elapsed

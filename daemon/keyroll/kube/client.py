@@ -13,7 +13,8 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Cluster:
         self._namespace = section.namespace
         self.calls = 0
         self.timeout = REQUEST_TIMEOUT
+        self._down: str | None = None  # why the last request did not reach the API server
+        self._fail_fast = False
 
     # --- connection ---------------------------------------------------------------------
 
@@ -161,17 +164,52 @@ class Cluster:
             self._client.close()
             self._client = None
 
+    @contextmanager
+    def failing_fast(self, fresh: bool = True) -> Iterator[None]:
+        """Inside: once a request has not reached the API server, the next ones fail at
+        once with the same reason instead of each waiting out its timeout (`fresh`:
+        the first one inside is sent whatever happened before)."""
+        if fresh:
+            self._down = None
+        saved, self._fail_fast = self._fail_fast, True
+        try:
+            yield
+        finally:
+            self._fail_fast = saved
+
+    @contextmanager
+    def request_timeout(self, seconds: float) -> Iterator[None]:
+        """Inside: each request waits at most `seconds` (never more than `timeout`), so
+        that a wait with a deadline does not outlast it by a request's timeout."""
+        import httpx2
+
+        inner = getattr(getattr(self._connect(), "_client", None), "_client", None)
+        if not isinstance(inner, httpx2.Client) or seconds >= self.timeout:
+            yield
+            return
+        saved = inner.timeout
+        inner.timeout = httpx2.Timeout(max(seconds, 0.5))
+        try:
+            yield
+        finally:
+            inner.timeout = saved
+
     def _call(self, what: str, verb: str, request: Callable[[Any], Any]) -> Any:
         """Run one request; retry conflicts; map errors to one line naming `what` and `verb`."""
         client = self._connect()
         import httpx2
         from lightkube import ApiError
 
+        if self._fail_fast and self._down is not None:
+            raise KubeUnavailable(f"{what}: cannot {verb}: the API server cannot be reached ({self._down})")
         for attempt in range(CONFLICT_RETRIES):
             self.calls += 1
             try:
-                return request(client)
+                result = request(client)
+                self._down = None
+                return result
             except ApiError as exc:
+                self._down = None
                 code = exc.status.code or 0
                 reason = exc.status.reason or ""
                 if code == 409 and attempt + 1 < CONFLICT_RETRIES:
@@ -197,8 +235,9 @@ class Cluster:
                     raise KubeError(
                         f"{what}: cannot {verb}: the API server's certificate is not signed by the kubeconfig's CA"
                     ) from None
+                self._down = type(exc).__name__
                 raise KubeUnavailable(
-                    f"{what}: cannot {verb}: the API server cannot be reached ({type(exc).__name__})"
+                    f"{what}: cannot {verb}: the API server cannot be reached ({self._down})"
                 ) from None
             except (ValueError, TypeError) as exc:  # (an answer lightkube cannot decode: msgspec, JSON)
                 raise KubeError(

@@ -255,16 +255,17 @@ class KubeSession:
                     if where not in targets:
                         extra.add(where)
                     targets.setdefault(where, []).extend(readers)
-        for (ns, name), names in targets.items():
-            try:
-                values = self._secret_values(ns, name, current)
-                if (ns, name) in extra and self._holds(ns, name, values):
-                    continue
-                self.cluster.apply_secret(ns, name, values)
-                report.secrets_applied.append(f"{ns}/{name}")
-            except KeyrollError as exc:
-                for n in names:
-                    report.failures.setdefault(n, _failure("publish", describe_secret(ns, name), exc))
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for (ns, name), names in targets.items():
+                try:
+                    values = self._secret_values(ns, name, current)
+                    if (ns, name) in extra and self._holds(ns, name, values):
+                        continue
+                    self.cluster.apply_secret(ns, name, values)
+                    report.secrets_applied.append(f"{ns}/{name}")
+                except KeyrollError as exc:
+                    for n in names:
+                        report.failures.setdefault(n, _failure("publish", describe_secret(ns, name), exc))
         if targets:
             self._failpoint("kube-publish")
         report.timings["publish"] = time.perf_counter() - started
@@ -277,18 +278,21 @@ class KubeSession:
             for workload in self.workloads_of(secret):
                 users.setdefault(workload, []).append(secret.name)
         restarted: list[Workload] = []
-        for workload, names in users.items():
-            try:
-                value = self._annotation(workload, (txids.get(n, "") for n in names), self._inputs(workload, current))
-                self.cluster.restart_workload(workload, value)
-                self._restarted.add(workload)
-                restarted.append(workload)
-                report.restarted.append(describe_workload(workload))
-                for n in names:
-                    report.restarted_by.setdefault(n, []).append(f"kubernetes:{describe_workload(workload)}")
-            except KeyrollError as exc:
-                for n in names:
-                    report.failures.setdefault(n, _failure("restart", describe_workload(workload), exc))
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for workload, names in users.items():
+                try:
+                    value = self._annotation(
+                        workload, (txids.get(n, "") for n in names), self._inputs(workload, current)
+                    )
+                    self.cluster.restart_workload(workload, value)
+                    self._restarted.add(workload)
+                    restarted.append(workload)
+                    report.restarted.append(describe_workload(workload))
+                    for n in names:
+                        report.restarted_by.setdefault(n, []).append(f"kubernetes:{describe_workload(workload)}")
+                except KeyrollError as exc:
+                    for n in names:
+                        report.failures.setdefault(n, _failure("restart", describe_workload(workload), exc))
         if restarted:
             self._failpoint("kube-restart")
         report.timings["restart"] = time.perf_counter() - started
@@ -336,27 +340,29 @@ class KubeSession:
         for name in queued:
             for key in self.keys_of(self.policy.secrets[name]):
                 targets.setdefault((key.namespace, key.secret), []).append(name)
-        for (ns, name), names in targets.items():
-            try:
-                self.cluster.apply_secret(ns, name, self._secret_values(ns, name, value_of))
-            except KeyrollError as exc:
-                for n in names:
-                    problems.setdefault(
-                        n, f"{exc}; it still holds the new value: run `keyroll kubernetes sync --restart`"
-                    )
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for (ns, name), names in targets.items():
+                try:
+                    self.cluster.apply_secret(ns, name, self._secret_values(ns, name, value_of))
+                except KeyrollError as exc:
+                    for n in names:
+                        problems.setdefault(
+                            n, f"{exc}; it still holds the new value: run `keyroll kubernetes sync --restart`"
+                        )
         users: dict[Workload, list[str]] = {}
         for name, txid in queued.items():
             for workload in self.workloads_of(self.policy.secrets[name]):
                 if self._restarted_by(workload, txid):
                     users.setdefault(workload, []).append(name)
         restarted = []
-        for workload, names in users.items():
-            try:
-                self.cluster.restart_workload(workload, self._annotation(workload, ()))
-                restarted.append(workload)
-            except KeyrollError as exc:
-                for n in names:
-                    problems.setdefault(n, str(exc))
+        with self.cluster.failing_fast(fresh=False):  # (gone while applying: no restart is sent either)
+            for workload, names in users.items():
+                try:
+                    self.cluster.restart_workload(workload, self._annotation(workload, ()))
+                    restarted.append(workload)
+                except KeyrollError as exc:
+                    for n in names:
+                        problems.setdefault(n, str(exc))
         for workload, problem in wait_rollouts(
             self.cluster, restarted, self.rollout_timeout, self._should_stop
         ).items():

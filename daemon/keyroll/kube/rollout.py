@@ -94,7 +94,8 @@ def wait_rollouts(
         still = []
         for workload in pending:
             try:
-                state = rollout_state(workload.kind, cluster.read_workload(workload))
+                with cluster.request_timeout(deadline - time.monotonic()):
+                    state = rollout_state(workload.kind, cluster.read_workload(workload))
             except KubeError as exc:
                 problems[workload] = str(exc)
                 continue
