@@ -249,6 +249,8 @@ def test_rotate_dry_run_shows_secrets_and_workloads(home: Home, krp, cluster) ->
     result = _run(krp, home, "rotate", "all", "--dry-run")
     assert result.code == 0, result.both
     assert "publish: Kubernetes Secret ai-stack/db (key password)" in result.out
+    # in the order they happen: the Secret first, then the restart
+    assert result.out.index("publish: Kubernetes Secret ai-stack/db") < result.out.index("restart: rollout restart")
     assert result.out.count("rollout restart deployment ai-stack/api") == 1
     assert "rollout restart statefulset other-ns/db" in result.out
     assert len(fake.calls) == calls  # no API call

@@ -116,6 +116,25 @@ def test_plan_names_each_secret_and_workload_once() -> None:
     ]
 
 
+def test_plan_lines_show_the_login_name_published_with_its_password() -> None:
+    """An alternating target stores (and publishes) its login name with the password:
+    `rotate --dry-run` of the password shows the login name's Secret too."""
+    from keyroll.kube.publish import plan_lines
+
+    policy = _policy(
+        '[kubernetes]\nnamespace = "ai"\n'
+        '[targets.pg]\ntype = "postgres"\nuser = "app"\nadmin_user = "admin"\nstrategy = "alternating"\n'
+        'username_secret = "app_user"\n'
+        '[secrets.app_password]\ntarget = "pg"\nkubernetes = ["db/password"]\nrestart = ["kubernetes:deployment/api"]\n'
+        '[secrets.app_user]\nkind = "username"\nkubernetes = ["db-user/username"]\n'
+    )
+    assert plan_lines(policy, ["app_password"]) == [
+        "Kubernetes Secret ai/db (key password)",
+        "Kubernetes Secret ai/db-user (key username)",
+        "rollout restart deployment ai/api",
+    ]
+
+
 def test_manifests_hold_the_mapped_keys_only() -> None:
     from keyroll.kube.manifests import secret_manifests
 

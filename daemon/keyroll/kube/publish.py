@@ -68,6 +68,14 @@ def _workloads(secret: SecretPolicy) -> list[Workload]:
     return [parse_workload(spec) for spec in secret.restart if is_workload_spec(spec)]
 
 
+def companions(policy: Policy, secret: SecretPolicy) -> list[SecretPolicy]:
+    """The secret holding the login name stored (and published) with `secret`, if its
+    target has one (an alternating PostgreSQL target's `username_secret`)."""
+    target = policy.targets.get(secret.target) if secret.target else None
+    name = getattr(target, "username_secret", "") if target is not None else ""
+    return [policy.secrets[name]] if name in policy.secrets else []
+
+
 def involves_kubernetes(secret: SecretPolicy) -> bool:
     return bool(secret.kubernetes) or any(is_workload_spec(spec) for spec in secret.restart)
 
@@ -180,10 +188,7 @@ class KubeSession:
             self._check(workload, check_workload)
 
     def _companions(self, secret: SecretPolicy) -> list[SecretPolicy]:
-        """The secret holding the login name stored with `secret`, if its target has one."""
-        target = self.policy.targets.get(secret.target) if secret.target else None
-        name = getattr(target, "username_secret", "") if target is not None else ""
-        return [self.policy.secrets[name]] if name in self.policy.secrets else []
+        return companions(self.policy, secret)
 
     # --- publish, restart, wait ----------------------------------------------------------------
 
@@ -465,7 +470,7 @@ def plan_lines(policy: Policy, names: Sequence[str], *, workloads: bool = True) 
     restarts: dict[str, None] = {}
     for name in names:
         secret = policy.secrets[name]
-        for key in mappings(secret):
+        for key in (k for s in (secret, *companions(policy, secret)) for k in mappings(s)):
             secrets.setdefault(f"{key.namespace or namespace}/{key.secret} (key {key.key})", None)
         for workload in _workloads(secret) if workloads else ():
             restarts.setdefault(f"{workload.kind} {workload.namespace or namespace}/{workload.name}", None)
