@@ -7,7 +7,7 @@ CLI), wants a bearer token, and implements the calls keyroll makes with their
 real semantics:
 
 - Secrets: GET; PATCH as server-side apply (`application/apply-patch+yaml`, with
-  `fieldManager`, `force` and `dryRun`), keeping per-key field ownership like
+  `fieldManager`, `force` and `dryRun`; `type` immutable), keeping per-key field ownership like
   `managedFields`: a manager owns the keys it applied, a key owned by another
   manager with a different value is a 409 conflict unless forced, keys a manager
   stops applying are removed unless another manager owns them.
@@ -100,13 +100,15 @@ class FakeKube:
 
     # --- setup -----------------------------------------------------------------------------
 
-    def add_secret(self, namespace: str, name: str, data: dict[str, str], manager: str = "kubectl") -> None:
+    def add_secret(
+        self, namespace: str, name: str, data: dict[str, str], manager: str = "kubectl", type: str = "Opaque"
+    ) -> None:
         with self.lock:
             self.secrets[(namespace, name)] = {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
-                "type": "Opaque",
+                "type": type,
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
             }
             self.owners[(namespace, name)] = dict.fromkeys(data, manager)
@@ -288,6 +290,8 @@ class FakeKube:
             return 400, _status(400, "BadRequest", "the body does not name this Secret")
         force = query.get("force") == "true"
         existing = self.secrets.get((ns, name))
+        if existing and "type" in body and body["type"] != existing.get("type", "Opaque"):
+            return 422, _status(422, "Invalid", f'Secret "{name}" is invalid: type: Invalid value: field is immutable')
         data = dict((existing or {}).get("data") or {})
         owners = dict(self.owners.get((ns, name), {}))
         applied = dict(body.get("data") or {})

@@ -410,3 +410,21 @@ def test_server_that_stops_answering_mid_wait_is_75_within_a_bounded_time(home: 
     assert home.value("pg_password") == old
     # 2 s of waiting + one 10 s request timeout (the rollback's first request); it was 42 s
     assert elapsed < 18, elapsed
+
+
+def test_publishing_into_a_basic_auth_secret_keeps_its_type(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """A Secret's type is immutable: keyroll applies only its keys, so a Secret made by
+    someone else as kubernetes.io/basic-auth takes the values (and stays basic-auth),
+    and a Secret keyroll creates is Opaque."""
+    fake, kubeconfig = cluster
+    fake.add_secret("other-ns", "api", {"username": "svc"}, manager="helm", type="kubernetes.io/basic-auth")
+    _setup(home, krp, kubeconfig)
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 0, result.both
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert fake.secrets[("other-ns", "api")]["type"] == "kubernetes.io/basic-auth"
+    assert fake.secret_value("other-ns", "api", "username") == "svc"
+    del fake.secrets[("ai-stack", "db")]
+    result = _run(krp, home, "kubernetes", "sync")
+    assert result.code == 0, result.both
+    assert fake.secrets[("ai-stack", "db")]["type"] == "Opaque"

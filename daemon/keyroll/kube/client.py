@@ -264,7 +264,9 @@ class Cluster:
     def apply_secret(self, namespace: str, name: str, values: Mapping[str, str], *, dry_run: bool = False) -> None:
         """Server-side apply of `values` as the Secret's keys, as field manager
         `keyroll`: it owns these keys (and gives up keys it applied before and no
-        longer lists); other keys and other managers' fields stay as they are."""
+        longer lists); other keys and other managers' fields stay as they are.  The
+        type is left out: a new Secret is Opaque, an existing one keeps its type (it
+        is immutable: a kubernetes.io/basic-auth Secret is fine)."""
         from lightkube.resources.core_v1 import Secret
         from lightkube.types import PatchType
 
@@ -272,7 +274,6 @@ class Cluster:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace},
-            "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(values.items())},
         }
         self._call(
