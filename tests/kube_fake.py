@@ -97,6 +97,7 @@ class FakeKube:
         self.hang = threading.Event()  # set: the server stops answering
         self.rollout_seconds = 0.2  # how long a healthy rollout takes
         self.token = TOKEN
+        self.namespaces: set[str] | None = None  # set: a PATCH elsewhere is 404 (no such namespace)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -227,6 +228,8 @@ class FakeKube:
             if match is None:
                 return 404, _status(404, "NotFound", "the server could not find the requested resource")
             ns, plural, name = match["ns"], match["plural"], match["name"]
+            if self.namespaces is not None and ns not in self.namespaces and method == "PATCH":
+                return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
             dry_run = query.get("dryRun") == "All"
             if plural == "secrets":
                 if method == "GET":

@@ -428,3 +428,14 @@ def test_publishing_into_a_basic_auth_secret_keeps_its_type(home: Home, krp, clu
     result = _run(krp, home, "kubernetes", "sync")
     assert result.code == 0, result.both
     assert fake.secrets[("ai-stack", "db")]["type"] == "Opaque"
+
+
+def test_a_namespace_that_does_not_exist_is_named_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.namespaces = {"ai-stack"}  # other-ns is gone (or misspelt in the config)
+    old = home.value("api_key")
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 1, result.both
+    assert "Kubernetes Secret other-ns/api: cannot patch: its namespace does not exist" in result.both
+    assert home.value("api_key") == old

@@ -216,6 +216,9 @@ class Cluster:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 if code == 404:
+                    message = exc.status.message or ""
+                    if message.startswith("namespaces "):  # (what the API server says: 'namespaces "x" not found')
+                        raise KubeNotFound(f"{what}: cannot {verb}: its namespace does not exist") from None
                     raise KubeNotFound(f"{what}: not found") from None
                 if code == 401:
                     raise KubeError(
