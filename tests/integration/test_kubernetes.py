@@ -439,3 +439,18 @@ def test_a_namespace_that_does_not_exist_is_named_before_any_change(home: Home, 
     assert result.code == 1, result.both
     assert "Kubernetes Secret other-ns/api: cannot patch: its namespace does not exist" in result.both
     assert home.value("api_key") == old
+
+
+def test_sync_goes_on_past_a_secret_it_cannot_write(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.add_secret("ai-stack", "db", {"password": "changed-by-hand"})
+    fake.add_secret("other-ns", "api", {"key": "changed-by-hand"})
+    fake.forbidden.add(("patch", "/secrets/db"))
+    result = _run(krp, home, "kubernetes", "sync", "--restart")
+    assert result.code == 1, result.both
+    assert "Kubernetes Secret ai-stack/db: cannot patch: forbidden (403)" in result.out and "not updated" in result.out
+    assert "Kubernetes Secret other-ns/api: updated key" in result.out
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert "daemonset ai-stack/agent: restarted" in result.out  # (it reads other-ns/api)
+    assert "changed-by-hand" not in result.both

@@ -22,9 +22,17 @@ from datetime import UTC, datetime
 
 from keyroll.config.kubernetes import SecretKey, Workload, is_workload_spec, parse_secret_key, parse_workload
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError
+from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError, combined_exit_code
 from keyroll.journal import Journal
-from keyroll.kube.client import Cluster, KubeNotFound, describe_secret, describe_workload, value_digest
+from keyroll.kube.client import (
+    Cluster,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+    describe_secret,
+    describe_workload,
+    value_digest,
+)
 from keyroll.kube.rollout import FAILED, rollout_state, wait_rollouts
 from keyroll.records import field, record
 
@@ -399,43 +407,64 @@ class KubeSession:
                     lines.append(f"{secret.name}: {describe_secret(*where)} key {key.key} differs from the store")
         return lines
 
-    def sync(self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False) -> list[str]:
+    def sync(
+        self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False
+    ) -> tuple[list[str], int]:
         """Apply every mapped value from the store now (and, with `restart`, restart
-        every workload that reads a Secret that changed); one line per action."""
-        lines = []
+        every workload that reads a Secret that changed); one line per action, and the
+        exit code.  A Secret or workload that fails does not stop the others (its line
+        says why); the API server out of reach stops at once (75)."""
+        lines: list[str] = []
+        codes = [0]
         changed_secrets: set[tuple[str, str]] = set()
         targets: dict[tuple[str, str], None] = {}
         for secret in self.policy.secrets.values():
             for key in self.keys_of(secret):
                 targets.setdefault((key.namespace, key.secret), None)
-        for ns, name in targets:
-            wanted = self._secret_values(ns, name, values.get)
-            data = self.cluster.read_secret(ns, name) or {}
-            differs = sorted(k for k, v in wanted.items() if k not in data or value_digest(data[k]) != value_digest(v))
-            if not differs:
-                lines.append(f"{describe_secret(ns, name)}: up to date")
-                continue
-            changed_secrets.add((ns, name))
-            if not dry_run:
-                self.cluster.apply_secret(ns, name, wanted)
-            lines.append(
-                f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
-            )
+        with self.cluster.failing_fast():
+            for ns, name in targets:
+                try:
+                    wanted = self._secret_values(ns, name, values.get)
+                    data = self.cluster.read_secret(ns, name) or {}
+                    differs = sorted(
+                        k for k, v in wanted.items() if k not in data or value_digest(data[k]) != value_digest(v)
+                    )
+                    if not differs:
+                        lines.append(f"{describe_secret(ns, name)}: up to date")
+                        continue
+                    if not dry_run:
+                        self.cluster.apply_secret(ns, name, wanted)
+                    changed_secrets.add((ns, name))
+                except (KubeError, KubeUnavailable) as exc:  # (a kubeconfig keyroll cannot use: raised)
+                    lines.append(f"{exc}; not updated")
+                    codes.append(exc.exit_code)
+                    continue
+                lines.append(
+                    f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
+                )
         if restart:
             to_restart: dict[Workload, None] = {}
             for secret in self.policy.secrets.values():
                 if any((k.namespace, k.secret) in changed_secrets for k in self.keys_of(secret)):
                     for workload in self.workloads_of(secret):
                         to_restart.setdefault(workload, None)
-            for workload in to_restart:
-                if not dry_run:
-                    self.cluster.restart_workload(workload, self._annotation(workload, ()))
-                lines.append(f"{describe_workload(workload)}: {'would restart' if dry_run else 'restarted'}")
-            if not dry_run:
-                problems = wait_rollouts(self.cluster, list(to_restart), self.rollout_timeout, self._should_stop)
-                for problem in problems.values():
-                    raise ServiceUnavailable(problem)
-        return lines
+            restarted = []
+            with self.cluster.failing_fast():
+                for workload in to_restart:
+                    try:
+                        if not dry_run:
+                            self.cluster.restart_workload(workload, self._annotation(workload, ()))
+                            restarted.append(workload)
+                    except (KubeError, KubeUnavailable) as exc:
+                        lines.append(f"{exc}; not restarted")
+                        codes.append(exc.exit_code)
+                        continue
+                    lines.append(f"{describe_workload(workload)}: {'would restart' if dry_run else 'restarted'}")
+            if restarted:
+                problems = wait_rollouts(self.cluster, restarted, self.rollout_timeout, self._should_stop)
+                lines.extend(problems.values())
+                codes.extend(ServiceUnavailable.exit_code for _ in problems)
+        return lines, combined_exit_code(codes)
 
 
 def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[str], str | None]:
