@@ -753,6 +753,8 @@ class WriterSession:
         outcome.services, outcome.store_only = secret.services, secret.store_only
         change = Change(entry.name, entry.op, entry.pending)
         try:
+            if (kube := self.kube()) is not None:
+                kube.require_reachable(secret)  # (the cluster out of reach: stays in flight, 75)
             current = self.store.read(entry.name)
             target = self.target_for(secret) if entry.target and secret.target == entry.target else None
             if target is None:

@@ -454,3 +454,37 @@ def test_sync_goes_on_past_a_secret_it_cannot_write(home: Home, krp, cluster) ->
     assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
     assert "daemonset ai-stack/agent: restarted" in result.out  # (it reads other-ns/api)
     assert "changed-by-hand" not in result.both
+
+
+def test_recovery_with_the_cluster_out_of_reach_leaves_the_rotation_in_flight(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """Killed after the restarts were sent (the pods run the new values), then the API
+    server stops answering: recovery must not undo the rotation in the store and the
+    targets while the cluster keeps the new values.  It stays in flight (75, fast),
+    and once the cluster is back, recovery finishes it with no second rollout."""
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    before = dict(fake.rollouts)
+    killed = krp("--config", str(home.config), "rotate", "all", env={"KEYROLL_FAILPOINT": "kube-restart"})
+    assert killed.code == -9, killed.both
+    fake.hang.set()
+    started = time.monotonic()
+    result = _run(krp, home, "recover")
+    elapsed = time.monotonic() - started
+    assert result.code == 75, result.both
+    assert "still in flight" in result.both and "cannot be reached" in result.both
+    assert elapsed < 20, elapsed  # one request timeout, not one per secret and step
+    assert "IN FLIGHT" in _run(krp, home, "status").out
+    fake.hang.clear()
+    result = _run(krp, home, "recover")
+    assert result.code == 0, result.both
+    started_rollouts = {k: fake.rollouts[k] - before.get(k, 0) for k in fake.rollouts}
+    assert set(started_rollouts.values()) == {1}, started_rollouts
+    for name, spec in (
+        ("pg_password", ("ai-stack", "db", "password")),
+        ("pg_replica", ("ai-stack", "db", "replica")),
+        ("api_key", ("other-ns", "api", "key")),
+    ):
+        assert fake.secret_value(*spec) == home.value(name)
+        assert fake.pods_see["deployment/ai-stack/api"][spec] == home.value(name)

@@ -198,6 +198,24 @@ class KubeSession:
     def _companions(self, secret: SecretPolicy) -> list[SecretPolicy]:
         return companions(self.policy, secret)
 
+    def require_reachable(self, secret: SecretPolicy) -> None:
+        """For recovery, before it drives an interrupted rotation forward or back: raise
+        KubeUnavailable (75) when the API server cannot be reached, so the rotation
+        stays in flight rather than being undone while the pods may already run the
+        new value.  Any answer (even 403 or 404) will do; once out of reach in this
+        command, the next secrets fail at once."""
+        if not involves_kubernetes(secret):
+            return
+        with self.cluster.failing_fast(fresh=False):
+            try:
+                keys = self.keys_of(secret)
+                if keys:
+                    self.cluster.read_secret(keys[0].namespace, keys[0].secret)
+                else:
+                    self.cluster.read_workload(self.workloads_of(secret)[0])
+            except KubeError:
+                pass
+
     # --- publish, restart, wait ----------------------------------------------------------------
 
     def _inputs(self, workload: Workload, value_of: ValueOf) -> str:
