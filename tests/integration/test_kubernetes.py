@@ -488,3 +488,17 @@ def test_recovery_with_the_cluster_out_of_reach_leaves_the_rotation_in_flight(ho
     ):
         assert fake.secret_value(*spec) == home.value(name)
         assert fake.pods_see["deployment/ai-stack/api"][spec] == home.value(name)
+
+
+def test_status_is_bounded_when_the_api_server_stops_answering(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.hang.set()
+    started = time.monotonic()
+    result = _run(krp, home, "status", "--json")
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.both
+    assert "cannot compare the Kubernetes Secrets with the store" in result.out
+    assert elapsed < 12, elapsed  # one 5 s request, however many Secrets are mapped

@@ -216,3 +216,20 @@ def test_no_kubeconfig_anywhere_says_where_keyroll_looked(tmp_path: Path) -> Non
     cluster = Cluster(KubernetesSection(namespace="ns"), {"HOME": str(tmp_path)}, None)
     with pytest.raises(KeyrollError, match=r"no kubeconfig: set `\[kubernetes\] kubeconfig` or \$KUBECONFIG"):
         cluster.read_secret("ns", "db")
+
+
+@pytest.mark.parametrize("command", ["status", "validate"])
+def test_status_without_kubernetes_imports_no_kubernetes_client(home, command: str) -> None:  # type: ignore[no-untyped-def]
+    """`keyroll status` and `validate` of a configuration without Kubernetes load
+    neither lightkube nor its HTTP client (a fresh interpreter, the real CLI)."""
+    home.write_config('[secrets.a]\n[secrets.b]\nkind = "api_key"\n')
+    code = (
+        "import sys\n"
+        "from keyroll.cli import main\n"
+        f"main(['--config', {str(home.config)!r}, 'init'])\n"
+        f"main(['--config', {str(home.config)!r}, {command!r}])\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'lightkube', 'httpx', 'httpx2', 'yaml'})\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
