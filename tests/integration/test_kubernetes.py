@@ -502,3 +502,16 @@ def test_status_is_bounded_when_the_api_server_stops_answering(home: Home, krp, 
     assert result.code == 0, result.both
     assert "cannot compare the Kubernetes Secrets with the store" in result.out
     assert elapsed < 12, elapsed  # one 5 s request, however many Secrets are mapped
+
+
+def test_a_paused_deployment_stops_the_rotation_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    with fake.lock:
+        fake.workloads[("deployment", "ai-stack", "api")]["spec"]["paused"] = True
+    old = home.value("pg_replica")
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_replica")
+    assert result.code == 1, result.both
+    assert "deployment ai-stack/api: its rollout is already failing (the deployment is paused" in result.both
+    assert home.value("pg_replica") == old and fake.rollouts == before

@@ -69,6 +69,8 @@ def _deployment(**status: object) -> dict[str, object]:
 def test_deployment_rollout_rules() -> None:
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
     assert rollout_state("deployment", done).state == DONE
+    paused = {**done, "spec": {"replicas": 2, "paused": True}}
+    assert rollout_state("deployment", paused).state == FAILED  # (kubectl will not restart it either)
     stale = {**done, "status": {**done["status"], "observedGeneration": 2}}  # type: ignore[dict-item]
     assert rollout_state("deployment", stale).state == PROGRESSING
     assert rollout_state("deployment", _deployment(replicas=3, updatedReplicas=2, availableReplicas=2)).state == (
