@@ -56,6 +56,11 @@ def test_a_bad_default_namespace_is_a_config_error() -> None:
     assert _policy('[kubernetes]\nnamespace = ""\n[secrets.a]\n') is not None
 
 
+def test_a_zero_rollout_timeout_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^kubernetes.rollout_timeout: .*more than 0s"):
+        _policy('[kubernetes]\nrollout_timeout = "0s"\n[secrets.a]\nkubernetes = ["db/a"]\n')
+
+
 def test_config_validate_exits_2(kr, home) -> None:  # type: ignore[no-untyped-def]
     home.write_config('[secrets.a]\nrestart = ["kubernetes:job/x"]\n')
     result = kr("--config", str(home.config), "config", "validate")

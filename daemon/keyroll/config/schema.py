@@ -65,6 +65,16 @@ def _parses(parse: Callable[[Any, str], object]) -> Check:
 
 _duration = _parses(lambda schedule, value: schedule.parse_duration(value))
 _schedule = _parses(lambda schedule, value: schedule.Schedule.parse(value))
+
+
+def _rollout_timeout(value: str) -> str | None:
+    if problem := _duration(value):
+        return problem
+    from keyroll.schedule import parse_duration
+
+    return None if parse_duration(value).total_seconds() > 0 else "must be more than 0s: no rollout completes at once"
+
+
 _window = _parses(lambda schedule, value: schedule.Window.parse(value))
 
 
@@ -417,7 +427,7 @@ class KubernetesSection:
         "", "Namespace of entries that name none; empty: the context's, else `default`.", check=_kubernetes_namespace
     )
     rollout_timeout: str = opt(
-        "10m", "How long a rollout restart may take to complete.", kind="duration", check=_duration
+        "10m", "How long a rollout restart may take to complete.", kind="duration", check=_rollout_timeout
     )
     publish: bool = opt(
         True,
