@@ -7,7 +7,7 @@ CLI), wants a bearer token, and implements the calls keyroll makes with their
 real semantics:
 
 - Secrets: GET; PATCH as server-side apply (`application/apply-patch+yaml`, with
-  `fieldManager`, `force` and `dryRun`), keeping per-key field ownership like
+  `fieldManager`, `force` and `dryRun`; `type` immutable), keeping per-key field ownership like
   `managedFields`: a manager owns the keys it applied, a key owned by another
   manager with a different value is a 409 conflict unless forced, keys a manager
   stops applying are removed unless another manager owns them.
@@ -97,16 +97,19 @@ class FakeKube:
         self.hang = threading.Event()  # set: the server stops answering
         self.rollout_seconds = 0.2  # how long a healthy rollout takes
         self.token = TOKEN
+        self.namespaces: set[str] | None = None  # set: a PATCH elsewhere is 404 (no such namespace)
 
     # --- setup -----------------------------------------------------------------------------
 
-    def add_secret(self, namespace: str, name: str, data: dict[str, str], manager: str = "kubectl") -> None:
+    def add_secret(
+        self, namespace: str, name: str, data: dict[str, str], manager: str = "kubectl", type: str = "Opaque"
+    ) -> None:
         with self.lock:
             self.secrets[(namespace, name)] = {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
-                "type": "Opaque",
+                "type": type,
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
             }
             self.owners[(namespace, name)] = dict.fromkeys(data, manager)
@@ -225,6 +228,8 @@ class FakeKube:
             if match is None:
                 return 404, _status(404, "NotFound", "the server could not find the requested resource")
             ns, plural, name = match["ns"], match["plural"], match["name"]
+            if self.namespaces is not None and ns not in self.namespaces and method == "PATCH":
+                return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
             dry_run = query.get("dryRun") == "All"
             if plural == "secrets":
                 if method == "GET":
@@ -288,6 +293,8 @@ class FakeKube:
             return 400, _status(400, "BadRequest", "the body does not name this Secret")
         force = query.get("force") == "true"
         existing = self.secrets.get((ns, name))
+        if existing and "type" in body and body["type"] != existing.get("type", "Opaque"):
+            return 422, _status(422, "Invalid", f'Secret "{name}" is invalid: type: Invalid value: field is immutable')
         data = dict((existing or {}).get("data") or {})
         owners = dict(self.owners.get((ns, name), {}))
         applied = dict(body.get("data") or {})
@@ -409,6 +416,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeKube
     closing = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout) before the answer: no traceback on stderr."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (OSError, ssl.SSLError)):
+            super().handle_error(request, client_address)
 
 
 @contextmanager

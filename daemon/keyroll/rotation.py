@@ -571,7 +571,8 @@ class WriterSession:
                 step.outcome.restarted = [s for s in step.secret.restart]
                 consumers.restart(step.secret.restart, step.name, self.policy.env)
                 if (kube := self.kube()) is not None:
-                    kube.queue_undo(step.name)  # (sent once for all, at the end of _finish)
+                    for name in pair:  # (the login name too; sent once for all, at the end of _finish)
+                        kube.queue_undo(name)
         except KeyrollError as undo_exc:
             step.outcome.exit_code = _exit_code_of(undo_exc)
             step.outcome.message = f"{exc}; rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
@@ -921,6 +922,8 @@ class WriterSession:
         outcome.services, outcome.store_only = secret.services, secret.store_only
         change = Change(entry.name, entry.op, entry.pending)
         try:
+            if (kube := self.kube()) is not None:
+                kube.require_reachable(secret)  # (the cluster out of reach: stays in flight, 75)
             current = self.store.read(entry.name)
             target = self.target_for(secret) if entry.target and secret.target == entry.target else None
             if target is None:
@@ -953,7 +956,8 @@ class WriterSession:
                 if entry.phase == STORED and secret.restart:
                     consumers.restart(secret.restart, entry.name, self.policy.env)
                 if entry.phase == STORED and (kube := self.kube()) is not None:
-                    kube.queue_undo(entry.name, entry.txid)
+                    for name in pair:
+                        kube.queue_undo(name, entry.txid)
                     if problem := kube.flush_undo(self.live_value).get(entry.name):
                         raise ServiceUnavailable(problem)
                 detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"

@@ -249,6 +249,8 @@ def test_rotate_dry_run_shows_secrets_and_workloads(home: Home, krp, cluster) ->
     result = _run(krp, home, "rotate", "all", "--dry-run")
     assert result.code == 0, result.both
     assert "publish: Kubernetes Secret ai-stack/db (key password)" in result.out
+    # in the order they happen: the Secret first, then the restart
+    assert result.out.index("publish: Kubernetes Secret ai-stack/db") < result.out.index("restart: rollout restart")
     assert result.out.count("rollout restart deployment ai-stack/api") == 1
     assert "rollout restart statefulset other-ns/db" in result.out
     assert len(fake.calls) == calls  # no API call
@@ -366,3 +368,150 @@ def test_sigkill_while_a_failing_rollout_is_waited_for_recovery_undoes(home: Hom
     assert fake.rollouts["deployment/ai-stack/api"] - before["deployment/ai-stack/api"] == 2
     assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "replica")] == old
     assert "IN FLIGHT" not in _run(krp, home, "status").out
+
+
+def test_a_broken_kubeconfig_is_a_warning_in_status_and_one_line_elsewhere(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    kubeconfig.write_text(kubeconfig.read_text().replace(f'"token": "{fake.token}"', f'"token": {fake.token}: ['))
+    result = _run(krp, home, "status")
+    assert result.code == 0, result.both
+    assert f"the kubeconfig {kubeconfig} is not valid YAML" in result.both and fake.token not in result.both
+    old = home.value("pg_password")
+    for argv in (("rotate", "pg_password"), ("kubernetes", "sync")):
+        result = _run(krp, home, *argv)
+        assert result.code == 1, result.both
+        assert "is not valid YAML" in result.both and fake.token not in result.both
+        assert "unexpected" not in result.both and "Traceback" not in result.both
+    assert home.value("pg_password") == old
+
+
+def test_server_that_stops_answering_mid_wait_is_75_within_a_bounded_time(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """The API server stops answering while keyroll waits for a rollout: the wait ends
+    at rollout_timeout (not a request timeout later), the rollback waits out one
+    request before giving up (not one timeout per Secret and workload), exit 75, and
+    the store and the target hold the previous value."""
+    import threading
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig, timeout="2s")
+    old = home.value("pg_password")
+    fake.stuck.add("deployment/ai-stack/api")
+    timer = threading.Timer(1.0, fake.hang.set)
+    timer.start()
+    started = time.monotonic()
+    result = _run(krp, home, "rotate", "pg_password")
+    elapsed = time.monotonic() - started
+    timer.cancel()
+    fake.hang.clear()
+    assert result.code == 75, result.both
+    assert "cannot be reached" in result.both and "kubernetes sync --restart" in result.both
+    assert home.value("pg_password") == old
+    # 2 s of waiting + one 10 s request timeout (the rollback's first request); it was 42 s
+    assert elapsed < 18, elapsed
+
+
+def test_publishing_into_a_basic_auth_secret_keeps_its_type(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """A Secret's type is immutable: keyroll applies only its keys, so a Secret made by
+    someone else as kubernetes.io/basic-auth takes the values (and stays basic-auth),
+    and a Secret keyroll creates is Opaque."""
+    fake, kubeconfig = cluster
+    fake.add_secret("other-ns", "api", {"username": "svc"}, manager="helm", type="kubernetes.io/basic-auth")
+    _setup(home, krp, kubeconfig)
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 0, result.both
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert fake.secrets[("other-ns", "api")]["type"] == "kubernetes.io/basic-auth"
+    assert fake.secret_value("other-ns", "api", "username") == "svc"
+    del fake.secrets[("ai-stack", "db")]
+    result = _run(krp, home, "kubernetes", "sync")
+    assert result.code == 0, result.both
+    assert fake.secrets[("ai-stack", "db")]["type"] == "Opaque"
+
+
+def test_a_namespace_that_does_not_exist_is_named_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.namespaces = {"ai-stack"}  # other-ns is gone (or misspelt in the config)
+    old = home.value("api_key")
+    result = _run(krp, home, "rotate", "api_key")
+    assert result.code == 1, result.both
+    assert "Kubernetes Secret other-ns/api: cannot patch: its namespace does not exist" in result.both
+    assert home.value("api_key") == old
+
+
+def test_sync_goes_on_past_a_secret_it_cannot_write(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.add_secret("ai-stack", "db", {"password": "changed-by-hand"})
+    fake.add_secret("other-ns", "api", {"key": "changed-by-hand"})
+    fake.forbidden.add(("patch", "/secrets/db"))
+    result = _run(krp, home, "kubernetes", "sync", "--restart")
+    assert result.code == 1, result.both
+    assert "Kubernetes Secret ai-stack/db: cannot patch: forbidden (403)" in result.out and "not updated" in result.out
+    assert "Kubernetes Secret other-ns/api: updated key" in result.out
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert "daemonset ai-stack/agent: restarted" in result.out  # (it reads other-ns/api)
+    assert "changed-by-hand" not in result.both
+
+
+def test_recovery_with_the_cluster_out_of_reach_leaves_the_rotation_in_flight(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    """Killed after the restarts were sent (the pods run the new values), then the API
+    server stops answering: recovery must not undo the rotation in the store and the
+    targets while the cluster keeps the new values.  It stays in flight (75, fast),
+    and once the cluster is back, recovery finishes it with no second rollout."""
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    before = dict(fake.rollouts)
+    killed = krp("--config", str(home.config), "rotate", "all", env={"KEYROLL_FAILPOINT": "kube-restart"})
+    assert killed.code == -9, killed.both
+    fake.hang.set()
+    started = time.monotonic()
+    result = _run(krp, home, "recover")
+    elapsed = time.monotonic() - started
+    assert result.code == 75, result.both
+    assert "still in flight" in result.both and "cannot be reached" in result.both
+    assert elapsed < 20, elapsed  # one request timeout, not one per secret and step
+    assert "IN FLIGHT" in _run(krp, home, "status").out
+    fake.hang.clear()
+    result = _run(krp, home, "recover")
+    assert result.code == 0, result.both
+    started_rollouts = {k: fake.rollouts[k] - before.get(k, 0) for k in fake.rollouts}
+    assert set(started_rollouts.values()) == {1}, started_rollouts
+    for name, spec in (
+        ("pg_password", ("ai-stack", "db", "password")),
+        ("pg_replica", ("ai-stack", "db", "replica")),
+        ("api_key", ("other-ns", "api", "key")),
+    ):
+        assert fake.secret_value(*spec) == home.value(name)
+        assert fake.pods_see["deployment/ai-stack/api"][spec] == home.value(name)
+
+
+def test_status_is_bounded_when_the_api_server_stops_answering(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    fake.hang.set()
+    started = time.monotonic()
+    result = _run(krp, home, "status", "--json")
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.both
+    assert "cannot compare the Kubernetes Secrets with the store" in result.out
+    assert elapsed < 12, elapsed  # one 5 s request, however many Secrets are mapped
+
+
+def test_a_paused_deployment_stops_the_rotation_before_any_change(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    with fake.lock:
+        fake.workloads[("deployment", "ai-stack", "api")]["spec"]["paused"] = True
+    old = home.value("pg_replica")
+    before = dict(fake.rollouts)
+    result = _run(krp, home, "rotate", "pg_replica")
+    assert result.code == 1, result.both
+    assert "deployment ai-stack/api: its rollout is already failing (the deployment is paused" in result.both
+    assert home.value("pg_replica") == old and fake.rollouts == before

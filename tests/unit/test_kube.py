@@ -3,8 +3,10 @@ status`, the dry-run plan and the manifests: no API server involved."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +49,18 @@ def test_bad_names_are_config_errors_naming_the_key(table: str, keypath: str, wo
     assert str(caught.value).startswith(f"{keypath}: ") and words in str(caught.value)
 
 
+def test_a_bad_default_namespace_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _policy('[kubernetes]\nnamespace = "AI stack"\n[secrets.a]\nkubernetes = ["db/a"]\n')
+    assert str(caught.value).startswith("kubernetes.namespace: ") and "'AI stack'" in str(caught.value)
+    assert _policy('[kubernetes]\nnamespace = ""\n[secrets.a]\n') is not None
+
+
+def test_a_zero_rollout_timeout_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^kubernetes.rollout_timeout: .*more than 0s"):
+        _policy('[kubernetes]\nrollout_timeout = "0s"\n[secrets.a]\nkubernetes = ["db/a"]\n')
+
+
 def test_config_validate_exits_2(kr, home) -> None:  # type: ignore[no-untyped-def]
     home.write_config('[secrets.a]\nrestart = ["kubernetes:job/x"]\n')
     result = kr("--config", str(home.config), "config", "validate")
@@ -60,6 +74,8 @@ def _deployment(**status: object) -> dict[str, object]:
 def test_deployment_rollout_rules() -> None:
     done = _deployment(replicas=2, updatedReplicas=2, availableReplicas=2)
     assert rollout_state("deployment", done).state == DONE
+    paused = {**done, "spec": {"replicas": 2, "paused": True}}
+    assert rollout_state("deployment", paused).state == FAILED  # (kubectl will not restart it either)
     stale = {**done, "status": {**done["status"], "observedGeneration": 2}}  # type: ignore[dict-item]
     assert rollout_state("deployment", stale).state == PROGRESSING
     assert rollout_state("deployment", _deployment(replicas=3, updatedReplicas=2, availableReplicas=2)).state == (
@@ -107,6 +123,25 @@ def test_plan_names_each_secret_and_workload_once() -> None:
     ]
 
 
+def test_plan_lines_show_the_login_name_published_with_its_password() -> None:
+    """An alternating target stores (and publishes) its login name with the password:
+    `rotate --dry-run` of the password shows the login name's Secret too."""
+    from keyroll.kube.publish import plan_lines
+
+    policy = _policy(
+        '[kubernetes]\nnamespace = "ai"\n'
+        '[targets.pg]\ntype = "postgres"\nuser = "app"\nadmin_user = "admin"\nstrategy = "alternating"\n'
+        'username_secret = "app_user"\n'
+        '[secrets.app_password]\ntarget = "pg"\nkubernetes = ["db/password"]\nrestart = ["kubernetes:deployment/api"]\n'
+        '[secrets.app_user]\nkind = "username"\nkubernetes = ["db-user/username"]\n'
+    )
+    assert plan_lines(policy, ["app_password"]) == [
+        "Kubernetes Secret ai/db (key password)",
+        "Kubernetes Secret ai/db-user (key username)",
+        "rollout restart deployment ai/api",
+    ]
+
+
 def test_manifests_hold_the_mapped_keys_only() -> None:
     from keyroll.kube.manifests import secret_manifests
 
@@ -123,3 +158,85 @@ def test_nothing_imports_lightkube_until_a_cluster_is_contacted() -> None:
         "assert not [m for m in sys.modules if m.startswith(('lightkube', 'httpx'))], 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _kubeconfig(
+    ca_file: str = "", client_cert: str = "", token: str = "t0ken-in-the-kubeconfig", insecure: bool = False
+) -> dict[str, object]:
+    cluster: dict[str, object] = {"server": "https://127.0.0.1:1"}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    if ca_file:
+        cluster["certificate-authority"] = ca_file
+    user: dict[str, object] = {"token": token}
+    if client_cert:
+        user = {"client-certificate": client_cert, "client-key": client_cert}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "ctx",
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "context", "words"),
+    [
+        (None, "", "does not exist"),
+        ("users:\n- name: u\n  user:\n    token: t0ken-in-the-kubeconfig: [\n", "", "is not valid YAML (line 4)"),
+        ("- just\n- a list\n", "", "not a kubeconfig"),
+        ("", "", "not a kubeconfig"),
+        ('{"kind": "Config", "current-context": "ctx"}', "", "not a kubeconfig"),
+        (json.dumps(_kubeconfig()), "prod", "Context 'prod' not found"),
+        (json.dumps(_kubeconfig(ca_file="/nonexistent/ca.pem")), "", "does not exist (/nonexistent/ca.pem)"),
+        (json.dumps(_kubeconfig(client_cert="/nonexistent/u.pem")), "", "does not exist (/nonexistent/u.pem)"),
+        (json.dumps(_kubeconfig(insecure=True)), "", "insecure-skip-tls-verify"),
+    ],
+)
+def test_a_kubeconfig_keyroll_cannot_use_is_one_line_quoting_none_of_it(
+    tmp_path: Path, content: str | None, context: str, words: str
+) -> None:
+    from keyroll.config.schema import KubernetesSection
+    from keyroll.errors import KeyrollError
+    from keyroll.kube.client import Cluster
+
+    pytest.importorskip("lightkube")
+    path = tmp_path / "kubeconfig.yaml"
+    if content is not None:
+        path.write_text(content)
+    cluster = Cluster(KubernetesSection(kubeconfig=str(path), context=context, namespace="ns"), {}, None)
+    with pytest.raises(KeyrollError) as caught:
+        cluster.read_secret("ns", "db")
+    message = str(caught.value)
+    assert message.startswith(f"kubernetes: the kubeconfig {path}") and words in message, message
+    assert "\n" not in message and "t0ken" not in message and type(caught.value) is KeyrollError
+
+
+def test_no_kubeconfig_anywhere_says_where_keyroll_looked(tmp_path: Path) -> None:
+    from keyroll.config.schema import KubernetesSection
+    from keyroll.errors import KeyrollError
+    from keyroll.kube.client import Cluster
+
+    pytest.importorskip("lightkube")
+    cluster = Cluster(KubernetesSection(namespace="ns"), {"HOME": str(tmp_path)}, None)
+    with pytest.raises(KeyrollError, match=r"no kubeconfig: set `\[kubernetes\] kubeconfig` or \$KUBECONFIG"):
+        cluster.read_secret("ns", "db")
+
+
+@pytest.mark.parametrize("command", ["status", "validate"])
+def test_status_without_kubernetes_imports_no_kubernetes_client(home, command: str) -> None:  # type: ignore[no-untyped-def]
+    """`keyroll status` and `validate` of a configuration without Kubernetes load
+    neither lightkube nor its HTTP client (a fresh interpreter, the real CLI)."""
+    home.write_config('[secrets.a]\n[secrets.b]\nkind = "api_key"\n')
+    code = (
+        "import sys\n"
+        "from keyroll.cli import main\n"
+        f"main(['--config', {str(home.config)!r}, 'init'])\n"
+        f"main(['--config', {str(home.config)!r}, {command!r}])\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'lightkube', 'httpx', 'httpx2', 'yaml'})\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

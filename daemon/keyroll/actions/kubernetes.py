@@ -25,5 +25,5 @@ def sync(policy: Policy, *, dry_run: bool = False, restart: bool = False, wait: 
         assert kube is not None
         values, _errors = session.store.read_all(list(policy.secrets))
         report = SyncReport(recovery=session.recovery)
-        report.lines = kube.sync(values, dry_run=dry_run, restart=restart)
+        report.lines, report.exit_code = kube.sync(values, dry_run=dry_run, restart=restart)
         return report

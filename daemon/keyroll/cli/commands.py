@@ -216,10 +216,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 line(f"       target:  {item.target}: apply, then test a fresh login")
             for request in item.requests:
                 line(f"       request: {request}")
-            for restart in item.restart:
-                line(f"       restart: {restart}")
             for key in item.kubernetes:
                 line(f"       publish: {key}")
+            for restart in item.restart:
+                line(f"       restart: {restart}")
             for check in item.health:
                 line(f"       health:  {check}")
             if item.store_only:

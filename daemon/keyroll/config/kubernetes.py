@@ -85,6 +85,11 @@ def parse_workload(spec: str) -> Workload:
     return Workload(kind, namespace, name)
 
 
+def default_namespace_problem(namespace: str) -> str | None:
+    """Why `[kubernetes] namespace` is not a namespace; None when fine (or empty)."""
+    return _namespace_problem(namespace) if namespace else None
+
+
 def secret_keys_problem(values: tuple[str, ...]) -> str | None:
     """The first malformed Secret mapping, as one line; None when all are fine."""
     for spec in values:

@@ -66,6 +66,16 @@ def _parses(parse: Callable[[Any, str], object]) -> Check:
 
 _duration = _parses(lambda schedule, value: schedule.parse_duration(value))
 _schedule = _parses(lambda schedule, value: schedule.Schedule.parse(value))
+
+
+def _rollout_timeout(value: str) -> str | None:
+    if problem := _duration(value):
+        return problem
+    from keyroll.schedule import parse_duration
+
+    return None if parse_duration(value).total_seconds() > 0 else "must be more than 0s: no rollout completes at once"
+
+
 _window = _parses(lambda schedule, value: schedule.Window.parse(value))
 
 
@@ -169,6 +179,12 @@ def _kubernetes_keys(values: tuple[str, ...]) -> str | None:
     from keyroll.config.kubernetes import secret_keys_problem
 
     return secret_keys_problem(values)
+
+
+def _kubernetes_namespace(value: str) -> str | None:
+    from keyroll.config.kubernetes import default_namespace_problem
+
+    return default_namespace_problem(value)
 
 
 def _secret_names(values: tuple[str, ...]) -> str | None:
@@ -426,9 +442,11 @@ class KubernetesSection:
         "", "Kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config, else the in-cluster service account."
     )
     context: str = opt("", "Kubeconfig context; empty: its current context.")
-    namespace: str = opt("", "Namespace of entries that name none; empty: the context's, else `default`.")
+    namespace: str = opt(
+        "", "Namespace of entries that name none; empty: the context's, else `default`.", check=_kubernetes_namespace
+    )
     rollout_timeout: str = opt(
-        "10m", "How long a rollout restart may take to complete.", kind="duration", check=_duration
+        "10m", "How long a rollout restart may take to complete.", kind="duration", check=_rollout_timeout
     )
     publish: bool = opt(
         True,

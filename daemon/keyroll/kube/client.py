@@ -13,7 +13,8 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Cluster:
         self._namespace = section.namespace
         self.calls = 0
         self.timeout = REQUEST_TIMEOUT
+        self._down: str | None = None  # why the last request did not reach the API server
+        self._fail_fast = False
 
     # --- connection ---------------------------------------------------------------------
 
@@ -75,34 +78,73 @@ class Cluster:
             raise KeyrollError(
                 "Kubernetes support is not installed: install keyroll with the `kubernetes` extra (lightkube)"
             ) from None
-        path = self.section.kubeconfig
+        source, config = self._load_kubeconfig(KubeConfig, KubeConfigError)
         try:
-            if path:
-                resolved = Path(path).expanduser()
-                if not resolved.is_absolute() and self._config_dir is not None:
-                    resolved = self._config_dir / resolved
-                config = KubeConfig.from_file(resolved)
-            elif self._env.get("KUBECONFIG"):
-                config = KubeConfig.from_file(self._env["KUBECONFIG"].split(os.pathsep)[0])
-            elif (default := Path(self._env.get("HOME", "~")).expanduser() / ".kube" / "config").exists():
-                config = KubeConfig.from_file(default)
-            else:
-                config = KubeConfig.from_service_account()
             single = config.get(self.section.context or None)
-        except (KubeConfigError, OSError, ValueError, KeyError) as exc:
-            raise KeyrollError(f"kubernetes: cannot load the kubeconfig: {exc}") from None
+        except (KubeConfigError, KeyError, AttributeError, TypeError) as exc:
+            raise KeyrollError(f"kubernetes: {source}: {_config_problem(exc)}") from None
         if single is None:
-            raise KeyrollError(f"kubernetes: the kubeconfig has no context {self.section.context!r}")
+            raise KeyrollError(f"kubernetes: {source} has no context {self.section.context!r}")
+        if getattr(single.cluster, "insecure", False):
+            raise KeyrollError(
+                f"kubernetes: {source}: the cluster sets insecure-skip-tls-verify; keyroll sends secrets only "
+                "to an API server whose certificate it can verify (give the cluster's CA instead)"
+            )
         if not self._namespace:
             self._namespace = single.namespace or "default"
-        self._client = Client(
-            single,
-            namespace=self._namespace,
-            timeout=httpx2.Timeout(self.timeout),
-            field_manager=FIELD_MANAGER,
-            trust_env=False,
-        )
+        try:
+            self._client = Client(
+                single,
+                namespace=self._namespace,
+                timeout=httpx2.Timeout(self.timeout),
+                field_manager=FIELD_MANAGER,
+                trust_env=False,
+            )
+        except (KubeConfigError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            # (a certificate or key file the kubeconfig names is missing or unreadable)
+            named = (getattr(single.cluster, "certificate_auth", None), *_user_files(single))
+            missing = next((f for f in named if f and not Path(f).expanduser().is_file()), None)
+            if missing is not None:
+                raise KeyrollError(f"kubernetes: {source}: a file it names does not exist ({missing})") from None
+            raise KeyrollError(f"kubernetes: {source}: {_config_problem(exc)}") from None
         return self._client
+
+    def _load_kubeconfig(self, kube_config: Any, config_error: type[Exception]) -> tuple[str, Any]:
+        """The kubeconfig `[kubernetes]` names (else $KUBECONFIG, else ~/.kube/config,
+        else the in-cluster service account), and how to name it in an error.  A file
+        that cannot be read or parsed is one line that never quotes it (it holds a
+        token)."""
+        import importlib
+
+        yaml_error: type[Exception] = importlib.import_module("yaml").YAMLError  # (lightkube's parser)
+        path = self.section.kubeconfig
+        if path:
+            resolved = Path(path).expanduser()
+            if not resolved.is_absolute() and self._config_dir is not None:
+                resolved = self._config_dir / resolved
+        elif self._env.get("KUBECONFIG"):
+            resolved = Path(self._env["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
+        elif (default := Path(self._env.get("HOME", "~")).expanduser() / ".kube" / "config").exists():
+            resolved = default
+        else:
+            try:
+                return "the in-cluster service account", kube_config.from_service_account()
+            except (config_error, OSError, KeyError):
+                raise KeyrollError(
+                    "kubernetes: no kubeconfig: set `[kubernetes] kubeconfig` or $KUBECONFIG, or create "
+                    "~/.kube/config (keyroll is not running in a pod with a service account either)"
+                ) from None
+        source = f"the kubeconfig {resolved}"
+        if not resolved.is_file():
+            raise KeyrollError(f"kubernetes: {source} does not exist")
+        try:
+            return source, kube_config.from_file(resolved)
+        except yaml_error as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise KeyrollError(f"kubernetes: {source} is not valid YAML{where}") from None
+        except (config_error, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise KeyrollError(f"kubernetes: {source}: {_config_problem(exc)}") from None
 
     @property
     def namespace(self) -> str:
@@ -122,23 +164,61 @@ class Cluster:
             self._client.close()
             self._client = None
 
+    @contextmanager
+    def failing_fast(self, fresh: bool = True) -> Iterator[None]:
+        """Inside: once a request has not reached the API server, the next ones fail at
+        once with the same reason instead of each waiting out its timeout (`fresh`:
+        the first one inside is sent whatever happened before)."""
+        if fresh:
+            self._down = None
+        saved, self._fail_fast = self._fail_fast, True
+        try:
+            yield
+        finally:
+            self._fail_fast = saved
+
+    @contextmanager
+    def request_timeout(self, seconds: float) -> Iterator[None]:
+        """Inside: each request waits at most `seconds` (never more than `timeout`), so
+        that a wait with a deadline does not outlast it by a request's timeout."""
+        import httpx2
+
+        inner = getattr(getattr(self._connect(), "_client", None), "_client", None)
+        if not isinstance(inner, httpx2.Client) or seconds >= self.timeout:
+            yield
+            return
+        saved = inner.timeout
+        inner.timeout = httpx2.Timeout(max(seconds, 0.5))
+        try:
+            yield
+        finally:
+            inner.timeout = saved
+
     def _call(self, what: str, verb: str, request: Callable[[Any], Any]) -> Any:
         """Run one request; retry conflicts; map errors to one line naming `what` and `verb`."""
         client = self._connect()
         import httpx2
         from lightkube import ApiError
 
+        if self._fail_fast and self._down is not None:
+            raise KubeUnavailable(f"{what}: cannot {verb}: the API server cannot be reached ({self._down})")
         for attempt in range(CONFLICT_RETRIES):
             self.calls += 1
             try:
-                return request(client)
+                result = request(client)
+                self._down = None
+                return result
             except ApiError as exc:
+                self._down = None
                 code = exc.status.code or 0
                 reason = exc.status.reason or ""
                 if code == 409 and attempt + 1 < CONFLICT_RETRIES:
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 if code == 404:
+                    message = exc.status.message or ""
+                    if message.startswith("namespaces "):  # (what the API server says: 'namespaces "x" not found')
+                        raise KubeNotFound(f"{what}: cannot {verb}: its namespace does not exist") from None
                     raise KubeNotFound(f"{what}: not found") from None
                 if code == 401:
                     raise KubeError(
@@ -158,8 +238,9 @@ class Cluster:
                     raise KubeError(
                         f"{what}: cannot {verb}: the API server's certificate is not signed by the kubeconfig's CA"
                     ) from None
+                self._down = type(exc).__name__
                 raise KubeUnavailable(
-                    f"{what}: cannot {verb}: the API server cannot be reached ({type(exc).__name__})"
+                    f"{what}: cannot {verb}: the API server cannot be reached ({self._down})"
                 ) from None
             except (ValueError, TypeError) as exc:  # (an answer lightkube cannot decode: msgspec, JSON)
                 raise KubeError(
@@ -186,7 +267,9 @@ class Cluster:
     def apply_secret(self, namespace: str, name: str, values: Mapping[str, str], *, dry_run: bool = False) -> None:
         """Server-side apply of `values` as the Secret's keys, as field manager
         `keyroll`: it owns these keys (and gives up keys it applied before and no
-        longer lists); other keys and other managers' fields stay as they are."""
+        longer lists); other keys and other managers' fields stay as they are.  The
+        type is left out: a new Secret is Opaque, an existing one keeps its type (it
+        is immutable: a kubernetes.io/basic-auth Secret is fine)."""
         from lightkube.resources.core_v1 import Secret
         from lightkube.types import PatchType
 
@@ -194,7 +277,6 @@ class Cluster:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace},
-            "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(values.items())},
         }
         self._call(
@@ -244,6 +326,26 @@ class Cluster:
             "patch",
             lambda c: c.patch(res, workload.name, body, namespace=workload.namespace, dry_run=dry_run),
         )
+
+
+def _user_files(single: Any) -> tuple[str | None, ...]:
+    user = getattr(single, "user", None)
+    return tuple(getattr(user, name, None) for name in ("client_cert", "client_key", "token_file"))
+
+
+def _config_problem(exc: Exception) -> str:
+    """One line about a kubeconfig that lightkube cannot use, quoting none of it."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read {exc.filename or 'a file it names'}: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return f"a file it names does not exist ({exc.filename})" if exc.filename else "a file it names does not exist"
+    if isinstance(exc, OSError):
+        return f"cannot use a certificate or key it names ({type(exc).__name__})"
+    if isinstance(exc, KeyError):
+        return f"not a kubeconfig (no {exc.args[0]!r} entry)" if exc.args else "not a kubeconfig"
+    if isinstance(exc, (AttributeError, TypeError, ValueError)):
+        return "not a kubeconfig (clusters, users and contexts expected)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class KubeNotFound(KubeError):

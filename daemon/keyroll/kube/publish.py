@@ -22,9 +22,17 @@ from datetime import UTC, datetime
 
 from keyroll.config.kubernetes import SecretKey, Workload, is_workload_spec, parse_secret_key, parse_workload
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import FleetNotConverged, KeyrollError, ServiceUnavailable, TargetError
+from keyroll.errors import FleetNotConverged, KeyrollError, ServiceUnavailable, TargetError, combined_exit_code
 from keyroll.journal import Journal
-from keyroll.kube.client import Cluster, KubeNotFound, describe_secret, describe_workload, value_digest
+from keyroll.kube.client import (
+    Cluster,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+    describe_secret,
+    describe_workload,
+    value_digest,
+)
 from keyroll.kube.rollout import FAILED, rollout_state, wait_rollouts
 from keyroll.records import field, record
 
@@ -66,6 +74,14 @@ def mappings(secret: SecretPolicy) -> list[SecretKey]:
 
 def _workloads(secret: SecretPolicy) -> list[Workload]:
     return [parse_workload(spec) for spec in secret.restart if is_workload_spec(spec)]
+
+
+def companions(policy: Policy, secret: SecretPolicy) -> list[SecretPolicy]:
+    """The secret holding the login name stored (and published) with `secret`, if its
+    target has one (an alternating PostgreSQL target's `username_secret`)."""
+    target = policy.targets.get(secret.target) if secret.target else None
+    name = getattr(target, "username_secret", "") if target is not None else ""
+    return [policy.secrets[name]] if name in policy.secrets else []
 
 
 def involves_kubernetes(secret: SecretPolicy) -> bool:
@@ -159,8 +175,11 @@ class KubeSession:
     def gate(self, secret: SecretPolicy, value_of: ValueOf) -> None:
         """Before any change: keyroll can read and write each mapped Secret and patch
         each workload, and no workload's rollout is already failing.  Raises a
-        KeyrollError naming the object (75 when the API server cannot be reached)."""
-        for key in self.keys_of(secret):
+        KeyrollError naming the object (75 when the API server cannot be reached).
+        The Secrets of the login name stored with the secret (an alternating target's
+        `username_secret`) are checked too: they are published in the same step."""
+        keys = [key for s in (secret, *self._companions(secret)) for key in self.keys_of(s)]
+        for key in keys:
             ns, name = key.namespace, key.secret
 
             def check_secret(ns: str = ns, name: str = name) -> None:
@@ -180,6 +199,27 @@ class KubeSession:
                 self.cluster.restart_workload(workload, new_restart_value(), dry_run=True)
 
             self._check(workload, check_workload)
+
+    def _companions(self, secret: SecretPolicy) -> list[SecretPolicy]:
+        return companions(self.policy, secret)
+
+    def require_reachable(self, secret: SecretPolicy) -> None:
+        """For recovery, before it drives an interrupted rotation forward or back: raise
+        KubeUnavailable (75) when the API server cannot be reached, so the rotation
+        stays in flight rather than being undone while the pods may already run the
+        new value.  Any answer (even 403 or 404) will do; once out of reach in this
+        command, the next secrets fail at once."""
+        if not involves_kubernetes(secret):
+            return
+        with self.cluster.failing_fast(fresh=False):
+            try:
+                keys = self.keys_of(secret)
+                if keys:
+                    self.cluster.read_secret(keys[0].namespace, keys[0].secret)
+                else:
+                    self.cluster.read_workload(self.workloads_of(secret)[0])
+            except KubeError:
+                pass
 
     # --- publish, restart, wait ----------------------------------------------------------------
 
@@ -270,17 +310,18 @@ class KubeSession:
                     if where not in targets:
                         extra.add(where)
                     targets.setdefault(where, []).extend(readers)
-        for (ns, name), names in targets.items():
-            try:
-                values = self._secret_values(ns, name, current)
-                if (ns, name) in extra and self._holds(ns, name, values):
-                    continue
-                self._put(ns, name, values)
-                report.secrets_applied.append(f"{ns}/{name}")
-            except KeyrollError as exc:
-                step = "converge" if isinstance(exc, FleetNotConverged) else "publish"
-                for n in names:
-                    report.failures.setdefault(n, _failure(step, describe_secret(ns, name), exc))
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for (ns, name), names in targets.items():
+                try:
+                    values = self._secret_values(ns, name, current)
+                    if (ns, name) in extra and self._holds(ns, name, values):
+                        continue
+                    self._put(ns, name, values)
+                    report.secrets_applied.append(f"{ns}/{name}")
+                except KeyrollError as exc:
+                    step = "converge" if isinstance(exc, FleetNotConverged) else "publish"
+                    for n in names:
+                        report.failures.setdefault(n, _failure(step, describe_secret(ns, name), exc))
         if targets:
             self._failpoint("kube-publish")
         report.timings["publish"] = time.perf_counter() - started
@@ -293,18 +334,21 @@ class KubeSession:
             for workload in self.workloads_of(secret):
                 users.setdefault(workload, []).append(secret.name)
         restarted: list[Workload] = []
-        for workload, names in users.items():
-            try:
-                value = self._annotation(workload, (txids.get(n, "") for n in names), self._inputs(workload, current))
-                self.cluster.restart_workload(workload, value)
-                self._restarted.add(workload)
-                restarted.append(workload)
-                report.restarted.append(describe_workload(workload))
-                for n in names:
-                    report.restarted_by.setdefault(n, []).append(f"kubernetes:{describe_workload(workload)}")
-            except KeyrollError as exc:
-                for n in names:
-                    report.failures.setdefault(n, _failure("restart", describe_workload(workload), exc))
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for workload, names in users.items():
+                try:
+                    value = self._annotation(
+                        workload, (txids.get(n, "") for n in names), self._inputs(workload, current)
+                    )
+                    self.cluster.restart_workload(workload, value)
+                    self._restarted.add(workload)
+                    restarted.append(workload)
+                    report.restarted.append(describe_workload(workload))
+                    for n in names:
+                        report.restarted_by.setdefault(n, []).append(f"kubernetes:{describe_workload(workload)}")
+                except KeyrollError as exc:
+                    for n in names:
+                        report.failures.setdefault(n, _failure("restart", describe_workload(workload), exc))
         if restarted:
             self._failpoint("kube-restart")
         report.timings["restart"] = time.perf_counter() - started
@@ -352,27 +396,29 @@ class KubeSession:
         for name in queued:
             for key in self.keys_of(self.policy.secrets[name]):
                 targets.setdefault((key.namespace, key.secret), []).append(name)
-        for (ns, name), names in targets.items():
-            try:
-                self._put(ns, name, self._secret_values(ns, name, value_of))
-            except KeyrollError as exc:
-                for n in names:
-                    problems.setdefault(
-                        n, f"{exc}; it still holds the new value: run `keyroll kubernetes sync --restart`"
-                    )
+        with self.cluster.failing_fast():  # (the API server gone: the rest fail at once)
+            for (ns, name), names in targets.items():
+                try:
+                    self._put(ns, name, self._secret_values(ns, name, value_of))
+                except KeyrollError as exc:
+                    for n in names:
+                        problems.setdefault(
+                            n, f"{exc}; it still holds the new value: run `keyroll kubernetes sync --restart`"
+                        )
         users: dict[Workload, list[str]] = {}
         for name, txid in queued.items():
             for workload in self.workloads_of(self.policy.secrets[name]):
                 if self._restarted_by(workload, txid):
                     users.setdefault(workload, []).append(name)
         restarted = []
-        for workload, names in users.items():
-            try:
-                self.cluster.restart_workload(workload, self._annotation(workload, ()))
-                restarted.append(workload)
-            except KeyrollError as exc:
-                for n in names:
-                    problems.setdefault(n, str(exc))
+        with self.cluster.failing_fast(fresh=False):  # (gone while applying: no restart is sent either)
+            for workload, names in users.items():
+                try:
+                    self.cluster.restart_workload(workload, self._annotation(workload, ()))
+                    restarted.append(workload)
+                except KeyrollError as exc:
+                    for n in names:
+                        problems.setdefault(n, str(exc))
         for workload, problem in wait_rollouts(
             self.cluster, restarted, self.rollout_timeout, self._should_stop
         ).items():
@@ -404,43 +450,64 @@ class KubeSession:
                     lines.append(f"{secret.name}: {describe_secret(*where)} key {key.key} differs from the store")
         return lines
 
-    def sync(self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False) -> list[str]:
+    def sync(
+        self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False
+    ) -> tuple[list[str], int]:
         """Apply every mapped value from the store now (and, with `restart`, restart
-        every workload that reads a Secret that changed); one line per action."""
-        lines = []
+        every workload that reads a Secret that changed); one line per action, and the
+        exit code.  A Secret or workload that fails does not stop the others (its line
+        says why); the API server out of reach stops at once (75)."""
+        lines: list[str] = []
+        codes = [0]
         changed_secrets: set[tuple[str, str]] = set()
         targets: dict[tuple[str, str], None] = {}
         for secret in self.policy.secrets.values():
             for key in self.keys_of(secret):
                 targets.setdefault((key.namespace, key.secret), None)
-        for ns, name in targets:
-            wanted = self._secret_values(ns, name, values.get)
-            data = self.cluster.read_secret(ns, name) or {}
-            differs = sorted(k for k, v in wanted.items() if k not in data or value_digest(data[k]) != value_digest(v))
-            if not differs:
-                lines.append(f"{describe_secret(ns, name)}: up to date")
-                continue
-            changed_secrets.add((ns, name))
-            if not dry_run:
-                self.cluster.apply_secret(ns, name, wanted)
-            lines.append(
-                f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
-            )
+        with self.cluster.failing_fast():
+            for ns, name in targets:
+                try:
+                    wanted = self._secret_values(ns, name, values.get)
+                    data = self.cluster.read_secret(ns, name) or {}
+                    differs = sorted(
+                        k for k, v in wanted.items() if k not in data or value_digest(data[k]) != value_digest(v)
+                    )
+                    if not differs:
+                        lines.append(f"{describe_secret(ns, name)}: up to date")
+                        continue
+                    if not dry_run:
+                        self.cluster.apply_secret(ns, name, wanted)
+                    changed_secrets.add((ns, name))
+                except (KubeError, KubeUnavailable) as exc:  # (a kubeconfig keyroll cannot use: raised)
+                    lines.append(f"{exc}; not updated")
+                    codes.append(exc.exit_code)
+                    continue
+                lines.append(
+                    f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
+                )
         if restart:
             to_restart: dict[Workload, None] = {}
             for secret in self.policy.secrets.values():
                 if any((k.namespace, k.secret) in changed_secrets for k in self.keys_of(secret)):
                     for workload in self.workloads_of(secret):
                         to_restart.setdefault(workload, None)
-            for workload in to_restart:
-                if not dry_run:
-                    self.cluster.restart_workload(workload, self._annotation(workload, ()))
-                lines.append(f"{describe_workload(workload)}: {'would restart' if dry_run else 'restarted'}")
-            if not dry_run:
-                problems = wait_rollouts(self.cluster, list(to_restart), self.rollout_timeout, self._should_stop)
-                for problem in problems.values():
-                    raise ServiceUnavailable(problem)
-        return lines
+            restarted = []
+            with self.cluster.failing_fast():
+                for workload in to_restart:
+                    try:
+                        if not dry_run:
+                            self.cluster.restart_workload(workload, self._annotation(workload, ()))
+                            restarted.append(workload)
+                    except (KubeError, KubeUnavailable) as exc:
+                        lines.append(f"{exc}; not restarted")
+                        codes.append(exc.exit_code)
+                        continue
+                    lines.append(f"{describe_workload(workload)}: {'would restart' if dry_run else 'restarted'}")
+            if restarted:
+                problems = wait_rollouts(self.cluster, restarted, self.rollout_timeout, self._should_stop)
+                lines.extend(problems.values())
+                codes.extend(ServiceUnavailable.exit_code for _ in problems)
+        return lines, combined_exit_code(codes)
 
 
 def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[str], str | None]:
@@ -475,7 +542,7 @@ def plan_lines(policy: Policy, names: Sequence[str], *, workloads: bool = True) 
     restarts: dict[str, None] = {}
     for name in names:
         secret = policy.secrets[name]
-        for key in mappings(secret):
+        for key in (k for s in (secret, *companions(policy, secret)) for k in mappings(s)):
             secrets.setdefault(f"{key.namespace or namespace}/{key.secret} (key {key.key})", None)
         for workload in _workloads(secret) if workloads else ():
             restarts.setdefault(f"{workload.kind} {workload.namespace or namespace}/{workload.name}", None)

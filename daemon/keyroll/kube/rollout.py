@@ -1,6 +1,7 @@
 """When a rollout is complete, by the rules `kubectl rollout status` uses.
 
-Deployment: observedGeneration >= generation; a Progressing condition with reason
+Deployment: not paused (kubectl refuses to restart a paused one); observedGeneration
+>= generation; a Progressing condition with reason
 ProgressDeadlineExceeded is a failure; updatedReplicas == replicas;
 replicas (total) <= updatedReplicas (no old pods left); availableReplicas >=
 updatedReplicas.  StatefulSet (RollingUpdate): observedGeneration caught up,
@@ -39,6 +40,8 @@ def _int(mapping: dict[str, Any], key: str) -> int:
 def rollout_state(kind: str, obj: dict[str, Any]) -> RolloutState:
     """The state of one workload's rollout, from its JSON (as the API returns it)."""
     metadata, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    if kind == "deployment" and spec.get("paused"):  # (never rolls out; `kubectl rollout restart` refuses it)
+        return RolloutState(FAILED, "the deployment is paused: `kubectl rollout resume` it first")
     generation = _int(metadata, "generation")
     if _int(status, "observedGeneration") < generation:
         return RolloutState(PROGRESSING, "waiting for the controller to see the change")
@@ -94,7 +97,8 @@ def wait_rollouts(
         still = []
         for workload in pending:
             try:
-                state = rollout_state(workload.kind, cluster.read_workload(workload))
+                with cluster.request_timeout(deadline - time.monotonic()):
+                    state = rollout_state(workload.kind, cluster.read_workload(workload))
             except KubeError as exc:
                 problems[workload] = str(exc)
                 continue
