@@ -268,3 +268,34 @@ target = "pg"
         assert f"APP_DB_USER='{login}'" in env and f"APP_PASSWORD='{password}'" in env
         done = keyroll(home.config, "rotate", "app_password")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_clone_gets_the_role_settings(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL applies the settings of the login, not of the role a session switches to: a consumer moved to
+    # the clone must still find its tables through the role's search_path and keep the role's timeouts.
+    schema = f"app schema {app.name}"
+    pg.execute_admin(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{app.name}"')
+    pg.execute_admin(f'ALTER ROLE "{app.name}" SET search_path = "{schema}", public')
+    pg.execute_admin(f"ALTER ROLE \"{app.name}\" IN DATABASE postgres SET statement_timeout = '7s'")
+    with psycopg.connect(pg.conninfo(app.name, app.initial), autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert login == app.clone
+
+    def show(name: str) -> str:
+        with psycopg.connect(pg.conninfo(login, password)) as conn:
+            conn.execute("SELECT * FROM orders")  # unqualified: found through the role's search_path
+            row = conn.execute(f"SHOW {name}").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    assert show("search_path") == f'"{schema}", public' and show("statement_timeout") == "7s"
+    # A setting removed from the role goes from the clone at the next rotation that moves to it.
+    pg.execute_admin(f'ALTER ROLE "{app.name}" IN DATABASE postgres RESET statement_timeout')
+    for _ in range(2):
+        done = keyroll(home.config, "rotate", "app_password")
+        assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert login == app.clone and show("statement_timeout") == "0"
