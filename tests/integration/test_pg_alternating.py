@@ -104,6 +104,10 @@ def test_rotations_take_turns_and_keep_the_previous_login(app, pg, home) -> None
     by_name = {s["name"]: s for s in status}
     assert by_name["app_db_user"]["kind"] == "username" and by_name["app_db_user"]["next_due"] is None
     assert by_name["app_password"]["next_due"] and by_name["app_db_user"]["state"] == "OK"
+    assert by_name["app_db_user"]["entropy_bits"] == 0  # a login name, not a random value
+    table = keyroll(home.config, "status").stdout
+    row = next(line for line in table.splitlines() if line.startswith("app_db_user")).split()
+    assert row[3] == "username" and not row[4].endswith("b")  # no length/bits of a random value
     assert (home.secrets / "app_db_user").stat().st_mode & 0o777 == 0o600
     refused = keyroll(home.config, "rotate", "app_db_user")
     assert refused.returncode == 2 and "rotate app_password" in refused.stdout + refused.stderr

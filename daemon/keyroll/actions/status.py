@@ -189,7 +189,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
                 ),
                 kind=secret.kind,
                 length=secret.length,
-                entropy_bits=secret.entropy_bits,
+                entropy_bits=0 if secret.follows else secret.entropy_bits,  # a login name is no secret
                 services=list(secret.services),
                 description=secret.description,
                 target=secret.target,
