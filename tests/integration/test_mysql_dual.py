@@ -133,3 +133,35 @@ def test_set_rollback_and_restore(account, mariadb, home) -> None:  # type: igno
     for old in (account.initial, given, rotated):
         assert not mariadb.login_ok(account.name, old)
     assert mariadb.login_ok(account.name, home.value("db_password"))
+
+
+def test_init_keeps_the_password_the_account_had_for_the_grace(mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # An account whose password keyroll does not know: `init` gives it a new one, and the one the consumers use
+    # today keeps working until the grace has passed (as with alternating PostgreSQL logins).
+    user, today = unique("dualinit"), "Today" * 6 + "pw"
+    mariadb.create_user(user, today)
+    (home.root / "mariadb-admin").write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{home.root / "mariadb-admin"}"
+strategy = "dual"
+grace = "1s"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    done = keyroll(home.config, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = home.value("db_password")
+    assert mariadb.login_ok(user, new) and mariadb.login_ok(user, today)
+    time.sleep(1.5)
+    assert keyroll(home.config, "recover").returncode == 0
+    assert mariadb.login_ok(user, new) and not mariadb.login_ok(user, today)
+    assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")[0][0].count("'*") == 1

@@ -150,6 +150,10 @@ class MysqlTarget(BaseTarget):
         chain = [native_password_hash(new)]
         if old is not None and old != new:
             chain.append(native_password_hash(old))
+        else:
+            # No value known before (init, or `set` of a first value): the password the account has
+            # today keeps working for the grace too, for consumers not yet restarted.
+            chain += [h for h in self._chain()[:1] if h != chain[0]]
         self._set_chain(chain)
 
     def rollback(self, old: str | None, new: str) -> None:
