@@ -303,3 +303,18 @@ def test_the_clone_gets_the_role_settings(app, pg, home) -> None:  # type: ignor
         assert done.returncode == 0, done.stdout + done.stderr
     login, password = pair_accepted(pg, home, app.name)
     assert login == app.clone and show("statement_timeout") == "0"
+
+
+def test_metrics_give_the_login_name_no_due_time(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The login name changes with its password, never due alone: an alert on the due time fires for the password.
+    prom = home.root / "metrics" / "keyroll.prom"
+    prom.parent.mkdir()
+    home.config.write_text(home.config.read_text() + f'\n[metrics]\ntextfile = "{prom}"\n')
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = prom.read_text().splitlines()
+    assert any(line.startswith('keyroll_secret_next_due_timestamp_seconds{secret="app_password"}') for line in lines)
+    assert not any(line.startswith('keyroll_secret_next_due_timestamp_seconds{secret="app_db_user"}') for line in lines)
+    assert any(
+        line.startswith('keyroll_secret_last_rotation_timestamp_seconds{secret="app_db_user"}') for line in lines
+    )
