@@ -318,3 +318,24 @@ def test_metrics_give_the_login_name_no_due_time(app, pg, home) -> None:  # type
     assert any(
         line.startswith('keyroll_secret_last_rotation_timestamp_seconds{secret="app_db_user"}') for line in lines
     )
+
+
+def test_kubernetes_gets_the_login_name_beside_the_password(app, pg, home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A pod that reads the password from a Kubernetes Secret needs the login name that goes with it: it is
+    # published to the same Secret (under its own name) in the same write. The API server is the fake of
+    # tests/kube_fake.py (no real one can run here).
+    from tests.kube_fake import serve
+
+    with serve(tmp_path / "kube") as (fake, kubeconfig):
+        fake.add_workload("deployment", "apps", "app")
+        home.config.write_text(
+            home.config.read_text()
+            + 'kubernetes = ["db/password"]\nrestart = ["kubernetes:deployment/app"]\n'
+            + f'\n[kubernetes]\nkubeconfig = "{kubeconfig}"\nnamespace = "apps"\n'
+        )
+        for _ in range(2):
+            done = keyroll(home.config, "rotate", "app_password")
+            assert done.returncode == 0, done.stdout + done.stderr
+            login, password = pair_accepted(pg, home, app.name)
+            assert fake.secret_value("apps", "db", "password") == password
+            assert fake.secret_value("apps", "db", "app_db_user") == login
