@@ -339,3 +339,22 @@ def test_kubernetes_gets_the_login_name_beside_the_password(app, pg, home, tmp_p
             login, password = pair_accepted(pg, home, app.name)
             assert fake.secret_value("apps", "db", "password") == password
             assert fake.secret_value("apps", "db", "app_db_user") == login
+
+
+def test_status_after_a_kill_shows_the_pair_in_flight(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # Killed after the pair was stored, before it was recorded: both are in flight (run `keyroll recover`),
+    # neither "changed outside keyroll".
+    text = home.config.read_text().replace('target = "pg_app"', 'target = "pg_app"\nrestart = ["command:true"]')
+    home.config.write_text(text)
+    killed = keyroll(home.config, "rotate", "app_password", env={"KEYROLL_FAILPOINT": "restart"})
+    assert killed.returncode == -signal.SIGKILL
+    status = {s["name"]: s for s in json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]}
+    for name in ("app_password", "app_db_user"):
+        assert status[name]["state"] == "IN FLIGHT", status[name]
+        assert not any("outside keyroll" in problem for problem in status[name]["problems"]), status[name]
+    checked = keyroll(home.config, "validate")
+    assert checked.returncode == 1 and "outside keyroll" not in checked.stdout + checked.stderr
+    assert keyroll(home.config, "recover").returncode == 0
+    status = {s["name"]: s for s in json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]}
+    assert status["app_password"]["state"] == status["app_db_user"]["state"] == "OK"
+    pair_accepted(pg, home, app.name)
