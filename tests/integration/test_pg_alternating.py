@@ -358,3 +358,34 @@ def test_status_after_a_kill_shows_the_pair_in_flight(app, pg, home) -> None:  #
     status = {s["name"]: s for s in json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]}
     assert status["app_password"]["state"] == status["app_db_user"]["state"] == "OK"
     pair_accepted(pg, home, app.name)
+
+
+def test_status_with_the_strategies_loads_no_database_client(home, krp) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(
+        """
+[targets.pg]
+type = "postgres"
+user = "app"
+admin_user = "admin"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[targets.db]
+type = "mysql"
+user = "app"
+admin_user = "root"
+strategy = "dual"
+
+[secrets.app_password]
+target = "pg"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    result = krp("--config", str(home.config), "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.journal" in loaded and "app_db_user" in result.out
+    assert not any(m.startswith("keyroll.targets") for m in loaded)
+    assert not {m for m in loaded if m.split(".")[0] in ("psycopg", "pymysql", "redis", "rich", "apscheduler")}
