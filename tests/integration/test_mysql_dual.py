@@ -165,3 +165,33 @@ target = "db"
     assert keyroll(home.config, "recover").returncode == 0
     assert mariadb.login_ok(user, new) and not mariadb.login_ok(user, today)
     assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")[0][0].count("'*") == 1
+
+
+def test_an_account_with_another_plugin_is_refused_unchanged(mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # dual writes password hashes only: an account that also logs in via unix_socket would lose that silently.
+    user, today = unique("dualsock"), "Sock" * 8
+    mariadb.execute_admin(
+        f"CREATE USER '{user}'@'%' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('{today}')"
+    )
+    before = mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")
+    (home.root / "mariadb-admin").write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{home.root / "mariadb-admin"}"
+strategy = "dual"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    checked = keyroll(home.config, "config", "validate")
+    assert checked.returncode == 1 and "via unix_socket" in checked.stdout + checked.stderr
+    done = keyroll(home.config, "init")
+    assert done.returncode == 1 and "unix_socket" in done.stdout + done.stderr
+    assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'") == before

@@ -29,6 +29,13 @@ _ACCESS_DENIED = 1045
 _NATIVE_HASH = re.compile(r"'(\*[0-9A-F]{40})'")
 
 
+def _other_plugins(create_user: str) -> set[str]:
+    """The authentication plugins of a SHOW CREATE USER statement besides mysql_native_password."""
+    # (no word inside a quoted hash or a `name` counts)
+    bare = re.sub(r"`(?:[^`]|``)*`", "``", re.sub(r"'(?:[^'\\]|\\.)*'", "''", create_user))
+    return {p.lower() for p in re.findall(r"\b(?:VIA|OR)\s+(\w+)", bare)} - {"mysql_native_password"}
+
+
 def native_password_hash(value: str) -> str:
     """mysql_native_password's stored form: '*' + upper hex of SHA1(SHA1(password))."""
     return "*" + hashlib.sha1(hashlib.sha1(value.encode("utf-8")).digest()).hexdigest().upper()
@@ -112,7 +119,15 @@ class MysqlTarget(BaseTarget):
                     f"{self.describe()}: strategy dual needs MariaDB 10.4 or later (the server is {version}); "
                     "MySQL's RETAIN CURRENT PASSWORD is not supported"
                 )
-            self._chain()
+            rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
+            others = sorted(_other_plugins(str(rows[0][0]) if rows else ""))
+            if others:
+                # The chain keyroll writes holds password hashes only: it would drop these silently.
+                raise TargetError(
+                    f"{self.describe()}: the account also authenticates via {', '.join(others)}, which "
+                    "strategy dual would remove (it keeps mysql_native_password hashes only); "
+                    'drop that alternative or use strategy = "single"'
+                )
 
     def accepts(self, value: str) -> bool:
         try:
