@@ -389,3 +389,41 @@ target = "db"
     assert "keyroll.journal" in loaded and "app_db_user" in result.out
     assert not any(m.startswith("keyroll.targets") for m in loaded)
     assert not {m for m in loaded if m.split(".")[0] in ("psycopg", "pymysql", "redis", "rich", "apscheduler")}
+
+
+@pytest.mark.parametrize("how", ["init", "set"])
+def test_adopting_a_password_of_an_existing_clone_makes_it_act_as_the_role(pg, home, how: str) -> None:  # type: ignore[no-untyped-def]
+    # The clone's name was already taken by a login of its own (made by hand, not a member of the role): when
+    # its password is adopted, keyroll first makes it act as the role, so consumers given it own nothing apart.
+    role, admin = unique("adopt"), unique("adoptadm")
+    clone_value = "Clone" * 6 + "pw"
+    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
+    pg.create_role(role, "Role" * 8)
+    pg.create_role(f"{role}_clone", clone_value)
+    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
+    home.write_config(
+        f"""
+[targets.pg]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{home.root / "pg-admin"}"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[secrets.app_password]
+target = "pg"
+"""
+    )
+    if how == "init":
+        home.secrets.mkdir(mode=0o700)
+        (home.secrets / "app_password").write_text(clone_value)
+        (home.secrets / "app_password").chmod(0o600)
+        done = keyroll(home.config, "init")
+    else:
+        done = keyroll(home.config, "set", "app_password", stdin=clone_value)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("app_db_user") == f"{role}_clone" and home.value("app_password") == clone_value
+    assert acting_user(pg, f"{role}_clone", clone_value) == role

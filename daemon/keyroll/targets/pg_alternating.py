@@ -53,6 +53,7 @@ class AlternatingPostgresTarget(PostgresTarget):
         self.grace = parse_duration(config.grace)
         self._live_value = live_value
         self._login_of: dict[str, str] = {}  # password -> the login known to accept it (this session)
+        self._ensured = False  # ensure_alternate() ran in this session
 
     def describe(self) -> str:
         c = self.config
@@ -120,6 +121,7 @@ class AlternatingPostgresTarget(PostgresTarget):
         self._execute(sql.SQL("ALTER ROLE {} LOGIN INHERIT").format(alternate))
         self._execute(sql.SQL("ALTER ROLE {} SET role = {}").format(alternate, sql.Literal(self.config.user)))
         self._copy_settings()
+        self._ensured = True
 
     def _role_settings(self, role: str) -> dict[tuple[str, str], str]:
         """The role's own settings, (database or "", name) -> value, `role` left out."""
@@ -257,4 +259,9 @@ class AlternatingPostgresTarget(PostgresTarget):
         return [self._other(login)] if login is not None else []
 
     def companion_values(self, value: str) -> dict[str, str]:
-        return {self.config.username_secret: self.login_of(value) or self.in_use()}
+        login = self.login_of(value)
+        if login == self.alternate and not self._ensured:
+            # Adopting a password of an alternate login that existed before keyroll (or was changed by
+            # hand): it must act as `user` before consumers are given it.
+            self.ensure_alternate()
+        return {self.config.username_secret: login or self.in_use()}
