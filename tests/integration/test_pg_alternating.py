@@ -427,3 +427,18 @@ target = "pg"
     assert done.returncode == 0, done.stdout + done.stderr
     assert home.value("app_db_user") == f"{role}_clone" and home.value("app_password") == clone_value
     assert acting_user(pg, f"{role}_clone", clone_value) == role
+
+
+def test_a_setting_only_a_superuser_may_copy_is_named(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The admin (CREATEROLE, not a superuser) may not copy log_statement: the rotation stops before any consumer
+    # is moved to a clone that would go unlogged, says what to run, and works once a superuser has run it.
+    pg.execute_admin(f"ALTER ROLE \"{app.name}\" SET log_statement = 'all'")
+    refused = keyroll(home.config, "rotate", "app_password")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and f"do it as a superuser: ALTER ROLE {app.clone} SET log_statement" in said
+    assert said.count(f"PostgreSQL role '{app.name}'") == 1
+    assert pair_accepted(pg, home, app.name) == (app.name, app.initial)
+    pg.execute_admin(f"ALTER ROLE \"{app.clone}\" SET log_statement = 'all'")
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pair_accepted(pg, home, app.name)[0] == app.clone

@@ -167,15 +167,29 @@ class AlternatingPostgresTarget(PostgresTarget):
                 try:  # a setting a session cannot change: the value as one literal
                     self._execute(alter + sql.SQL(" TO {}").format(sql.Literal(value)))
                 except TargetError as exc:
-                    raise TargetError(
-                        f"{self.describe()}: could not give {self.alternate!r} the setting {name} of "
-                        f"{self.config.user!r} ({exc}); copy it by hand: ALTER ROLE {self.alternate} SET {name} ..."
+                    raise self._by_hand(
+                        exc,
+                        f"give {self.alternate!r} the setting {name} of {self.config.user!r}",
+                        f"ALTER ROLE {self.alternate} SET {name} ...",
                     ) from None
         for database, name in sorted(set(have) - set(wanted)):
             where = sql.SQL(" IN DATABASE {}").format(sql.Identifier(database)) if database else sql.SQL("")
-            self._execute(
-                sql.SQL("ALTER ROLE {}{} RESET {}").format(sql.Identifier(self.alternate), where, sql.Identifier(name))
-            )
+            try:
+                self._execute(
+                    sql.SQL("ALTER ROLE {}{} RESET {}").format(
+                        sql.Identifier(self.alternate), where, sql.Identifier(name)
+                    )
+                )
+            except TargetError as exc:
+                raise self._by_hand(
+                    exc,
+                    f"remove the setting {name} from {self.alternate!r} (gone from {self.config.user!r})",
+                    f"ALTER ROLE {self.alternate} RESET {name}",
+                ) from None
+
+    def _by_hand(self, exc: TargetError, what: str, statement: str) -> TargetError:
+        reason = str(exc).removeprefix(f"{self.describe()}: ")
+        return TargetError(f"{self.describe()}: could not {what} ({reason}); do it as a superuser: {statement}")
 
     # --- the interface ---------------------------------------------------------------
 
