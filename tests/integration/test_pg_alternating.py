@@ -442,3 +442,17 @@ def test_a_setting_only_a_superuser_may_copy_is_named(app, pg, home) -> None:  #
     done = keyroll(home.config, "rotate", "app_password")
     assert done.returncode == 0, done.stdout + done.stderr
     assert pair_accepted(pg, home, app.name)[0] == app.clone
+
+
+def test_leaks_scan_does_not_report_the_login_name(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The login name is written in configs on purpose: it is no secret, so no leak (and `rotate --emergency` of
+    # it would be refused anyway). The password beside it still is one.
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    folder = home.root / "deploy"
+    folder.mkdir()
+    (folder / "app.env").write_text(f"DB_USER={home.value('app_db_user')}\n")
+    scanned = keyroll(home.config, "leaks", "scan", str(folder))
+    assert scanned.returncode == 0 and "app_db_user" not in scanned.stdout + scanned.stderr, scanned.stdout
+    (folder / "app.env").write_text(f"DB_USER={home.value('app_db_user')}\nDB_PASSWORD={home.value('app_password')}\n")
+    scanned = keyroll(home.config, "leaks", "scan", str(folder))
+    assert scanned.returncode == 1 and "app_password" in scanned.stdout and "app_db_user" not in scanned.stdout
