@@ -195,3 +195,21 @@ target = "db"
     done = keyroll(home.config, "init")
     assert done.returncode == 1 and "unix_socket" in done.stdout + done.stderr
     assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'") == before
+
+
+def test_an_admin_without_the_privilege_fails_cleanly(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # A refusal by the server is no outage: exit 1 (not 75), nothing left in flight, the old password kept.
+    admin, value = unique("weakadm"), "Weak" * 8
+    mariadb.create_user(admin, value)
+    mariadb.execute_admin(f"GRANT SELECT ON mysql.* TO '{admin}'@'%'")
+    (home.root / "weak-admin").write_text(value)
+    home.config.write_text(
+        home.config.read_text()
+        .replace('admin_user = "root"', f'admin_user = "{admin}"')
+        .replace("mariadb-admin", "weak-admin")
+    )
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 1 and "CREATE USER privilege" in done.stdout + done.stderr, done.stdout + done.stderr
+    status = json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]
+    assert [s["state"] for s in status] == ["FAILED"]
+    assert home.value("db_password") == account.initial and mariadb.login_ok(account.name, account.initial)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from keyroll.config.schema import MysqlTarget as MysqlConfig
 
 _ACCESS_DENIED = 1045
+# Server errors pymysql raises as OperationalError that are a refusal, not a lost connection: database,
+# table, column access denied, and "you need the CREATE USER privilege" (1227).
+_DENIED = frozenset({1044, 1142, 1143, 1227})
 _NATIVE_HASH = re.compile(r"'(\*[0-9A-F]{40})'")
 
 
@@ -95,6 +98,8 @@ class MysqlTarget(BaseTarget):
                 cursor.execute(query, params)
                 return list(cursor.fetchall())
         except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] in _DENIED:  # the server refused the statement: no outage, no retry
+                raise TargetError(f"{self.describe()}: {exc.args[-1]}") from None
             self.close()
             raise ServiceUnavailable(
                 f"{self.describe()}: connection lost ({exc.args[-1] if exc.args else exc})"
@@ -172,6 +177,8 @@ class MysqlTarget(BaseTarget):
         self._set_chain(chain)
 
     def rollback(self, old: str | None, new: str) -> None:
+        if old is not None and old != new and not self.accepts(new) and self.accepts(old):
+            return  # the change never reached the account (e.g. the admin may not make it): nothing to undo
         if not self.dual:
             return super().rollback(old, new)
         if old is None:
