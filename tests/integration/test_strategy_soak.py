@@ -117,8 +117,9 @@ restart = ["command:true"]
         kills += process.returncode == -signal.SIGKILL
         rounds += 1
         # The recovery in this process (the same code as `keyroll recover`, without a new interpreter and its
-        # imports: a cheaper round); the killed runs are real processes.
-        follow_up = kr("--config", str(home.config), "recover")
+        # imports: a cheaper round); the killed runs are real processes. --wait: a restart program the killed run
+        # was starting can hold its copy of the lock for a moment, until it execs.
+        follow_up = kr("--config", str(home.config), "recover", "--wait", "10")
         assert follow_up.code == 0, follow_up.both
         login, password, my_password = home.value("pg_user"), home.value("pg_password"), home.value("db_password")
         assert login in (role, clone)
