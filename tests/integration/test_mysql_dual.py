@@ -208,8 +208,17 @@ def test_an_admin_without_the_privilege_fails_cleanly(account, mariadb, home) ->
         .replace('admin_user = "root"', f'admin_user = "{admin}"')
         .replace("mariadb-admin", "weak-admin")
     )
+    checked = keyroll(home.config, "config", "validate")
+    said = checked.stdout + checked.stderr
+    assert checked.returncode == 1 and f"admin '{admin}' lacks the CREATE USER privilege" in said, said
+    assert "'*" not in said  # (the grants it reads hold the admin's password hash)
     done = keyroll(home.config, "rotate", "db_password")
     assert done.returncode == 1 and "CREATE USER privilege" in done.stdout + done.stderr, done.stdout + done.stderr
+    # An UPDATE grant on the mysql database is enough (ALTER USER's documented alternative).
+    mariadb.execute_admin(f"GRANT UPDATE ON mysql.* TO '{admin}'@'%'")
+    checked = keyroll(home.config, "config", "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    mariadb.execute_admin(f"REVOKE UPDATE ON mysql.* FROM '{admin}'@'%'")
     status = json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]
     assert [s["state"] for s in status] == ["FAILED"]
     assert home.value("db_password") == account.initial and mariadb.login_ok(account.name, account.initial)

@@ -116,6 +116,11 @@ class MysqlTarget(BaseTarget):
         )
         if not rows or not rows[0][0]:
             raise TargetError(f"{self.describe()}: the account does not exist")
+        if not self._may_alter_users():
+            raise TargetError(
+                f"{self.describe()}: admin {self.credentials.user!r} lacks the CREATE USER privilege "
+                f"(GRANT CREATE USER ON *.* TO '{self.credentials.user}'@...)"
+            )
         if self.dual:
             version = str(self._execute("SELECT VERSION()")[0][0])
             number = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
@@ -133,6 +138,24 @@ class MysqlTarget(BaseTarget):
                     "strategy dual would remove (it keeps mysql_native_password hashes only); "
                     'drop that alternative or use strategy = "single"'
                 )
+
+    def _may_alter_users(self) -> bool:
+        """The admin's grants allow ALTER USER: global CREATE USER, UPDATE or ALL, or UPDATE on
+        `mysql`.  A granted role is not looked into: then the answer is yes (no false alarm)."""
+        for (line,) in self._execute("SHOW GRANTS"):
+            bare = re.sub(r"'(?:[^'\\]|\\.)*'", "''", str(line)).upper()  # (the password hash is left out)
+            head = bare.split(" TO ", 1)[0]
+            if not head.startswith("GRANT "):
+                continue
+            privileges, _, on = head.removeprefix("GRANT ").partition(" ON ")
+            if not on:
+                return True  # GRANT `role` TO ...
+            held = {p.strip() for p in privileges.split(",")}
+            if on.strip() == "*.*" and held & {"ALL PRIVILEGES", "CREATE USER", "UPDATE"}:
+                return True
+            if on.strip() == "`MYSQL`.*" and held & {"ALL PRIVILEGES", "UPDATE"}:
+                return True
+        return False
 
     def accepts(self, value: str) -> bool:
         try:
