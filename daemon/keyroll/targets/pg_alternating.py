@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from keyroll.errors import TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets.base import Connections, Credentials, LoginRefused, client_library
+from keyroll.targets.base import Connections, Credentials, LoginRefused
 from keyroll.targets.postgres import PostgresTarget
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ class AlternatingPostgresTarget(PostgresTarget):
         sessions switch to, so without them a consumer moved to the clone would run with
         another search_path, timeout or the like.  Restated on every rotation."""
         from psycopg import sql
+
+        from keyroll.targets.base import client_library
 
         psycopg = client_library("psycopg", "postgres")
         wanted, have = self._role_settings(self.config.user), self._role_settings(self.alternate)
