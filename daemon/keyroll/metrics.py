@@ -158,7 +158,8 @@ def secret_facts(
             facts.append(SecretFacts(secret.name, this_run.get(secret.name, NOT_INITIALIZED)))
             continue
         rotated = from_iso(record_.rotated)
-        due = next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
+        # A login name changes with its password, never due alone (as in `status`): no due time of its own.
+        due = None if secret.follows else next_due(secret.name, rotated, secret.schedule, secret.window, secret.jitter)
         entry = next((e for e in journal.history(secret.name, limit=16) if e.op != "retire"), None) if journal else None
         attempted = from_iso(entry.at).timestamp() if entry else None
         result = this_run.get(secret.name)
@@ -168,7 +169,11 @@ def secret_facts(
             same = before is not None and attempted is not None and abs(before[1] - attempted) < 1
             if same and result == FAILURE and before is not None and before[0] == TEMPORARY:
                 result = TEMPORARY
-        facts.append(SecretFacts(secret.name, result or SUCCESS, rotated.timestamp(), due.timestamp(), attempted))
+        facts.append(
+            SecretFacts(
+                secret.name, result or SUCCESS, rotated.timestamp(), due.timestamp() if due else None, attempted
+            )
+        )
     return facts
 
 

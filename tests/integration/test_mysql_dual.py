@@ -133,3 +133,92 @@ def test_set_rollback_and_restore(account, mariadb, home) -> None:  # type: igno
     for old in (account.initial, given, rotated):
         assert not mariadb.login_ok(account.name, old)
     assert mariadb.login_ok(account.name, home.value("db_password"))
+
+
+def test_init_keeps_the_password_the_account_had_for_the_grace(mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # An account whose password keyroll does not know: `init` gives it a new one, and the one the consumers use
+    # today keeps working until the grace has passed (as with alternating PostgreSQL logins).
+    user, today = unique("dualinit"), "Today" * 6 + "pw"
+    mariadb.create_user(user, today)
+    (home.root / "mariadb-admin").write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{home.root / "mariadb-admin"}"
+strategy = "dual"
+grace = "1s"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    done = keyroll(home.config, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = home.value("db_password")
+    assert mariadb.login_ok(user, new) and mariadb.login_ok(user, today)
+    time.sleep(1.5)
+    assert keyroll(home.config, "recover").returncode == 0
+    assert mariadb.login_ok(user, new) and not mariadb.login_ok(user, today)
+    assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")[0][0].count("'*") == 1
+
+
+def test_an_account_with_another_plugin_is_refused_unchanged(mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # dual writes password hashes only: an account that also logs in via unix_socket would lose that silently.
+    user, today = unique("dualsock"), "Sock" * 8
+    mariadb.execute_admin(
+        f"CREATE USER '{user}'@'%' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('{today}')"
+    )
+    before = mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")
+    (home.root / "mariadb-admin").write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{home.root / "mariadb-admin"}"
+strategy = "dual"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    checked = keyroll(home.config, "config", "validate")
+    assert checked.returncode == 1 and "via unix_socket" in checked.stdout + checked.stderr
+    done = keyroll(home.config, "init")
+    assert done.returncode == 1 and "unix_socket" in done.stdout + done.stderr
+    assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'") == before
+
+
+def test_an_admin_without_the_privilege_fails_cleanly(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # A refusal by the server is no outage: exit 1 (not 75), nothing left in flight, the old password kept.
+    admin, value = unique("weakadm"), "Weak" * 8
+    mariadb.create_user(admin, value)
+    mariadb.execute_admin(f"GRANT SELECT ON mysql.* TO '{admin}'@'%'")
+    (home.root / "weak-admin").write_text(value)
+    home.config.write_text(
+        home.config.read_text()
+        .replace('admin_user = "root"', f'admin_user = "{admin}"')
+        .replace("mariadb-admin", "weak-admin")
+    )
+    checked = keyroll(home.config, "config", "validate")
+    said = checked.stdout + checked.stderr
+    assert checked.returncode == 1 and f"admin '{admin}' lacks the CREATE USER privilege" in said, said
+    assert "'*" not in said  # (the grants it reads hold the admin's password hash)
+    done = keyroll(home.config, "rotate", "db_password")
+    assert done.returncode == 1 and "CREATE USER privilege" in done.stdout + done.stderr, done.stdout + done.stderr
+    # An UPDATE grant on the mysql database is enough (ALTER USER's documented alternative).
+    mariadb.execute_admin(f"GRANT UPDATE ON mysql.* TO '{admin}'@'%'")
+    checked = keyroll(home.config, "config", "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    mariadb.execute_admin(f"REVOKE UPDATE ON mysql.* FROM '{admin}'@'%'")
+    status = json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]
+    assert [s["state"] for s in status] == ["FAILED"]
+    assert home.value("db_password") == account.initial and mariadb.login_ok(account.name, account.initial)

@@ -104,6 +104,10 @@ def test_rotations_take_turns_and_keep_the_previous_login(app, pg, home) -> None
     by_name = {s["name"]: s for s in status}
     assert by_name["app_db_user"]["kind"] == "username" and by_name["app_db_user"]["next_due"] is None
     assert by_name["app_password"]["next_due"] and by_name["app_db_user"]["state"] == "OK"
+    assert by_name["app_db_user"]["entropy_bits"] == 0  # a login name, not a random value
+    table = keyroll(home.config, "status").stdout
+    row = next(line for line in table.splitlines() if line.startswith("app_db_user")).split()
+    assert row[3] == "username" and not row[4].endswith("b")  # no length/bits of a random value
     assert (home.secrets / "app_db_user").stat().st_mode & 0o777 == 0o600
     refused = keyroll(home.config, "rotate", "app_db_user")
     assert refused.returncode == 2 and "rotate app_password" in refused.stdout + refused.stderr
@@ -268,3 +272,187 @@ target = "pg"
         assert f"APP_DB_USER='{login}'" in env and f"APP_PASSWORD='{password}'" in env
         done = keyroll(home.config, "rotate", "app_password")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_clone_gets_the_role_settings(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL applies the settings of the login, not of the role a session switches to: a consumer moved to
+    # the clone must still find its tables through the role's search_path and keep the role's timeouts.
+    schema = f"app schema {app.name}"
+    pg.execute_admin(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{app.name}"')
+    pg.execute_admin(f'ALTER ROLE "{app.name}" SET search_path = "{schema}", public')
+    pg.execute_admin(f"ALTER ROLE \"{app.name}\" IN DATABASE postgres SET statement_timeout = '7s'")
+    with psycopg.connect(pg.conninfo(app.name, app.initial), autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert login == app.clone
+
+    def show(name: str) -> str:
+        with psycopg.connect(pg.conninfo(login, password)) as conn:
+            conn.execute("SELECT * FROM orders")  # unqualified: found through the role's search_path
+            row = conn.execute(f"SHOW {name}").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    assert show("search_path") == f'"{schema}", public' and show("statement_timeout") == "7s"
+    # A setting removed from the role goes from the clone at the next rotation that moves to it.
+    pg.execute_admin(f'ALTER ROLE "{app.name}" IN DATABASE postgres RESET statement_timeout')
+    for _ in range(2):
+        done = keyroll(home.config, "rotate", "app_password")
+        assert done.returncode == 0, done.stdout + done.stderr
+    login, password = pair_accepted(pg, home, app.name)
+    assert login == app.clone and show("statement_timeout") == "0"
+
+
+def test_metrics_give_the_login_name_no_due_time(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The login name changes with its password, never due alone: an alert on the due time fires for the password.
+    prom = home.root / "metrics" / "keyroll.prom"
+    prom.parent.mkdir()
+    home.config.write_text(home.config.read_text() + f'\n[metrics]\ntextfile = "{prom}"\n')
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = prom.read_text().splitlines()
+    assert any(line.startswith('keyroll_secret_next_due_timestamp_seconds{secret="app_password"}') for line in lines)
+    assert not any(line.startswith('keyroll_secret_next_due_timestamp_seconds{secret="app_db_user"}') for line in lines)
+    assert any(
+        line.startswith('keyroll_secret_last_rotation_timestamp_seconds{secret="app_db_user"}') for line in lines
+    )
+
+
+def test_kubernetes_gets_the_login_name_beside_the_password(app, pg, home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A pod that reads the password from a Kubernetes Secret needs the login name that goes with it: it is
+    # published to the same Secret (under its own name) in the same write. The API server is the fake of
+    # tests/kube_fake.py (no real one can run here).
+    from tests.kube_fake import serve
+
+    with serve(tmp_path / "kube") as (fake, kubeconfig):
+        fake.add_workload("deployment", "apps", "app")
+        home.config.write_text(
+            home.config.read_text()
+            + 'kubernetes = ["db/password"]\nrestart = ["kubernetes:deployment/app"]\n'
+            + f'\n[kubernetes]\nkubeconfig = "{kubeconfig}"\nnamespace = "apps"\n'
+        )
+        for _ in range(2):
+            done = keyroll(home.config, "rotate", "app_password")
+            assert done.returncode == 0, done.stdout + done.stderr
+            login, password = pair_accepted(pg, home, app.name)
+            assert fake.secret_value("apps", "db", "password") == password
+            assert fake.secret_value("apps", "db", "app_db_user") == login
+
+
+def test_status_after_a_kill_shows_the_pair_in_flight(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # Killed after the pair was stored, before it was recorded: both are in flight (run `keyroll recover`),
+    # neither "changed outside keyroll".
+    text = home.config.read_text().replace('target = "pg_app"', 'target = "pg_app"\nrestart = ["command:true"]')
+    home.config.write_text(text)
+    killed = keyroll(home.config, "rotate", "app_password", env={"KEYROLL_FAILPOINT": "restart"})
+    assert killed.returncode == -signal.SIGKILL
+    status = {s["name"]: s for s in json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]}
+    for name in ("app_password", "app_db_user"):
+        assert status[name]["state"] == "IN FLIGHT", status[name]
+        assert not any("outside keyroll" in problem for problem in status[name]["problems"]), status[name]
+    checked = keyroll(home.config, "validate")
+    assert checked.returncode == 1 and "outside keyroll" not in checked.stdout + checked.stderr
+    assert keyroll(home.config, "recover").returncode == 0
+    status = {s["name"]: s for s in json.loads(keyroll(home.config, "status", "--json").stdout)["data"]["secrets"]}
+    assert status["app_password"]["state"] == status["app_db_user"]["state"] == "OK"
+    pair_accepted(pg, home, app.name)
+
+
+def test_status_with_the_strategies_loads_no_database_client(home, krp) -> None:  # type: ignore[no-untyped-def]
+    home.write_config(
+        """
+[targets.pg]
+type = "postgres"
+user = "app"
+admin_user = "admin"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[targets.db]
+type = "mysql"
+user = "app"
+admin_user = "root"
+strategy = "dual"
+
+[secrets.app_password]
+target = "pg"
+
+[secrets.db_password]
+target = "db"
+"""
+    )
+    result = krp("--config", str(home.config), "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.journal" in loaded and "app_db_user" in result.out
+    assert not any(m.startswith("keyroll.targets") for m in loaded)
+    assert not {m for m in loaded if m.split(".")[0] in ("psycopg", "pymysql", "redis", "rich", "apscheduler")}
+
+
+@pytest.mark.parametrize("how", ["init", "set"])
+def test_adopting_a_password_of_an_existing_clone_makes_it_act_as_the_role(pg, home, how: str) -> None:  # type: ignore[no-untyped-def]
+    # The clone's name was already taken by a login of its own (made by hand, not a member of the role): when
+    # its password is adopted, keyroll first makes it act as the role, so consumers given it own nothing apart.
+    role, admin = unique("adopt"), unique("adoptadm")
+    clone_value = "Clone" * 6 + "pw"
+    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
+    pg.create_role(role, "Role" * 8)
+    pg.create_role(f"{role}_clone", clone_value)
+    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
+    home.write_config(
+        f"""
+[targets.pg]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{home.root / "pg-admin"}"
+strategy = "alternating"
+username_secret = "app_db_user"
+
+[secrets.app_password]
+target = "pg"
+"""
+    )
+    if how == "init":
+        home.secrets.mkdir(mode=0o700)
+        (home.secrets / "app_password").write_text(clone_value)
+        (home.secrets / "app_password").chmod(0o600)
+        done = keyroll(home.config, "init")
+    else:
+        done = keyroll(home.config, "set", "app_password", stdin=clone_value)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert home.value("app_db_user") == f"{role}_clone" and home.value("app_password") == clone_value
+    assert acting_user(pg, f"{role}_clone", clone_value) == role
+
+
+def test_a_setting_only_a_superuser_may_copy_is_named(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The admin (CREATEROLE, not a superuser) may not copy log_statement: the rotation stops before any consumer
+    # is moved to a clone that would go unlogged, says what to run, and works once a superuser has run it.
+    pg.execute_admin(f"ALTER ROLE \"{app.name}\" SET log_statement = 'all'")
+    refused = keyroll(home.config, "rotate", "app_password")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and f"do it as a superuser: ALTER ROLE {app.clone} SET log_statement" in said
+    assert said.count(f"PostgreSQL role '{app.name}'") == 1
+    assert pair_accepted(pg, home, app.name) == (app.name, app.initial)
+    pg.execute_admin(f"ALTER ROLE \"{app.clone}\" SET log_statement = 'all'")
+    done = keyroll(home.config, "rotate", "app_password")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pair_accepted(pg, home, app.name)[0] == app.clone
+
+
+def test_leaks_scan_does_not_report_the_login_name(app, pg, home) -> None:  # type: ignore[no-untyped-def]
+    # The login name is written in configs on purpose: it is no secret, so no leak (and `rotate --emergency` of
+    # it would be refused anyway). The password beside it still is one.
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    folder = home.root / "deploy"
+    folder.mkdir()
+    (folder / "app.env").write_text(f"DB_USER={home.value('app_db_user')}\n")
+    scanned = keyroll(home.config, "leaks", "scan", str(folder))
+    assert scanned.returncode == 0 and "app_db_user" not in scanned.stdout + scanned.stderr, scanned.stdout
+    (folder / "app.env").write_text(f"DB_USER={home.value('app_db_user')}\nDB_PASSWORD={home.value('app_password')}\n")
+    scanned = keyroll(home.config, "leaks", "scan", str(folder))
+    assert scanned.returncode == 1 and "app_password" in scanned.stdout and "app_db_user" not in scanned.stdout

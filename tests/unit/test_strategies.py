@@ -100,6 +100,7 @@ def test_dual_refuses_mysql_and_old_mariadb(version: str, refused: bool, tmp_pat
         "SELECT count(*)": [(1,)],
         "SELECT VERSION()": [(version,)],
         "SHOW CREATE USER": [("CREATE USER `app`@`%` IDENTIFIED BY PASSWORD '*" + "A" * 40 + "'",)],
+        "SHOW GRANTS": [("GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION",)],
     }
     target._execute = lambda query, params=(): next(v for k, v in answers.items() if query.startswith(k))  # type: ignore[attr-defined]
     if refused:
@@ -109,3 +110,26 @@ def test_dual_refuses_mysql_and_old_mariadb(version: str, refused: bool, tmp_pat
             target.check()
     else:
         target.check()
+
+
+@pytest.mark.parametrize(
+    ("grants", "may"),
+    [
+        (["GRANT USAGE ON *.* TO `k`@`%` IDENTIFIED BY PASSWORD '*AB'", "GRANT SELECT ON `mysql`.* TO `k`@`%`"], False),
+        (["GRANT PROXY ON ``@`%` TO `k`@`%`", "GRANT SELECT, INSERT ON *.* TO `k`@`%`"], False),
+        (["GRANT USAGE ON *.* TO `k`@`%`", "GRANT UPDATE ON `mysql`.* TO `k`@`%`"], True),
+        (["GRANT SELECT, CREATE USER ON *.* TO `k`@`%` IDENTIFIED BY PASSWORD '*AB'"], True),
+        (["GRANT ALL PRIVILEGES ON *.* TO `k`@`%` WITH GRANT OPTION"], True),
+        (["GRANT USAGE ON *.* TO `k`@`%`", "GRANT `dba` TO `k`@`%`"], True),  # a role: not second-guessed
+        (["GRANT USAGE ON *.* TO `k ON *.* CREATE USER`@`%` IDENTIFIED BY PASSWORD ' ON *.*'"], False),
+    ],
+)
+def test_the_mysql_admin_privilege_is_read_from_its_grants(grants: list[str], may: bool, tmp_path: Path) -> None:
+    """MariaDB's SHOW GRANTS wording (10.11), given here: ALTER USER needs global CREATE USER (or UPDATE/ALL),
+    or UPDATE on the mysql database."""
+    from keyroll.targets import open_target
+
+    text = '[targets.db]\ntype = "mysql"\nuser = "app"\nadmin_user = "k"\n[secrets.db_password]\ntarget = "db"\n'
+    target = open_target(policy_from(text, tmp_path), "db", "db_password", lambda name: None)
+    target._execute = lambda query, params=(): [(g,) for g in grants]  # type: ignore[attr-defined]
+    assert target._may_alter_users() is may  # type: ignore[attr-defined]

@@ -107,8 +107,10 @@ def gather_needles(policy: Policy) -> tuple[list[Needle], list[str], list[str]]:
     found: dict[tuple[str, str], str] = {}  # (secret, value) -> state
     not_searched: list[str] = []
 
+    logins = {name for name, secret in policy.secrets.items() if secret.follows}
+
     def add(name: str, value: str | None, state: str) -> None:
-        if not value:
+        if not value or name in logins:  # (a login name is no secret: it is written in configs on purpose)
             return
         key = (name, value)
         known = found.get(key)

@@ -74,9 +74,9 @@ def gather(policy: Policy, store: Store | None = None) -> tuple[list[SecretFacts
         matches = None
         if record and value is not None and journal and journal.can_fingerprint:
             matches = journal.fingerprint(value) == record.fingerprint
-        facts.append(
-            SecretFacts(secret, info, value, error, record, matches, inflight.get(secret.name), last.get(secret.name))
-        )
+        # A login name is written with its password: in flight with it.
+        phase = inflight.get(secret.name) or (inflight.get(secret.follows) if secret.follows else None)
+        facts.append(SecretFacts(secret, info, value, error, record, matches, phase, last.get(secret.name)))
     return facts, journal
 
 
@@ -137,7 +137,7 @@ def _state(facts: SecretFacts) -> tuple[str, list[str]]:
         problems.append((MISSING, missing_hint(facts)))
     elif facts.read_error:
         problems.append((UNREADABLE, facts.read_error))
-    if facts.fingerprint_matches is False:
+    if facts.fingerprint_matches is False and not facts.inflight_phase:  # (in flight: the new value, not recorded yet)
         problems.append((MODIFIED, "changed outside keyroll since it was last recorded"))
     if facts.value is not None:
         problem = facts.value_problem
@@ -191,7 +191,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
                 ),
                 kind=secret.kind,
                 length=secret.length,
-                entropy_bits=secret.entropy_bits,
+                entropy_bits=0 if secret.follows else secret.entropy_bits,  # a login name is no secret
                 services=list(secret.services),
                 description=secret.description,
                 target=secret.target,

@@ -128,7 +128,8 @@ def validate(policy: Policy) -> ValidationReport:
         if item.value is not None and (problem := item.value_problem):
             report.add(FAIL, name, f"the value {problem}")
         if item.fingerprint_matches is False:
-            report.add(FAIL, name, "changed outside keyroll: its fingerprint differs from the journal's")
+            if not item.inflight_phase:  # (in flight: the new value, not recorded yet; said above)
+                report.add(FAIL, name, "changed outside keyroll: its fingerprint differs from the journal's")
         elif item.record is None and journal is not None:
             report.add(WARN, name, "not recorded in the journal: `keyroll init` adopts it")
         if item.info.mode is not None:

@@ -399,7 +399,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 s.name,
                 s.state,
                 "" if s.size is None else s.size,
-                f"{s.kind} {s.length}c/{s.entropy_bits}b",
+                f"{s.kind} {s.length}c/{s.entropy_bits}b" if s.entropy_bits else s.kind,
                 ", ".join(s.services),
                 (s.created or "")[:10],
                 (s.rotated or "")[:10],

@@ -540,7 +540,9 @@ def _add_username_secrets(
             unattended=False,
             health_timeout=main.health_timeout,
             follows=password,
-            kubernetes=declared.kubernetes if declared else (),
+            # Published beside its password (same Kubernetes Secret, its own name as the key) unless declared.
+            kubernetes=(declared.kubernetes if declared else ())
+            or tuple(f"{key.rsplit('/', 1)[0]}/{username}" for key in main.kubernetes),
         )
     for name, secret in secrets.items():
         if secret.kind == "username" and name not in followers:

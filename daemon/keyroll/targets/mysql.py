@@ -26,7 +26,17 @@ if TYPE_CHECKING:
     from keyroll.config.schema import MysqlTarget as MysqlConfig
 
 _ACCESS_DENIED = 1045
+# Server errors pymysql raises as OperationalError that are a refusal, not a lost connection: database,
+# table, column access denied, and "you need the CREATE USER privilege" (1227).
+_DENIED = frozenset({1044, 1142, 1143, 1227})
 _NATIVE_HASH = re.compile(r"'(\*[0-9A-F]{40})'")
+
+
+def _other_plugins(create_user: str) -> set[str]:
+    """The authentication plugins of a SHOW CREATE USER statement besides mysql_native_password."""
+    # (no word inside a quoted hash or a `name` counts)
+    bare = re.sub(r"`(?:[^`]|``)*`", "``", re.sub(r"'(?:[^'\\]|\\.)*'", "''", create_user))
+    return {p.lower() for p in re.findall(r"\b(?:VIA|OR)\s+(\w+)", bare)} - {"mysql_native_password"}
 
 
 def native_password_hash(value: str) -> str:
@@ -88,6 +98,8 @@ class MysqlTarget(BaseTarget):
                 cursor.execute(query, params)
                 return list(cursor.fetchall())
         except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] in _DENIED:  # the server refused the statement: no outage, no retry
+                raise TargetError(f"{self.describe()}: {exc.args[-1]}") from None
             self.close()
             raise ServiceUnavailable(
                 f"{self.describe()}: connection lost ({exc.args[-1] if exc.args else exc})"
@@ -104,6 +116,11 @@ class MysqlTarget(BaseTarget):
         )
         if not rows or not rows[0][0]:
             raise TargetError(f"{self.describe()}: the account does not exist")
+        if not self._may_alter_users():
+            raise TargetError(
+                f"{self.describe()}: admin {self.credentials.user!r} lacks the CREATE USER privilege "
+                f"(GRANT CREATE USER ON *.* TO '{self.credentials.user}'@...)"
+            )
         if self.dual:
             version = str(self._execute("SELECT VERSION()")[0][0])
             number = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
@@ -112,7 +129,33 @@ class MysqlTarget(BaseTarget):
                     f"{self.describe()}: strategy dual needs MariaDB 10.4 or later (the server is {version}); "
                     "MySQL's RETAIN CURRENT PASSWORD is not supported"
                 )
-            self._chain()
+            rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
+            others = sorted(_other_plugins(str(rows[0][0]) if rows else ""))
+            if others:
+                # The chain keyroll writes holds password hashes only: it would drop these silently.
+                raise TargetError(
+                    f"{self.describe()}: the account also authenticates via {', '.join(others)}, which "
+                    "strategy dual would remove (it keeps mysql_native_password hashes only); "
+                    'drop that alternative or use strategy = "single"'
+                )
+
+    def _may_alter_users(self) -> bool:
+        """The admin's grants allow ALTER USER: global CREATE USER, UPDATE or ALL, or UPDATE on
+        `mysql`.  A granted role is not looked into: then the answer is yes (no false alarm)."""
+        for (line,) in self._execute("SHOW GRANTS"):
+            bare = re.sub(r"'(?:[^'\\]|\\.)*'", "''", str(line)).upper()  # (the password hash is left out)
+            head = bare.split(" TO ", 1)[0]
+            if not head.startswith("GRANT "):
+                continue
+            privileges, _, on = head.removeprefix("GRANT ").partition(" ON ")
+            if not on:
+                return True  # GRANT `role` TO ...
+            held = {p.strip() for p in privileges.split(",")}
+            if on.strip() == "*.*" and held & {"ALL PRIVILEGES", "CREATE USER", "UPDATE"}:
+                return True
+            if on.strip() == "`MYSQL`.*" and held & {"ALL PRIVILEGES", "UPDATE"}:
+                return True
+        return False
 
     def accepts(self, value: str) -> bool:
         try:
@@ -150,9 +193,15 @@ class MysqlTarget(BaseTarget):
         chain = [native_password_hash(new)]
         if old is not None and old != new:
             chain.append(native_password_hash(old))
+        else:
+            # No value known before (init, or `set` of a first value): the password the account has
+            # today keeps working for the grace too, for consumers not yet restarted.
+            chain += [h for h in self._chain()[:1] if h != chain[0]]
         self._set_chain(chain)
 
     def rollback(self, old: str | None, new: str) -> None:
+        if old is not None and old != new and not self.accepts(new) and self.accepts(old):
+            return  # the change never reached the account (e.g. the admin may not make it): nothing to undo
         if not self.dual:
             return super().rollback(old, new)
         if old is None:

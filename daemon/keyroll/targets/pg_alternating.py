@@ -53,6 +53,7 @@ class AlternatingPostgresTarget(PostgresTarget):
         self.grace = parse_duration(config.grace)
         self._live_value = live_value
         self._login_of: dict[str, str] = {}  # password -> the login known to accept it (this session)
+        self._ensured = False  # ensure_alternate() ran in this session
 
     def describe(self) -> str:
         c = self.config
@@ -119,6 +120,78 @@ class AlternatingPostgresTarget(PostgresTarget):
             self._execute(sql.SQL("GRANT {} TO {}").format(user, alternate))
         self._execute(sql.SQL("ALTER ROLE {} LOGIN INHERIT").format(alternate))
         self._execute(sql.SQL("ALTER ROLE {} SET role = {}").format(alternate, sql.Literal(self.config.user)))
+        self._copy_settings()
+        self._ensured = True
+
+    def _role_settings(self, role: str) -> dict[tuple[str, str], str]:
+        """The role's own settings, (database or "", name) -> value, `role` left out."""
+        rows = self._execute(
+            "SELECT coalesce(d.datname, ''), unnest(s.setconfig) FROM pg_db_role_setting s "
+            "JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE r.rolname = %s",
+            (role,),
+        )
+        settings = {}
+        for database, entry in rows:
+            name, _, value = str(entry).partition("=")
+            if name.lower() != "role":
+                settings[(str(database), name)] = value
+        return settings
+
+    def _copy_settings(self) -> None:
+        """The alternate login gets the main role's settings (`ALTER ROLE user [IN DATABASE d]
+        SET search_path ...`): PostgreSQL applies those of the login, not of the role its
+        sessions switch to, so without them a consumer moved to the clone would run with
+        another search_path, timeout or the like.  Restated on every rotation."""
+        from psycopg import sql
+
+        from keyroll.targets.base import client_library
+
+        psycopg = client_library("psycopg", "postgres")
+        wanted, have = self._role_settings(self.config.user), self._role_settings(self.alternate)
+        for (database, name), value in sorted(wanted.items()):
+            if have.get((database, name)) == value:
+                continue
+            where = sql.SQL(" IN DATABASE {}").format(sql.Identifier(database)) if database else sql.SQL("")
+            alter = sql.SQL("ALTER ROLE {}{} SET {}").format(
+                sql.Identifier(self.alternate), where, sql.Identifier(name)
+            )
+            connection = self._admin_connection()
+            try:
+                # The value as the catalog spells it (a list such as search_path included), through the session.
+                with connection.transaction():
+                    connection.execute("SELECT set_config(%s, %s, true)", (name, value))
+                    connection.execute(alter + sql.SQL(" FROM CURRENT"))
+            except psycopg.OperationalError:
+                self._execute("SELECT 1")  # the connection was lost: ServiceUnavailable (or a new one works)
+                raise TargetError(f"{self.describe()}: connection lost while copying {name}") from None
+            except psycopg.Error:
+                try:  # a setting a session cannot change: the value as one literal
+                    self._execute(alter + sql.SQL(" TO {}").format(sql.Literal(value)))
+                except TargetError as exc:
+                    raise self._by_hand(
+                        exc,
+                        f"give {self.alternate!r} the setting {name} of {self.config.user!r}",
+                        f"ALTER ROLE {self.alternate} SET {name} ...",
+                    ) from None
+        for database, name in sorted(set(have) - set(wanted)):
+            where = sql.SQL(" IN DATABASE {}").format(sql.Identifier(database)) if database else sql.SQL("")
+            try:
+                self._execute(
+                    sql.SQL("ALTER ROLE {}{} RESET {}").format(
+                        sql.Identifier(self.alternate), where, sql.Identifier(name)
+                    )
+                )
+            except TargetError as exc:
+                raise self._by_hand(
+                    exc,
+                    f"remove the setting {name} from {self.alternate!r} (gone from {self.config.user!r})",
+                    f"ALTER ROLE {self.alternate} RESET {name}",
+                ) from None
+
+    def _by_hand(self, exc: TargetError, what: str, statement: str) -> TargetError:
+        reason = str(exc).removeprefix(f"{self.describe()}: ")
+        return TargetError(f"{self.describe()}: could not {what} ({reason}); do it as a superuser: {statement}")
 
     # --- the interface ---------------------------------------------------------------
 
@@ -211,4 +284,9 @@ class AlternatingPostgresTarget(PostgresTarget):
         return [self._other(login)] if login is not None else []
 
     def companion_values(self, value: str) -> dict[str, str]:
-        return {self.config.username_secret: self.login_of(value) or self.in_use()}
+        login = self.login_of(value)
+        if login == self.alternate and not self._ensured:
+            # Adopting a password of an alternate login that existed before keyroll (or was changed by
+            # hand): it must act as `user` before consumers are given it.
+            self.ensure_alternate()
+        return {self.config.username_secret: login or self.in_use()}
