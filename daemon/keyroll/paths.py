@@ -45,20 +45,25 @@ def _home(env: Mapping[str, str]) -> Path:
     return Path(env.get("HOME") or os.path.expanduser("~"))
 
 
+def _xdg(env: Mapping[str, str], name: str, fallback: Path) -> Path:
+    """`$name` when it is an absolute path, else `fallback`: the XDG Base Directory spec says a relative value is
+    invalid and must be ignored (it would otherwise put the store under whatever folder keyroll is started in)."""
+    value = env.get(name, "")
+    return Path(value) if os.path.isabs(value) else fallback
+
+
 def default_config_file(env: Mapping[str, str]) -> Path:
     """The config file looked for when neither --config nor $KEYROLL_CONFIG is set."""
     if _is_root():
         return ROOT_CONFIG_FILE
-    base = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
-    return Path(base) / "keyroll" / "config.toml"
+    return _xdg(env, "XDG_CONFIG_HOME", _home(env) / ".config") / "keyroll" / "config.toml"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
     """The folder under which secrets/, backups/ and state/ live by default."""
     if _is_root():
         return ROOT_DATA_DIR
-    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
-    return Path(base) / "keyroll"
+    return _xdg(env, "XDG_STATE_HOME", _home(env) / ".local" / "state") / "keyroll"
 
 
 def config_file_to_use(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
