@@ -18,6 +18,15 @@ system's git configuration where it matters (no hooks: keyroll's commits are
 machine commits of ciphertext, and a hook in a clone could be hostile or wait
 for input; no signing prompts, no editor, no terminal prompts); the transport
 (ssh keys, credential helpers) is still configured as the user has it.
+
+keyroll runs git as root in a repository others may have written, so it trusts
+a repository only as it trusts a config file (`keyroll.trust`): the work tree,
+its git folder and every git configuration file git reads must be changeable by
+root and the running user only.  Even then, no program named by the
+repository's configuration for what keyroll runs is started: every filter
+driver (`filter.*.clean/smudge/process`, which `git add` would run), merge
+driver and `remote.*.receivepack/uploadpack` is overridden on the command line.
+`ext::` remotes are refused.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+from keyroll import trust
 from keyroll.errors import KeyrollError, ServiceUnavailable, UsageError
 from keyroll.fsutil import write_files_atomically
 from keyroll.records import field, record
@@ -68,7 +78,15 @@ GIT_OPTIONS = (
     "push.recurseSubmodules=no",
     "user.useConfigOnly=false",
     "advice.detachedHead=false",
+    "protocol.ext.allow=never",
 )
+# Configuration that names a program git would run for keyroll's commands: each is
+# overridden (see Git.overrides), whoever wrote it.
+_PROGRAM_KEYS = r"^(filter|merge)\..+\.[a-z]+$"
+# (remote.*.receivepack/uploadpack may hold several values, so `-c` cannot replace them:
+# push and fetch name the standard programs on their command line instead.)
+RECEIVE_PACK = "--receive-pack=git-receive-pack"
+UPLOAD_PACK = "--upload-pack=git-upload-pack"
 _IN_PROGRESS = {
     "MERGE_HEAD": "merge",
     "rebase-merge": "rebase",
@@ -222,12 +240,47 @@ class Git:
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
                 del self.env[variable]
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        self._overrides: tuple[str, ...] | None = None
+
+    def overrides(self) -> tuple[str, ...]:
+        """`-c` options that neutralise every program the repository's (or any) git
+        configuration names for the commands keyroll runs: filter drivers (run by
+        `add`, `status`, `checkout`) and merge drivers (`rebase`)."""
+        if self._overrides is None:
+            self._overrides = ()
+            done = self.run("config", "--null", "--get-regexp", _PROGRAM_KEYS, check=False)
+            options: dict[str, None] = {}
+            for entry in done.stdout.decode("utf-8", errors="replace").split("\0"):
+                key = entry.partition("\n")[0]
+                section, _, rest = key.partition(".")
+                name = rest.rpartition(".")[0]
+                if not name:
+                    continue
+                if section == "filter":
+                    for variable, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
+                        options[f"filter.{name}.{variable}={value}"] = None
+                elif section == "merge":
+                    options[f"merge.{name}.driver=false"] = None  # (a conflict, never a program)
+            self._overrides = tuple(options)
+        return self._overrides
+
+    def config_files(self) -> list[Path]:
+        """Every git configuration file git reads here (system, global, the repository's,
+        and whatever they include)."""
+        done = self.run("config", "--list", "--show-origin", "--null", check=False)
+        files: dict[Path, None] = {}
+        fields = done.stdout.decode("utf-8", errors="replace").split("\0")
+        for origin in fields[::2]:
+            if origin.startswith("file:"):
+                files[self.repo / origin[len("file:") :]] = None
+        return list(files)
 
     def run(
         self, *args: str, check: bool = True, timeout: float = LOCAL_TIMEOUT, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         """`git ARGS` in the work tree; GitError (one line) when it fails and `check`."""
-        argv = ["git", *(item for option in GIT_OPTIONS for item in ("-c", option)), *args]
+        options = (*GIT_OPTIONS, *(self.overrides() if self._overrides is not None or args[0] != "config" else ()))
+        argv = ["git", *(item for option in options for item in ("-c", option)), *args]
         try:
             done = subprocess.run(
                 argv,
@@ -300,11 +353,18 @@ class Publisher:
         if self._top is None:
             if not self.given.is_dir():
                 raise RepoNotReady(f"gitops.repo: {self.given} is not a folder (clone the fleet repository there)")
-            done = self.git.run("rev-parse", "--show-toplevel", check=False)
+            trust.refuse(trust.check_folder(self.given, "gitops.repo"))
+            done = self.git.run("rev-parse", "--show-toplevel", "--absolute-git-dir", check=False)
             if done.returncode != 0:
                 raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({last_line(done.stderr)})")
-            self._top = Path(done.stdout.decode().strip())
-            self.git.repo = self._top
+            top, _, git_dir = done.stdout.decode().strip().partition("\n")
+            self.git.repo = Path(top)
+            found = trust.check_folder(Path(top), "gitops.repo")
+            found += trust.check_folder(Path(git_dir), "git folder of gitops.repo")
+            for path in self.git.config_files():
+                found += trust.check_file(path, "git configuration of gitops.repo")
+            trust.refuse(found)  # (someone else could make git run a program of theirs, as keyroll's user)
+            self._top = Path(top)
         return self._top
 
     def folder(self) -> Path:
@@ -495,7 +555,14 @@ class Publisher:
             if record:
                 self._save(state)
             done = self.git.run(
-                "push", "--porcelain", "--no-verify", self.remote, refspec, check=False, timeout=NETWORK_TIMEOUT
+                "push",
+                "--porcelain",
+                "--no-verify",
+                RECEIVE_PACK,
+                self.remote,
+                refspec,
+                check=False,
+                timeout=NETWORK_TIMEOUT,
             )
             if done.returncode == 0:
                 state.phase = "pushed"
@@ -515,7 +582,7 @@ class Publisher:
     def fetch(self) -> str:
         """Fetch the remote branch; its commit id ("" when the branch does not exist yet)."""
         done = self.git.run(
-            "fetch", "--quiet", "--no-tags", self.remote, self.branch, check=False, timeout=NETWORK_TIMEOUT
+            "fetch", "--quiet", "--no-tags", UPLOAD_PACK, self.remote, self.branch, check=False, timeout=NETWORK_TIMEOUT
         )
         if done.returncode != 0:
             if b"couldn't find remote ref" in done.stderr:

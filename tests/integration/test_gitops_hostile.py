@@ -1,0 +1,95 @@
+"""[gitops] in a repository others may have configured.
+
+keyroll runs git (often as root) in a clone of the fleet repository: a program
+named by that clone's git configuration (a filter driver `git add` would run, a
+receive-pack a push would start, a merge driver, a hook) must never run, and a
+clone another user can write (its folder, its git folder, a git config file it
+reads) is refused before any change, as keyroll refuses any file others can
+change.  Real git, real sops, a bare repository as the remote (the fixtures of
+test_gitops)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import test_gitops
+from test_gitops import Fleet, colleague_pushes, git, init
+
+fleet = test_gitops.fleet  # (the fixture: a bare remote, keyroll's clone, a colleague's clone)
+
+
+def _program(root: Path, name: str) -> tuple[str, Path]:
+    """A program that leaves a mark when it runs (and passes its input through)."""
+    marker = root / f"ran-{name}"
+    script = root / f"program-{name}"
+    script.write_text(f"#!/bin/sh\ntouch '{marker}'\ncat\n")
+    script.chmod(0o755)
+    return str(script), marker
+
+
+def test_no_program_named_by_the_clones_git_configuration_ever_runs(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    marks: dict[str, Path] = {}
+    for key in (
+        "filter.crypt.clean",
+        "filter.crypt.smudge",
+        "filter.lfsish.process",
+        "remote.origin.receivepack",
+        "remote.origin.uploadpack",
+        "merge.ours.driver",
+        "core.fsmonitor",
+        "core.hooksPath",
+        "core.editor",
+        "sequence.editor",
+        "core.pager",
+        "gpg.program",
+    ):
+        program, marks[key] = _program(fleet.root, key)
+        git(fleet.repo, "config", key, program)
+    git(fleet.repo, "config", "filter.lfsish.required", "true")
+    git(fleet.repo, "config", "commit.gpgSign", "true")
+    (fleet.repo / ".git" / "info" / "attributes").write_text("*.yaml filter=crypt merge=ours\n*.nix filter=lfsish\n")
+    hooks = fleet.repo / ".git" / "hooks"
+    for hook in ("pre-commit", "post-commit", "commit-msg", "pre-push", "reference-transaction", "post-rewrite"):
+        program, marks[hook] = _program(fleet.root, hook)
+        (hooks / hook).write_text(Path(program).read_text())
+        (hooks / hook).chmod(0o755)
+    colleague_pushes(fleet, "hosts/db.nix", "{ db = true; }\n")  # (a fetch and a rebase, with a checkout)
+
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 0, result.both
+    assert kr(*fleet.cfg, "status").code == 0
+    assert not [name for name, mark in marks.items() if mark.exists()]
+    assert fleet.remote_file() == fleet.bundle.read_bytes()  # (no clean filter changed what was committed)
+    assert fleet.remote_log()[:2] == ["keyroll: rotate db_password", "colleague: hosts/db.nix"]
+    assert fleet.accepted() == [fleet.values()["db_password"]]
+
+
+def test_a_clone_someone_else_can_change_is_refused_before_any_change(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before, head = fleet.values(), git(fleet.repo, "rev-parse", "HEAD")
+    backups = sorted(os.listdir(fleet.root / "backups"))
+    config = fleet.repo / ".git" / "config"
+    other = fleet.root / "shared.gitconfig"
+    other.write_text("[user]\n\tname = x\n")
+    other.chmod(0o666)
+    cases = [
+        (lambda: config.chmod(0o664), lambda: config.chmod(0o644), f"git configuration of gitops.repo: {config}"),
+        (lambda: (fleet.repo / ".git").chmod(0o777), lambda: (fleet.repo / ".git").chmod(0o755), "git folder"),
+        (lambda: os.chown(fleet.repo, 65534, 65534), lambda: os.chown(fleet.repo, 0, 0), "gitops.repo"),
+        (
+            lambda: git(fleet.repo, "config", "include.path", str(other)),
+            lambda: git(fleet.repo, "config", "--unset", "include.path"),
+            str(other),
+        ),
+    ]
+    for spoil, mend, named in cases:
+        spoil()
+        result = kr(*fleet.cfg, "rotate", "db_password")
+        assert result.code == 2, result.both
+        assert len(result.err.strip().splitlines()) == 1 and "unsafe" in result.err and named in result.err, result.both
+        mend()
+    assert fleet.values() == before and git(fleet.repo, "rev-parse", "HEAD") == head
+    assert sorted(os.listdir(fleet.root / "backups")) == backups  # not even a backup
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 0
