@@ -451,7 +451,8 @@ class Publisher:
     def check_ready(self) -> None:
         """Refuse (exit 2, one line) a repository that cannot take keyroll's commit now:
         not a work tree, no branch checked out, a merge, rebase or cherry-pick in
-        progress, or uncommitted changes in the published files."""
+        progress, uncommitted changes in the published files, or (with `push`)
+        commits not on the remote that keyroll did not make."""
         top = self.top
         if (what := self.git.in_progress()) is not None:
             raise RepoNotReady(f"gitops.repo: {top}: a {what} is in progress; finish or abort it first")
@@ -459,10 +460,27 @@ class Publisher:
             raise RepoNotReady(f"gitops.repo: {top}: no branch is checked out (detached HEAD)")
         if self.remote and self.git.run("remote", "get-url", "--", self.remote, check=False).returncode != 0:
             raise RepoNotReady(f"gitops.push: {top} has no remote named {self.remote!r} (git remote -v)")
+        if self.remote and (foreign := self.foreign_commits()):
+            raise RepoNotReady(
+                f"gitops.repo: {top}: {len(foreign)} commit(s) not on {self.remote} {self.branch} are not keyroll's "
+                f"(first: {foreign[-1]}); push or drop them first: keyroll pushes only its own commits"
+            )
         paths = list(self.file_names())
         dirty = self.git.run("status", "--porcelain=v1", "--untracked-files=all", "--", *paths).stdout
         if dirty.strip():
             raise RepoNotReady(f"gitops.repo: {top}/{paths[0]}: has uncommitted changes; commit or discard them first")
+
+    def foreign_commits(self) -> list[str]:
+        """The commits ("SHA subject", newest first) a push of HEAD would take to the remote
+        branch that keyroll did not make (a person's unpushed work, another branch's).  Judged
+        by the remote-tracking branch as last fetched; without one, by every branch of the remote."""
+        tracking = f"refs/remotes/{self.remote}/{self.branch}"
+        if self.git.run("rev-parse", "-q", "--verify", tracking, check=False).returncode == 0:
+            scope = [f"{tracking}..HEAD"]
+        else:
+            scope = ["HEAD", "--not", f"--remotes={self.remote}"]
+        done = self.git.run("log", "--format=%h %s", "--invert-grep", f"--grep=^{TRAILER}: ", *scope, "--", check=False)
+        return done.stdout.decode("utf-8", errors="replace").splitlines() if done.returncode == 0 else []
 
     def planned(self) -> list[str]:
         """The files a change would commit (for `rotate --dry-run`)."""

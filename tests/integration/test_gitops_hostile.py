@@ -93,3 +93,38 @@ def test_a_clone_someone_else_can_change_is_refused_before_any_change(kr, fleet:
     assert fleet.values() == before and git(fleet.repo, "rev-parse", "HEAD") == head
     assert sorted(os.listdir(fleet.root / "backups")) == backups  # not even a backup
     assert kr(*fleet.cfg, "rotate", "db_password").code == 0
+
+
+def test_commits_of_someone_elses_that_are_not_on_the_remote_are_never_pushed(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before, remote_head = fleet.values(), git(fleet.remote, "rev-parse", "main")
+    backups = sorted(os.listdir(fleet.root / "backups"))
+    (fleet.repo / "hosts" / "wip.nix").write_text('{ password = "not for the fleet yet"; }\n')
+    git(fleet.repo, "add", "hosts/wip.nix")
+    git(fleet.repo, "commit", "--quiet", "-m", "wip: not reviewed")  # (a person's, never pushed)
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2, result.both
+    assert (
+        len(result.err.strip().splitlines()) == 1 and "gitops.repo:" in result.err and "wip: not reviewed" in result.err
+    )
+    assert git(fleet.remote, "rev-parse", "main") == remote_head and fleet.values() == before
+    assert sorted(os.listdir(fleet.root / "backups")) == backups  # not even a backup
+    # A branch other than the one keyroll pushes to is the same: its commits would land on main.
+    git(fleet.repo, "reset", "--quiet", "--hard", "origin/main")
+    git(fleet.repo, "checkout", "--quiet", "-b", "feature")
+    git(fleet.repo, "commit", "--quiet", "--allow-empty", "-m", "feature: half done")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "feature: half done" in result.err, result.both
+    git(fleet.repo, "checkout", "--quiet", "main")
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 0
+    assert git(fleet.remote, "log", "--format=%s", "main").splitlines()[0] == "keyroll: rotate db_password"
+    assert "wip: not reviewed" not in git(fleet.remote, "log", "--format=%s", "--all")
+
+
+def test_a_detached_head_stops_before_any_change(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    backups = sorted(os.listdir(fleet.root / "backups"))
+    git(fleet.repo, "checkout", "--quiet", "--detach")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "gitops.repo:" in result.err and "detached HEAD" in result.err, result.both
+    assert sorted(os.listdir(fleet.root / "backups")) == backups
