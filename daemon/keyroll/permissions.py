@@ -4,7 +4,7 @@ That is: the config file; the secrets, backup and state folders and the state
 files; every file the config names (notification URLs, admin passwords, the age
 identity, the SOPS bundle and its `.sops.yaml`); and every program keyroll runs
 for it (command targets, `command:` and `systemd:` restarts, `command:` health
-checks, the sops binary).  `validate` and `config validate` report each finding
+checks, `command:` converge checks, the sops binary, git for [gitops]).  `validate` and `config validate` report each finding
 as a failure; writing commands and the daemon refuse to start (exit 2).
 
 Layer: beside store, targets and consumers (it reads the policy and how
@@ -78,6 +78,7 @@ def programs(policy: Policy) -> list[tuple[str, list[str]]]:
     for secret in policy.secrets.values():
         specs = [("restart", spec) for spec in secret.restart]
         specs += [("health", spec) for spec in secret.health if spec.startswith("command:")]
+        specs += [("converge", spec) for spec in secret.converge if spec.startswith("command:")]
         for option, spec in specs:
             if spec in seen:
                 continue
@@ -86,6 +87,8 @@ def programs(policy: Policy) -> list[tuple[str, list[str]]]:
                 found.append((f"secrets.{secret.name}.{option}", restart_argv(spec)))
             except ValueError:
                 continue  # (an unbalanced quote: the config check reports it)
+    if policy.gitops is not None:
+        found.append(("gitops", ["git"]))  # (run as keyroll's user in the fleet's clone)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 

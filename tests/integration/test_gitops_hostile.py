@@ -128,3 +128,25 @@ def test_a_detached_head_stops_before_any_change(kr, fleet: Fleet) -> None:  # t
     result = kr(*fleet.cfg, "rotate", "db_password")
     assert result.code == 2 and "gitops.repo:" in result.err and "detached HEAD" in result.err, result.both
     assert sorted(os.listdir(fleet.root / "backups")) == backups
+
+
+def test_a_git_or_a_converge_check_others_can_change_is_refused(kr, fleet: Fleet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    before = fleet.values()
+    shared = fleet.root / "shared-bin"
+    shared.mkdir()
+    shared.chmod(0o777)
+    check = shared / "fleet-runs-commit"
+    check.write_text("#!/bin/sh\nexit 0\n")
+    check.chmod(0o755)
+    fleet.write_config(secrets_extra=f'converge = ["command:{check}"]')
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "secrets.db_password.converge" in result.err and str(shared) in result.err, result.both
+    fleet.write_config()
+    wrapper = shared / "git"
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/git "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shared}:{os.environ['PATH']}")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 2 and "program of gitops" in result.err and str(shared) in result.err, result.both
+    assert fleet.values() == before
