@@ -10,6 +10,7 @@ test_gitops)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -150,3 +151,29 @@ def test_a_git_or_a_converge_check_others_can_change_is_refused(kr, fleet: Fleet
     result = kr(*fleet.cfg, "rotate", "db_password")
     assert result.code == 2 and "program of gitops" in result.err and str(shared) in result.err, result.both
     assert fleet.values() == before
+
+
+def test_the_remote_only_ever_moves_forward(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """Never a force-push, never a merge commit: the remote's own reflog shows each update
+    of its branch as a fast-forward, through a rebase, a conflict and an unreachable spell."""
+    git(fleet.remote, "config", "core.logAllRefUpdates", "always")
+    init(kr, fleet)
+    colleague_pushes(fleet, "hosts/db.nix", "{ db = true; }\n")
+    assert kr(*fleet.cfg, "rotate", "all").code == 0
+    colleague_pushes(fleet, "secrets/secrets.sops.yaml", "colleague\n")
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 1
+    git(fleet.repo, "fetch", "--quiet", "origin")
+    git(fleet.repo, "reset", "--quiet", "--keep", "origin/main")  # (docs/gitops.md: after a conflict)
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 0
+    moved = fleet.remote.with_name("remote-away.git")
+    fleet.remote.rename(moved)
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 75
+    moved.rename(fleet.remote)
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 0
+    updates = git(fleet.remote, "reflog", "show", "--format=%H %gs", "main").splitlines()
+    assert len(updates) >= 6 and all(line.endswith(" push") for line in updates[:-1]), updates
+    shas = [line.split()[0] for line in updates]
+    for newer, older in itertools.pairwise(shas):
+        git(fleet.remote, "merge-base", "--is-ancestor", older, newer)  # (a fast-forward each time)
+    assert git(fleet.remote, "rev-list", "--merges", "main") == ""
+    assert fleet.remote_file() == fleet.bundle.read_bytes()
