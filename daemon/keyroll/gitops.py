@@ -25,7 +25,9 @@ its git folder and every git configuration file git reads must be changeable by
 root and the running user only.  Even then, no program named by the
 repository's configuration for what keyroll runs is started: every filter
 driver (`filter.*.clean/smudge/process`, which `git add` would run), merge
-driver and `remote.*.receivepack/uploadpack` is overridden on the command line.
+driver is overridden (GIT_CONFIG_KEY_n, not `-c`, which would split a name holding "="),
+and push and fetch name the standard receive-pack and upload-pack (ignoring
+`remote.*.receivepack/uploadpack`).
 `ext::` remotes are refused.
 """
 
@@ -240,16 +242,22 @@ class Git:
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
                 del self.env[variable]
         self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        self._overrides: tuple[str, ...] | None = None
+        for variable in list(self.env):  # (config given to an outer git: keyroll's own overrides go last)
+            if variable.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or variable in (
+                "GIT_CONFIG_COUNT",
+                "GIT_CONFIG_PARAMETERS",
+            ):
+                del self.env[variable]
+        self._overrides: dict[str, str] | None = None
 
-    def overrides(self) -> tuple[str, ...]:
-        """`-c` options that neutralise every program the repository's (or any) git
+    def overrides(self) -> dict[str, str]:
+        """Config (key -> value, given last) that neutralises every program the repository's (or any) git
         configuration names for the commands keyroll runs: filter drivers (run by
         `add`, `status`, `checkout`) and merge drivers (`rebase`)."""
         if self._overrides is None:
-            self._overrides = ()
+            self._overrides = {}
             done = self.run("config", "--null", "--get-regexp", _PROGRAM_KEYS, check=False)
-            options: dict[str, None] = {}
+            options: dict[str, str] = {}
             for entry in done.stdout.decode("utf-8", errors="replace").split("\0"):
                 key = entry.partition("\n")[0]
                 section, _, rest = key.partition(".")
@@ -258,10 +266,10 @@ class Git:
                     continue
                 if section == "filter":
                     for variable, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
-                        options[f"filter.{name}.{variable}={value}"] = None
+                        options[f"filter.{name}.{variable}"] = value
                 elif section == "merge":
-                    options[f"merge.{name}.driver=false"] = None  # (a conflict, never a program)
-            self._overrides = tuple(options)
+                    options[f"merge.{name}.driver"] = "false"  # (a conflict, never a program)
+            self._overrides = options  # (given as GIT_CONFIG_KEY_n: a name may hold "=", which `-c` would split)
         return self._overrides
 
     def config_files(self) -> list[Path]:
@@ -279,13 +287,16 @@ class Git:
         self, *args: str, check: bool = True, timeout: float = LOCAL_TIMEOUT, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         """`git ARGS` in the work tree; GitError (one line) when it fails and `check`."""
-        options = (*GIT_OPTIONS, *(self.overrides() if self._overrides is not None or args[0] != "config" else ()))
-        argv = ["git", *(item for option in options for item in ("-c", option)), *args]
+        argv = ["git", *(item for option in GIT_OPTIONS for item in ("-c", option)), *args]
+        overrides = self.overrides() if self._overrides is not None or args[0] != "config" else {}
+        env = dict(self.env, GIT_CONFIG_COUNT=str(len(overrides))) if overrides else self.env
+        for index, (key, value) in enumerate(overrides.items()):
+            env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
         try:
             done = subprocess.run(
                 argv,
                 cwd=self.repo,
-                env=self.env,
+                env=env,
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,

@@ -49,21 +49,25 @@ def test_no_program_named_by_the_clones_git_configuration_ever_runs(kr, fleet: F
         program, marks[key] = _program(fleet.root, key)
         git(fleet.repo, "config", key, program)
     git(fleet.repo, "config", "filter.lfsish.required", "true")
+    program, marks["filter.a=b.smudge"] = _program(fleet.root, "filter-with-equals")
+    git(fleet.repo, "config", "filter.a=b.smudge", program)  # (`-c filter.a=b.smudge=` would not reach it)
     git(fleet.repo, "config", "commit.gpgSign", "true")
-    (fleet.repo / ".git" / "info" / "attributes").write_text("*.yaml filter=crypt merge=ours\n*.nix filter=lfsish\n")
+    attributes = "*.yaml filter=crypt merge=ours\n*.nix filter=lfsish\n*.md filter=a=b\n"
+    (fleet.repo / ".git" / "info" / "attributes").write_text(attributes)
     hooks = fleet.repo / ".git" / "hooks"
     for hook in ("pre-commit", "post-commit", "commit-msg", "pre-push", "reference-transaction", "post-rewrite"):
         program, marks[hook] = _program(fleet.root, hook)
         (hooks / hook).write_text(Path(program).read_text())
         (hooks / hook).chmod(0o755)
     colleague_pushes(fleet, "hosts/db.nix", "{ db = true; }\n")  # (a fetch and a rebase, with a checkout)
+    colleague_pushes(fleet, "README.md", "fleet, by a colleague\n")
 
     result = kr(*fleet.cfg, "rotate", "db_password")
     assert result.code == 0, result.both
     assert kr(*fleet.cfg, "status").code == 0
     assert not [name for name, mark in marks.items() if mark.exists()]
     assert fleet.remote_file() == fleet.bundle.read_bytes()  # (no clean filter changed what was committed)
-    assert fleet.remote_log()[:2] == ["keyroll: rotate db_password", "colleague: hosts/db.nix"]
+    assert fleet.remote_log()[:3] == ["keyroll: rotate db_password", "colleague: README.md", "colleague: hosts/db.nix"]
     assert fleet.accepted() == [fleet.values()["db_password"]]
 
 
