@@ -181,3 +181,23 @@ def test_the_remote_only_ever_moves_forward(kr, fleet: Fleet) -> None:  # type: 
         git(fleet.remote, "merge-base", "--is-ancestor", older, newer)  # (a fast-forward each time)
     assert git(fleet.remote, "rev-list", "--merges", "main") == ""
     assert fleet.remote_file() == fleet.bundle.read_bytes()
+
+
+def test_recovery_waits_for_the_fleet_once_not_twice(kr, krp, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """Killed while waiting for the fleet: `recover` drives the rotation forward, which
+    waits up to converge_timeout; the same secret is not waited for a second time."""
+    import time
+
+    flag = fleet.root / "deployed"
+    fleet.write_config(gitops='converge_timeout = "3s"', secrets_extra=f'converge = ["command:test -f {flag}"]')
+    init(kr, fleet)
+    killed = krp(*fleet.cfg, "rotate", "db_password", env={"KEYROLL_FAILPOINT": "converge"})
+    assert killed.code == -9, killed.both
+    started = time.monotonic()
+    result = krp(*fleet.cfg, "recover")
+    took = time.monotonic() - started
+    assert result.code == 75, result.both
+    assert len([line for line in result.out.splitlines() if "the fleet has not caught up" in line]) == 1, result.out
+    assert took < 5.5, f"recover waited {took:.1f}s for a 3s converge_timeout"
+    flag.touch()
+    assert kr(*fleet.cfg, "recover").code == 0
