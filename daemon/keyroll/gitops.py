@@ -84,7 +84,7 @@ GIT_OPTIONS = (
 )
 # Configuration that names a program git would run for keyroll's commands: each is
 # overridden (see Git.overrides), whoever wrote it.
-_PROGRAM_KEYS = r"^(filter|merge)\..+\.[a-z]+$"
+_PROGRAM_KEYS = r"^(filter|merge)\..+\.[a-z]+$|^core\.sshcommand$"
 # (remote.*.receivepack/uploadpack may hold several values, so `-c` cannot replace them:
 # push and fetch name the standard programs on their command line instead.)
 RECEIVE_PACK = "--receive-pack=git-receive-pack"
@@ -241,7 +241,9 @@ class Git:
         for variable in list(self.env):  # (git needs its transport's settings, never keyroll's own credentials)
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
                 del self.env[variable]
-        self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        self._batch_ssh = "GIT_SSH_COMMAND" not in self.env and "GIT_SSH" not in self.env
+        if self._batch_ssh:  # (unless core.sshCommand names the user's own: see overrides)
+            self.env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
         for variable in list(self.env):  # (config given to an outer git: keyroll's own overrides go last)
             if variable.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or variable in (
                 "GIT_CONFIG_COUNT",
@@ -260,6 +262,10 @@ class Git:
             options: dict[str, str] = {}
             for entry in done.stdout.decode("utf-8", errors="replace").split("\0"):
                 key = entry.partition("\n")[0]
+                if key == "core.sshcommand" and self._batch_ssh:
+                    del self.env["GIT_SSH_COMMAND"]  # (the environment would win over the deploy key set there)
+                    self._batch_ssh = False
+                    continue
                 section, _, rest = key.partition(".")
                 name = rest.rpartition(".")[0]
                 if not name:
@@ -335,9 +341,19 @@ class Git:
         return done.stdout if done.returncode == 0 else None
 
 
+# git's words after any failed connection: the line before them says why.
+_BOILERPLATE = frozenset(
+    {
+        "fatal: Could not read from remote repository.",
+        "Please make sure you have the correct access rights",
+        "and the repository exists.",
+    }
+)
+
+
 def last_line(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: "))]
+    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: ")) and line not in _BOILERPLATE]
     return ((useful or lines or ["no message"])[-1])[:200]
 
 

@@ -201,3 +201,29 @@ def test_recovery_waits_for_the_fleet_once_not_twice(kr, krp, fleet: Fleet) -> N
     assert took < 5.5, f"recover waited {took:.1f}s for a 3s converge_timeout"
     flag.touch()
     assert kr(*fleet.cfg, "recover").code == 0
+
+
+def test_core_sshcommand_of_the_clone_is_used_for_the_push(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """A deploy key set with `git config core.sshCommand "ssh -i KEY"` (trusted: root's
+    clone) is the transport: keyroll's batch-mode default must not replace it."""
+    init(kr, fleet)
+    log = fleet.root / "ssh.log"
+    ssh = fleet.root / "fleet-ssh"  # (plays ssh: runs the remote command here, as sshd would)
+    ssh.write_text(f'#!/bin/sh\necho "$@" >> {log}\nfor last; do :; done\nexec sh -c "$last"\n')
+    ssh.chmod(0o755)
+    git(fleet.repo, "config", "core.sshCommand", str(ssh))
+    git(fleet.repo, "remote", "set-url", "origin", f"ssh://fleet.invalid{fleet.remote}")
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 0, result.both
+    assert "fleet.invalid" in log.read_text() and fleet.remote_file() == fleet.bundle.read_bytes()
+
+
+def test_an_ssh_failure_names_its_cause() -> None:
+    from keyroll.gitops import last_line
+
+    stderr = (
+        b"ssh: Could not resolve hostname fleet.invalid: Name or service not known\r\n"
+        b"fatal: Could not read from remote repository.\n\n"
+        b"Please make sure you have the correct access rights\nand the repository exists.\n"
+    )
+    assert last_line(stderr) == "ssh: Could not resolve hostname fleet.invalid: Name or service not known"
