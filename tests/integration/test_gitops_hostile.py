@@ -227,3 +227,31 @@ def test_an_ssh_failure_names_its_cause() -> None:
         b"Please make sure you have the correct access rights\nand the repository exists.\n"
     )
     assert last_line(stderr) == "ssh: Could not resolve hostname fleet.invalid: Name or service not known"
+
+
+def test_a_submodules_git_configuration_runs_nothing_either(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    init(kr, fleet)
+    library = fleet.root / "library.git"
+    git(fleet.root, "init", "--quiet", "--bare", "-b", "main", str(library))
+    seed = fleet.root / "library-seed"
+    git(fleet.root, "clone", "--quiet", str(library), str(seed))
+    git(seed, "commit", "--quiet", "--allow-empty", "-m", "library: one")
+    git(seed, "push", "--quiet", "origin", "main")
+    allow = ("-c", "protocol.file.allow=always")
+    git(fleet.repo, *allow, "submodule", "--quiet", "add", str(library), "library")
+    git(fleet.repo, "commit", "--quiet", "-m", "fleet: the library")
+    git(fleet.repo, "push", "--quiet", "origin", "main")
+    program, mark = _program(fleet.root, "submodule-uploadpack")
+    git(fleet.repo / "library", "config", "remote.origin.uploadpack", program)
+    git(fleet.other, "pull", "--quiet", "--rebase", "origin", "main")
+    git(fleet.other, *allow, "submodule", "--quiet", "update", "--init")
+    git(seed, "commit", "--quiet", "--allow-empty", "-m", "library: two")
+    git(seed, "push", "--quiet", "origin", "main")
+    git(fleet.other / "library", "pull", "--quiet", "origin", "main")
+    git(fleet.other, "commit", "--quiet", "-am", "fleet: library two")
+    git(fleet.other, "push", "--quiet", "origin", "main")  # (keyroll's fetch would recurse into library)
+
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    assert result.code == 0, result.both
+    assert not mark.exists()
+    assert fleet.remote_log()[:2] == ["keyroll: rotate db_password", "fleet: library two"]
