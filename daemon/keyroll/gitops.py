@@ -18,6 +18,17 @@ system's git configuration where it matters (no hooks: keyroll's commits are
 machine commits of ciphertext, and a hook in a clone could be hostile or wait
 for input; no signing prompts, no editor, no terminal prompts); the transport
 (ssh keys, credential helpers) is still configured as the user has it.
+
+keyroll runs git as root in a repository others may have written, so it trusts
+a repository only as it trusts a config file (`keyroll.trust`): the work tree,
+its git folder and every git configuration file git reads must be changeable by
+root and the running user only.  Even then, no program named by the
+repository's configuration for what keyroll runs is started: every filter
+driver (`filter.*.clean/smudge/process`, which `git add` would run), merge
+driver is overridden (GIT_CONFIG_KEY_n, not `-c`, which would split a name holding "="),
+and push and fetch name the standard receive-pack and upload-pack (ignoring
+`remote.*.receivepack/uploadpack`).
+`ext::` remotes are refused.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+from keyroll import trust
 from keyroll.errors import KeyrollError, ServiceUnavailable, UsageError
 from keyroll.fsutil import write_files_atomically
 from keyroll.records import field, record
@@ -66,9 +78,19 @@ GIT_OPTIONS = (
     "rebase.abbreviateCommands=false",
     "push.followTags=false",
     "push.recurseSubmodules=no",
+    "fetch.recurseSubmodules=false",  # (a submodule's own git config would steer that fetch)
+    "submodule.recurse=false",
     "user.useConfigOnly=false",
     "advice.detachedHead=false",
+    "protocol.ext.allow=never",
 )
+# Configuration that names a program git would run for keyroll's commands: each is
+# overridden (see Git.overrides), whoever wrote it.
+_PROGRAM_KEYS = r"^(filter|merge)\..+\.[a-z]+$|^core\.sshcommand$"
+# (remote.*.receivepack/uploadpack may hold several values, so `-c` cannot replace them:
+# push and fetch name the standard programs on their command line instead.)
+RECEIVE_PACK = "--receive-pack=git-receive-pack"
+UPLOAD_PACK = "--upload-pack=git-upload-pack"
 _IN_PROGRESS = {
     "MERGE_HEAD": "merge",
     "rebase-merge": "rebase",
@@ -221,18 +243,68 @@ class Git:
         for variable in list(self.env):  # (git needs its transport's settings, never keyroll's own credentials)
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
                 del self.env[variable]
-        self.env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        self._batch_ssh = "GIT_SSH_COMMAND" not in self.env and "GIT_SSH" not in self.env
+        if self._batch_ssh:  # (unless core.sshCommand names the user's own: see overrides)
+            self.env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+        for variable in list(self.env):  # (config given to an outer git: keyroll's own overrides go last)
+            if variable.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")) or variable in (
+                "GIT_CONFIG_COUNT",
+                "GIT_CONFIG_PARAMETERS",
+            ):
+                del self.env[variable]
+        self._overrides: dict[str, str] | None = None
+
+    def overrides(self) -> dict[str, str]:
+        """Config (key -> value, given last) that neutralises every program the repository's (or any) git
+        configuration names for the commands keyroll runs: filter drivers (run by
+        `add`, `status`, `checkout`) and merge drivers (`rebase`)."""
+        if self._overrides is None:
+            self._overrides = {}
+            done = self.run("config", "--null", "--get-regexp", _PROGRAM_KEYS, check=False)
+            options: dict[str, str] = {}
+            for entry in done.stdout.decode("utf-8", errors="replace").split("\0"):
+                key = entry.partition("\n")[0]
+                if key == "core.sshcommand" and self._batch_ssh:
+                    del self.env["GIT_SSH_COMMAND"]  # (the environment would win over the deploy key set there)
+                    self._batch_ssh = False
+                    continue
+                section, _, rest = key.partition(".")
+                name = rest.rpartition(".")[0]
+                if not name:
+                    continue
+                if section == "filter":
+                    for variable, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
+                        options[f"filter.{name}.{variable}"] = value
+                elif section == "merge":
+                    options[f"merge.{name}.driver"] = "false"  # (a conflict, never a program)
+            self._overrides = options  # (given as GIT_CONFIG_KEY_n: a name may hold "=", which `-c` would split)
+        return self._overrides
+
+    def config_files(self) -> list[Path]:
+        """Every git configuration file git reads here (system, global, the repository's,
+        and whatever they include)."""
+        done = self.run("config", "--list", "--show-origin", "--null", check=False)
+        files: dict[Path, None] = {}
+        fields = done.stdout.decode("utf-8", errors="replace").split("\0")
+        for origin in fields[::2]:
+            if origin.startswith("file:"):
+                files[self.repo / origin[len("file:") :]] = None
+        return list(files)
 
     def run(
         self, *args: str, check: bool = True, timeout: float = LOCAL_TIMEOUT, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         """`git ARGS` in the work tree; GitError (one line) when it fails and `check`."""
         argv = ["git", *(item for option in GIT_OPTIONS for item in ("-c", option)), *args]
+        overrides = self.overrides() if self._overrides is not None or args[0] != "config" else {}
+        env = dict(self.env, GIT_CONFIG_COUNT=str(len(overrides))) if overrides else self.env
+        for index, (key, value) in enumerate(overrides.items()):
+            env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
         try:
             done = subprocess.run(
                 argv,
                 cwd=self.repo,
-                env=self.env,
+                env=env,
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,
@@ -271,9 +343,19 @@ class Git:
         return done.stdout if done.returncode == 0 else None
 
 
+# git's words after any failed connection: the line before them says why.
+_BOILERPLATE = frozenset(
+    {
+        "fatal: Could not read from remote repository.",
+        "Please make sure you have the correct access rights",
+        "and the repository exists.",
+    }
+)
+
+
 def last_line(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: "))]
+    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: ")) and line not in _BOILERPLATE]
     return ((useful or lines or ["no message"])[-1])[:200]
 
 
@@ -300,11 +382,18 @@ class Publisher:
         if self._top is None:
             if not self.given.is_dir():
                 raise RepoNotReady(f"gitops.repo: {self.given} is not a folder (clone the fleet repository there)")
-            done = self.git.run("rev-parse", "--show-toplevel", check=False)
+            trust.refuse(trust.check_folder(self.given, "gitops.repo"))
+            done = self.git.run("rev-parse", "--show-toplevel", "--absolute-git-dir", check=False)
             if done.returncode != 0:
                 raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({last_line(done.stderr)})")
-            self._top = Path(done.stdout.decode().strip())
-            self.git.repo = self._top
+            top, _, git_dir = done.stdout.decode().strip().partition("\n")
+            self.git.repo = Path(top)
+            found = trust.check_folder(Path(top), "gitops.repo")
+            found += trust.check_folder(Path(git_dir), "git folder of gitops.repo")
+            for path in self.git.config_files():
+                found += trust.check_file(path, "git configuration of gitops.repo")
+            trust.refuse(found)  # (someone else could make git run a program of theirs, as keyroll's user)
+            self._top = Path(top)
         return self._top
 
     def folder(self) -> Path:
@@ -391,7 +480,8 @@ class Publisher:
     def check_ready(self) -> None:
         """Refuse (exit 2, one line) a repository that cannot take keyroll's commit now:
         not a work tree, no branch checked out, a merge, rebase or cherry-pick in
-        progress, or uncommitted changes in the published files."""
+        progress, uncommitted changes in the published files, or (with `push`)
+        commits not on the remote that keyroll did not make."""
         top = self.top
         if (what := self.git.in_progress()) is not None:
             raise RepoNotReady(f"gitops.repo: {top}: a {what} is in progress; finish or abort it first")
@@ -399,10 +489,27 @@ class Publisher:
             raise RepoNotReady(f"gitops.repo: {top}: no branch is checked out (detached HEAD)")
         if self.remote and self.git.run("remote", "get-url", "--", self.remote, check=False).returncode != 0:
             raise RepoNotReady(f"gitops.push: {top} has no remote named {self.remote!r} (git remote -v)")
+        if self.remote and (foreign := self.foreign_commits()):
+            raise RepoNotReady(
+                f"gitops.repo: {top}: {len(foreign)} commit(s) not on {self.remote} {self.branch} are not keyroll's "
+                f"(first: {foreign[-1]}); push or drop them first: keyroll pushes only its own commits"
+            )
         paths = list(self.file_names())
         dirty = self.git.run("status", "--porcelain=v1", "--untracked-files=all", "--", *paths).stdout
         if dirty.strip():
             raise RepoNotReady(f"gitops.repo: {top}/{paths[0]}: has uncommitted changes; commit or discard them first")
+
+    def foreign_commits(self) -> list[str]:
+        """The commits ("SHA subject", newest first) a push of HEAD would take to the remote
+        branch that keyroll did not make (a person's unpushed work, another branch's).  Judged
+        by the remote-tracking branch as last fetched; without one, by every branch of the remote."""
+        tracking = f"refs/remotes/{self.remote}/{self.branch}"
+        if self.git.run("rev-parse", "-q", "--verify", tracking, check=False).returncode == 0:
+            scope = [f"{tracking}..HEAD"]
+        else:
+            scope = ["HEAD", "--not", f"--remotes={self.remote}"]
+        done = self.git.run("log", "--format=%h %s", "--invert-grep", f"--grep=^{TRAILER}: ", *scope, "--", check=False)
+        return done.stdout.decode("utf-8", errors="replace").splitlines() if done.returncode == 0 else []
 
     def planned(self) -> list[str]:
         """The files a change would commit (for `rotate --dry-run`)."""
@@ -495,7 +602,14 @@ class Publisher:
             if record:
                 self._save(state)
             done = self.git.run(
-                "push", "--porcelain", "--no-verify", self.remote, refspec, check=False, timeout=NETWORK_TIMEOUT
+                "push",
+                "--porcelain",
+                "--no-verify",
+                RECEIVE_PACK,
+                self.remote,
+                refspec,
+                check=False,
+                timeout=NETWORK_TIMEOUT,
             )
             if done.returncode == 0:
                 state.phase = "pushed"
@@ -515,7 +629,7 @@ class Publisher:
     def fetch(self) -> str:
         """Fetch the remote branch; its commit id ("" when the branch does not exist yet)."""
         done = self.git.run(
-            "fetch", "--quiet", "--no-tags", self.remote, self.branch, check=False, timeout=NETWORK_TIMEOUT
+            "fetch", "--quiet", "--no-tags", UPLOAD_PACK, self.remote, self.branch, check=False, timeout=NETWORK_TIMEOUT
         )
         if done.returncode != 0:
             if b"couldn't find remote ref" in done.stderr:

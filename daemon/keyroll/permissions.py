@@ -4,7 +4,7 @@ That is: the config file; the secrets, backup and state folders and the state
 files; every file the config names (notification URLs, admin passwords, the age
 identity, the SOPS bundle and its `.sops.yaml`); and every program keyroll runs
 for it (command targets, `command:` and `systemd:` restarts, `command:` health
-checks, the sops binary).  `validate` and `config validate` report each finding
+checks, `command:` converge checks, the sops binary, git for [gitops]).  `validate` and `config validate` report each finding
 as a failure; writing commands and the daemon refuse to start (exit 2).
 
 Layer: beside store, targets and consumers (it reads the policy and how
@@ -123,6 +123,7 @@ def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, st
     for secret in policy.secrets.values():
         specs = [("restart", spec) for spec in secret.restart]
         specs += [("health", spec) for spec in secret.health if spec.startswith("command:")]
+        specs += [("converge", spec) for spec in secret.converge if spec.startswith("command:")]
         for option, spec in specs:
             if spec in seen:
                 continue
@@ -131,6 +132,8 @@ def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, st
                 found.append((f"secrets.{secret.name}.{option}", restart_argv(spec), common))
             except ValueError:
                 continue  # (an unbalanced quote: the config check reports it)
+    if policy.gitops is not None:
+        found.append(("gitops", ["git"]))  # (run as keyroll's user in the fleet's clone)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 

@@ -1131,9 +1131,12 @@ class WriterSession:
             git.done()
         holding = gitops.held(self.journal)
         fleet = self._fleet_wait()
+        waited = {o.name for o in report.outcomes if o.exit_code == EXIT_TEMPFAIL}  # (driven forward just now)
         for name in sorted(holding):
             if fleet is None or self._should_stop():
                 break
+            if name in waited:
+                continue
             secret = self.policy.secrets.get(name)
             problem = self._resume_in_kubernetes(name) if secret is not None else None
             problem = problem or (fleet.wait(name, secret.converge) if secret is not None else None)
