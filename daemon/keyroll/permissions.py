@@ -133,7 +133,7 @@ def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, st
             except ValueError:
                 continue  # (an unbalanced quote: the config check reports it)
     if policy.gitops is not None:
-        found.append(("gitops", ["git"]))  # (run as keyroll's user in the fleet's clone)
+        found.append(("gitops", ["git"], common))  # (run as keyroll's user in the fleet's clone)
     if policy.store.kind == "sops":
         from keyroll.store.sops import find_sops
 
