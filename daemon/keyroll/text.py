@@ -8,7 +8,7 @@ def shown(spec: str) -> str:
     """A restart or health spec as output, logs and notices may show it: an http(s)
     URL without its user:password@ and its query (where tokens go)."""
     scheme, sep, rest = spec.partition("://")
-    if not sep or scheme not in ("http", "https"):
+    if not sep or scheme.lower() not in ("http", "https"):
         return spec
     rest, query, _ = rest.partition("?")
     rest = rest.split("#", 1)[0]
