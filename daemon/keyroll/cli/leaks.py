@@ -27,6 +27,7 @@ _REACH = {
 
 
 def run_leaks(args: argparse.Namespace, policy: Policy, render_tx: Callable[..., int]) -> int:
+    """Run `leaks scan` and print (or emit as JSON) its report; its exit code."""
     from keyroll.actions.leaks import scan
 
     report = scan(
@@ -131,6 +132,7 @@ def _render_scan(scan: ScanReport) -> None:
 
 
 def render(report: LeaksReport) -> None:
+    """Print the findings, what was scanned, and the advice that follows from them."""
     scan = report.scan
     _render_scan(scan)
     if report.too_short:

@@ -66,6 +66,7 @@ def parse_secret_key(spec: str) -> SecretKey:
 
 
 def is_workload_spec(spec: str) -> bool:
+    """True for a `restart` entry that names a Kubernetes workload (kubernetes:...)."""
     return spec.startswith(CONSUMER_PREFIX)
 
 
@@ -101,6 +102,7 @@ def secret_keys_problem(values: tuple[str, ...]) -> str | None:
 
 
 def workload_problem(spec: str) -> str | None:
+    """Why `spec` is not a valid kubernetes:KIND/[NAMESPACE/]NAME entry, or None."""
     try:
         parse_workload(spec)
     except ValueError as exc:

@@ -70,6 +70,7 @@ def git_env(*, keep_location: bool = False) -> dict[str, str]:
 
 
 def git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None = None) -> list[str]:
+    """A read-only git command line for `args`, on `git_dir` (and `work_tree`) when given."""
     argv = ["git", *_GIT_READ_ONLY]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
@@ -521,6 +522,7 @@ class History:
                     bits[parent] = bits.get(parent, 0) | mine
 
     def refs_of(self, commits: Iterable[str]) -> int:
+        """The refs that reach any of `commits`, as a bit set (one bit per ref)."""
         found = 0
         for commit in commits:
             found |= self.bits.get(commit, 0)
