@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from keyroll.cli.output import emit_json, line
 from keyroll.config.policy import Policy
-from keyroll.guidance import shown_names
 from keyroll.records import replace
+from keyroll.text import shown_names
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:

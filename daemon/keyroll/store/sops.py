@@ -51,10 +51,10 @@ from keyroll.fsutil import (
     remove_temp_files,
     write_files_atomically,
 )
-from keyroll.guidance import shown_names
 from keyroll.outputs import hold
 from keyroll.records import record
 from keyroll.store.base import EntryInfo, decode_value, read_each
+from keyroll.text import shown_names
 
 if TYPE_CHECKING:
     import subprocess
