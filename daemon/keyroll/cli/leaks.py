@@ -57,6 +57,10 @@ def run_leaks(args: argparse.Namespace, policy: Policy, render_tx: Callable[...,
     return code
 
 
+# How a file finding names where the file is (a plain `file` is named by its path alone).
+_FILE_KIND = {"work tree": "work tree file", "staged": "staged file", "git dir": "git folder file", "file": "file"}
+
+
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
@@ -101,16 +105,10 @@ def describe(finding: Finding) -> str:
         elif f.where in _REACH:
             what += f"; {_REACH[f.where]}"
     elif f.name:
-        kind = {"work tree": "work tree file", "staged": "staged file", "file": "file"}.get(f.source, "file")
-        what = f"the name of the {kind} {f.path}"
-    elif f.source == "git dir":
-        what = f"git folder file {f.path}{binary}{lines}"
-    elif f.source == "work tree":
-        what = f"work tree file {f.path}{binary}{lines}"
-    elif f.source == "staged":
-        what = f"staged file {f.path}{binary}{lines}"
+        what = f"the name of the {_FILE_KIND.get(f.source, 'file')} {f.path}"
     else:
-        what = f"{f.path}{binary}{lines}"
+        kind = _FILE_KIND.get(f.source) if f.source != "file" else None
+        what = f"{kind + ' ' if kind else ''}{f.path}{binary}{lines}"
     return f"{head} {what}"
 
 
