@@ -1,9 +1,10 @@
 """Words for people: what the services of a store-only secret need after it changed
-(never a value), and lists of names short enough for one line."""
+(never a value)."""
 
 from __future__ import annotations
 
 from keyroll.config.policy import SecretPolicy
+from keyroll.text import shown_names as shown_names  # (re-exported: it lived here)
 
 # Services that check the credential themselves: the new value must be applied there.
 _APPLY_HINTS = {
@@ -32,9 +33,3 @@ def store_only_guidance(secret: SecretPolicy) -> str:
     if not secret.services:
         steps.append("restart whatever reads it (no services are listed)")
     return ", then ".join(steps)
-
-
-def shown_names(names: list[str], most: int = 5) -> str:
-    """`a, b, c` for one line of output: the first `most` names, then how many more."""
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more

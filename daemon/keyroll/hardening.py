@@ -48,8 +48,10 @@ def forbid_core_dumps(non_dumpable: bool = True) -> None:
 def env_entry_problem(entry: str) -> str | None:
     """Why an `env` entry is not `NAME=value`, or None."""
     name, sep, _ = entry.partition("=")
-    if not sep or not ENV_NAME.match(name):
-        return f"{entry.partition('=')[0]!r}: write NAME=value (NAME: letters, digits and _)"
+    if not sep:  # (not quoted: an entry without "=" may be a value written alone)
+        return "an entry without '=': write NAME=value (NAME: letters, digits and _)"
+    if not ENV_NAME.match(name):
+        return f"{name!r}: write NAME=value (NAME: letters, digits and _)"
     if name.startswith("KEYROLL_"):
         return f"{name}: the KEYROLL_* variables are keyroll's own"
     return None

@@ -14,10 +14,10 @@ consumers turn a restart spec into a program).
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from keyroll import trust
+from keyroll.config.kubernetes import kubeconfig_path
 from keyroll.config.policy import Policy
 from keyroll.errors import KeyrollError
 from keyroll.hardening import parse_env_entries, program_env
@@ -92,14 +92,7 @@ def _kubeconfig(policy: Policy) -> Path | None:
     values, and may name a program to run for credentials), when it uses one."""
     if not policy.uses_kubernetes():
         return None
-    section = policy.kubernetes
-    if section.kubeconfig:
-        path = Path(section.kubeconfig).expanduser()
-        return path if path.is_absolute() or policy.config_dir is None else policy.config_dir / path
-    if policy.env.get("KUBECONFIG"):
-        return Path(policy.env["KUBECONFIG"].split(os.pathsep)[0])
-    default = Path(policy.env.get("HOME", "~")).expanduser() / ".kube" / "config"
-    return default if default.exists() else None
+    return kubeconfig_path(policy.kubernetes.kubeconfig, policy.env, policy.config_dir)
 
 
 def programs(policy: Policy) -> list[tuple[str, list[str]]]:

@@ -11,9 +11,14 @@ IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 
 
 def recipient_problem(value: str) -> str | None:
-    """Why `value` is not an age recipient (age1...), or None; no pyrage needed."""
-    if RECIPIENT.match(value.strip()):
+    """Why `value` is not an age recipient (age1...), or None; no pyrage needed.  Shows
+    the start of `value` only when it looks like a recipient: a secret pasted in by
+    mistake never reaches the message."""
+    text = value.strip()
+    if RECIPIENT.match(text):
         return None
-    if value.startswith(IDENTITY_PREFIX):
+    if text.upper().startswith(IDENTITY_PREFIX):
         return "this is a secret key (AGE-SECRET-KEY-1...); give its public key (age1...)"
-    return f"{value[:12]!r}... is not an age recipient (age1 followed by 58 characters)"
+    if text.startswith("age1"):
+        return f"{text[:12]!r}... is not an age recipient (age1 followed by 58 characters)"
+    return "an entry is not an age recipient (age1 followed by 58 characters); it is not shown"

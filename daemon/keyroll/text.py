@@ -1,5 +1,6 @@
 """Text helpers: what output, logs, notices and the effective configuration may show of
-a spec or URL that can carry a credential (never the credential itself)."""
+a spec or URL that can carry a credential (never the credential itself), and lists of
+names short enough for one line."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ def shown(spec: str) -> str:
     """A restart or health spec as output, logs and notices may show it: an http(s)
     URL without its user:password@ and its query (where tokens go)."""
     scheme, sep, rest = spec.partition("://")
-    if not sep or scheme not in ("http", "https"):
+    if not sep or scheme.lower() not in ("http", "https"):
         return spec
     rest, query, _ = rest.partition("?")
     rest = rest.split("#", 1)[0]
@@ -34,6 +35,12 @@ _HOST_SCHEMES = {
     "matrix",
     "matrixs",
 }
+
+
+def shown_names(names: list[str], most: int = 5) -> str:
+    """`a, b, c` for one line of output: the first `most` names, then how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def redact(url: str, index: int) -> str:

@@ -687,20 +687,45 @@ def test_status_loads_nothing_heavy(krp, initialized) -> None:  # type: ignore[n
     assert result.code == 0, result.both
     loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
     assert "keyroll.journal" in loaded  # the probe sees keyroll's own imports
-    heavy = {
-        "psycopg",
-        "redis",
-        "pymysql",
-        "apprise",
-        "apscheduler",
-        "rich",
-        "prometheus_client",
-        "_hashlib",
-        "typing",
-        "tomllib",
-        "json",
-    }
-    assert not {m for m in loaded if m.split(".")[0] in heavy}
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY | {"typing", "tomllib", "json"}}
+
+
+HEAVY = {
+    "psycopg",
+    "redis",
+    "pymysql",
+    "pika",
+    "apprise",
+    "apscheduler",
+    "rich",
+    "prometheus_client",
+    "lightkube",
+    "ahocorasick_rs",
+    "pyrage",
+    "yaml",
+    "ssl",
+    "_hashlib",
+}
+
+
+def test_status_loads_nothing_heavy_with_every_feature_configured(krp, home) -> None:  # type: ignore[no-untyped-def]
+    """An http target, an alternating postgres target, Kubernetes and metrics in the
+    config import none of their clients for `status` (tomllib reads the config)."""
+    home.write_config(
+        '[metrics]\ntextfile = "metrics/keyroll.prom"\n[kubernetes]\npublish = false\n'
+        '[targets.api]\ntype = "http"\nbase_url = "https://127.0.0.1:9"\n'
+        'apply = { method = "PUT", path = "/u", json = { password = "{value}" } }\n'
+        'verify = { method = "GET", path = "/w", auth = "basic:app:{value}" }\n'
+        '[targets.pg]\ntype = "postgres"\nuser = "app"\nadmin_user = "postgres"\n'
+        'strategy = "alternating"\nusername_secret = "pg_user"\n'
+        '[secrets.api_password]\ntarget = "api"\nkubernetes = ["db/password"]\n'
+        '[secrets.pg_password]\ntarget = "pg"\n[secrets.pg_user]\nkind = "username"\n'
+    )
+    result = krp("--config", str(home.config), "status", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0, result.both
+    loaded = {line.split("|")[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")}
+    assert "keyroll.config.httpspec" in loaded  # the probe sees the new features' config
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 
 
 def test_backup_names_a_secret_it_could_not_hold(kr, initialized) -> None:  # type: ignore[no-untyped-def]

@@ -362,6 +362,10 @@ target = "grafana_app"
         ('verify = { method = "GET", path = "/v", auth = "basic:u:{old}" }', "targets.t.verify.auth: {old} has no"),
         ('apply = { method = "PUT", path = "/u", auth = "basic:a:{secret:ghost}" }', "{secret:ghost} names no secret"),
         ('base_url = "http://u:pw@h"', "targets.t.base_url: no user:password@"),
+        (  # (a token written where the header name goes is not quoted back)
+            'apply = { method = "PUT", path = "/u", auth = "header:Token pw-tok:x" }',
+            "targets.t.apply.auth: header: what comes before the second ':' is not a header name",
+        ),
         # (a space or a line break used to pass, then fail every rotation as a temporary outage, exit 75)
         ('apply = { method = "PUT", path = "/u v" }', "targets.t.apply.path: no spaces or control characters"),
         ('verify = { method = "GET", path = "/v\\n" }', "targets.t.verify.path: no spaces or control characters"),

@@ -90,3 +90,11 @@ def test_encrypted_manifests_under_require_encrypted(home: Home, krp, tmp_path: 
     bundle = sops_decrypt((home.root / "secrets.sops.yaml").read_bytes(), key)
     assert base64.b64decode(password).decode() == bundle["pg_password"]
     assert not watcher.carries(str(bundle["pg_password"])) and not watcher.carries(password)
+    (home.root / ".sops.yaml").write_text("creation_rules:\n  - path_regex: .*\n")  # no recipient left
+    elsewhere = tmp_path / "elsewhere"
+    refused = krp(
+        "--config", str(home.config), "bundle", "render", str(elsewhere), "--format", "kubernetes", "--encrypt"
+    )
+    assert refused.code == 2, refused.both
+    assert f"{home.root / '.sops.yaml'}: names no age recipient; --encrypt" in refused.both
+    assert len(refused.both.strip().splitlines()) == 1 and not elsewhere.exists()

@@ -272,6 +272,7 @@ def test_a_bad_env_entry_is_a_config_error(kr, home, tmp_path) -> None:  # type:
         cfg = command_config(home, Path("/bin/true"), extra=f'env = ["{entry}"]')
         result = kr(*cfg, "config", "validate")
         assert result.code == 2 and "targets.app.env" in result.err and why in result.err, result.err
+        assert "NOEQUALS" not in result.err  # (an entry without "=" may be a value: never quoted)
 
 
 @pytest.mark.parametrize("command", ["recover", "rotate", "status"])

@@ -25,6 +25,10 @@ def test_recipients_are_checked_without_pyrage() -> None:
     assert age.recipient_problem(public) is None
     assert "not an age recipient" in (age.recipient_problem("age1short") or "")
     assert "secret key" in (age.recipient_problem(_secret) or "")
+    assert "secret key" in (age.recipient_problem(f"  {_secret.lower()}") or "")
+    pasted = "hunter2-is-my-password"  # a secret pasted in by mistake is never echoed
+    assert "not an age recipient" in (problem := age.recipient_problem(pasted) or "")
+    assert "hunter" not in problem
     text = f"keys:\n  - &admin {public}\ncreation_rules:\n  - age: {public},{public}\n"
     assert age.recipients_in(text) == [public]
 

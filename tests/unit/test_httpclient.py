@@ -197,6 +197,7 @@ def test_an_unusable_ca_file_is_named(tmp_path) -> None:  # type: ignore[no-unty
 def test_shown_hides_credentials_and_queries() -> None:
     assert httpclient.shown("https://u:p@h:1/a?token=x#f") == "https://***@h:1/a?***"
     assert httpclient.shown("tcp:h:1") == "tcp:h:1"
+    assert httpclient.shown("HTTPS://u:p@h/a?t=x") == "HTTPS://***@h/a?***"  # schemes have no case
     assert consumers.shown is httpclient.shown
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from keyroll.config.kubernetes import SecretKey, Workload, parse_secret_key, parse_workload
+from keyroll.config.kubernetes import SecretKey, Workload, kubeconfig_path, parse_secret_key, parse_workload
 from keyroll.config.policy import build_policy
 from keyroll.errors import ConfigError
 from keyroll.kube.rollout import DONE, FAILED, PROGRESSING, rollout_state
@@ -22,6 +22,19 @@ def _policy(text: str):  # type: ignore[no-untyped-def]
     import tomllib
 
     return build_policy(tomllib.loads(PATHS + text), None, {})
+
+
+def test_the_kubeconfig_keyroll_loads_is_the_one_its_trust_check_checks(tmp_path: Path) -> None:
+    """One rule serves the client and the permission check (they once differed on ~)."""
+    home = {"HOME": str(tmp_path)}
+    assert kubeconfig_path("kube.yaml", {}, tmp_path / "etc") == tmp_path / "etc" / "kube.yaml"
+    assert kubeconfig_path("/k.yaml", {"KUBECONFIG": "/other"}, tmp_path) == Path("/k.yaml")
+    first = kubeconfig_path("", {**home, "KUBECONFIG": "~/a.yaml:/b.yaml"}, None)
+    assert first == Path("~/a.yaml").expanduser()  # the first file named, ~ expanded
+    assert kubeconfig_path("", home, None) is None  # no ~/.kube/config: the in-cluster account
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("")
+    assert kubeconfig_path("", home, None) == tmp_path / ".kube" / "config"
 
 
 def test_names_parse() -> None:

@@ -216,10 +216,9 @@ def render_kubernetes(
     holding keyroll's keys only; with `encrypt`, each SOPS-encrypted (data only) to
     the age recipients of the store's .sops.yaml, as Flux decrypts it.  Under
     REQUIRE_ENCRYPTED_SECRETS only with `encrypt`.  Restarts nothing."""
-    from keyroll.age import recipients_in
     from keyroll.fsutil import ensure_dir, write_files_atomically
     from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
-    from keyroll.store.sops import resolve_path
+    from keyroll.store.sops import sops_config_recipients
 
     if directory is None:
         raise UsageError("name the folder to write the manifests to: keyroll bundle render DIR --format kubernetes")
@@ -233,15 +232,7 @@ def render_kubernetes(
     folder = Path(directory).expanduser().absolute()
     recipients: list[str] = []
     if encrypt:
-        config = resolve_path(policy.store.sops_config, policy)
-        try:
-            recipients = recipients_in(config.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(
-                f"{config}: cannot be read ({exc.strerror or exc}); --encrypt uses its age recipients"
-            ) from None
-        if not recipients:
-            raise ConfigError(f"{config}: names no age recipient; --encrypt encrypts to them")
+        recipients = sops_config_recipients(policy, "--encrypt encrypts to its age recipients")
     with WriterSession(policy, wait=wait) as session:
         values, errors = session.store.read_all(list(policy.secrets))
         if errors:

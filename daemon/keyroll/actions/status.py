@@ -215,7 +215,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         report.gitops = repo_state(policy, store)
         held = _held_for_fleet(policy)
         if held:
-            from keyroll.guidance import shown_names
+            from keyroll.text import shown_names
 
             report.hints.append(
                 f"waiting for the fleet to apply {shown_names(held)}: their old credentials are kept "
@@ -229,7 +229,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
         report.hints += [f"warning: {warning}"] if warning else []
     unmigrated = getattr(store, "unmigrated", None)  # (a SOPS store beside a folder not migrated yet)
     if unmigrated is not None and (names := unmigrated()):
-        from keyroll.guidance import shown_names
+        from keyroll.text import shown_names
 
         report.hints.append(
             f"{policy.paths.secrets_dir} holds plaintext files of secrets the bundle lacks ({shown_names(names)}): "

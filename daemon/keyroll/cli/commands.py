@@ -144,7 +144,7 @@ def _listing(label: str, names: list[str]) -> None:
     """`label: a, b, c` when there are names (the first 20, then how many more);
     nothing otherwise."""
     if names:
-        from keyroll.guidance import shown_names
+        from keyroll.text import shown_names
 
         line(f"{label}: {shown_names(names, 20)}")
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from keyroll.cli.output import emit_json, line
 from keyroll.config.policy import Policy
-from keyroll.guidance import shown_names
 from keyroll.records import replace
+from keyroll.text import shown_names
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ _REACH = {
 
 
 def run_leaks(args: argparse.Namespace, policy: Policy, render_tx: Callable[..., int]) -> int:
+    """Run `leaks scan` and print (or emit as JSON) its report; its exit code."""
     from keyroll.actions.leaks import scan
 
     report = scan(
@@ -54,6 +55,10 @@ def run_leaks(args: argparse.Namespace, policy: Policy, render_tx: Callable[...,
         _render_scan(report.after)
         _verdict(report, report.after)
     return code
+
+
+# How a file finding names where the file is (a plain `file` is named by its path alone).
+_FILE_KIND = {"work tree": "work tree file", "staged": "staged file", "git dir": "git folder file", "file": "file"}
 
 
 def _size(n: int) -> str:
@@ -100,16 +105,10 @@ def describe(finding: Finding) -> str:
         elif f.where in _REACH:
             what += f"; {_REACH[f.where]}"
     elif f.name:
-        kind = {"work tree": "work tree file", "staged": "staged file", "file": "file"}.get(f.source, "file")
-        what = f"the name of the {kind} {f.path}"
-    elif f.source == "git dir":
-        what = f"git folder file {f.path}{binary}{lines}"
-    elif f.source == "work tree":
-        what = f"work tree file {f.path}{binary}{lines}"
-    elif f.source == "staged":
-        what = f"staged file {f.path}{binary}{lines}"
+        what = f"the name of the {_FILE_KIND.get(f.source, 'file')} {f.path}"
     else:
-        what = f"{f.path}{binary}{lines}"
+        kind = _FILE_KIND.get(f.source) if f.source != "file" else None
+        what = f"{kind + ' ' if kind else ''}{f.path}{binary}{lines}"
     return f"{head} {what}"
 
 
@@ -131,6 +130,7 @@ def _render_scan(scan: ScanReport) -> None:
 
 
 def render(report: LeaksReport) -> None:
+    """Print the findings, what was scanned, and the advice that follows from them."""
     scan = report.scan
     _render_scan(scan)
     if report.too_short:

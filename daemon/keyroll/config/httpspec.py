@@ -126,7 +126,8 @@ def auth_parts(auth: str) -> tuple[str, str, str]:
     if form == "basic-file" and not second:
         raise ValueError("basic-file: needs a FILE after the user")
     if form == "header" and not HEADER_NAME.match(first):
-        raise ValueError(f"header: {first!r} is not a header name")
+        # (not quoted: what stands there may be a token written without its header name)
+        raise ValueError("header: what comes before the second ':' is not a header name (a token without spaces)")
     return form, first, second
 
 

@@ -8,7 +8,10 @@ kubeconfig context's, else `default`), resolved when keyroll talks to the cluste
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 from keyroll.records import record
 
@@ -66,6 +69,7 @@ def parse_secret_key(spec: str) -> SecretKey:
 
 
 def is_workload_spec(spec: str) -> bool:
+    """True for a `restart` entry that names a Kubernetes workload (kubernetes:...)."""
     return spec.startswith(CONSUMER_PREFIX)
 
 
@@ -101,8 +105,22 @@ def secret_keys_problem(values: tuple[str, ...]) -> str | None:
 
 
 def workload_problem(spec: str) -> str | None:
+    """Why `spec` is not a valid kubernetes:KIND/[NAMESPACE/]NAME entry, or None."""
     try:
         parse_workload(spec)
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def kubeconfig_path(kubeconfig: str, env: Mapping[str, str], config_dir: Path | None) -> Path | None:
+    """The kubeconfig file keyroll loads: `[kubernetes] kubeconfig` (relative to the
+    config's folder), else the first file $KUBECONFIG names, else ~/.kube/config when
+    it exists; None when there is none (keyroll then uses the in-cluster account)."""
+    if kubeconfig:
+        path = Path(kubeconfig).expanduser()
+        return path if path.is_absolute() or config_dir is None else config_dir / path
+    if env.get("KUBECONFIG"):
+        return Path(env["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
+    default = Path(env.get("HOME", "~")).expanduser() / ".kube" / "config"
+    return default if default.exists() else None

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from keyroll.config.kubernetes import SecretKey, Workload
+from keyroll.config.kubernetes import SecretKey, Workload, kubeconfig_path
 from keyroll.config.schema import KubernetesSection
 from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError
 
@@ -117,16 +116,8 @@ class Cluster:
         import importlib
 
         yaml_error: type[Exception] = importlib.import_module("yaml").YAMLError  # (lightkube's parser)
-        path = self.section.kubeconfig
-        if path:
-            resolved = Path(path).expanduser()
-            if not resolved.is_absolute() and self._config_dir is not None:
-                resolved = self._config_dir / resolved
-        elif self._env.get("KUBECONFIG"):
-            resolved = Path(self._env["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
-        elif (default := Path(self._env.get("HOME", "~")).expanduser() / ".kube" / "config").exists():
-            resolved = default
-        else:
+        resolved = kubeconfig_path(self.section.kubeconfig, self._env, self._config_dir)
+        if resolved is None:
             try:
                 return "the in-cluster service account", kube_config.from_service_account()
             except (config_error, OSError, KeyError):

@@ -69,6 +69,7 @@ class PublishReport:
 
 
 def mappings(secret: SecretPolicy) -> list[SecretKey]:
+    """The Secret keys `secret` is published to (its `kubernetes` entries, parsed)."""
     return [parse_secret_key(spec) for spec in secret.kubernetes]
 
 
@@ -85,6 +86,7 @@ def companions(policy: Policy, secret: SecretPolicy) -> list[SecretPolicy]:
 
 
 def involves_kubernetes(secret: SecretPolicy) -> bool:
+    """True when `secret` is published to a Secret or restarts a workload."""
     return bool(secret.kubernetes) or any(is_workload_spec(spec) for spec in secret.restart)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from keyroll.fsutil import describe_os_error
 from keyroll.leaks.patterns import LineCounter, Matcher
 from keyroll.leaks.report import CommitPath, LeakScanError
+from keyroll.outputs import safe_excerpt
 from keyroll.records import record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -70,6 +71,7 @@ def git_env(*, keep_location: bool = False) -> dict[str, str]:
 
 
 def git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None = None) -> list[str]:
+    """A read-only git command line for `args`, on `git_dir` (and `work_tree`) when given."""
     argv = ["git", *_GIT_READ_ONLY]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
@@ -79,13 +81,13 @@ def git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None =
 
 
 def git_error(stderr: bytes | str) -> str:
-    """git's own message, as one line (the first `fatal:`/`error:` line, or the first line)."""
+    """git's own message, as one line (the first `fatal:`/`error:` line, or the first
+    line), withheld when it holds part of a value (git quotes paths, and a file name
+    may be a leaked value)."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("fatal:", "error:")):
-            return line
-    return lines[0] if lines else "git failed"
+    chosen = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else "")
+    return safe_excerpt(chosen) or "git failed"
 
 
 def run_git(
@@ -521,6 +523,7 @@ class History:
                     bits[parent] = bits.get(parent, 0) | mine
 
     def refs_of(self, commits: Iterable[str]) -> int:
+        """The refs that reach any of `commits`, as a bit set (one bit per ref)."""
         found = 0
         for commit in commits:
             found |= self.bits.get(commit, 0)

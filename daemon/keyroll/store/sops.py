@@ -51,10 +51,10 @@ from keyroll.fsutil import (
     remove_temp_files,
     write_files_atomically,
 )
-from keyroll.guidance import shown_names
 from keyroll.outputs import hold
 from keyroll.records import record
 from keyroll.store.base import EntryInfo, decode_value, read_each
+from keyroll.text import shown_names
 
 if TYPE_CHECKING:
     import subprocess
@@ -99,6 +99,23 @@ def resolve_path(value: str, policy: Policy) -> Path:
     if not path.is_absolute():
         path = (policy.config_dir or policy.paths.secrets_dir.parent) / path
     return path.absolute()
+
+
+def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
+    """The age recipients written in the store's .sops.yaml, at least one; otherwise
+    ConfigError, one line naming the file and ending with `purpose` (what needs them)."""
+    from keyroll.age import recipients_in
+
+    config = resolve_path(policy.store.sops_config, policy)
+    try:
+        recipients = recipients_in(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{config}: cannot be read ({exc.strerror or exc}); {purpose}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config}: cannot be read (not UTF-8 text); {purpose}") from None
+    if not recipients:
+        raise ConfigError(f"{config}: names no age recipient; {purpose}")
+    return recipients
 
 
 def bundle_format(name: str) -> str:
