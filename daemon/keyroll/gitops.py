@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 from keyroll import trust
-from keyroll.errors import KeyrollError, ServiceUnavailable, UsageError
+from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, UsageError
 from keyroll.fsutil import write_files_atomically
 from keyroll.records import field, record
 
@@ -354,9 +354,13 @@ _BOILERPLATE = frozenset(
 
 
 def last_line(stderr: bytes) -> str:
+    """The line of git's output that says why, as a message may show it: withheld when
+    it holds part of a value (a file or branch name can be one; keyroll.outputs)."""
+    from keyroll.outputs import safe_excerpt
+
     lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: ")) and line not in _BOILERPLATE]
-    return ((useful or lines or ["no message"])[-1])[:200]
+    return safe_excerpt((useful or lines or ["no message"])[-1]) or "no message"
 
 
 class Publisher:
@@ -439,19 +443,13 @@ class Publisher:
     def _manifests(self, names: Mapping[str, str]) -> dict[str, bytes]:
         """Each mapped Kubernetes Secret as a manifest SOPS-encrypts it for Flux (data only,
         to the age recipients of the store's .sops.yaml)."""
-        from keyroll.age import recipients_in
         from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
-        from keyroll.store.sops import SopsStore, resolve_path
+        from keyroll.store.sops import SopsStore, sops_config_recipients
 
-        config = resolve_path(self.policy.store.sops_config, self.policy)
         try:
-            recipients = recipients_in(config.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise GitError(
-                f"{config}: cannot be read ({exc.strerror or exc}); manifests are encrypted to its recipients"
-            ) from None
-        if not recipients:
-            raise GitError(f"{config}: names no age recipient; the Secret manifests are encrypted to them")
+            recipients = sops_config_recipients(self.policy, "the Secret manifests are encrypted to its recipients")
+        except ConfigError as exc:
+            raise GitError(str(exc)) from None
         values, errors = self.store.read_all(list(self.policy.secrets))
         if errors:
             raise GitError(next(iter(errors.values())))
