@@ -74,7 +74,7 @@ def identity_file(
 ) -> Path | None:
     """The age identity file to use (see the module docstring for the order); None
     when there is none (StoreError then, if `required`)."""
-    from keyroll.paths import credential_path
+    from keyroll.paths import resolve_config_path
 
     explicit = env.get(ENV_KEY_FILE, "")
     if explicit:
@@ -83,7 +83,7 @@ def identity_file(
             raise ConfigError(f"{path}: age identity file not found (from ${ENV_KEY_FILE})")
         return path
     if configured:
-        path = credential_path(configured, env, base)
+        path = resolve_config_path(configured, base, key="store.age_key_file", env=env)
         if not path.exists():
             raise ConfigError(f"{path}: age identity file not found (from store.age_key_file)")
         return path

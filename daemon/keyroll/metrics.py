@@ -50,10 +50,9 @@ def textfile_path(policy: Policy) -> Path | None:
     text = policy.metrics.textfile
     if not text:
         return None
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = (policy.config_dir or Path.cwd()) / path
-    return path
+    from keyroll.paths import resolve_config_path
+
+    return resolve_config_path(text, policy.config_dir, key="metrics.textfile")
 
 
 def note(policy: Policy, report: TxReport | None = None) -> None:

@@ -170,9 +170,9 @@ def configured_urls(policy: Policy) -> list[str]:
     """`[notify] urls` plus the lines of `urls_file` (blank lines and # comments skipped)."""
     urls = list(policy.notify.urls)
     if policy.notify.urls_file:
-        from keyroll.paths import credential_path
+        from keyroll.paths import resolve_config_path
 
-        path = credential_path(policy.notify.urls_file, policy.env, policy.config_dir)
+        path = resolve_config_path(policy.notify.urls_file, policy.config_dir, key="notify.urls_file", env=policy.env)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

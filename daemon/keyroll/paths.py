@@ -75,20 +75,29 @@ def config_file_to_use(explicit: str | None, env: Mapping[str, str]) -> tuple[Pa
     return default_config_file(env), False
 
 
-def credential_path(value: str, env: Mapping[str, str], base: Path | None) -> Path:
-    """Resolve a file option: `credential:NAME` means `$CREDENTIALS_DIRECTORY/NAME`
-    (systemd LoadCredential); a relative path is relative to the config's folder."""
-    if value.startswith("credential:"):
+CREDENTIAL_PREFIX = "credential:"
+
+
+def resolve_config_path(value: str, config_dir: Path | None, *, key: str, env: Mapping[str, str] | None = None) -> Path:
+    """The file a path option of the config file names, the one rule for all of them:
+    `~` is expanded, an absolute path is kept, a relative one is relative to the config
+    file's folder `config_dir` (never the working directory).  With `env` given,
+    `credential:NAME` means `$CREDENTIALS_DIRECTORY/NAME` (systemd LoadCredential).
+    ConfigError, one line naming `key`, for `credential:` without $CREDENTIALS_DIRECTORY
+    and for a relative path when there is no config file (embedded defaults)."""
+    from keyroll.errors import ConfigError
+
+    if env is not None and value.startswith(CREDENTIAL_PREFIX):
         directory = env.get("CREDENTIALS_DIRECTORY")
         if not directory:
-            from keyroll.errors import ConfigError
-
-            raise ConfigError(f"{value}: $CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
-        return Path(directory) / value.removeprefix("credential:")
+            raise ConfigError(f"{key}: {value}: $CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
+        return Path(directory) / value.removeprefix(CREDENTIAL_PREFIX)
     path = Path(value).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
+    if path.is_absolute():
+        return path
+    if config_dir is None:
+        raise ConfigError(f"{key}: {value}: a relative path needs a config file (it is relative to its folder)")
+    return (config_dir / path).absolute()
 
 
 @record(frozen=True)
@@ -141,10 +150,7 @@ class Paths:
             if env.get(env_name):
                 chosen[key] = Path(env[env_name]).expanduser().absolute()
             elif configured.get(key):
-                path = Path(configured[key]).expanduser()
-                if not path.is_absolute():
-                    path = (config_dir or Path.cwd()) / path
-                chosen[key] = path
+                chosen[key] = resolve_config_path(configured[key], config_dir, key=f"paths.{key}")
             else:
                 chosen[key] = data_dir / DEFAULT_SUBDIRS[key]
         return cls(**chosen)

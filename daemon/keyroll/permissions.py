@@ -21,7 +21,7 @@ from keyroll.config.kubernetes import kubeconfig_path
 from keyroll.config.policy import Policy
 from keyroll.errors import KeyrollError
 from keyroll.hardening import parse_env_entries, program_env
-from keyroll.paths import credential_path
+from keyroll.paths import resolve_config_path
 from keyroll.trust import Unsafe
 
 
@@ -50,9 +50,9 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     for option, value in named:
         if value:
             try:
-                files.append((option, credential_path(value, policy.env, policy.config_dir)))
+                files.append((option, resolve_config_path(value, policy.config_dir, key=option, env=policy.env)))
             except KeyrollError:
-                continue  # (no $CREDENTIALS_DIRECTORY: reported where the file is read)
+                continue  # (no $CREDENTIALS_DIRECTORY, or no config folder: reported where the file is read)
     from keyroll.age import policy_identity_file
 
     try:
@@ -67,8 +67,8 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     if policy.store.kind == "sops":
         from keyroll.store.sops import resolve_path
 
-        files.append(("store.bundle", resolve_path(policy.store.bundle, policy)))
-        files.append(("store.sops_config", resolve_path(policy.store.sops_config, policy)))
+        files.append(("store.bundle", resolve_path(policy.store.bundle, policy, key="store.bundle")))
+        files.append(("store.sops_config", resolve_path(policy.store.sops_config, policy, key="store.sops_config")))
     return files
 
 

@@ -54,13 +54,13 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
             report.add(WARN, subject, message)
     if static:
         return report
-    from keyroll.paths import credential_path
+    from keyroll.paths import resolve_config_path
 
     def check_file(option: str, value: str) -> None:
         if not value:
             return
         try:
-            path = credential_path(value, policy.env, policy.config_dir)
+            path = resolve_config_path(value, policy.config_dir, key=option, env=policy.env)
             with open(path, "rb"):
                 pass
         except KeyrollError as exc:

@@ -118,8 +118,9 @@ def kubeconfig_path(kubeconfig: str, env: Mapping[str, str], config_dir: Path | 
     config's folder), else the first file $KUBECONFIG names, else ~/.kube/config when
     it exists; None when there is none (keyroll then uses the in-cluster account)."""
     if kubeconfig:
-        path = Path(kubeconfig).expanduser()
-        return path if path.is_absolute() or config_dir is None else config_dir / path
+        from keyroll.paths import resolve_config_path
+
+        return resolve_config_path(kubeconfig, config_dir, key="kubernetes.kubeconfig")
     if env.get("KUBECONFIG"):
         return Path(env["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
     default = Path(env.get("HOME", "~")).expanduser() / ".kube" / "config"

@@ -111,10 +111,9 @@ class Policy:
         """The [gitops] work tree, resolved against the config file's folder."""
         if self.gitops is None:
             return None
-        path = Path(self.gitops.repo).expanduser()
-        if not path.is_absolute() and self.config_dir is not None:
-            path = self.config_dir / path
-        return path.absolute()
+        from keyroll.paths import resolve_config_path
+
+        return resolve_config_path(self.gitops.repo, self.config_dir, key="gitops.repo").absolute()
 
     metrics: MetricsSection = MetricsSection()
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)

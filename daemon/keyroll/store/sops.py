@@ -19,9 +19,10 @@ or stdout (never in argv or a file).
   (otherwise it could not read back its own store).
 
 Paths: `[store] bundle` (default `secrets.sops.yaml`) and `[store] sops_config`
-(default `.sops.yaml`) are relative to the config file's folder; without a
-config file, relative to the parent of the secrets folder (the data folder,
-e.g. /var/lib/keyroll).  The age identity: see `keyroll.age`.
+(default `.sops.yaml`) are relative to the config file's folder, as every path
+option is (`keyroll.paths.resolve_config_path`); a sops store needs a config
+file (the embedded defaults use the folder store).  The age identity: see
+`keyroll.age`.
 
 Secrets rendered for services (`keyroll bundle render`, the way sops-nix fills
 /run/secrets) live in the secrets folder; when a write changes a secret whose
@@ -92,13 +93,12 @@ def find_sops(env: Mapping[str, str] | None = None) -> str:
     raise StoreError(INSTALL_HINT)
 
 
-def resolve_path(value: str, policy: Policy) -> Path:
-    """A `[store]` path: relative to the config's folder, or without a config file
-    to the parent of the secrets folder."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = (policy.config_dir or policy.paths.secrets_dir.parent) / path
-    return path.absolute()
+def resolve_path(value: str, policy: Policy, *, key: str) -> Path:
+    """A `[store]` path option `key`, as `resolve_config_path` resolves it (relative
+    to the config file's folder)."""
+    from keyroll.paths import resolve_config_path
+
+    return resolve_config_path(value, policy.config_dir, key=key)
 
 
 def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
@@ -106,7 +106,7 @@ def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
     ConfigError, one line naming the file and ending with `purpose` (what needs them)."""
     from keyroll.age import recipients_in
 
-    config = resolve_path(policy.store.sops_config, policy)
+    config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
     try:
         recipients = recipients_in(config.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -192,8 +192,8 @@ class SopsStore:
         if RESERVED_KEY in policy.secrets:
             raise ConfigError(f"secrets.{RESERVED_KEY}: the name is reserved in a SOPS bundle (its metadata)")
         self.policy = policy
-        self.location = resolve_path(policy.store.bundle, policy)
-        self.sops_config = resolve_path(policy.store.sops_config, policy)
+        self.location = resolve_path(policy.store.bundle, policy, key="store.bundle")
+        self.sops_config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
         self.format = bundle_format(self.location.name)
         self._env = policy.env
         self._binary: str | None = None

@@ -32,7 +32,7 @@ def admin_credentials(
     """The login a target uses to change a password: an admin account (password from
     another keyroll secret, a file / systemd credential, or none), or the account
     itself with its current value."""
-    from keyroll.paths import credential_path
+    from keyroll.paths import resolve_config_path
 
     config = policy.targets[target_name]
     admin_user = getattr(config, "admin_user", "")
@@ -64,7 +64,8 @@ def admin_credentials(
             admin_user, required(secret, f"the admin secret {secret} is missing from the store"), f"secret {secret}"
         )
     if file_option:
-        path = credential_path(file_option, policy.env, policy.config_dir)
+        key = f"targets.{target_name}.admin_password_file"
+        path = resolve_config_path(file_option, policy.config_dir, key=key, env=policy.env)
 
         def from_file() -> str:
             try:

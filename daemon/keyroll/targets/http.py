@@ -95,9 +95,9 @@ class HttpTarget(BaseTarget):
         return "apply" if phase == "rollback" and self.config.rollback is None else phase
 
     def _read_file(self, option: str, table: str) -> str:
-        from keyroll.paths import credential_path
+        from keyroll.paths import resolve_config_path
 
-        path = credential_path(option, self.env, self.config_dir)
+        path = resolve_config_path(option, self.config_dir, key=f"targets.{self.name}.{table}.auth", env=self.env)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -174,9 +174,10 @@ class HttpTarget(BaseTarget):
     def _ca_file(self) -> str | None:
         if not self.config.ca_file:
             return None
-        from keyroll.paths import credential_path
+        from keyroll.paths import resolve_config_path
 
-        return str(credential_path(self.config.ca_file, self.env, self.config_dir))
+        key = f"targets.{self.name}.ca_file"
+        return str(resolve_config_path(self.config.ca_file, self.config_dir, key=key, env=self.env))
 
     def _change(self, phase: str, spec: HttpRequest, value: str, old: str | None) -> None:
         if self._send(phase, spec, value, old) in (401, 403):
