@@ -9,6 +9,7 @@ a real cluster runs only when KEYROLL_TEST_KUBECONFIG is set.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,12 +228,36 @@ def test_sync_and_drift(home: Home, krp, cluster) -> None:  # type: ignore[no-un
     result = _run(krp, home, "kubernetes", "sync", "--dry-run")
     assert result.code == 0, result.both
     assert "would update" in result.out and "changed-by-hand" not in result.both
+    # --json: one entry per Secret (key names, never values), for scripts.
+    result = _run(krp, home, "kubernetes", "sync", "--dry-run", "--restart", "--json")
+    assert result.code == 0, result.both
+    envelope = json.loads(result.out)
+    assert (envelope["format"], envelope["command"], envelope["ok"]) == ("keyroll/1", "kubernetes sync", True)
+    data = envelope["data"]
+    assert data["dry_run"] is True
+    assert sorted(data["secrets"], key=lambda s: (s["namespace"], s["name"])) == [
+        # (the hand-made Secret lost the replica key too)
+        {"namespace": "ai-stack", "name": "db", "status": "would_apply", "keys": ["password", "replica"], "reason": ""},
+        {"namespace": "other-ns", "name": "api", "status": "unchanged", "keys": [], "reason": ""},
+    ]
+    assert sorted((w["kind"], w["namespace"], w["name"], w["status"]) for w in data["workloads"]) == [
+        ("deployment", "ai-stack", "api", "would_restart"),  # (it reads ai-stack/db)
+        ("statefulset", "other-ns", "db", "would_restart"),
+    ]
+    assert "changed-by-hand" not in result.both and home.value("pg_password") not in result.both
     assert fake.secret_value("ai-stack", "db", "password") == "changed-by-hand"
     before = dict(fake.rollouts)
-    result = _run(krp, home, "kubernetes", "sync")
+    result = _run(krp, home, "kubernetes", "sync", "--json")
     assert result.code == 0, result.both
+    data = json.loads(result.out)["data"]
+    assert data["dry_run"] is False and data["workloads"] == []  # no restart without --restart
+    assert {(s["namespace"], s["name"]): (s["status"], s["keys"]) for s in data["secrets"]} == {
+        ("ai-stack", "db"): ("applied", ["password", "replica"]),
+        ("other-ns", "api"): ("unchanged", []),
+    }
+    assert home.value("pg_password") not in result.both
     assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
-    assert fake.rollouts == before  # no restart without --restart
+    assert fake.rollouts == before
     assert _run(krp, home, "validate").code == 0
     result = _run(krp, home, "kubernetes", "sync", "--restart")
     assert result.code == 0 and "up to date" in result.out, result.both
@@ -454,6 +479,26 @@ def test_sync_goes_on_past_a_secret_it_cannot_write(home: Home, krp, cluster) ->
     assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
     assert "daemonset ai-stack/agent: restarted" in result.out  # (it reads other-ns/api)
     assert "changed-by-hand" not in result.both
+    # The same in --json: the failed Secret says why in one line, the others go on.
+    fake.add_secret("other-ns", "api", {"key": "changed-by-hand"})
+    result = _run(krp, home, "kubernetes", "sync", "--restart", "--json")
+    assert result.code == 1, result.both
+    envelope = json.loads(result.out)
+    assert (envelope["ok"], envelope["exit_code"]) == (False, 1)
+    secrets = {(s["namespace"], s["name"]): s for s in envelope["data"]["secrets"]}
+    assert secrets[("ai-stack", "db")] == {
+        "namespace": "ai-stack",
+        "name": "db",
+        "status": "failed",
+        "keys": ["password", "replica"],
+        "reason": "cannot patch: forbidden (403): keyroll needs the patch permission",
+    }
+    assert (secrets[("other-ns", "api")]["status"], secrets[("other-ns", "api")]["keys"]) == ("applied", ["key"])
+    assert sorted((w["kind"], w["name"], w["status"], w["reason"]) for w in envelope["data"]["workloads"]) == [
+        ("daemonset", "agent", "restarted", ""),
+        ("deployment", "api", "restarted", ""),
+    ]
+    assert "changed-by-hand" not in result.both and home.value("api_key") not in result.both
 
 
 def test_recovery_with_the_cluster_out_of_reach_leaves_the_rotation_in_flight(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from keyroll.config.policy import Policy
 from keyroll.errors import UsageError
+from keyroll.kube.syncreport import SyncResult
 from keyroll.records import field, record
 from keyroll.rotation import TxReport, WriterSession
 
 
 @record
 class SyncReport:
-    lines: list[str] = field(default_factory=list)
+    """The sync's outcome (text lines and, for --json, per Secret and workload), and
+    the recovery the writer session ran first."""
+
+    result: SyncResult = field(default_factory=SyncResult)
     recovery: TxReport = field(default_factory=TxReport)
-    exit_code: int = 0
 
 
 def sync(policy: Policy, *, dry_run: bool = False, restart: bool = False, wait: float = 0.0) -> SyncReport:
@@ -24,6 +27,4 @@ def sync(policy: Policy, *, dry_run: bool = False, restart: bool = False, wait: 
         kube = session.kube()
         assert kube is not None
         values, _errors = session.store.read_all(list(policy.secrets))
-        report = SyncReport(recovery=session.recovery)
-        report.lines, report.exit_code = kube.sync(values, dry_run=dry_run, restart=restart)
-        return report
+        return SyncReport(kube.sync(values, dry_run=dry_run, restart=restart), session.recovery)

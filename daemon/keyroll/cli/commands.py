@@ -535,11 +535,11 @@ def cmd_kubernetes(args: argparse.Namespace) -> int:
     from keyroll.actions.kubernetes import sync
 
     report = sync(_policy(args), dry_run=args.dry_run, restart=args.restart, wait=args.wait)
-    code = _combine(report.exit_code, report.recovery.exit_code)
+    code = _combine(report.result.exit_code, report.recovery.exit_code)
     if args.json:
-        emit_json(_command_name(args), code, {"lines": report.lines})
+        emit_json(_command_name(args), code, report.result.data())
         return code
-    for text in report.lines:
+    for text in report.result.lines:
         line(text)
     return code
 

@@ -24,6 +24,7 @@ from keyroll.config.kubernetes import SecretKey, Workload, is_workload_spec, par
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.errors import FleetNotConverged, KeyrollError, ServiceUnavailable, TargetError, combined_exit_code
 from keyroll.journal import Journal
+from keyroll.kube import syncreport as sr
 from keyroll.kube.client import (
     Cluster,
     KubeError,
@@ -452,14 +453,14 @@ class KubeSession:
                     lines.append(f"{secret.name}: {describe_secret(*where)} key {key.key} differs from the store")
         return lines
 
-    def sync(
-        self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False
-    ) -> tuple[list[str], int]:
+    def sync(self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False) -> sr.SyncResult:
         """Apply every mapped value from the store now (and, with `restart`, restart
-        every workload that reads a Secret that changed); one line per action, and the
-        exit code.  A Secret or workload that fails does not stop the others (its line
-        says why); the API server out of reach stops at once (75)."""
-        lines: list[str] = []
+        every workload that reads a Secret that changed); one line per action, the same
+        per Secret and workload as records, and the exit code.  A Secret or workload
+        that fails does not stop the others (its line says why); the API server out of
+        reach stops at once (75)."""
+        result = sr.SyncResult(dry_run=dry_run)
+        lines = result.lines
         codes = [0]
         changed_secrets: set[tuple[str, str]] = set()
         targets: dict[tuple[str, str], None] = {}
@@ -468,6 +469,7 @@ class KubeSession:
                 targets.setdefault((key.namespace, key.secret), None)
         with self.cluster.failing_fast():
             for ns, name in targets:
+                differs: list[str] = []
                 try:
                     wanted = self._secret_values(ns, name, values.get)
                     data = self.cluster.read_secret(ns, name) or {}
@@ -476,6 +478,7 @@ class KubeSession:
                     )
                     if not differs:
                         lines.append(f"{describe_secret(ns, name)}: up to date")
+                        result.secrets.append(sr.SecretSync(ns, name, sr.UNCHANGED))
                         continue
                     if not dry_run:
                         self.cluster.apply_secret(ns, name, wanted)
@@ -483,10 +486,14 @@ class KubeSession:
                 except (KubeError, KubeUnavailable) as exc:  # (a kubeconfig keyroll cannot use: raised)
                     lines.append(f"{exc}; not updated")
                     codes.append(exc.exit_code)
+                    reason = _one_line(str(exc), describe_secret(ns, name))
+                    result.secrets.append(sr.SecretSync(ns, name, sr.FAILED, tuple(differs), reason))
                     continue
                 lines.append(
                     f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
                 )
+                status = sr.WOULD_APPLY if dry_run else sr.APPLIED
+                result.secrets.append(sr.SecretSync(ns, name, status, tuple(differs)))
         if restart:
             to_restart: dict[Workload, None] = {}
             for secret in self.policy.secrets.values():
@@ -494,6 +501,7 @@ class KubeSession:
                     for workload in self.workloads_of(secret):
                         to_restart.setdefault(workload, None)
             restarted = []
+            outcome: dict[Workload, tuple[str, str]] = {}
             with self.cluster.failing_fast():
                 for workload in to_restart:
                     try:
@@ -503,13 +511,22 @@ class KubeSession:
                     except (KubeError, KubeUnavailable) as exc:
                         lines.append(f"{exc}; not restarted")
                         codes.append(exc.exit_code)
+                        outcome[workload] = (sr.FAILED, _one_line(str(exc), describe_workload(workload)))
                         continue
                     lines.append(f"{describe_workload(workload)}: {'would restart' if dry_run else 'restarted'}")
+                    outcome[workload] = (sr.WOULD_RESTART if dry_run else sr.RESTARTED, "")
             if restarted:
                 problems = wait_rollouts(self.cluster, restarted, self.rollout_timeout, self._should_stop)
                 lines.extend(problems.values())
                 codes.extend(ServiceUnavailable.exit_code for _ in problems)
-        return lines, combined_exit_code(codes)
+                for workload, problem in problems.items():
+                    outcome[workload] = (sr.FAILED, _one_line(problem, describe_workload(workload)))
+            for workload, (status, reason) in outcome.items():
+                result.workloads.append(
+                    sr.WorkloadSync(workload.kind, workload.namespace, workload.name, status, reason)
+                )
+        result.exit_code = combined_exit_code(codes)
+        return result
 
 
 def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[str], str | None]:
@@ -530,6 +547,12 @@ def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[
 
 def _without(reason: str, subject: str) -> str:
     return reason.removeprefix(f"{subject}: ")
+
+
+def _one_line(reason: str, subject: str) -> str:
+    """A failure's message for --json: its first line, without the subject it names."""
+    first = reason.splitlines()[0] if reason else ""
+    return _without(first, subject)
 
 
 def _failure(step: str, subject: str, exc: KeyrollError) -> KubeFailure:
