@@ -152,6 +152,7 @@ def refuse_unusable(policy: Policy, store: Store) -> None:
 # Operations that bring their own value (or a new one): they may replace a plain file
 # whose bytes are not a value (not UTF-8), where a rotation refuses to guess.
 _REPLACES_UNREADABLE = ("set", "restore", "init")
+_HEALTHY_AGAIN = "; healthy again on the previous value, so the new one is refused"
 
 
 class WriterSession:
@@ -792,7 +793,12 @@ class WriterSession:
         for step in steps:
             if step.name in problems and step.outcome is not None:
                 step.outcome.exit_code = EXIT_TEMPFAIL
-                step.outcome.message += f"; in Kubernetes: {problems[step.name]}"
+                # (the health checks passed before the cluster went back: not healthy again after all)
+                step.outcome.message = step.outcome.message.replace(_HEALTHY_AGAIN, "")
+                step.outcome.message += (
+                    f"; the previous value did not come back in Kubernetes either ({problems[step.name]}): "
+                    "retry once the cluster is healthy"
+                )
 
     def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
         """Restart what reads a changed secret, then wait for its health checks."""
@@ -830,7 +836,7 @@ class WriterSession:
                 step.outcome.message += "; still unhealthy on the previous value: retry once the service is back"
             else:
                 step.outcome.exit_code = EXIT_FAILURE
-                step.outcome.message += "; healthy again on the previous value, so the new one is refused"
+                step.outcome.message += _HEALTHY_AGAIN
         return completions
 
     def _retire_or_queue(self, step: _Step, emergency: bool, hold: bool = False) -> None:

@@ -100,6 +100,9 @@ def test_failed_rollout_rolls_everything_back(home: Home, krp, cluster) -> None:
     # the deployment stays failing on the old value too: 75 by the existing rule
     assert result.code == 75, result.both
     assert "ProgressDeadlineExceeded" in result.both and "in Kubernetes" in result.both
+    # the undo's rollout failed too: never "healthy again on the previous value"
+    assert "healthy again" not in result.both
+    assert "did not come back in Kubernetes either" in result.both
     assert home.value("pg_replica") == old
     assert fake.secret_value("ai-stack", "db", "replica") == old
     # restarted with the new value, then again with the old one
