@@ -524,7 +524,13 @@ class WriterSession:
                 if step.changes_store and (kube := self.kube()) is not None:
                     kube.gate(step.secret, self.live_value)
             except KeyrollError as exc:
-                self._fail_outcome(step, exc, "not rotated")
+                # (init has nothing to rotate: it created nothing, and running it again creates it)
+                not_done = (
+                    "not created: `keyroll init` creates it once that is fixed"
+                    if step.change.op == "init"
+                    else "not rotated"
+                )
+                self._fail_outcome(step, exc, not_done)
                 completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
                 continue
             ready.append(step)
