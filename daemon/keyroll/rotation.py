@@ -832,6 +832,10 @@ class WriterSession:
             completion = self._success(step)
             step.outcome.exit_code = problem.exit_code  # a restart that cannot run: 1; an outage: 75
             step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
+            # The new value stays current: a credential the account had before (a dual
+            # password, the other alternating login) goes after the grace, as on success;
+            # never at once, as the consumers that did not restart may still use it.
+            self._retire_or_queue(step, emergency=False, hold=True)
             return [completion]
         completions = self._undo(step, problem, restore_store=True)
         if completions and kind == "health check" and failures[0].temporary:
