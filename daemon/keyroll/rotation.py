@@ -41,7 +41,7 @@ from keyroll.lock import FileLock
 from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
 from keyroll.outcomes import TxReport as TxReport
 from keyroll.permissions import refuse_untrusted
-from keyroll.records import record
+from keyroll.records import record, replace
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
 from keyroll.targets import Connections, Target, open_target
@@ -153,6 +153,13 @@ def refuse_unusable(policy: Policy, store: Store) -> None:
 # whose bytes are not a value (not UTF-8), where a rotation refuses to guess.
 _REPLACES_UNREADABLE = ("set", "restore", "init")
 _HEALTHY_AGAIN = "; healthy again on the previous value, so the new one is refused"
+
+
+def _with_exit_codes(completions: list[Completion], outcomes: list[Outcome]) -> list[Completion]:
+    """The completions with their secret's final exit code, for the history (it tells a
+    temporary failure, 75, from a hard one once this run's report is gone)."""
+    codes = {o.name: o.exit_code for o in outcomes}
+    return [replace(c, exit_code=codes[c.name]) if c.exit_code is None and c.name in codes else c for c in completions]
 
 
 class WriterSession:
@@ -444,7 +451,7 @@ class WriterSession:
                 for step in steps:
                     self._fail_outcome(step, exc, "not rotated without a backup")
                     completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
-                self.journal.complete(txid, completions)
+                self.journal.complete(txid, _with_exit_codes(completions, report.outcomes))
                 return report
 
         # 4. Create: pending values durable before any service sees them.
@@ -476,7 +483,7 @@ class WriterSession:
         completions += self._finish(verified, emergency)
         failpoint("finish")
         with self._timed("finish"):
-            self.journal.complete(txid, completions)
+            self.journal.complete(txid, _with_exit_codes(completions, report.outcomes))
         report.timings = dict(self._timings)
         return report
 
@@ -999,7 +1006,7 @@ class WriterSession:
         """Finish an interrupted rotation whose new value the service (if any) accepts."""
         assert step.outcome is not None
         completions = self._finish([step], emergency=entry.emergency)
-        self.journal.complete(entry.txid, completions)
+        self.journal.complete(entry.txid, _with_exit_codes(completions, [step.outcome]))
         if step.outcome.ok:
             step.outcome.status = "completed"
             step.outcome.message = f"interrupted after {entry.phase}; completed"
