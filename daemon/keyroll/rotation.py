@@ -155,6 +155,12 @@ _REPLACES_UNREADABLE = ("set", "restore", "init")
 _HEALTHY_AGAIN = "; healthy again on the previous value, so the new one is refused"
 
 
+def _interrupted(entry: InFlight) -> str:
+    """What stopped a rotation recovery resolves: its phase, and the error it was left
+    in flight with (a failure whose undo failed too), if any."""
+    return f"{entry.op} interrupted after {entry.phase}" + (f" ({entry.error})" if entry.error else "")
+
+
 def _with_exit_codes(completions: list[Completion], outcomes: list[Outcome]) -> list[Completion]:
     """The completions with their secret's final exit code, for the history (it tells a
     temporary failure, 75, from a hard one once this run's report is gone)."""
@@ -590,7 +596,7 @@ class WriterSession:
         except KeyrollError as undo_exc:
             step.outcome.exit_code = _exit_code_of(undo_exc)
             step.outcome.message = f"{exc}; rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
-            self.journal.note_error(step.name, str(undo_exc))
+            self.journal.note_error(step.name, f"{exc}; rolling back failed too ({undo_exc})")  # (recovery tells it)
             return []
         return [Completion(step.name, step.change.op, "failed", f"{exc}; rolled back")]
 
@@ -983,13 +989,15 @@ class WriterSession:
                         kube.queue_undo(name, entry.txid)
                     if problem := kube.flush_undo(self.live_value).get(entry.name):
                         raise ServiceUnavailable(problem)
-                detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"
+                detail = f"{_interrupted(entry)}; the service still had the old value, rolled back"
                 self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "rolled back", detail)])
                 outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
                 return outcome
             if entry.old is None:
-                detail = "interrupted before the service took the new value; nothing to undo"
-                self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "failed", detail)])
+                detail = f"{_interrupted(entry)}; the service never took the new value: dropped, nothing to undo"
+                # (as the recovery's outcome says: nothing broken, worth another try: 75)
+                completion = Completion(entry.name, entry.op, "failed", detail, exit_code=EXIT_TEMPFAIL)
+                self.journal.complete(entry.txid, [completion])
                 outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
                 return outcome
             raise TargetError(

@@ -241,6 +241,28 @@ def test_a_killed_rotation_that_recovery_undid_stays_a_temporary_failure(kr, krp
     assert result(samples(textfile), "app_key") == "success"
 
 
+def test_status_after_recovery_of_a_creation_names_what_was_interrupted(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """init: the service refuses the value, and there is no previous value to go back
+    to, so it stays in flight; `recover` finds the service without the new value and
+    drops it.  status and history then say what was interrupted, why, and what recovery
+    did (not only "nothing to undo")."""
+    configure, _, mode = metrics_home
+    cfg = configure()
+    mode.write_text("refuse")
+    first = kr(*cfg, "init")
+    assert first.code == 1 and "left in flight" in first.both, first.both
+    mode.write_text("ok")
+    recovered = kr(*cfg, "recover")
+    assert recovered.code == 0, recovered.both
+    shown = kr(*cfg, "status").both
+    line = next(x for x in shown.splitlines() if "last init failed" in x)
+    assert "interrupted after" in line and "refused" in line and "rolling back failed too" in line, shown
+    assert "never took the new value" in line and "nothing to undo" in line
+    assert "init interrupted after" in kr(*cfg, "history", "app_key").out
+    assert "failed (temporary)" in kr(*cfg, "history", "app_key").out  # (as recovery said: nothing broken)
+    assert kr(*cfg, "init").code == 0
+
+
 def test_scheduled_runs_and_exit_75_from_run(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     configure, textfile, mode = metrics_home
     cfg = configure(app_schedule="1s")

@@ -148,7 +148,7 @@ def _state(facts: SecretFacts) -> tuple[str, list[str]]:
     if facts.info.mode is not None and facts.info.mode != secret.mode:
         problems.append((BAD_MODE, f"mode {facts.info.mode:04o}; the policy says {secret.mode:04o}"))
     if facts.last and facts.last.outcome == "failed":
-        how = " (temporary: retry once it is back)" if facts.last.exit_code == EXIT_TEMPFAIL else ""
+        how = " (temporary: try again later)" if facts.last.exit_code == EXIT_TEMPFAIL else ""
         problems.append((FAILED, f"last {facts.last.op} failed at {facts.last.at}{how}: {facts.last.detail}"))
     if facts.value is not None and facts.record is None:
         hint = "`keyroll init` adopts it" + (
