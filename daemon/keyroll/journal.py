@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS history (
     op TEXT NOT NULL,
     outcome TEXT NOT NULL,
     at TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER
 );
 CREATE INDEX IF NOT EXISTS history_name ON history(name, id);
 CREATE TABLE IF NOT EXISTS retire (
@@ -118,6 +119,7 @@ class HistoryEntry:
     outcome: str
     at: str
     detail: str
+    exit_code: int | None = None  # the outcome's exit code (75: temporary); None when written before it was kept
 
 
 @record(frozen=True)
@@ -142,6 +144,7 @@ class Completion:
     value: str | None = None
     rotated: str | None = None  # when None: now
     created: str | None = None  # only for secrets new to the journal
+    exit_code: int | None = None  # the outcome's exit code, kept in the history (75 tells a temporary failure)
 
 
 def new_txid() -> str:
@@ -222,6 +225,7 @@ class Journal:
         self.writable = writable
         self.seal: Sealer | None = None
         self.unseal: Sealer | None = None
+        self._exit_column: str | None = None  # (found on first use: see _history_columns)
 
     # --- opening ----------------------------------------------------------------------
 
@@ -252,6 +256,8 @@ class Journal:
             columns = {row[1] for row in db.execute("PRAGMA table_info(inflight)")}
             if "emergency" not in columns:  # journals written before the column existed
                 db.execute("ALTER TABLE inflight ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0")
+            if "exit_code" not in {row[1] for row in db.execute("PRAGMA table_info(history)")}:  # (likewise)
+                db.execute("ALTER TABLE history ADD COLUMN exit_code INTEGER")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             if db is not None:
@@ -445,8 +451,8 @@ class Journal:
                 # Only this transaction's own entry: another's (left unresolved) stays.
                 db.execute("DELETE FROM inflight WHERE name = ? AND txid = ?", (c.name, txid))
                 db.execute(
-                    "INSERT INTO history (txid, name, op, outcome, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                    (txid, c.name, c.op, c.outcome, now, c.detail),
+                    "INSERT INTO history (txid, name, op, outcome, at, detail, exit_code) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (txid, c.name, c.op, c.outcome, now, c.detail, c.exit_code),
                 )
         self.erase_freed_pages()
 
@@ -505,8 +511,16 @@ class Journal:
                 (txid, name, op, outcome, to_iso(utcnow()), detail),
             )
 
+    def _history_columns(self) -> str:
+        """The columns of a HistoryEntry; a journal opened read-only that an older keyroll
+        wrote has no exit codes (None: the reader cannot tell a temporary failure)."""
+        if self._exit_column is None:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(history)")}
+            self._exit_column = "exit_code" if "exit_code" in columns else "NULL"
+        return f"txid, name, op, outcome, at, detail, {self._exit_column}"
+
     def history(self, name: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
-        query = "SELECT txid, name, op, outcome, at, detail FROM history"
+        query = f"SELECT {self._history_columns()} FROM history"
         args: tuple[object, ...] = ()
         if name:
             query += " WHERE name = ?"
@@ -519,7 +533,7 @@ class Journal:
     def last_outcomes(self) -> dict[str, HistoryEntry]:
         """The newest history entry of each secret."""
         rows = self._db.execute(
-            "SELECT txid, name, op, outcome, at, detail FROM history WHERE id IN (SELECT max(id) FROM history GROUP BY name)"
+            f"SELECT {self._history_columns()} FROM history WHERE id IN (SELECT max(id) FROM history GROUP BY name)"
         )
         return {row[1]: HistoryEntry(*row) for row in rows}
 

@@ -133,19 +133,23 @@ def _outcome_result(outcome: Outcome) -> str:
     return TEMPORARY if _undone(outcome.op, outcome.status) else result_of(outcome.exit_code)
 
 
-def _journal_result(op: str, outcome: str) -> str:
-    """A history entry's outcome as a result (the journal does not keep whether a
-    failure was temporary; `cancelled` and an interrupted change undone always are)."""
-    if outcome == "failed":
-        return FAILURE
-    return TEMPORARY if outcome == "cancelled" or _undone(op, outcome) else SUCCESS
+def _journal_result(op: str, outcome: str, exit_code: int | None = None) -> str:
+    """A history entry as a result, as this run's outcome would have been: `cancelled`
+    and an interrupted change undone are temporary, else its exit code says (75:
+    temporary); an entry an older keyroll wrote has none: `failed` is then a failure."""
+    if outcome == "cancelled" or _undone(op, outcome):
+        return TEMPORARY
+    if exit_code is not None:
+        return result_of(exit_code)
+    return FAILURE if outcome == "failed" else SUCCESS
 
 
 def secret_facts(
     policy: Policy, journal: Journal | None, run: RunFacts, carried: dict[str, tuple[str, float]]
 ) -> list[SecretFacts]:
     """Per secret: this run's outcome first, else the previous file's result when it
-    is about the same attempt (it knows temporary from hard failures), else the journal's."""
+    is about the same attempt (it knows temporary from hard failures: a journal an
+    older keyroll wrote does not), else the journal's."""
     from keyroll.schedule import from_iso, next_due
 
     records = journal.records() if journal is not None else {}
@@ -163,7 +167,7 @@ def secret_facts(
         attempted = from_iso(entry.at).timestamp() if entry else None
         result = this_run.get(secret.name)
         if result is None and entry is not None:
-            result = _journal_result(entry.op, entry.outcome)
+            result = _journal_result(entry.op, entry.outcome, entry.exit_code)
             before = carried.get(secret.name)
             same = before is not None and attempted is not None and abs(before[1] - attempted) < 1
             if same and result == FAILURE and before is not None and before[0] == TEMPORARY:

@@ -41,7 +41,7 @@ from keyroll.lock import FileLock
 from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
 from keyroll.outcomes import TxReport as TxReport
 from keyroll.permissions import refuse_untrusted
-from keyroll.records import record
+from keyroll.records import record, replace
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
 from keyroll.targets import Connections, Target, open_target
@@ -152,6 +152,20 @@ def refuse_unusable(policy: Policy, store: Store) -> None:
 # Operations that bring their own value (or a new one): they may replace a plain file
 # whose bytes are not a value (not UTF-8), where a rotation refuses to guess.
 _REPLACES_UNREADABLE = ("set", "restore", "init")
+_HEALTHY_AGAIN = "; healthy again on the previous value, so the new one is refused"
+
+
+def _interrupted(entry: InFlight) -> str:
+    """What stopped a rotation recovery resolves: its phase, and the error it was left
+    in flight with (a failure whose undo failed too), if any."""
+    return f"{entry.op} interrupted after {entry.phase}" + (f" ({entry.error})" if entry.error else "")
+
+
+def _with_exit_codes(completions: list[Completion], outcomes: list[Outcome]) -> list[Completion]:
+    """The completions with their secret's final exit code, for the history (it tells a
+    temporary failure, 75, from a hard one once this run's report is gone)."""
+    codes = {o.name: o.exit_code for o in outcomes}
+    return [replace(c, exit_code=codes[c.name]) if c.exit_code is None and c.name in codes else c for c in completions]
 
 
 class WriterSession:
@@ -443,7 +457,7 @@ class WriterSession:
                 for step in steps:
                     self._fail_outcome(step, exc, "not rotated without a backup")
                     completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
-                self.journal.complete(txid, completions)
+                self.journal.complete(txid, _with_exit_codes(completions, report.outcomes))
                 return report
 
         # 4. Create: pending values durable before any service sees them.
@@ -475,7 +489,7 @@ class WriterSession:
         completions += self._finish(verified, emergency)
         failpoint("finish")
         with self._timed("finish"):
-            self.journal.complete(txid, completions)
+            self.journal.complete(txid, _with_exit_codes(completions, report.outcomes))
         report.timings = dict(self._timings)
         return report
 
@@ -523,7 +537,13 @@ class WriterSession:
                 if step.changes_store and (kube := self.kube()) is not None:
                     kube.gate(step.secret, self.live_value)
             except KeyrollError as exc:
-                self._fail_outcome(step, exc, "not rotated")
+                # (init has nothing to rotate: it created nothing, and running it again creates it)
+                not_done = (
+                    "not created: `keyroll init` creates it once that is fixed"
+                    if step.change.op == "init"
+                    else "not rotated"
+                )
+                self._fail_outcome(step, exc, not_done)
                 completions.append(Completion(step.name, step.change.op, "failed", str(exc)))
                 continue
             ready.append(step)
@@ -576,7 +596,7 @@ class WriterSession:
         except KeyrollError as undo_exc:
             step.outcome.exit_code = _exit_code_of(undo_exc)
             step.outcome.message = f"{exc}; rolling back failed too ({undo_exc}); left in flight for `keyroll recover`"
-            self.journal.note_error(step.name, str(undo_exc))
+            self.journal.note_error(step.name, f"{exc}; rolling back failed too ({undo_exc})")  # (recovery tells it)
             return []
         return [Completion(step.name, step.change.op, "failed", f"{exc}; rolled back")]
 
@@ -792,7 +812,12 @@ class WriterSession:
         for step in steps:
             if step.name in problems and step.outcome is not None:
                 step.outcome.exit_code = EXIT_TEMPFAIL
-                step.outcome.message += f"; in Kubernetes: {problems[step.name]}"
+                # (the health checks passed before the cluster went back: not healthy again after all)
+                step.outcome.message = step.outcome.message.replace(_HEALTHY_AGAIN, "")
+                step.outcome.message += (
+                    f"; the previous value did not come back in Kubernetes either ({problems[step.name]}): "
+                    "retry once the cluster is healthy"
+                )
 
     def _restart_consumers(self, step: _Step) -> list[consumers.ConsumerFailure]:
         """Restart what reads a changed secret, then wait for its health checks."""
@@ -820,6 +845,10 @@ class WriterSession:
             completion = self._success(step)
             step.outcome.exit_code = problem.exit_code  # a restart that cannot run: 1; an outage: 75
             step.outcome.message = f"{problem}; kept: there is no previous value to go back to"
+            # The new value stays current: a credential the account had before (a dual
+            # password, the other alternating login) goes after the grace, as on success;
+            # never at once, as the consumers that did not restart may still use it.
+            self._retire_or_queue(step, emergency=False, hold=True)
             return [completion]
         completions = self._undo(step, problem, restore_store=True)
         if completions and kind == "health check" and failures[0].temporary:
@@ -830,7 +859,7 @@ class WriterSession:
                 step.outcome.message += "; still unhealthy on the previous value: retry once the service is back"
             else:
                 step.outcome.exit_code = EXIT_FAILURE
-                step.outcome.message += "; healthy again on the previous value, so the new one is refused"
+                step.outcome.message += _HEALTHY_AGAIN
         return completions
 
     def _retire_or_queue(self, step: _Step, emergency: bool, hold: bool = False) -> None:
@@ -960,13 +989,15 @@ class WriterSession:
                         kube.queue_undo(name, entry.txid)
                     if problem := kube.flush_undo(self.live_value).get(entry.name):
                         raise ServiceUnavailable(problem)
-                detail = f"interrupted after {entry.phase}; the service still had the old value, rolled back"
+                detail = f"{_interrupted(entry)}; the service still had the old value, rolled back"
                 self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "rolled back", detail)])
                 outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
                 return outcome
             if entry.old is None:
-                detail = "interrupted before the service took the new value; nothing to undo"
-                self.journal.complete(entry.txid, [Completion(entry.name, entry.op, "failed", detail)])
+                detail = f"{_interrupted(entry)}; the service never took the new value: dropped, nothing to undo"
+                # (as the recovery's outcome says: nothing broken, worth another try: 75)
+                completion = Completion(entry.name, entry.op, "failed", detail, exit_code=EXIT_TEMPFAIL)
+                self.journal.complete(entry.txid, [completion])
                 outcome.status, outcome.exit_code, outcome.message = "rolled back", EXIT_OK, detail
                 return outcome
             raise TargetError(
@@ -983,7 +1014,7 @@ class WriterSession:
         """Finish an interrupted rotation whose new value the service (if any) accepts."""
         assert step.outcome is not None
         completions = self._finish([step], emergency=entry.emergency)
-        self.journal.complete(entry.txid, completions)
+        self.journal.complete(entry.txid, _with_exit_codes(completions, [step.outcome]))
         if step.outcome.ok:
             step.outcome.status = "completed"
             step.outcome.message = f"interrupted after {entry.phase}; completed"

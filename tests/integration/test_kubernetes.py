@@ -101,6 +101,9 @@ def test_failed_rollout_rolls_everything_back(home: Home, krp, cluster) -> None:
     # the deployment stays failing on the old value too: 75 by the existing rule
     assert result.code == 75, result.both
     assert "ProgressDeadlineExceeded" in result.both and "in Kubernetes" in result.both
+    # the undo's rollout failed too: never "healthy again on the previous value"
+    assert "healthy again" not in result.both
+    assert "did not come back in Kubernetes either" in result.both
     assert home.value("pg_replica") == old
     assert fake.secret_value("ai-stack", "db", "replica") == old
     # restarted with the new value, then again with the old one
@@ -560,3 +563,21 @@ def test_a_paused_deployment_stops_the_rotation_before_any_change(home: Home, kr
     assert result.code == 1, result.both
     assert "deployment ai-stack/api: its rollout is already failing (the deployment is paused" in result.both
     assert home.value("pg_replica") == old and fake.rollouts == before
+
+
+def test_init_with_the_cluster_out_of_reach_creates_nothing_and_says_so(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    home.write_config(CONFIG.format(kubeconfig=kubeconfig, timeout="20s"))
+    fake.hang.set()
+    try:
+        result = _run(krp, home, "init")
+    finally:
+        fake.hang.clear()
+    assert result.code == 75, result.both
+    assert "pg_password" in result.both and "cannot be reached" in result.both
+    assert "not created" in result.both and "keyroll init" in result.both
+    assert "not rotated" not in result.both  # (init has nothing to rotate)
+    assert not (home.secrets / "pg_password").exists()
+    assert fake.secret_value("ai-stack", "db", "password") is None
+    # once it is back, init creates them
+    assert _run(krp, home, "init").code == 0

@@ -9,6 +9,7 @@ and with `promtool check metrics` (Debian's prometheus package) where installed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -149,8 +150,7 @@ def test_success_failure_and_temporary_failure(kr, home, metrics_home) -> None: 
     assert value(found, "keyroll_last_run_secrets", result="temporary_failure") == 1
     assert value(found, "keyroll_last_run_secrets", result="failure") == 0
 
-    # Another writing command keeps what it did not see: the journal says only "failed",
-    # the previous file knew it was temporary for that very attempt.
+    # Another writing command keeps what it did not see (the journal keeps the exit code).
     assert kr(*cfg, "backup").code == 0
     found = samples(textfile)
     assert value(found, "keyroll_last_run_info", command="backup") == 1
@@ -176,6 +176,46 @@ def test_success_failure_and_temporary_failure(kr, home, metrics_home) -> None: 
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_lost_file_still_tells_a_temporary_failure_from_a_hard_one(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """The file is lost (or metrics are turned on) after a failed attempt: the journal
+    keeps the exit code, so a temporary failure (75) does not come back as `failure`
+    (which fires the critical alert); `status` and `history` say it was temporary."""
+    configure, textfile, mode = metrics_home
+    cfg = configure()
+    assert kr(*cfg, "init").code == 0
+    mode.write_text("down")
+    assert kr(*cfg, "rotate", "app_key").code == 75
+    textfile.unlink()
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "temporary_failure"
+    assert "failed at" in (shown := kr(*cfg, "status").both) and "(temporary" in shown
+    assert "failed (temporary)" in kr(*cfg, "history", "app_key").out
+    entry = json.loads(kr(*cfg, "history", "app_key", "--json").out)["data"]["entries"][0]
+    assert (entry["outcome"], entry["exit_code"]) == ("failed", 75)
+
+    mode.write_text("refuse")
+    assert kr(*cfg, "rotate", "app_key").code == 1
+    textfile.unlink()
+    assert kr(*cfg, "backup").code == 0
+    assert result(samples(textfile), "app_key") == "failure"
+    assert "(temporary" not in kr(*cfg, "status").both
+
+    # A journal an older keyroll wrote (no exit codes): read as before, `failed` is a failure.
+    mode.write_text("down")
+    assert kr(*cfg, "rotate", "app_key").code == 75
+    with sqlite3.connect(home.state / "journal.sqlite3") as db:
+        db.execute("ALTER TABLE history DROP COLUMN exit_code")
+    listed = kr(*cfg, "history", "app_key", "--json")
+    assert listed.code == 0, listed.both
+    assert json.loads(listed.out)["data"]["entries"][0]["exit_code"] is None
+    assert kr(*cfg, "status").code in (0, 1)
+    textfile.unlink()
+    assert kr(*cfg, "backup").code == 0  # (adds the column back)
+    assert result(samples(textfile), "app_key") == "failure"
+    with sqlite3.connect(home.state / "journal.sqlite3") as db:
+        assert "exit_code" in {row[1] for row in db.execute("PRAGMA table_info(history)")}
+
+
 def test_a_killed_rotation_that_recovery_undid_stays_a_temporary_failure(kr, krp, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
     """keyroll is SIGKILLed after journalling a rotation, before the service changed;
     `recover` puts the old value back.  The rotation did not happen (retried later),
@@ -199,6 +239,28 @@ def test_a_killed_rotation_that_recovery_undid_stays_a_temporary_failure(kr, krp
     assert result(samples(textfile), "app_key") == "temporary_failure"
     assert kr(*cfg, "rotate", "app_key").code == 0
     assert result(samples(textfile), "app_key") == "success"
+
+
+def test_status_after_recovery_of_a_creation_names_what_was_interrupted(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]
+    """init: the service refuses the value, and there is no previous value to go back
+    to, so it stays in flight; `recover` finds the service without the new value and
+    drops it.  status and history then say what was interrupted, why, and what recovery
+    did (not only "nothing to undo")."""
+    configure, _, mode = metrics_home
+    cfg = configure()
+    mode.write_text("refuse")
+    first = kr(*cfg, "init")
+    assert first.code == 1 and "left in flight" in first.both, first.both
+    mode.write_text("ok")
+    recovered = kr(*cfg, "recover")
+    assert recovered.code == 0, recovered.both
+    shown = kr(*cfg, "status").both
+    line = next(x for x in shown.splitlines() if "last init failed" in x)
+    assert "interrupted after" in line and "refused" in line and "rolling back failed too" in line, shown
+    assert "never took the new value" in line and "nothing to undo" in line
+    assert "init interrupted after" in kr(*cfg, "history", "app_key").out
+    assert "failed (temporary)" in kr(*cfg, "history", "app_key").out  # (as recovery said: nothing broken)
+    assert kr(*cfg, "init").code == 0
 
 
 def test_scheduled_runs_and_exit_75_from_run(kr, home, metrics_home) -> None:  # type: ignore[no-untyped-def]

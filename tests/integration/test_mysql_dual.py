@@ -167,6 +167,39 @@ target = "db"
     assert mariadb.execute_admin(f"SHOW CREATE USER '{user}'@'%'")[0][0].count("'*") == 1
 
 
+def test_init_whose_consumers_fail_to_restart_still_retires_the_old_password(mariadb, home) -> None:  # type: ignore[no-untyped-def]
+    # The restart fails: the new value is kept (nothing to go back to), so the password the
+    # account had before must still go after the grace, not stay valid until the next rotation.
+    user, today = unique("dualfail"), "Today" * 6 + "pw"
+    mariadb.create_user(user, today)
+    (home.root / "mariadb-admin").write_text(mariadb.admin_password)
+    home.write_config(
+        f"""
+[targets.db]
+type = "mysql"
+host = "{mariadb.host}"
+port = {mariadb.port}
+user = "{user}"
+admin_user = "root"
+admin_password_file = "{home.root / "mariadb-admin"}"
+strategy = "dual"
+grace = "1s"
+
+[secrets.db_password]
+target = "db"
+restart = ["command:false"]
+"""
+    )
+    done = keyroll(home.config, "init")
+    assert done.returncode == 1 and "kept" in done.stdout, done.stdout + done.stderr
+    new = home.value("db_password")
+    # the consumers that did not restart still log in with the old one during the grace
+    assert mariadb.login_ok(user, new) and mariadb.login_ok(user, today)
+    time.sleep(1.5)
+    assert keyroll(home.config, "recover").returncode == 0
+    assert mariadb.login_ok(user, new) and not mariadb.login_ok(user, today)
+
+
 def test_an_account_with_another_plugin_is_refused_unchanged(mariadb, home) -> None:  # type: ignore[no-untyped-def]
     # dual writes password hashes only: an account that also logs in via unix_socket would lose that silently.
     user, today = unique("dualsock"), "Sock" * 8

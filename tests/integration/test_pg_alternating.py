@@ -206,6 +206,45 @@ def test_init_creates_the_login_name_and_validate_names_missing_rights(app, pg, 
     assert done.returncode == 1 and "CREATEROLE" in done.stdout + done.stderr
 
 
+def test_init_whose_consumers_fail_to_restart_still_retires_the_other_login(pg, home) -> None:  # type: ignore[no-untyped-def]
+    """The restart fails after init: the new pair is kept (nothing to go back to), and
+    the login the consumers used before must still go after the grace, not stay valid
+    until the next rotation."""
+    role, admin = unique("altfail"), unique("altfailadmin")
+    admin_value, today = "Adm1n" * 6 + "xy", "Today" * 6 + "pw"
+    pg.create_role(admin, admin_value, createrole=True)
+    pg.create_role(role, today)
+    (home.root / "pg-admin").write_text(admin_value)
+    home.write_config(
+        f"""
+[targets.pg_app]
+type = "postgres"
+host = "{pg.host}"
+port = {pg.port}
+user = "{role}"
+admin_user = "{admin}"
+admin_password_file = "{home.root / "pg-admin"}"
+strategy = "alternating"
+username_secret = "app_db_user"
+grace = "1s"
+
+[secrets.app_password]
+target = "pg_app"
+restart = ["command:false"]
+"""
+    )
+    done = keyroll(home.config, "init")
+    assert done.returncode == 1 and "kept" in done.stdout, done.stdout + done.stderr
+    login, _ = pair_accepted(pg, home, role)
+    assert login == f"{role}_clone"
+    assert pg.login_ok(role, today)  # the consumers that did not restart go on during the grace
+    time.sleep(1.5)
+    done = keyroll(home.config, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not pg.login_ok(role, today)
+    pair_accepted(pg, home, role)
+
+
 def test_loader_builds_the_url_from_both(app, pg, home) -> None:  # type: ignore[no-untyped-def]
     assert keyroll(home.config, "rotate", "app_password").returncode == 0
     from keyroll.loader import build_postgres_url, load_secret

@@ -17,3 +17,14 @@ def history(policy: Policy, name: str | None = None, limit: int | None = None) -
         return journal.history(name, limit)
     finally:
         journal.close()
+
+
+def shown_outcome(entry: HistoryEntry) -> str:
+    """The outcome as `history` shows it: a failure that was only temporary (75) says so."""
+    from keyroll.errors import EXIT_TEMPFAIL
+
+    return (
+        f"{entry.outcome} (temporary)"
+        if entry.outcome == "failed" and entry.exit_code == EXIT_TEMPFAIL
+        else entry.outcome
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.errors import StoreError
+from keyroll.errors import EXIT_TEMPFAIL, StoreError
 from keyroll.generate import value_problem
 from keyroll.journal import HistoryEntry, Journal, SecretRecord
 from keyroll.records import field, record
@@ -148,7 +148,8 @@ def _state(facts: SecretFacts) -> tuple[str, list[str]]:
     if facts.info.mode is not None and facts.info.mode != secret.mode:
         problems.append((BAD_MODE, f"mode {facts.info.mode:04o}; the policy says {secret.mode:04o}"))
     if facts.last and facts.last.outcome == "failed":
-        problems.append((FAILED, f"last {facts.last.op} failed at {facts.last.at}: {facts.last.detail}"))
+        how = " (temporary: try again later)" if facts.last.exit_code == EXIT_TEMPFAIL else ""
+        problems.append((FAILED, f"last {facts.last.op} failed at {facts.last.at}{how}: {facts.last.detail}"))
     if facts.value is not None and facts.record is None:
         hint = "`keyroll init` adopts it" + (
             f" if its service accepts the value; otherwise `keyroll set {secret.name}`" if secret.target else ""

@@ -361,7 +361,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from keyroll.actions.history import history
+    from keyroll.actions.history import history, shown_outcome
 
     entries = history(_policy(args), args.name, args.limit)
     if args.json:
@@ -373,7 +373,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     table(
         None,
         ["WHEN", "SECRET", "OPERATION", "OUTCOME", "DETAIL"],
-        [[e.at, e.name, e.op, e.outcome, e.detail] for e in entries],
+        [[e.at, e.name, e.op, shown_outcome(e), e.detail] for e in entries],
     )
     return EXIT_OK
 
