@@ -1028,14 +1028,25 @@ class WriterSession:
         for item in self.journal.retirements():
             if not force and (item.not_before > now or item.name in holding):
                 continue
-            secret = next((s for s in self.policy.secrets.values() if s.target == item.target), None)
-            if secret is None:
+            if item.target not in self.policy.targets:  # (the service is no longer reachable through keyroll)
                 self.journal.retired(item.name, item.credential)
+                self.journal.add_history(
+                    "retire", item.name, "retire", "failed",
+                    f"old credential not removed: target {item.target!r} is no longer configured; remove it by hand",
+                )  # fmt: skip
                 continue
+            # The secret that uses the target now (it may have been renamed); with none (the secret
+            # moved to another target, or lost its target), the target as configured, for this name.
+            users = [s for s in self.policy.secrets.values() if s.target == item.target]
+            secret = next((s for s in users if s.name == item.name), users[0] if users else None)
             try:
-                target = self.target_for(secret)
-                assert target is not None
-                stored = self.store.read(secret.name)
+                if secret is not None:
+                    target = self.target_for(secret)
+                    assert target is not None
+                else:
+                    target = open_target(self.policy, item.target, item.name, self.live_value, self._connections)
+                name = secret.name if secret is not None else item.name
+                stored = self.store.read(name) if name in self.policy.secrets else None
                 if stored is not None and target.retirement_token(stored) == item.credential:
                     # The stored value came back (set, restore, rollback): never remove it.
                     self.journal.retired(item.name, item.credential)

@@ -233,3 +233,29 @@ def test_a_refused_login_is_one_attempt(cache, redis_server, home) -> None:  # t
     assert took < 1.0, f"one refused login took {took:.1f}s"
     counts = [int(entry.get("count", entry.get(b"count", 0))) for entry in failures]
     assert sum(counts) == 1, failures
+
+
+def test_a_queued_retirement_survives_the_secret_leaving_its_target(cache, redis_server, home) -> None:  # type: ignore[no-untyped-def]
+    """The operator edits the config during the grace period (the secret moves off the
+    target, or the target goes): the old password is still removed from the service,
+    or keyroll says it could not be, never quietly marked retired while Redis accepts it."""
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+    assert redis_server.login_ok(cache.name, cache.initial), "in its grace period"
+    config = cache.config.read_text()
+    cache.config.write_text(config.replace('target = "cache"', ""))  # [targets.cache] stays
+    time.sleep(2.2)
+    done = keyroll(cache.config, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not redis_server.login_ok(cache.name, cache.initial), "the old password was removed"
+    assert redis_server.login_ok(cache.name, home.value("redis_password"))
+
+    cache.config.write_text(config)
+    assert keyroll(cache.config, "rotate", "redis_password").returncode == 0
+    left = home.value("redis_password")
+    head, _, _ = config.partition("[secrets.redis_password]")
+    cache.config.write_text(config.replace(head, "").replace('target = "cache"', ""))  # the target is gone
+    time.sleep(2.2)
+    assert keyroll(cache.config, "recover").returncode == 0
+    history = json.loads(keyroll(cache.config, "history", "redis_password", "--json").stdout)["data"]["entries"]
+    assert any("target 'cache' is no longer configured; remove it by hand" in e["detail"] for e in history), history
+    assert redis_server.login_ok(cache.name, left)
