@@ -654,6 +654,10 @@ def test_require_encrypted_keeps_plaintext_off_the_disk(kr, sops, home, monkeypa
     for name in sops.values():
         (secrets_dir / name).unlink()
     assert kr(*sops.cfg, "validate").code == 0
+    # With no copy left in the folder, a rotation has nothing to warn of.
+    quiet = kr(*sops.cfg, "-v", "rotate", "all")
+    assert quiet.code == 0, quiet.both
+    assert "rendered copies in" not in quiet.err
 
 
 def test_require_encrypted_reports_plaintext_backups(kr, home, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -526,6 +526,8 @@ class SopsStore:
         keyroll's to overwrite).  Best effort: the bundle is already written, so a
         failure here is logged, not raised."""
         directory = self.policy.paths.secrets_dir
+        if not any(os.path.lexists(directory / name) for name in (*values, ENV_FILE)):
+            return  # (no rendered copy of these values: nothing to bring up to date, nothing to warn of)
         if self.policy.require_encrypted and directory.is_dir():
             kind = filesystem_type(directory)
             if kind not in MEMORY_FILESYSTEMS:
