@@ -219,6 +219,23 @@ def test_sigkill_before_publishing_recovers_with_pods_on_the_new_values(home: Ho
     assert sees[("other-ns", "api", "key")] == home.value("api_key")
 
 
+def test_sync_says_it_creates_a_secret_that_is_missing(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    with fake.lock:  # (someone deleted it: `kubectl delete secret api -n other-ns`)
+        del fake.secrets[("other-ns", "api")]
+        fake.owners.pop(("other-ns", "api"), None)
+    result = _run(krp, home, "kubernetes", "sync", "--dry-run")
+    assert result.code == 0, result.both
+    assert "Kubernetes Secret other-ns/api: would create key" in result.out
+    assert fake.secret_value("other-ns", "api", "key") is None
+    result = _run(krp, home, "kubernetes", "sync")
+    assert result.code == 0, result.both
+    assert "Kubernetes Secret other-ns/api: created key" in result.out
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert "other-ns/api: up to date" in _run(krp, home, "kubernetes", "sync", "--dry-run").out
+
+
 def test_sync_and_drift(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     _setup(home, krp, kubeconfig)

@@ -472,7 +472,8 @@ class KubeSession:
                 differs: list[str] = []
                 try:
                     wanted = self._secret_values(ns, name, values.get)
-                    data = self.cluster.read_secret(ns, name) or {}
+                    existing = self.cluster.read_secret(ns, name)
+                    data = existing or {}
                     differs = sorted(
                         k for k, v in wanted.items() if k not in data or value_digest(data[k]) != value_digest(v)
                     )
@@ -489,9 +490,12 @@ class KubeSession:
                     reason = _one_line(str(exc), describe_secret(ns, name))
                     result.secrets.append(sr.SecretSync(ns, name, sr.FAILED, tuple(differs), reason))
                     continue
-                lines.append(
-                    f"{describe_secret(ns, name)}: {'would update' if dry_run else 'updated'} {', '.join(differs)}"
+                verb = (
+                    ("would create" if dry_run else "created")
+                    if existing is None
+                    else ("would update" if dry_run else "updated")
                 )
+                lines.append(f"{describe_secret(ns, name)}: {verb} {', '.join(differs)}")
                 status = sr.WOULD_APPLY if dry_run else sr.APPLIED
                 result.secrets.append(sr.SecretSync(ns, name, status, tuple(differs)))
         if restart:
