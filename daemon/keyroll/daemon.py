@@ -4,10 +4,8 @@ It is just another caller of the actions: at start it recovers whatever a killed
 keyroll left in flight, then schedules one APScheduler job at the moment the next
 secret falls due (or an old credential's grace ends); each job runs one cycle
 (`actions.run.run_cycle`: backup, then rotate everything due, coalesced), sends
-one notice, and schedules the next; every few seconds it looks whether another
-keyroll (a manual rotate) wrote the journal, and brings the next cycle forward
-when that left earlier work (an old credential to retire).  Missed rotations
-are caught up right after start, once.  The writer lock is held only during a cycle, so a manual `keyroll
+one notice, and schedules the next.  Missed rotations are caught up right after
+start, once.  The writer lock is held only during a cycle, so a manual `keyroll
 rotate` works while the daemon idles; the daemon lock keeps one daemon per state
 folder.
 
@@ -44,7 +42,6 @@ LOCK_WAIT = 60.0  # a cycle waits this long for a manual keyroll to finish
 HUNG_AFTER = 30 * 60.0  # a cycle running longer stops the watchdog pings: systemd restarts us
 REMINDER_EVERY = timedelta(hours=24)  # wake at least this often, whatever the schedule
 STOPPING_NOTICE_LIMIT = 5.0  # seconds a notice may take while the daemon stops
-REPLAN_EVERY = 5.0  # seconds between looks at the journal, which another keyroll may have written
 
 
 class SystemdNotifier:
@@ -96,7 +93,6 @@ class Daemon:
         self._last_failed = False  # the whole last cycle failed (store, config, lock, ...)
         self._idle_retries = 0
         self._next: tuple[datetime | None, str | None] = (None, None)
-        self._seen: tuple[int, ...] = ()  # the journal's stamp when the daemon last planned
         self._tail = LogTail()
 
     # --- signals ----------------------------------------------------------------------
@@ -151,19 +147,15 @@ class Daemon:
 
     def _loop(self) -> None:
         interval = watchdog_interval(self.env)
-        pinged = 0.0
         while not self.stopping.is_set():
-            self._wake.wait(min(interval, REPLAN_EVERY) if interval else REPLAN_EVERY)
+            self._wake.wait(interval if interval else 3600.0)
             self._wake.clear()
             if self.stopping.is_set():
                 break
             if self._reload:
                 self._reload = False
                 self._reload_config()
-            else:
-                self._replan_if_written()
-            if interval and time.monotonic() - pinged >= min(interval, REPLAN_EVERY) / 2:
-                pinged = time.monotonic()
+            if interval:
                 started = self._cycle_started
                 if started is not None and time.monotonic() - started > HUNG_AFTER:
                     log.error("a cycle has run for over %d minutes: withholding the watchdog ping", HUNG_AFTER // 60)
@@ -295,40 +287,6 @@ class Daemon:
         if notice is not None:
             deliver(notice, self.policy, stopping=self.stopping.is_set, stop_limit=STOPPING_NOTICE_LIMIT)
 
-    def _journal_stamp(self) -> tuple[int, ...]:
-        """The journal's files as they stand (modification time and size)."""
-        stamp: list[int] = []
-        for suffix in ("", "-wal"):
-            try:
-                found = os.stat(f"{self.policy.paths.journal}{suffix}")
-                stamp += [found.st_mtime_ns, found.st_size]
-            except OSError:
-                stamp += [0, 0]
-        return tuple(stamp)
-
-    def _replan_if_written(self) -> None:
-        """Another keyroll wrote the journal while the daemon idled (a manual rotate,
-        set or rollback): work it left (an old credential whose grace period ends) may
-        fall before the planned cycle, which then moves forward.  Work the last cycle
-        already tried keeps its back-off."""
-        stamp = self._journal_stamp()
-        if stamp == self._seen or not self._cycle_lock.acquire(blocking=False):
-            return
-        try:
-            self._seen = stamp  # (an unreadable journal is reported once, not every few seconds)
-            wakeup = next_wakeup(self.policy, utcnow())
-            self._seen = self._journal_stamp()
-            planned = self._next[0]
-            if wakeup is None or (planned is not None and wakeup.at >= planned):
-                return
-            if self._last_start is not None and wakeup.due <= self._last_start:
-                return
-            self._schedule(after_cycle=False)
-        except KeyrollError as exc:
-            log.warning("cannot read the journal to plan again: %s", exc)
-        finally:
-            self._cycle_lock.release()
-
     def _schedule(self, *, after_cycle: bool) -> None:
         """One job at the next moment there is work.  After a cycle that left work it
         should have done (the whole cycle failed, or something already due when it
@@ -361,7 +319,6 @@ class Daemon:
         self._scheduler.add_job(
             self._cycle, DateTrigger(run_date=when, timezone=UTC), id="cycle", replace_existing=True
         )
-        self._seen = self._journal_stamp()
         log.info("next cycle at %s (%s)", _stamp(when), why or "daily reminders")
 
     def _status(self, note: str = "") -> str:
