@@ -23,7 +23,7 @@ from keyroll.httpclient import split_http_url
 from keyroll.outputs import safe_excerpt
 from keyroll.processes import end_group
 from keyroll.records import record
-from keyroll.text import shown as shown  # (re-exported for its users)
+from keyroll.text import shown
 
 RESTART_TIMEOUT = 120.0
 CHECK_TIMEOUT = 5.0

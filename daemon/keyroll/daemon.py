@@ -29,11 +29,12 @@ from types import FrameType
 from typing import Any
 
 from keyroll import records
-from keyroll.actions.run import CycleReport, next_wakeup, run_cycle
+from keyroll.actions.run import next_wakeup, run_cycle
 from keyroll.config.policy import Policy, load_policy
 from keyroll.errors import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, KeyrollError, LockHeld
 from keyroll.lock import FileLock
 from keyroll.notify import LogTail, cycle_notice, deliver, failure_notice
+from keyroll.outcomes import CycleReport
 from keyroll.schedule import parse_duration, utcnow
 
 log = logging.getLogger("keyroll.daemon")

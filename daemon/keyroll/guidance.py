@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from keyroll.config.policy import SecretPolicy
-from keyroll.text import shown_names as shown_names  # (re-exported: it lived here)
 
 # Services that check the credential themselves: the new value must be applied there.
 _APPLY_HINTS = {

@@ -38,13 +38,13 @@ from keyroll.fsutil import ensure_dir
 from keyroll.generate import generate
 from keyroll.journal import APPLIED, STORED, VERIFIED, Completion, InFlight, Journal, new_txid
 from keyroll.lock import FileLock
-from keyroll.outcomes import Outcome as Outcome  # (also imported from here)
-from keyroll.outcomes import TxReport as TxReport
+from keyroll.outcomes import Outcome, TxReport
 from keyroll.permissions import refuse_untrusted
 from keyroll.records import record, replace
 from keyroll.schedule import to_iso, utcnow
 from keyroll.store import open_store
 from keyroll.targets import Connections, Target, open_target
+from keyroll.text import shown
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
@@ -530,7 +530,7 @@ class WriterSession:
                     # (A secret being created has no consumers running on it yet.)
                     for spec in (*step.secret.restart, *step.secret.health):
                         if missing := consumers.missing_program(spec):
-                            raise TargetError(f"{consumers.shown(spec)}: {missing}")
+                            raise TargetError(f"{shown(spec)}: {missing}")
                     failures = consumers.check_health(step.secret.health, step.name, 0, self.policy.env)
                     if failures:
                         raise ServiceUnavailable(f"consumers already unhealthy before any change ({failures[0]})")

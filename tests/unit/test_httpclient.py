@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from keyroll import consumers, httpclient
+from keyroll import consumers, httpclient, text
+from keyroll.targets import http as http_target
 
 
 @pytest.fixture
@@ -195,10 +196,10 @@ def test_an_unusable_ca_file_is_named(tmp_path) -> None:  # type: ignore[no-unty
 
 
 def test_shown_hides_credentials_and_queries() -> None:
-    assert httpclient.shown("https://u:p@h:1/a?token=x#f") == "https://***@h:1/a?***"
-    assert httpclient.shown("tcp:h:1") == "tcp:h:1"
-    assert httpclient.shown("HTTPS://u:p@h/a?t=x") == "HTTPS://***@h/a?***"  # schemes have no case
-    assert consumers.shown is httpclient.shown
+    assert text.shown("https://u:p@h:1/a?token=x#f") == "https://***@h:1/a?***"
+    assert text.shown("tcp:h:1") == "tcp:h:1"
+    assert text.shown("HTTPS://u:p@h/a?t=x") == "HTTPS://***@h/a?***"  # schemes have no case
+    assert consumers.shown is text.shown and http_target.shown is text.shown  # one redaction for both
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from keyroll import backup as backups
 from keyroll.config.policy import Policy
 from keyroll.errors import BackupError, UsageError
 from keyroll.generate import size_problem
+from keyroll.outcomes import TxReport
 from keyroll.records import field, record
-from keyroll.rotation import Change, TxReport, WriterSession
+from keyroll.rotation import Change, WriterSession
 from keyroll.store import open_store
 
 TYPE_CHECKING = False

@@ -22,8 +22,9 @@ from keyroll.errors import (
     UsageError,
 )
 from keyroll.fsutil import MEMORY_FILESYSTEMS, describe_os_error, filesystem_type, fsync_dir
+from keyroll.outcomes import TxReport
 from keyroll.records import field, record
-from keyroll.rotation import TxReport, WriterSession, failpoint
+from keyroll.rotation import WriterSession, failpoint
 from keyroll.store.sops import ENV_FILE, SopsStore, bundle_recipients, render_env, render_files
 
 FORMATS = ("files", "env")

@@ -12,8 +12,9 @@ from keyroll.digest import sha256
 from keyroll.errors import EXIT_FAILURE, KeyrollError, UsageError
 from keyroll.generate import size_problem, unstorable, value_problem
 from keyroll.journal import Completion, new_txid
+from keyroll.outcomes import Outcome, TxReport
 from keyroll.records import field, record
-from keyroll.rotation import Change, Outcome, TxReport, WriterSession
+from keyroll.rotation import Change, WriterSession
 from keyroll.schedule import from_iso, to_iso, utcnow
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from keyroll.config.policy import Policy
 from keyroll.errors import UsageError
 from keyroll.kube.syncreport import SyncResult
+from keyroll.outcomes import TxReport
 from keyroll.records import field, record
-from keyroll.rotation import TxReport, WriterSession
+from keyroll.rotation import WriterSession
 
 
 @record

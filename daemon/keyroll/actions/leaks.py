@@ -23,7 +23,7 @@ from keyroll.records import field, record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
-    from keyroll.rotation import TxReport
+    from keyroll.outcomes import TxReport
 
 REPLACEMENT = b"***REMOVED-BY-KEYROLL***"
 # How sure keyroll is that a service still accepts a value, strongest first.

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from keyroll.config.policy import Policy, SecretPolicy
-from keyroll.consumers import describe_restart, missing_program, shown
+from keyroll.consumers import describe_restart, missing_program
 from keyroll.errors import EXIT_TEMPFAIL, BackupError, KeyrollError, UsageError
 from keyroll.generate import size_problem, unstorable, value_problem
 from keyroll.journal import Journal
+from keyroll.outcomes import Outcome, TxReport
 from keyroll.outputs import hold
 from keyroll.records import field, record
-from keyroll.rotation import Change, Outcome, TxReport, WriterSession
+from keyroll.rotation import Change, WriterSession
 from keyroll.schedule import utcnow
+from keyroll.text import shown
 
 
 @record

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 
 from keyroll.config.policy import Policy, SecretPolicy
 from keyroll.journal import Journal, SecretRecord
-from keyroll.outcomes import CycleReport as CycleReport  # (also imported from here)
-from keyroll.outcomes import Reminder
+from keyroll.outcomes import CycleReport, Reminder
 from keyroll.records import record
 from keyroll.rotation import Change, WriterSession
 from keyroll.schedule import from_iso, next_due, parse_duration, to_iso, utcnow

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from keyroll.config.httpspec import HttpRequest, auth_parts, fill, fill_data
 from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, TargetError
-from keyroll.httpclient import HttpUnreachable, basic_authorization, request, shown
+from keyroll.httpclient import HttpUnreachable, basic_authorization, request
 from keyroll.schedule import parse_duration
 from keyroll.targets.base import BaseTarget, Credentials, LoginRefused
+from keyroll.text import shown
 
 if TYPE_CHECKING:
     from keyroll.config.schema import HttpTarget as HttpConfig
