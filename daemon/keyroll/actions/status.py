@@ -206,15 +206,19 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
                 last_outcome=item.last.outcome if item.last else None,
             )
         )
+    held: list[str] = []
     if journal is None:
         report.hints.append("keyroll has not written here yet: run `keyroll init`")
     else:
+        if policy.gitops is not None:
+            from keyroll.gitops import held as held_for_fleet
+
+            held = sorted(held_for_fleet(journal))
         journal.close()
     if any(s.state == IN_FLIGHT for s in report.secrets):
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
     if policy.gitops is not None:
         report.gitops = repo_state(policy, store)
-        held = _held_for_fleet(policy)
         if held:
             from keyroll.text import shown_names
 
@@ -252,16 +256,3 @@ def repo_state(policy: Policy, store: Store) -> RepoState:
         return dict(decrypt(raw, fmt, "the committed bundle"))
 
     return Publisher(policy, store, None).repo_state(values if decrypt else None)
-
-
-def _held_for_fleet(policy: Policy) -> list[str]:
-    """[gitops]: secrets whose old credential waits for the fleet (read-only)."""
-    from keyroll.gitops import held
-
-    journal = Journal.open_read(policy.paths)
-    if journal is None:
-        return []
-    try:
-        return sorted(held(journal))
-    finally:
-        journal.close()

@@ -10,7 +10,6 @@ errors: only object names, verbs and the API's status reason.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,8 +44,10 @@ def describe_workload(workload: Workload) -> str:
 
 def value_digest(value: str | bytes) -> str:
     """The digest keyroll compares a cluster's key with (never the value itself)."""
+    from keyroll.digest import sha256  # (CPython's own SHA-256: no OpenSSL start-up for `status`)
+
     data = value.encode() if isinstance(value, str) else value
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data).hexdigest()
 
 
 class Cluster:
