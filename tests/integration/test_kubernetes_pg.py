@@ -74,6 +74,13 @@ kubernetes = ["{username_key}"]
     return role, initial
 
 
+def _verifiers(pg: Any, role: str) -> list[tuple[Any, ...]]:
+    """The role's and its clone's (name, password verifier), as the server keeps them."""
+    return pg.execute_admin(
+        "SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN (%s, %s) ORDER BY rolname", (role, f"{role}_clone")
+    )
+
+
 def _cluster_pair(fake: FakeKube, username_key: str) -> tuple[str | None, str | None]:
     secret, key = username_key.split("/")
     return fake.secret_value("ai-stack", secret, key), fake.secret_value("ai-stack", "db", "password")
@@ -142,8 +149,11 @@ def test_login_name_secret_forbidden_stops_before_any_change(pg, home, cluster) 
     role, initial = _setup(pg, home, kubeconfig, "db-user/username")
     fake.forbidden.add(("patch", "/secrets/db-user"))
     before = dict(fake.rollouts)
+    verifiers_before = _verifiers(pg, role)
     done = keyroll(home.config, "rotate", "app_password")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Kubernetes Secret ai-stack/db-user" in done.stdout + done.stderr and "not rotated" in done.stdout
     assert (home.value("app_db_user"), home.value("app_password")) == (role, initial)
     assert fake.rollouts == before and not pg.login_ok(f"{role}_clone", home.value("app_password"))
+    # No PostgreSQL change: neither login's password (nor whether the clone exists) moved.
+    assert _verifiers(pg, role) == verifiers_before
