@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +97,55 @@ def keyroll(
         timeout=120,
         check=False,
     )
+
+
+# --- database accounts and their targets ---------------------------------------------------------------------
+
+
+def mysql_target_toml(
+    mariadb: peers.MariaDBServer, user: str, admin_file: Path, *, strategy: str | None = None, grace: str | None = None
+) -> str:
+    """`[targets.db]`: the MariaDB account `user`, changed by root (whose password is in `admin_file`). Tests edit
+    this text by its lines (`admin_user = "root"`, `grace = "..."`): keep them as they are."""
+    lines = [
+        "[targets.db]",
+        'type = "mysql"',
+        f'host = "{mariadb.host}"',
+        f"port = {mariadb.port}",
+        f'user = "{user}"',
+        'admin_user = "root"',
+        f'admin_password_file = "{admin_file}"',
+    ]
+    if strategy is not None:
+        lines.append(f'strategy = "{strategy}"')
+    if grace is not None:
+        lines.append(f'grace = "{grace}"')
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Account:
+    """A MariaDB account made for one test, whose password keyroll stores as db_password."""
+
+    name: str
+    initial: str
+
+
+@pytest.fixture
+def mysql_account(mariadb: peers.MariaDBServer, home: Any) -> Callable[..., Account]:
+    """make(prefix, *, strategy=None, grace=None, secret_extra="") -> Account: a new MariaDB account (password
+    "Maria"*6+"db"), root's password in home.root/mariadb-admin, a config with `[targets.db]` and
+    `[secrets.db_password]` (target = "db", then `secret_extra` lines), and that password stored with `set`."""
+
+    def make(prefix: str, *, strategy: str | None = None, grace: str | None = None, secret_extra: str = "") -> Account:
+        user = unique(prefix)
+        initial = "Maria" * 6 + "db"
+        mariadb.create_user(user, initial)
+        admin_file = home.root / "mariadb-admin"
+        admin_file.write_text(mariadb.admin_password)
+        target = mysql_target_toml(mariadb, user, admin_file, strategy=strategy, grace=grace)
+        home.write_config(f'\n{target}\n[secrets.db_password]\ntarget = "db"\n{secret_extra}')
+        assert keyroll(home.config, "set", "db_password", stdin=initial).returncode == 0
+        return Account(user, initial)
+
+    return make
