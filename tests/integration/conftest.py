@@ -149,3 +149,57 @@ def mysql_account(mariadb: peers.MariaDBServer, home: Any) -> Callable[..., Acco
         return Account(user, initial)
 
     return make
+
+
+PG_ADMIN_VALUE = "Adm1n" * 6 + "xy"
+
+
+@dataclass
+class PgLogin:
+    """A PostgreSQL login role and the CREATEROLE admin (not a superuser) that changes it."""
+
+    role: str
+    admin: str
+    admin_file: Path  # holds the admin's password
+
+    @property
+    def clone(self) -> str:
+        """The second login of `strategy = "alternating"`."""
+        return f"{self.role}_clone"
+
+
+def make_pg_login(pg: peers.PostgresServer, folder: Path, prefix: str, initial: str | None) -> PgLogin:
+    """Create the admin `<prefix>admin…` (password PG_ADMIN_VALUE, written to folder/pg-admin) and the login role
+    `<prefix>…` with the password `initial` (None: no password)."""
+    role, admin = unique(prefix), unique(f"{prefix}admin")
+    pg.create_role(admin, PG_ADMIN_VALUE, createrole=True)
+    pg.create_role(role, initial)
+    admin_file = folder / "pg-admin"
+    admin_file.write_text(PG_ADMIN_VALUE)
+    return PgLogin(role, admin, admin_file)
+
+
+def pg_target_toml(
+    pg: peers.PostgresServer,
+    login: PgLogin,
+    *,
+    name: str = "pg_app",
+    username_secret: str = "app_db_user",
+    grace: str | None = None,
+) -> str:
+    """`[targets.<name>]`: `login` with `strategy = "alternating"`, its login name stored as `username_secret`.
+    Tests edit this text by its lines (`admin_user = "..."`, `grace = "..."`): keep them as they are."""
+    lines = [
+        f"[targets.{name}]",
+        'type = "postgres"',
+        f'host = "{pg.host}"',
+        f"port = {pg.port}",
+        f'user = "{login.role}"',
+        f'admin_user = "{login.admin}"',
+        f'admin_password_file = "{login.admin_file}"',
+        'strategy = "alternating"',
+        f'username_secret = "{username_secret}"',
+    ]
+    if grace is not None:
+        lines.append(f'grace = "{grace}"')
+    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ import pytest
 from test_command_target import SERVICE
 from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
 
-from conftest import unique
+from conftest import make_pg_login, pg_target_toml, unique
 from keyroll.gitops import encodings, plaintext_problem
 
 GIT_ENV = {
@@ -517,15 +517,12 @@ def test_postgres_alternating_waits_until_no_session_of_the_previous_login_is_le
     """sessions:previous: keyroll sees for itself when the fleet has moved to the new login."""
     import psycopg
 
-    role, admin = unique("galt"), unique("galtadmin")
-    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, initial)
-    admin_file = fleet.root / "pg-admin"
-    admin_file.write_text(admin_value)
+    initial = "Initial" * 4 + "pass"
+    login = make_pg_login(pg, fleet.root, "galt", initial)
+    role = login.role
     fleet.config.write_text(
         textwrap.dedent(
-            f"""\
+            """\
             [store]
             kind = "sops"
             age_key_file = "age.key"
@@ -535,17 +532,11 @@ def test_postgres_alternating_waits_until_no_session_of_the_previous_login_is_le
             push = "origin main"
             converge_timeout = "2s"
 
-            [targets.pg_app]
-            type = "postgres"
-            host = "{pg.host}"
-            port = {pg.port}
-            user = "{role}"
-            admin_user = "{admin}"
-            admin_password_file = "{admin_file}"
-            strategy = "alternating"
-            username_secret = "app_db_user"
-            grace = "0s"
-
+            """
+        )
+        + pg_target_toml(pg, login, grace="0s")
+        + textwrap.dedent(
+            """
             [secrets.app_password]
             target = "pg_app"
             converge = ["sessions:previous"]

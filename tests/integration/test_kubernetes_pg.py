@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tests.kube_fake import FakeKube, serve
 
-from conftest import keyroll, unique
+from conftest import keyroll, make_pg_login, pg_target_toml
 
 pytest.importorskip("lightkube")
 
@@ -33,12 +33,8 @@ def _setup(pg: Any, home: Any, kubeconfig: Path, username_key: str) -> tuple[str
     """An alternating target; the password goes to db/password, the login name to
     `username_key` (a username secret has no consumers of its own: deployment/api
     reads both)."""
-    role, admin = unique("kalt"), unique("kaltadmin")
-    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, initial)
-    admin_file = home.root / "pg-admin"
-    admin_file.write_text(admin_value)
+    initial = "Initial" * 4 + "pass"
+    login = make_pg_login(pg, home.root, "kalt", initial)
     home.write_config(
         f"""
 [kubernetes]
@@ -46,17 +42,7 @@ kubeconfig = "{kubeconfig}"
 namespace = "ai-stack"
 rollout_timeout = "20s"
 
-[targets.pg_app]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{admin_file}"
-strategy = "alternating"
-username_secret = "app_db_user"
-grace = "1h"
-
+{pg_target_toml(pg, login, grace="1h")}
 [secrets.app_password]
 target = "pg_app"
 kubernetes = ["db/password"]
@@ -71,7 +57,7 @@ kubernetes = ["{username_key}"]
     assert done.returncode == 0, done.stdout + done.stderr
     done = keyroll(home.config, "kubernetes", "sync")
     assert done.returncode == 0, done.stdout + done.stderr
-    return role, initial
+    return login.role, initial
 
 
 def _verifiers(pg: Any, role: str) -> list[tuple[Any, ...]]:
