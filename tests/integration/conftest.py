@@ -203,3 +203,27 @@ def pg_target_toml(
     if grace is not None:
         lines.append(f'grace = "{grace}"')
     return "\n".join(lines) + "\n"
+
+
+# --- a fake Kubernetes API server ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Path]]]:
+    """start(*workloads, helm_db_secret=False) -> (FakeKube, kubeconfig): the fake API server of tests/kube_fake.py
+    for this test (stopped after it), with the workloads ("kind/namespace/name") and, if asked, the Secret
+    ai-stack/db holding {"unrelated": "kept"} under Helm's field manager."""
+    from tests.kube_fake import serve
+
+    with contextlib.ExitStack() as stack:
+
+        def start(*workloads: str, helm_db_secret: bool = False) -> tuple[Any, Path]:
+            fake, kubeconfig = stack.enter_context(serve(tmp_path / "kube"))
+            if helm_db_secret:
+                fake.add_secret("ai-stack", "db", {"unrelated": "kept"}, manager="helm")
+            for workload in workloads:
+                kind, namespace, name = workload.split("/")
+                fake.add_workload(kind, namespace, name)
+            return fake, kubeconfig
+
+        yield start

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.conftest import Home
 from tests.integration.conftest import CmdlineWatcher
-from tests.kube_fake import FakeKube, serve
+from tests.kube_fake import FakeKube
 
 from keyroll.rotation import KUBE_FAILPOINTS
 
@@ -48,13 +47,10 @@ unattended = true
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
-    with serve(tmp_path / "kube") as (fake, kubeconfig):
-        fake.add_secret("ai-stack", "db", {"unrelated": "kept"}, manager="helm")
-        fake.add_workload("deployment", "ai-stack", "api")
-        fake.add_workload("statefulset", "other-ns", "db")
-        fake.add_workload("daemonset", "ai-stack", "agent")
-        yield fake, kubeconfig
+def cluster(fake_cluster) -> tuple[FakeKube, Path]:  # type: ignore[no-untyped-def]
+    return fake_cluster(  # type: ignore[no-any-return]
+        "deployment/ai-stack/api", "statefulset/other-ns/db", "daemonset/ai-stack/agent", helm_db_secret=True
+    )
 
 
 def _setup(home: Home, krp, kubeconfig: Path, timeout: str = "20s") -> None:  # type: ignore[no-untyped-def]

@@ -8,12 +8,11 @@ starts, and both back to the previous pair when the rotation is rolled back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.kube_fake import FakeKube, serve
+from tests.kube_fake import FakeKube
 
 from conftest import keyroll, make_pg_login, pg_target_toml
 
@@ -23,10 +22,8 @@ API = "deployment/ai-stack/api"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
-    with serve(tmp_path / "kube") as (fake, kubeconfig):
-        fake.add_workload("deployment", "ai-stack", "api")
-        yield fake, kubeconfig
+def cluster(fake_cluster) -> tuple[FakeKube, Path]:  # type: ignore[no-untyped-def]
+    return fake_cluster(API)  # type: ignore[no-any-return]
 
 
 def _setup(pg: Any, home: Any, kubeconfig: Path, username_key: str) -> tuple[str, str]:
