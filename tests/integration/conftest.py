@@ -227,3 +227,14 @@ def fake_cluster(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Path]]]:
             return fake, kubeconfig
 
         yield start
+
+
+# --- a fleet repository ([gitops]) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(home: Any) -> Any:
+    """tests/fleet.py: a bare remote, keyroll's clone, a colleague's clone, and a config publishing to them."""
+    from fleet import make_fleet
+
+    return make_fleet(home)
