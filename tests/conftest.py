@@ -197,6 +197,30 @@ def disk_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def other_user() -> Iterator[tuple[str, int, int]]:
+    """A real second user account of the machine, (name, uid, gid), made for this session and removed after it:
+    what owns the files a hostile other user would plant. Needs root: fails in CI, skipped elsewhere."""
+    import pwd
+
+    if os.geteuid() != 0:
+        message = "needs root: creates a second user account (useradd) and files owned by it"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"kr-other-{os.getpid()}"[:31]
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        entry = pwd.getpwnam(name)
+        yield name, entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs of the test's own, empty (what another test left there would fill it): a real full disk

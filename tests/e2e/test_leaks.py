@@ -309,23 +309,14 @@ def test_rotate_replaces_what_leaked_and_scans_again(kr, initialized, values, tm
     assert history[0]["op"] == "rotate"
 
 
-def test_safe_directory_refusal_is_one_line_with_gits_words(kr, initialized, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    if os.geteuid() != 0:
-        pytest.skip("chown to another user needs root")
-    import pwd
-
-    user = "keyroll-leaks-test"
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", user], check=True)
+def test_safe_directory_refusal_is_one_line_with_gits_words(kr, initialized, tmp_path: Path, other_user) -> None:  # type: ignore[no-untyped-def]
+    _, uid, gid = other_user
     repo = Repo(tmp_path / "theirs")
     repo.commit("x", **{"a.txt": "a\n"})
-    owner = pwd.getpwnam(user)
     for folder, dirs, files in os.walk(repo.path):
         for name in [*dirs, *files]:
-            os.lchown(Path(folder) / name, owner.pw_uid, owner.pw_gid)
-    os.chown(repo.path, owner.pw_uid, owner.pw_gid)
+            os.lchown(Path(folder) / name, uid, gid)
+    os.chown(repo.path, uid, gid)
     result = kr("leaks", "scan", str(repo.path))
     assert result.code == 2, result.both
     lines = result.err.strip().splitlines()

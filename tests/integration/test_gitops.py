@@ -14,142 +14,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_command_target import SERVICE
-from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
+from test_sops_store import sops_decrypt
 
-from conftest import unique
+from conftest import make_pg_login, pg_target_toml, unique
+from fleet import Fleet, colleague_pushes, git, init
 from keyroll.gitops import encodings, plaintext_problem
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Colleague",
-    "GIT_AUTHOR_EMAIL": "colleague@example.com",
-    "GIT_COMMITTER_NAME": "Colleague",
-    "GIT_COMMITTER_EMAIL": "colleague@example.com",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
-
-
-@dataclass
-class Fleet:
-    root: Path
-    remote: Path  # the bare repository everyone pushes to
-    repo: Path  # keyroll's clone
-    other: Path  # a colleague's clone
-    config: Path
-    key: Path
-    state: Path  # what the stand-in service accepts
-    bundle: Path  # the store
-
-    @property
-    def cfg(self) -> tuple[str, str]:
-        return ("--config", str(self.config))
-
-    @property
-    def published(self) -> Path:
-        return self.repo / "secrets" / "secrets.sops.yaml"
-
-    def values(self) -> dict[str, object]:
-        return sops_decrypt(self.bundle.read_bytes(), self.key)
-
-    def accepted(self) -> list[str]:
-        return list(json.loads(self.state.read_text()))
-
-    def remote_file(self, path: str = "secrets/secrets.sops.yaml") -> bytes:
-        return subprocess.run(
-            ["git", "--git-dir", str(self.remote), "cat-file", "blob", f"main:{path}"],
-            capture_output=True,
-            check=True,
-        ).stdout
-
-    def remote_log(self) -> list[str]:
-        return git(self.remote, "log", "--format=%s", "main").splitlines()
-
-    def write_config(self, gitops: str = "", secrets_extra: str = "") -> None:
-        self.config.write_text(
-            textwrap.dedent(
-                f"""\
-                [store]
-                kind = "sops"
-                age_key_file = "age.key"
-
-                [gitops]
-                repo = "fleet"
-                path = "secrets/"
-                push = "origin main"
-                author = "keyroll <keyroll@fleet.example>"
-                {gitops}
-
-                [targets.svc]
-                type = "command"
-                argv = ["{self.root / "service.py"}"]
-                env = ["FAKE_STATE={self.state}", "FAKE_LOG={self.root / "service.log"}"]
-
-                [secrets.db_password]
-                target = "svc"
-                {secrets_extra}
-
-                [secrets.api_token]
-                kind = "api_key"
-                """
-            )
-        )
-
-
-@pytest.fixture
-def fleet(home) -> Fleet:  # type: ignore[no-untyped-def]
-    root = home.root
-    remote, repo, other = root / "remote.git", root / "fleet", root / "colleague"
-    git(root, "init", "--quiet", "--bare", "-b", "main", str(remote))
-    git(root, "clone", "--quiet", str(remote), str(repo))
-    (repo / "README.md").write_text("fleet\n")
-    (repo / "hosts").mkdir()
-    (repo / "hosts" / "web.nix").write_text("{ }\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "--quiet", "-m", "fleet: start")
-    git(repo, "push", "--quiet", "origin", "main")
-    git(root, "clone", "--quiet", str(remote), str(other))
-    key = root / "age.key"
-    write_sops_yaml(root / ".sops.yaml", new_identity(key))
-    service = root / "service.py"
-    service.write_text(SERVICE.format(python=sys.executable))
-    service.chmod(0o755)
-    state = root / "service.json"
-    f = Fleet(root, remote, repo, other, home.config, key, state, root / "secrets.sops.yaml")
-    f.write_config()
-    return f
-
-
-def init(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
-    fleet.state.write_text(json.dumps(["InitialPassword0123456789abcdefg"]))
-    assert kr(*fleet.cfg, "set", "db_password", stdin="InitialPassword0123456789abcdefg").code == 0
-    result = kr(*fleet.cfg, "init")
-    assert result.code == 0, result.both
-
-
-def colleague_pushes(fleet: Fleet, path: str, text: str) -> None:
-    git(fleet.other, "pull", "--quiet", "--rebase", "origin", "main")
-    target = fleet.other / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    git(fleet.other, "add", path)
-    git(fleet.other, "commit", "--quiet", "-m", f"colleague: {path}")
-    git(fleet.other, "push", "--quiet", "origin", "main")
-
 
 # --- the happy path -------------------------------------------------------------------------
 
@@ -237,15 +110,21 @@ def test_an_unreachable_remote_undoes_the_rotation_with_75_and_the_next_run_push
     assert fleet.accepted() == [fleet.values()["db_password"]] != [before["db_password"]]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
-def test_an_unreadable_remote_is_unreachable_too(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreadable_remote_is_unreachable_too(kr, fleet: Fleet, other_user) -> None:  # type: ignore[no-untyped-def]
     init(kr, fleet)
     before = fleet.values()
-    fleet.remote.chmod(0)
+    # A remote of another user's: git refuses it ("dubious ownership", safe.directory), which root cannot get
+    # around as it gets around a chmod 0.
+    _, uid, gid = other_user
+    mine = os.stat(fleet.remote)
+    owned = [fleet.remote, *(Path(f) / n for f, dirs, files in os.walk(fleet.remote) for n in [*dirs, *files])]
+    for path in owned:
+        os.lchown(path, uid, gid)
     try:
         result = kr(*fleet.cfg, "rotate", "db_password")
     finally:
-        fleet.remote.chmod(0o755)
+        for path in owned:
+            os.lchown(path, mine.st_uid, mine.st_gid)
     assert result.code == 75, result.both
     assert fleet.values() == before and fleet.accepted() == [before["db_password"]]
 
@@ -511,15 +390,12 @@ def test_postgres_alternating_waits_until_no_session_of_the_previous_login_is_le
     """sessions:previous: keyroll sees for itself when the fleet has moved to the new login."""
     import psycopg
 
-    role, admin = unique("galt"), unique("galtadmin")
-    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, initial)
-    admin_file = fleet.root / "pg-admin"
-    admin_file.write_text(admin_value)
+    initial = "Initial" * 4 + "pass"
+    login = make_pg_login(pg, fleet.root, "galt", initial)
+    role = login.role
     fleet.config.write_text(
         textwrap.dedent(
-            f"""\
+            """\
             [store]
             kind = "sops"
             age_key_file = "age.key"
@@ -529,17 +405,11 @@ def test_postgres_alternating_waits_until_no_session_of_the_previous_login_is_le
             push = "origin main"
             converge_timeout = "2s"
 
-            [targets.pg_app]
-            type = "postgres"
-            host = "{pg.host}"
-            port = {pg.port}
-            user = "{role}"
-            admin_user = "{admin}"
-            admin_password_file = "{admin_file}"
-            strategy = "alternating"
-            username_secret = "app_db_user"
-            grace = "0s"
-
+            """
+        )
+        + pg_target_toml(pg, login, grace="0s")
+        + textwrap.dedent(
+            """
             [secrets.app_password]
             target = "pg_app"
             converge = ["sessions:previous"]

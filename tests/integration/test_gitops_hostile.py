@@ -5,8 +5,8 @@ named by that clone's git configuration (a filter driver `git add` would run, a
 receive-pack a push would start, a merge driver, a hook) must never run, and a
 clone another user can write (its folder, its git folder, a git config file it
 reads) is refused before any change, as keyroll refuses any file others can
-change.  Real git, real sops, a bare repository as the remote (the fixtures of
-test_gitops)."""
+change.  Real git, real sops, a bare repository as the remote (the `fleet` fixture,
+tests/fleet.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ import itertools
 import os
 from pathlib import Path
 
-import test_gitops
-from test_gitops import Fleet, colleague_pushes, git, init
-
-fleet = test_gitops.fleet  # (the fixture: a bare remote, keyroll's clone, a colleague's clone)
+from fleet import Fleet, colleague_pushes, git, init
 
 
 def _program(root: Path, name: str) -> tuple[str, Path]:

@@ -16,14 +16,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_gitops import Fleet, fleet  # noqa: F401  (the fixture)
 from test_sops_store import sops_decrypt
-from tests.kube_fake import FakeKube, serve
+from tests.kube_fake import FakeKube
 
+from fleet import Fleet
 from keyroll.store.sops import find_sops
 
 pytest.importorskip("lightkube")
@@ -84,14 +83,11 @@ class Flux:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
-    with serve(tmp_path / "kube") as (fake, kubeconfig):
-        fake.add_secret("ai-stack", "db", {"unrelated": "kept"}, manager="helm")
-        fake.add_workload("deployment", "ai-stack", "api")
-        yield fake, kubeconfig
+def cluster(fake_cluster) -> tuple[FakeKube, Path]:  # type: ignore[no-untyped-def]
+    return fake_cluster("deployment/ai-stack/api", helm_db_secret=True)  # type: ignore[no-any-return]
 
 
-def configure(fleet: Fleet, kubeconfig: Path, timeout: str) -> None:  # noqa: F811
+def configure(fleet: Fleet, kubeconfig: Path, timeout: str) -> None:
     fleet.config.write_text(
         f"""
 [store]
@@ -120,7 +116,7 @@ kubernetes = ["db/token"]
     )
 
 
-def test_flux_applies_the_commit_then_keyroll_restarts_the_workload(krp, fleet: Fleet, cluster) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_flux_applies_the_commit_then_keyroll_restarts_the_workload(krp, fleet: Fleet, cluster) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     configure(fleet, kubeconfig, "20s")
     with Flux(fleet, fake) as flux:
@@ -159,7 +155,7 @@ def test_flux_applies_the_commit_then_keyroll_restarts_the_workload(krp, fleet: 
         assert sops_decrypt(manifest, fleet.key)["kind"] == "Secret"
 
 
-def test_flux_late_is_75_with_the_values_kept_and_the_next_run_finishes(krp, fleet: Fleet, cluster) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_flux_late_is_75_with_the_values_kept_and_the_next_run_finishes(krp, fleet: Fleet, cluster) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     configure(fleet, kubeconfig, "2s")
     with Flux(fleet, fake) as flux:
@@ -183,7 +179,7 @@ def test_flux_late_is_75_with_the_values_kept_and_the_next_run_finishes(krp, fle
 
 
 @pytest.mark.parametrize("step", ["git-push", "kube-publish", "kube-restart", "kube-wait"])
-def test_sigkill_after_the_push_is_finished_by_recovery_with_one_rollout(krp, fleet: Fleet, cluster, step: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_sigkill_after_the_push_is_finished_by_recovery_with_one_rollout(krp, fleet: Fleet, cluster, step: str) -> None:  # type: ignore[no-untyped-def]
     fake, kubeconfig = cluster
     configure(fleet, kubeconfig, "20s")
     with Flux(fleet, fake):

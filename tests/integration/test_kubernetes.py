@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.conftest import Home
 from tests.integration.conftest import CmdlineWatcher
-from tests.kube_fake import FakeKube, serve
+from tests.kube_fake import FakeKube
 
 from keyroll.rotation import KUBE_FAILPOINTS
 
@@ -48,13 +47,10 @@ unattended = true
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
-    with serve(tmp_path / "kube") as (fake, kubeconfig):
-        fake.add_secret("ai-stack", "db", {"unrelated": "kept"}, manager="helm")
-        fake.add_workload("deployment", "ai-stack", "api")
-        fake.add_workload("statefulset", "other-ns", "db")
-        fake.add_workload("daemonset", "ai-stack", "agent")
-        yield fake, kubeconfig
+def cluster(fake_cluster) -> tuple[FakeKube, Path]:  # type: ignore[no-untyped-def]
+    return fake_cluster(  # type: ignore[no-any-return]
+        "deployment/ai-stack/api", "statefulset/other-ns/db", "daemonset/ai-stack/agent", helm_db_secret=True
+    )
 
 
 def _setup(home: Home, krp, kubeconfig: Path, timeout: str = "20s") -> None:  # type: ignore[no-untyped-def]
@@ -170,6 +166,7 @@ def test_conflicts_are_retried(home: Home, krp, cluster) -> None:  # type: ignor
     fake.fail_next("PATCH", "/secrets/db", 409, times=2)
     result = _run(krp, home, "rotate", "pg_password")
     assert result.code == 0, result.both
+    assert fake.failures == []  # both conflicts were answered: a path that never matched would leave them here
     assert fake.secret_value("ai-stack", "db", "password") == home.value("pg_password")
 
 

@@ -8,14 +8,13 @@ starts, and both back to the previous pair when the rotation is rolled back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.kube_fake import FakeKube, serve
+from tests.kube_fake import FakeKube
 
-from conftest import keyroll, unique
+from conftest import keyroll, make_pg_login, pg_target_toml
 
 pytest.importorskip("lightkube")
 
@@ -23,22 +22,16 @@ API = "deployment/ai-stack/api"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKube, Path]]:
-    with serve(tmp_path / "kube") as (fake, kubeconfig):
-        fake.add_workload("deployment", "ai-stack", "api")
-        yield fake, kubeconfig
+def cluster(fake_cluster) -> tuple[FakeKube, Path]:  # type: ignore[no-untyped-def]
+    return fake_cluster(API)  # type: ignore[no-any-return]
 
 
 def _setup(pg: Any, home: Any, kubeconfig: Path, username_key: str) -> tuple[str, str]:
     """An alternating target; the password goes to db/password, the login name to
     `username_key` (a username secret has no consumers of its own: deployment/api
     reads both)."""
-    role, admin = unique("kalt"), unique("kaltadmin")
-    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, initial)
-    admin_file = home.root / "pg-admin"
-    admin_file.write_text(admin_value)
+    initial = "Initial" * 4 + "pass"
+    login = make_pg_login(pg, home.root, "kalt", initial)
     home.write_config(
         f"""
 [kubernetes]
@@ -46,17 +39,7 @@ kubeconfig = "{kubeconfig}"
 namespace = "ai-stack"
 rollout_timeout = "20s"
 
-[targets.pg_app]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{admin_file}"
-strategy = "alternating"
-username_secret = "app_db_user"
-grace = "1h"
-
+{pg_target_toml(pg, login, grace="1h")}
 [secrets.app_password]
 target = "pg_app"
 kubernetes = ["db/password"]
@@ -71,7 +54,14 @@ kubernetes = ["{username_key}"]
     assert done.returncode == 0, done.stdout + done.stderr
     done = keyroll(home.config, "kubernetes", "sync")
     assert done.returncode == 0, done.stdout + done.stderr
-    return role, initial
+    return login.role, initial
+
+
+def _verifiers(pg: Any, role: str) -> list[tuple[Any, ...]]:
+    """The role's and its clone's (name, password verifier), as the server keeps them."""
+    return pg.execute_admin(
+        "SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN (%s, %s) ORDER BY rolname", (role, f"{role}_clone")
+    )
 
 
 def _cluster_pair(fake: FakeKube, username_key: str) -> tuple[str | None, str | None]:
@@ -142,8 +132,11 @@ def test_login_name_secret_forbidden_stops_before_any_change(pg, home, cluster) 
     role, initial = _setup(pg, home, kubeconfig, "db-user/username")
     fake.forbidden.add(("patch", "/secrets/db-user"))
     before = dict(fake.rollouts)
+    verifiers_before = _verifiers(pg, role)
     done = keyroll(home.config, "rotate", "app_password")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Kubernetes Secret ai-stack/db-user" in done.stdout + done.stderr and "not rotated" in done.stdout
     assert (home.value("app_db_user"), home.value("app_password")) == (role, initial)
     assert fake.rollouts == before and not pg.login_ok(f"{role}_clone", home.value("app_password"))
+    # No PostgreSQL change: neither login's password (nor whether the clone exists) moved.
+    assert _verifiers(pg, role) == verifiers_before

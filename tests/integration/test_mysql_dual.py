@@ -10,40 +10,12 @@ import time
 
 import pytest
 
-from conftest import keyroll, unique
+from conftest import keyroll, mysql_target_toml, unique
 
 
 @pytest.fixture
-def account(mariadb, home):  # type: ignore[no-untyped-def]
-    user = unique("dual")
-    initial = "Maria" * 6 + "db"
-    mariadb.create_user(user, initial)
-    admin_file = home.root / "mariadb-admin"
-    admin_file.write_text(mariadb.admin_password)
-    home.write_config(
-        f"""
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{user}"
-admin_user = "root"
-admin_password_file = "{admin_file}"
-strategy = "dual"
-grace = "1h"
-
-[secrets.db_password]
-target = "db"
-restart = ["command:true"]
-"""
-    )
-    assert keyroll(home.config, "set", "db_password", stdin=initial).returncode == 0
-
-    class Account:
-        name = user
-
-    Account.initial = initial  # type: ignore[attr-defined]
-    return Account
+def account(mysql_account):  # type: ignore[no-untyped-def]
+    return mysql_account("dual", strategy="dual", grace="1h", secret_extra='restart = ["command:true"]\n')
 
 
 def test_old_and_new_both_log_in_until_retired(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]
@@ -143,16 +115,7 @@ def test_init_keeps_the_password_the_account_had_for_the_grace(mariadb, home) ->
     (home.root / "mariadb-admin").write_text(mariadb.admin_password)
     home.write_config(
         f"""
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{user}"
-admin_user = "root"
-admin_password_file = "{home.root / "mariadb-admin"}"
-strategy = "dual"
-grace = "1s"
-
+{mysql_target_toml(mariadb, user, home.root / "mariadb-admin", strategy="dual", grace="1s")}
 [secrets.db_password]
 target = "db"
 """
@@ -175,16 +138,7 @@ def test_init_whose_consumers_fail_to_restart_still_retires_the_old_password(mar
     (home.root / "mariadb-admin").write_text(mariadb.admin_password)
     home.write_config(
         f"""
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{user}"
-admin_user = "root"
-admin_password_file = "{home.root / "mariadb-admin"}"
-strategy = "dual"
-grace = "1s"
-
+{mysql_target_toml(mariadb, user, home.root / "mariadb-admin", strategy="dual", grace="1s")}
 [secrets.db_password]
 target = "db"
 restart = ["command:false"]
@@ -210,15 +164,7 @@ def test_an_account_with_another_plugin_is_refused_unchanged(mariadb, home) -> N
     (home.root / "mariadb-admin").write_text(mariadb.admin_password)
     home.write_config(
         f"""
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{user}"
-admin_user = "root"
-admin_password_file = "{home.root / "mariadb-admin"}"
-strategy = "dual"
-
+{mysql_target_toml(mariadb, user, home.root / "mariadb-admin", strategy="dual")}
 [secrets.db_password]
 target = "db"
 """

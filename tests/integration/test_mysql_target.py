@@ -6,37 +6,12 @@ import signal
 
 import pytest
 
-from conftest import keyroll, unique
+from conftest import keyroll
 
 
 @pytest.fixture
-def account(mariadb, home):  # type: ignore[no-untyped-def]
-    user = unique("acct")
-    initial = "Maria" * 6 + "db"
-    mariadb.create_user(user, initial)
-    admin_file = home.root / "mariadb-admin"
-    admin_file.write_text(mariadb.admin_password)
-    home.write_config(
-        f"""
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{user}"
-admin_user = "root"
-admin_password_file = "{admin_file}"
-
-[secrets.db_password]
-target = "db"
-"""
-    )
-    assert keyroll(home.config, "set", "db_password", stdin=initial).returncode == 0
-
-    class Account:
-        name = user
-
-    Account.initial = initial  # type: ignore[attr-defined]
-    return Account
+def account(mysql_account):  # type: ignore[no-untyped-def]
+    return mysql_account("acct")
 
 
 def test_rotation_sends_only_the_hash(account, mariadb, home) -> None:  # type: ignore[no-untyped-def]

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gitops import git
 from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
 from tests.kube_fake import FakeKube, serve
 
 from conftest import unique
+from fleet import git
 
 pytest.importorskip("lightkube")
 

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import keyroll, unique
+from conftest import keyroll, make_pg_login, pg_target_toml, unique
 
 
 def acting_user(pg: Any, login: str, password: str) -> str:
@@ -35,26 +35,13 @@ def pair_accepted(pg: Any, home: Any, role: str) -> tuple[str, str]:
 @pytest.fixture
 def app(pg, home):  # type: ignore[no-untyped-def]
     """A login role, a CREATEROLE admin (not a superuser) and an alternating target."""
-    role, admin = unique("alt"), unique("altadmin")
-    admin_value, initial = "Adm1n" * 6 + "xy", "Initial" * 4 + "pass"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, initial)
+    initial = "Initial" * 4 + "pass"
+    login = make_pg_login(pg, home.root, "alt", initial)
+    role, admin = login.role, login.admin
     pg.execute_admin(f'GRANT CREATE ON SCHEMA public TO "{role}"')
-    admin_file = home.root / "pg-admin"
-    admin_file.write_text(admin_value)
     home.write_config(
         f"""
-[targets.pg_app]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{admin_file}"
-strategy = "alternating"
-username_secret = "app_db_user"
-grace = "1h"
-
+{pg_target_toml(pg, login, grace="1h")}
 [secrets.app_password]
 services = ["app"]
 target = "pg_app"
@@ -187,8 +174,7 @@ def test_set_restore_and_rollback_keep_the_pair(app, pg, home) -> None:  # type:
     oldest = sorted(b["name"] for b in backups["backups"])[0]
     done = keyroll(home.config, "restore", oldest)
     assert done.returncode == 0, done.stdout + done.stderr
-    login, password = pair_accepted(pg, home, app.name)
-    assert password == app.initial or login == app.clone
+    assert pair_accepted(pg, home, app.name) == (app.name, app.initial)  # the pair stored before the rotation
 
 
 def test_init_creates_the_login_name_and_validate_names_missing_rights(app, pg, home) -> None:  # type: ignore[no-untyped-def]
@@ -210,24 +196,12 @@ def test_init_whose_consumers_fail_to_restart_still_retires_the_other_login(pg, 
     """The restart fails after init: the new pair is kept (nothing to go back to), and
     the login the consumers used before must still go after the grace, not stay valid
     until the next rotation."""
-    role, admin = unique("altfail"), unique("altfailadmin")
-    admin_value, today = "Adm1n" * 6 + "xy", "Today" * 6 + "pw"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, today)
-    (home.root / "pg-admin").write_text(admin_value)
+    today = "Today" * 6 + "pw"
+    login = make_pg_login(pg, home.root, "altfail", today)
+    role = login.role
     home.write_config(
         f"""
-[targets.pg_app]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{home.root / "pg-admin"}"
-strategy = "alternating"
-username_secret = "app_db_user"
-grace = "1s"
-
+{pg_target_toml(pg, login, grace="1s")}
 [secrets.app_password]
 target = "pg_app"
 restart = ["command:false"]
@@ -266,32 +240,21 @@ def test_a_sops_bundle_holds_the_pair_and_renders_it(pg, home) -> None:  # type:
     same write; `bundle render` serves both (files and .env)."""
     import pyrage
 
-    role, admin = unique("sopsalt"), unique("sopsadm")
-    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
-    pg.create_role(role, None)
+    login = make_pg_login(pg, home.root, "sopsalt", None)
+    role = login.role
     identity = pyrage.x25519.Identity.generate()
     (home.root / "age.key").write_text(f"{identity}\n")
     (home.root / "age.key").chmod(0o600)
     (home.root / ".sops.yaml").write_text(
         f"creation_rules:\n  - path_regex: secrets\\.sops\\.yaml$\n    age: {identity.to_public()}\n"
     )
-    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
     home.write_config(
         f"""
 [store]
 kind = "sops"
 age_key_file = "age.key"
 
-[targets.pg]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{home.root / "pg-admin"}"
-strategy = "alternating"
-username_secret = "app_db_user"
-
+{pg_target_toml(pg, login, name="pg")}
 [secrets.app_password]
 target = "pg"
 """
@@ -434,24 +397,13 @@ target = "db"
 def test_adopting_a_password_of_an_existing_clone_makes_it_act_as_the_role(pg, home, how: str) -> None:  # type: ignore[no-untyped-def]
     # The clone's name was already taken by a login of its own (made by hand, not a member of the role): when
     # its password is adopted, keyroll first makes it act as the role, so consumers given it own nothing apart.
-    role, admin = unique("adopt"), unique("adoptadm")
     clone_value = "Clone" * 6 + "pw"
-    pg.create_role(admin, "Adm1n" * 6 + "xy", createrole=True)
-    pg.create_role(role, "Role" * 8)
-    pg.create_role(f"{role}_clone", clone_value)
-    (home.root / "pg-admin").write_text("Adm1n" * 6 + "xy")
+    login = make_pg_login(pg, home.root, "adopt", "Role" * 8)
+    role = login.role
+    pg.create_role(login.clone, clone_value)
     home.write_config(
         f"""
-[targets.pg]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{home.root / "pg-admin"}"
-strategy = "alternating"
-username_secret = "app_db_user"
-
+{pg_target_toml(pg, login, name="pg")}
 [secrets.app_password]
 target = "pg"
 """

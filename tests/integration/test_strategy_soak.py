@@ -18,7 +18,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import keyroll, unique
+from conftest import keyroll, make_pg_login, mysql_target_toml, pg_target_toml, unique
 
 KILLS = int(os.environ.get("KEYROLL_STRATEGY_SOAK_KILLS", "100"))
 # Seconds. About 150 s on an idle 2-core machine; the bound only catches a soak that hangs or crawls, with room
@@ -47,37 +47,15 @@ def test_random_sigkills_keep_every_pair_accepted(pg, mariadb, home, kr, monkeyp
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(home.root / "pycache"))
     started = time.monotonic()
-    role, admin, account = unique("soakalt"), unique("soakadm"), unique("soakdual")
-    clone = f"{role}_clone"
-    pg_initial, my_initial, admin_value = "Pg" * 16, "My" * 16, "Adm1n" * 6 + "xy"
-    pg.create_role(admin, admin_value, createrole=True)
-    pg.create_role(role, pg_initial)
+    pg_initial, my_initial = "Pg" * 16, "My" * 16
+    login = make_pg_login(pg, home.root, "soakalt", pg_initial)
+    role, clone, account = login.role, login.clone, unique("soakdual")
     mariadb.create_user(account, my_initial)
-    (home.root / "pg-admin").write_text(admin_value)
     (home.root / "my-admin").write_text(mariadb.admin_password)
     home.write_config(
         f"""
-[targets.pg]
-type = "postgres"
-host = "{pg.host}"
-port = {pg.port}
-user = "{role}"
-admin_user = "{admin}"
-admin_password_file = "{home.root / "pg-admin"}"
-strategy = "alternating"
-username_secret = "pg_user"
-grace = "0s"
-
-[targets.db]
-type = "mysql"
-host = "{mariadb.host}"
-port = {mariadb.port}
-user = "{account}"
-admin_user = "root"
-admin_password_file = "{home.root / "my-admin"}"
-strategy = "dual"
-grace = "0s"
-
+{pg_target_toml(pg, login, name="pg", username_secret="pg_user", grace="0s")}
+{mysql_target_toml(mariadb, account, home.root / "my-admin", strategy="dual", grace="0s")}
 [secrets.pg_password]
 target = "pg"
 restart = ["command:true"]
