@@ -50,6 +50,9 @@ textfile = "{textfile}"
 [defaults]
 schedule = "90d"
 
+[notify]
+urls = ["json://notifier:NotifyPassw0rd@127.0.0.1:9/hook?token=NotifyT0ken"]  # (nobody listens: a notice fails)
+
 [secrets.app_key]
 kind = "api_key"
 target = "svc"
@@ -177,6 +180,8 @@ def test_success_failure_and_temporary_failure(kr, home, metrics_home) -> None: 
     with sqlite3.connect(home.state / "journal.sqlite3") as db:
         prints = [p for row in db.execute("SELECT fingerprint, previous_fingerprint FROM secrets") for p in row if p]
     assert prints and not [p for p in prints if p in text or p[:12] in text]
+    # Nor a URL with credentials (the notification URL's user, password and token).
+    assert not [part for part in ("NotifyPassw0rd", "NotifyT0ken", "notifier", "json://") if part in text]
     if shutil.which("promtool"):
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
