@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,51 @@ def test_the_mysql_admin_privilege_is_read_from_its_grants(grants: list[str], ma
     target = open_target(policy_from(text, tmp_path), "db", "db_password", lambda name: None)
     target._execute = lambda query, params=(): [(g,) for g in grants]  # type: ignore[attr-defined]
     assert target._may_alter_users() is may  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("createrole", "version", "admin_option", "expected"),
+    [
+        (True, 150000, {}, None),  # PostgreSQL 15: CREATEROLE is enough
+        (False, 150000, {}, "lacks CREATEROLE"),
+        (True, 160002, {"aidb": True, "aidb_clone": True}, None),
+        (True, 160002, {"aidb": False, "aidb_clone": True}, "lacks ADMIN OPTION on 'aidb' (GRANT aidb TO postgres"),
+        (
+            False,
+            170000,
+            {"aidb": False, "aidb_clone": False},
+            "lacks CREATEROLE and ADMIN OPTION on 'aidb' (GRANT aidb TO postgres WITH ADMIN OPTION) and ADMIN "
+            "OPTION on 'aidb_clone'",
+        ),
+    ],
+)
+def test_alternating_check_names_what_the_admin_lacks(
+    createrole: bool, version: int, admin_option: dict[str, bool], expected: str | None, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """No PostgreSQL 16 runs on these machines: its answers are given here (the admin's
+    attributes and the server version, whether the roles exist, pg_has_role ... WITH
+    ADMIN OPTION), as PostgreSQL words them; the tests against a real PostgreSQL 15
+    cover the CREATEROLE half (tests/integration/test_pg_alternating.py)."""
+    from keyroll.errors import TargetError
+    from keyroll.targets import open_target
+    from keyroll.targets.postgres import PostgresTarget
+
+    monkeypatch.setattr(PostgresTarget, "check", lambda self: None)  # (reachable, logged in: not what is tested)
+    policy = policy_from(ALTERNATING, tmp_path)
+    target = open_target(policy, "pg", "postgres_password", lambda name: None)
+
+    def answer(query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        if query.startswith("SELECT rolsuper, rolcreaterole"):
+            return [(False, createrole, version, False)]
+        if query.startswith("SELECT 1 FROM pg_roles"):
+            return [(1,)] if params[0] in admin_option else []
+        if query.startswith("SELECT pg_has_role"):
+            return [(admin_option[str(params[0])],)]
+        raise AssertionError(f"unexpected query {query!r}")
+
+    monkeypatch.setattr(target, "_execute", answer)
+    if expected is None:
+        target.check()
+    else:
+        with pytest.raises(TargetError, match=re.escape(expected)):
+            target.check()
