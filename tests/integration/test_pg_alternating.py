@@ -177,6 +177,31 @@ def test_set_restore_and_rollback_keep_the_pair(app, pg, home) -> None:  # type:
     assert pair_accepted(pg, home, app.name) == (app.name, app.initial)  # the pair stored before the rotation
 
 
+@pytest.mark.parametrize("command", ["rollback", "restore"])
+@pytest.mark.parametrize(
+    "step", ["create", "store-write", "store", "restart"]
+)  # (the older login still takes the value: no apply)
+def test_sigkill_during_rollback_or_restore_keeps_the_pair(app, pg, home, command: str, step: str) -> None:  # type: ignore[no-untyped-def]
+    # Issue 12: rollback and restore go through the transaction with the pair; killed at any step,
+    # recovery leaves a stored login name and password that one login accepts.
+    text = home.config.read_text().replace('target = "pg_app"', 'target = "pg_app"\nrestart = ["command:true"]')
+    home.config.write_text(text)
+    assert keyroll(home.config, "rotate", "app_password").returncode == 0
+    before = pair_accepted(pg, home, app.name)
+    if command == "rollback":
+        args = ["rollback", "app_password"]
+    else:
+        backups = json.loads(keyroll(home.config, "list-backups", "--json").stdout)["data"]
+        args = ["restore", sorted(b["name"] for b in backups["backups"])[0]]
+    killed = keyroll(home.config, *args, env={"KEYROLL_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    done = keyroll(home.config, "recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = pair_accepted(pg, home, app.name)
+    assert after in (before, (app.name, app.initial))  # finished (the older pair) or undone (the current one)
+    assert keyroll(home.config, "validate").returncode == 0
+
+
 def test_init_creates_the_login_name_and_validate_names_missing_rights(app, pg, home) -> None:  # type: ignore[no-untyped-def]
     (home.secrets / "app_db_user").unlink()
     done = keyroll(home.config, "init")
