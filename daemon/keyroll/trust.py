@@ -301,6 +301,13 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
     return shutil.which(program, path=os.pathsep.join(folders))
 
 
+def runnable_program(program: str, env: Mapping[str, str]) -> str | None:
+    """Where `program` is run from (see `resolve_program`, with the environment it
+    runs with) when a file keyroll may execute is there, else None."""
+    where = resolve_program(program, env)
+    return where if where is not None and os.path.isfile(where) and os.access(where, os.X_OK) else None
+
+
 def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str], depth: int = 0) -> list[Unsafe]:
     """The program `argv` runs (resolved on PATH, symlinks followed) and, for an
     interpreter (`sh x.sh`, `python3 x.py`, `env prog`), the script or program it is
