@@ -20,6 +20,7 @@ sits beside fsutil and paths: it imports only errors, records and paths.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,15 +31,15 @@ from keyroll.hardening import PROGRAM_CWD
 from keyroll.paths import DAEMON_LOCK_FILE, FINGERPRINT_KEY_FILE, JOURNAL_FILE, WRITER_LOCK_FILE, Paths
 from keyroll.records import record
 
-# Files keyroll keeps in its state folder (with SQLite's side files).
+# Files keyroll keeps in its state folder: the journal with SQLite's side files (what
+# SQLite opens; the fingerprint key is checked as it is opened, by open_state_file).
 JOURNAL_FILES = (
     JOURNAL_FILE,
     JOURNAL_FILE + "-wal",
     JOURNAL_FILE + "-shm",
     JOURNAL_FILE + "-journal",
-    FINGERPRINT_KEY_FILE,
 )
-STATE_FILES = (*JOURNAL_FILES, WRITER_LOCK_FILE, DAEMON_LOCK_FILE)
+STATE_FILES = (*JOURNAL_FILES, FINGERPRINT_KEY_FILE, WRITER_LOCK_FILE, DAEMON_LOCK_FILE)
 RUNNING_NOTES = "command-*.running"
 
 # Programs that run the file named by an argument: that file is checked too.
@@ -83,6 +84,7 @@ def trusted_owners() -> frozenset[int]:
     return frozenset({0, running_user()})
 
 
+@functools.cache
 def user_name(uid: int) -> str:
     import pwd
 
@@ -102,8 +104,7 @@ owner_text = _owner_text  # ("owned by NAME (uid N), mode 0NNN")
 
 
 def _who() -> str:
-    me = user_name(running_user())
-    return "root" if running_user() == 0 else f"root or {me}"
+    return "root" if running_user() == 0 else f"root or {user_name(running_user())}"
 
 
 def _writable_by_others(mode: int, path: Path | None = None) -> bool:
@@ -123,10 +124,14 @@ class _Walk:
     def __init__(self, purpose: str) -> None:
         self.purpose = purpose
         self.owners = trusted_owners()
-        self.me = user_name(running_user())
         self.found: list[Unsafe] = []
         self.links = 0
         self.subject: Path | None = None  # the path asked about (findings name it first)
+
+    @property
+    def me(self) -> str:
+        """The running user's name (looked up when a finding needs it)."""
+        return user_name(running_user())
 
     def add(self, path: Path, info: os.stat_result, problem: str, fix: str) -> None:
         self.found.append(Unsafe(path, self.purpose, f"{problem} is {_owner_text(info)}", fix))
@@ -232,14 +237,15 @@ def check_backup(path: Path) -> list[Unsafe]:
     return list(first.values())
 
 
-def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe]:
-    """The state folder and the state files in it (`names`, and the notes about
-    running programs): each a regular file (never a symlink) owned by the running
-    user."""
+def check_state(paths: Paths, names: Sequence[str] = STATE_FILES, *, running_notes: bool = True) -> list[Unsafe]:
+    """The state folder and the state files in it (`names`, and with `running_notes`
+    the notes about running programs): each a regular file (never a symlink) owned
+    by the running user."""
     found = check_folder(paths.state_dir, "state folder")
     try:
         names = [n for n in names if os.path.lexists(paths.state_dir / n)]
-        names += sorted(p.name for p in paths.state_dir.glob(RUNNING_NOTES))
+        if running_notes:
+            names += sorted(p.name for p in paths.state_dir.glob(RUNNING_NOTES))
     except OSError:
         return found
     for name in names:
@@ -251,7 +257,6 @@ def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe
 
 def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe | None:
     """Why `path` (a state file) is not keyroll's own, or None."""
-    me = user_name(running_user())
     try:
         info = info or os.lstat(path)
     except FileNotFoundError:
@@ -264,7 +269,10 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
         return Unsafe(path, "state file", f"{path} is not a regular file, {_owner_text(info)}", "remove it")
     if info.st_uid != running_user():
         return Unsafe(
-            path, "state file", f"{path} is {_owner_text(info)}", f"remove it, or `chown {me} {path}` if it is yours"
+            path,
+            "state file",
+            f"{path} is {_owner_text(info)}",
+            f"remove it, or `chown {user_name(running_user())} {path}` if it is yours",
         )
     if _writable_by_others(info.st_mode):
         return Unsafe(path, "state file", f"{path} is {_owner_text(info)}", f"`chmod 0600 {path}`")
