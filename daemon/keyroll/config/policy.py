@@ -161,10 +161,8 @@ class Policy:
     def admin_secrets(self) -> set[str]:
         """Secrets that are the admin credential of some target (admin_password_secret,
         or an http target's {secret:NAME}): they are rotated after the others."""
-        from keyroll.config.httpspec import secret_refs
-
         names = {n for t in self.targets if (n := self.admin_secret_of(t))}
-        return names.union(*(secret_refs(t) for t in self.targets.values()))
+        return names.union(*(_secret_refs(t) for t in self.targets.values()))
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
@@ -371,9 +369,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
             raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
-        from keyroll.config.httpspec import secret_refs
-
-        for ref in sorted(secret_refs(target)):
+        for ref in sorted(_secret_refs(target)):
             if ref not in secrets:
                 raise ConfigError(f"targets.{name}: {{secret:{ref}}} names no secret")
         if admin and getattr(target, "admin_password_file", ""):
@@ -450,11 +446,19 @@ def _check_folders_apart(paths: Paths) -> None:
                 raise ConfigError(f"paths.{first} ({a}) and paths.{second} ({b}) overlap: keep the three folders apart")
 
 
+def _secret_refs(target: object) -> set[str]:
+    """The secrets an http target names with `{secret:NAME}`; empty for the other
+    types (without importing the http request spec for them: `status` loads this)."""
+    if getattr(target, "type", None) != "http":
+        return set()
+    from keyroll.config.httpspec import secret_refs
+
+    return secret_refs(target)
+
+
 def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:
     """Refuse A-administers-B-administers-A (through admin_password_secret or an http
     target's {secret:NAME}): no rotation order could be safe."""
-    from keyroll.config.httpspec import secret_refs
-
     secret_target = {secret: target for target, secret in owner.items()}
 
     def admins_of(secret: str) -> list[tuple[str, str]]:
@@ -465,7 +469,7 @@ def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str
         found = []
         if admin := getattr(targets[name], "admin_password_secret", ""):
             found.append((admin, f"targets.{name}.admin_password_secret"))
-        found += [(ref, f"targets.{name}") for ref in sorted(secret_refs(targets[name]))]
+        found += [(ref, f"targets.{name}") for ref in sorted(_secret_refs(targets[name]))]
         return [(admin, key) for admin, key in found if admin != secret]
 
     def walk(chain: list[str], key: str) -> None:
