@@ -14,13 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from keyroll.errors import ConfigError, KeyrollError, TargetError
-from keyroll.targets.base import APPLICATION_PREFIX as APPLICATION_PREFIX  # (the interface lives in targets.base)
-from keyroll.targets.base import BaseTarget as BaseTarget
-from keyroll.targets.base import Connections as Connections
-from keyroll.targets.base import Credentials as Credentials
-from keyroll.targets.base import LoginRefused as LoginRefused
+from keyroll.targets.base import Connections as Connections  # (the interface lives in targets.base)
+from keyroll.targets.base import Credentials
 from keyroll.targets.base import Target as Target
-from keyroll.targets.base import client_library as client_library
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
