@@ -95,11 +95,6 @@ def _kubeconfig(policy: Policy) -> Path | None:
     return kubeconfig_path(policy.kubernetes.kubeconfig, policy.env, policy.config_dir)
 
 
-def programs(policy: Policy) -> list[tuple[str, list[str]]]:
-    """(option, argv) of every program keyroll may run for this policy."""
-    return [(option, argv) for option, argv, _ in programs_and_envs(policy)]
-
-
 def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, str]]]:
     """(option, argv, environment) of every program keyroll may run for this policy:
     the environment it is run with (a target's `env` may set its own PATH)."""

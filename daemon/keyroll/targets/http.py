@@ -47,7 +47,7 @@ class HttpTarget(BaseTarget):
         self.live_value = live_value
         self.env = env
         self.config_dir = config_dir
-        self.timeout = parse_duration(config.timeout).total_seconds() or 10.0
+        self.timeout = parse_duration(config.timeout).total_seconds()  # (> 0: the schema refuses less)
         # The service wants the current value to change it (e.g. basic:admin:{old}).
         self.needs_old = self.apply_request.uses("old")
         self._sent = False  # whether the last request left keyroll
