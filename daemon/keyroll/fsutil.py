@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,12 +162,7 @@ def read_bytes(directory: Path, name: str, dir_fd: int | None = None, limit: int
             raise StoreError(f"{path}: is not a regular file")
         if limit is not None and info.st_size > limit:
             raise StoreError(f"{path}: {info.st_size} bytes, more than a value may hold (64 KiB)")
-        chunks = []
-        left = limit + 1 if limit is not None else -1
-        while left and (chunk := os.read(fd, 65536 if left < 0 else min(left, 65536))):
-            chunks.append(chunk)
-            left -= len(chunk) if left > 0 else 0
-        data = b"".join(chunks)
+        data = read_at_most(fd, limit + 1 if limit is not None else sys.maxsize)
         if limit is not None and len(data) > limit:  # (it grew since the fstat)
             raise StoreError(f"{path}: more than a value may hold (64 KiB)")
         return data
