@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.hardening import PROGRAM_CWD, program_env
 from keyroll.httpclient import split_http_url
 from keyroll.outputs import safe_excerpt
@@ -119,7 +120,7 @@ def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     failures = []
     for spec in specs:
-        if spec.startswith("kubernetes:"):  # (keyroll.kube restarts workloads, once per command)
+        if is_workload_spec(spec):  # (keyroll.kube restarts workloads, once per command)
             continue
         problem = _run(restart_argv(spec), secret, env, RESTART_TIMEOUT)
         if problem:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.config.schema import (
     OPTIONAL_SECTIONS,
     SECRET_NAME,
@@ -83,6 +84,11 @@ class SecretPolicy:
         return self.target is None and not self.restart and not self.kubernetes
 
     @property
+    def involves_kubernetes(self) -> bool:
+        """It is published to a Kubernetes Secret or restarts a workload."""
+        return bool(self.kubernetes) or any(is_workload_spec(spec) for spec in self.restart)
+
+    @property
     def rotates_unattended(self) -> bool:
         """The daemon and `run` rotate it on their own: keyroll handles its consumers,
         or the policy says so."""
@@ -122,7 +128,7 @@ class Policy:
         """Some secret is published to a Kubernetes Secret or restarts a workload."""
         if not self.kubernetes.publish:
             return False
-        return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
+        return any(s.involves_kubernetes for s in self.secrets.values())
 
     @property
     def config_dir(self) -> Path | None:
