@@ -101,18 +101,29 @@ def resolve_path(value: str, policy: Policy, *, key: str) -> Path:
     return resolve_config_path(value, policy.config_dir, key=key)
 
 
+def config_recipients(path: Path, purpose: str = "", *, missing_ok: bool = False) -> list[str]:
+    """The age recipients written in the .sops.yaml at `path` (a minimal reading: all
+    of its rules; [] when it names none, or, with `missing_ok`, when it does not exist);
+    ConfigError, one line naming the file (and ending with `purpose`), when it cannot
+    be read."""
+    from keyroll.age import recipients_in
+
+    why = f"; {purpose}" if purpose else ""
+    try:
+        return recipients_in(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        if missing_ok and isinstance(exc, FileNotFoundError):
+            return []
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}){why}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot be read (not UTF-8 text){why}") from None
+
+
 def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
     """The age recipients written in the store's .sops.yaml, at least one; otherwise
     ConfigError, one line naming the file and ending with `purpose` (what needs them)."""
-    from keyroll.age import recipients_in
-
     config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
-    try:
-        recipients = recipients_in(config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{config}: cannot be read ({exc.strerror or exc}); {purpose}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{config}: cannot be read (not UTF-8 text); {purpose}") from None
+    recipients = config_recipients(config, purpose)
     if not recipients:
         raise ConfigError(f"{config}: names no age recipient; {purpose}")
     return recipients
@@ -378,16 +389,7 @@ class SopsStore:
         recipient written in .sops.yaml (a minimal reading: all of its rules)."""
         raw = self.read_ciphertext()
         found = bundle_recipients(raw) if raw else []
-        if found:
-            return found
-        from keyroll.age import recipients_in
-
-        try:
-            return recipients_in(self.sops_config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.sops_config}: cannot be read ({exc})") from None
+        return found or config_recipients(self.sops_config, missing_ok=True)
 
     def replace(
         self, ciphertext: bytes, data: Mapping[str, Any], before_rename: Callable[[], None] | None = None
