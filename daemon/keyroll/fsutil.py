@@ -99,7 +99,7 @@ def _make_dirs(path: Path, mode: int, purpose: str) -> None:
                     str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place"))
                 ) from None
             info = os.fstat(fds[-1])
-            if info.st_uid not in trust.trusted_owners() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            if trust.foreign(info, made):
                 problem = f"{made} appeared while keyroll was creating it and is {trust.owner_text(info)}"
                 raise UnsafePath(str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place")))
         os.fchmod(fds[-1], mode)

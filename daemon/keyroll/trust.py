@@ -94,13 +94,11 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _owner_text(info: os.stat_result) -> str:
+def owner_text(info: os.stat_result) -> str:
+    """How the owner and mode of `info` read in a finding: `owned by NAME (uid N), mode 0NNN`."""
     name = user_name(info.st_uid)
     owner = name if name.startswith("uid ") else f"{name} (uid {info.st_uid})"
     return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
-
-
-owner_text = _owner_text  # ("owned by NAME (uid N), mode 0NNN")
 
 
 def _who() -> str:
@@ -115,6 +113,12 @@ def _writable_by_others(mode: int, path: Path | None = None) -> bool:
         return path is None or not os.statvfs(path).f_flag & os.ST_RDONLY
     except OSError:
         return True
+
+
+def foreign(info: os.stat_result, path: Path | None = None) -> bool:
+    """Someone but root or the running user owns it, or group or others may write it
+    (on a read-only mount, when `path` is given, nobody does)."""
+    return info.st_uid not in trusted_owners() or _writable_by_others(info.st_mode, path)
 
 
 class _Walk:
@@ -134,7 +138,7 @@ class _Walk:
         return user_name(running_user())
 
     def add(self, path: Path, info: os.stat_result, problem: str, fix: str) -> None:
-        self.found.append(Unsafe(path, self.purpose, f"{problem} is {_owner_text(info)}", fix))
+        self.found.append(Unsafe(path, self.purpose, f"{problem} is {owner_text(info)}", fix))
 
     def walk(self, path: Path, final: bool) -> tuple[Path, os.stat_result | None]:
         """The real path `path` leads to and its stat (None when it does not exist);
@@ -264,18 +268,18 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
     except OSError as exc:
         return Unsafe(path, "state file", f"{path}: cannot be checked ({exc.strerror or exc})", "remove it")
     if stat.S_ISLNK(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is a symlink, {_owner_text(info)}", "remove it")
+        return Unsafe(path, "state file", f"{path} is a symlink, {owner_text(info)}", "remove it")
     if not stat.S_ISREG(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is not a regular file, {_owner_text(info)}", "remove it")
+        return Unsafe(path, "state file", f"{path} is not a regular file, {owner_text(info)}", "remove it")
     if info.st_uid != running_user():
         return Unsafe(
             path,
             "state file",
-            f"{path} is {_owner_text(info)}",
+            f"{path} is {owner_text(info)}",
             f"remove it, or `chown {user_name(running_user())} {path}` if it is yours",
         )
     if _writable_by_others(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is {_owner_text(info)}", f"`chmod 0600 {path}`")
+        return Unsafe(path, "state file", f"{path} is {owner_text(info)}", f"`chmod 0600 {path}`")
     return None
 
 
