@@ -50,13 +50,12 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: st
     """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder.
     With `enforce`, an existing folder with another mode is given `mode`.  A folder
     (or a parent) that anyone but root or the running user can change is refused
-    before anything is created, and checked again after (UnsafePath, exit 2)."""
+    before anything is created, and each missing one as it is made (UnsafePath, exit 2)."""
     trust.refuse(trust.check_folder(path, purpose))
     try:
         info = path.lstat()
     except FileNotFoundError:
-        _make_dirs(path.absolute(), mode, purpose)
-        trust.refuse(trust.check_folder(path, purpose))  # (someone may have made it first)
+        _make_dirs(path.absolute(), mode, purpose)  # (checks each folder it did not find, as it opens it)
         return
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None

@@ -65,10 +65,13 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     if kubeconfig is not None:
         files.append(("kubernetes.kubeconfig", kubeconfig))
     if policy.store.kind == "sops":
-        from keyroll.store.sops import resolve_path
-
-        files.append(("store.bundle", resolve_path(policy.store.bundle, policy, key="store.bundle")))
-        files.append(("store.sops_config", resolve_path(policy.store.sops_config, policy, key="store.sops_config")))
+        files.append(("store.bundle", resolve_config_path(policy.store.bundle, policy.config_dir, key="store.bundle")))
+        files.append(
+            (
+                "store.sops_config",
+                resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config"),
+            )
+        )
     return files
 
 

@@ -119,7 +119,7 @@ class Policy:
             return None
         from keyroll.paths import resolve_config_path
 
-        return resolve_config_path(self.gitops.repo, self.config_dir, key="gitops.repo").absolute()
+        return resolve_config_path(self.gitops.repo, self.config_dir, key="gitops.repo")  # (absolute)
 
     metrics: MetricsSection = MetricsSection()
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)

@@ -53,6 +53,7 @@ from keyroll.fsutil import (
     write_files_atomically,
 )
 from keyroll.outputs import hold
+from keyroll.paths import resolve_config_path
 from keyroll.records import record
 from keyroll.store.base import EntryInfo, decode_value, read_each
 from keyroll.text import shown_names
@@ -93,14 +94,6 @@ def find_sops(env: Mapping[str, str] | None = None) -> str:
     raise StoreError(INSTALL_HINT)
 
 
-def resolve_path(value: str, policy: Policy, *, key: str) -> Path:
-    """A `[store]` path option `key`, as `resolve_config_path` resolves it (relative
-    to the config file's folder)."""
-    from keyroll.paths import resolve_config_path
-
-    return resolve_config_path(value, policy.config_dir, key=key)
-
-
 def config_recipients(path: Path, purpose: str = "", *, missing_ok: bool = False) -> list[str]:
     """The age recipients written in the .sops.yaml at `path` (a minimal reading: all
     of its rules; [] when it names none, or, with `missing_ok`, when it does not exist);
@@ -122,7 +115,7 @@ def config_recipients(path: Path, purpose: str = "", *, missing_ok: bool = False
 def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
     """The age recipients written in the store's .sops.yaml, at least one; otherwise
     ConfigError, one line naming the file and ending with `purpose` (what needs them)."""
-    config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
+    config = resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config")
     recipients = config_recipients(config, purpose)
     if not recipients:
         raise ConfigError(f"{config}: names no age recipient; {purpose}")
@@ -203,8 +196,8 @@ class SopsStore:
         if RESERVED_KEY in policy.secrets:
             raise ConfigError(f"secrets.{RESERVED_KEY}: the name is reserved in a SOPS bundle (its metadata)")
         self.policy = policy
-        self.location = resolve_path(policy.store.bundle, policy, key="store.bundle")
-        self.sops_config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
+        self.location = resolve_config_path(policy.store.bundle, policy.config_dir, key="store.bundle")
+        self.sops_config = resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config")
         self.format = bundle_format(self.location.name)
         self._env = policy.env
         self._binary: str | None = None
