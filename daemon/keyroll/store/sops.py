@@ -507,9 +507,8 @@ class SopsStore:
                 "keyroll could not read back the values it encrypts"
             )
         sealed_to = age.parse_recipients(recipients, str(self.sops_config))
-        where = f"{self.policy.paths.journal}: an in-flight value"
         journal.seal = lambda raw: age.encrypt(raw, sealed_to)
-        journal.unseal = lambda blob: age.decrypt(blob, identities, where)
+        journal.unseal = age.journal_unsealer(self.policy, identities)
 
     # --- rendered copies ----------------------------------------------------------------
 
