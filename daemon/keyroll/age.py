@@ -21,7 +21,7 @@ side by side while recipients change.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,3 +174,24 @@ def decrypt(data: bytes, identities: Sequence[Any], where: str) -> bytes:
         raise StoreError(f"{where}: cannot be decrypted; the file is damaged or not age-encrypted") from None
     except Exception:
         raise StoreError(f"{where}: cannot be decrypted; the file is damaged or not age-encrypted") from None
+
+
+def journal_unsealer(policy: Policy, identities: Sequence[Any] | None = None) -> Callable[[bytes], bytes] | None:
+    """How the journal reads back in-flight values sealed with age
+    (REQUIRE_ENCRYPTED_SECRETS): with `identities` when given, else with those of the
+    policy's identity file, loaded on first use; None when there is no such file."""
+    where = f"{policy.paths.journal}: an in-flight value"
+    if identities is not None:
+        given = identities
+        return lambda blob: decrypt(blob, given, where)
+    identity = policy_identity_file(policy, required=False)
+    if identity is None:
+        return None
+    loaded: list[Any] = []
+
+    def unseal(blob: bytes) -> bytes:
+        if not loaded:
+            loaded.extend(load_identities(identity))
+        return decrypt(blob, loaded, where)
+
+    return unseal

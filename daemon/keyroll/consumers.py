@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.hardening import PROGRAM_CWD, program_env
 from keyroll.httpclient import split_http_url
 from keyroll.outputs import safe_excerpt
@@ -99,18 +100,19 @@ def restart_argv(spec: str) -> list[str]:
     return shlex.split(rest)
 
 
-def missing_program(spec: str) -> str | None:
-    """For a `command:` restart or health check whose program cannot be found or run:
-    `PROGRAM: not found or not executable`; None otherwise."""
-    import shutil
+def missing_program(spec: str, env: Mapping[str, str] | None = None) -> str | None:
+    """For a `command:` restart or health check whose program cannot be found or run
+    (looked up as it runs: from its folder, on the PATH of its environment, made from
+    `env`, keyroll's by default): `PROGRAM: not found or not executable`; None otherwise."""
+    from keyroll.trust import runnable_program
 
     if not spec.startswith("command:"):
         return None
     program = restart_argv(spec)[:1]
     if not program:
         return None
-    where = os.path.join(PROGRAM_CWD, program[0]) if "/" in program[0] else program[0]  # (run from there)
-    return f"{program[0]}: not found or not executable" if not shutil.which(where) else None
+    where = runnable_program(program[0], program_env(os.environ if env is None else env))
+    return f"{program[0]}: not found or not executable" if where is None else None
 
 
 def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = None) -> list[ConsumerFailure]:
@@ -118,7 +120,7 @@ def restart(specs: Sequence[str], secret: str, env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     failures = []
     for spec in specs:
-        if spec.startswith("kubernetes:"):  # (keyroll.kube restarts workloads, once per command)
+        if is_workload_spec(spec):  # (keyroll.kube restarts workloads, once per command)
             continue
         problem = _run(restart_argv(spec), secret, env, RESTART_TIMEOUT)
         if problem:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,13 +50,12 @@ def ensure_dir(path: Path, mode: int = 0o700, enforce: bool = False, purpose: st
     """Create `path` (and parents) with `mode`; refuse a symlink or a non-folder.
     With `enforce`, an existing folder with another mode is given `mode`.  A folder
     (or a parent) that anyone but root or the running user can change is refused
-    before anything is created, and checked again after (UnsafePath, exit 2)."""
+    before anything is created, and each missing one as it is made (UnsafePath, exit 2)."""
     trust.refuse(trust.check_folder(path, purpose))
     try:
         info = path.lstat()
     except FileNotFoundError:
-        _make_dirs(path.absolute(), mode, purpose)
-        trust.refuse(trust.check_folder(path, purpose))  # (someone may have made it first)
+        _make_dirs(path.absolute(), mode, purpose)  # (checks each folder it did not find, as it opens it)
         return
     except OSError as exc:
         raise StoreError(describe_os_error(path, exc)) from None
@@ -98,7 +98,7 @@ def _make_dirs(path: Path, mode: int, purpose: str) -> None:
                     str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place"))
                 ) from None
             info = os.fstat(fds[-1])
-            if info.st_uid not in trust.trusted_owners() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            if trust.foreign(info, made):
                 problem = f"{made} appeared while keyroll was creating it and is {trust.owner_text(info)}"
                 raise UnsafePath(str(trust.Unsafe(made, purpose, problem, "remove it, or choose another place")))
         os.fchmod(fds[-1], mode)
@@ -161,12 +161,7 @@ def read_bytes(directory: Path, name: str, dir_fd: int | None = None, limit: int
             raise StoreError(f"{path}: is not a regular file")
         if limit is not None and info.st_size > limit:
             raise StoreError(f"{path}: {info.st_size} bytes, more than a value may hold (64 KiB)")
-        chunks = []
-        left = limit + 1 if limit is not None else -1
-        while left and (chunk := os.read(fd, 65536 if left < 0 else min(left, 65536))):
-            chunks.append(chunk)
-            left -= len(chunk) if left > 0 else 0
-        data = b"".join(chunks)
+        data = read_at_most(fd, limit + 1 if limit is not None else sys.maxsize)
         if limit is not None and len(data) > limit:  # (it grew since the fstat)
             raise StoreError(f"{path}: more than a value may hold (64 KiB)")
         return data

@@ -13,6 +13,7 @@ and the `env` entries their configuration names; never keyroll's own credentials
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -62,8 +63,10 @@ def parse_env_entries(entries: Iterable[str]) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries)
 
 
+@functools.cache
 def own_home() -> str | None:
-    """The home folder of the user keyroll runs as (None when it has no account)."""
+    """The home folder of the user keyroll runs as (None when it has no account); looked
+    up once per process."""
     import os
     import pwd
 

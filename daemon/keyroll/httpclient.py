@@ -13,6 +13,7 @@ made: health checks and the `http` target share this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from keyroll.records import record
@@ -46,18 +47,31 @@ class Answer:
     body: bytes = b""
 
 
+NOT_A_URL = "not a valid URL (a host, and a port from 1 to 65535 if any)"
+UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # (what http.client refuses in a request line)
+UNSENDABLE_URL = "no spaces or control characters in a URL (percent-encode them, e.g. %20)"
+
+
 def split_http_url(url: str) -> tuple[str, str | None]:
     """An http(s) URL without its user:password@, and the Basic authorization header
-    value for them (None without); ValueError for a URL with no host, a bad port, or
-    a space or control character."""
+    value for them (None without); ValueError, its message the one to show (never the
+    URL: it may hold a password), for a URL with no host, a bad port, or a space or
+    control character."""
     from urllib.parse import unquote, urlsplit
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("no host")
-    if any(c <= " " or c == "\x7f" for c in url):
-        raise ValueError("a space or control character")  # (http.client would refuse to send it)
-    parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError(NOT_A_URL) from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(NOT_A_URL)
+    if UNSENDABLE.search(url):
+        raise ValueError(UNSENDABLE_URL)  # (http.client would refuse to send it)
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        raise ValueError(NOT_A_URL) from None
     if parts.username is None:
         return url, None
     host = parts.netloc.rsplit("@", 1)[1]

@@ -191,10 +191,11 @@ class Fingerprinter:
 
 
 def _refuse_foreign_state(paths: Paths) -> None:
-    """UnsafePath (exit 2) before SQLite opens anything: the journal, its side files
-    and the key must be regular files of the running user (a journal planted by
-    another user may carry triggers that copy every value it is given)."""
-    refuse(check_state(paths, JOURNAL_FILES))
+    """UnsafePath (exit 2) before SQLite opens anything: the journal and its side
+    files must be regular files of the running user (a journal planted by another user may
+    carry triggers that copy every value it is given).  The fingerprint key is
+    checked as it is opened (Fingerprinter.load)."""
+    refuse(check_state(paths, JOURNAL_FILES, running_notes=False))
 
 
 def _explain(exc: sqlite3.Error, path: Path) -> str:
@@ -234,6 +235,7 @@ class Journal:
         """Open (creating if needed) the journal for writing; the caller holds the writer lock."""
         path = paths.journal
         _refuse_foreign_state(paths)
+        fingerprint = Fingerprinter.load(paths.fingerprint_key, create=True)
         new = not path.exists()
         if new:
             try:
@@ -264,7 +266,7 @@ class Journal:
                 db.close()
             raise JournalError(f"{path}: cannot open the journal ({_explain(exc, path)})") from None
         cls._check_schema(db, path)
-        return cls(db, Fingerprinter.load(paths.fingerprint_key, create=True), writable=True)
+        return cls(db, fingerprint, writable=True)
 
     @classmethod
     def open_read(cls, paths: Paths) -> Journal | None:
@@ -273,6 +275,7 @@ class Journal:
         _refuse_foreign_state(paths)
         if not path.exists():
             return None
+        fingerprint = Fingerprinter.load(paths.fingerprint_key, create=False)
         db = None
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
@@ -282,7 +285,7 @@ class Journal:
                 db.close()
             raise JournalError(f"{path}: cannot read the journal ({_explain(exc, path)})") from None
         cls._check_schema(db, path)
-        return cls(db, Fingerprinter.load(paths.fingerprint_key, create=False), writable=False)
+        return cls(db, fingerprint, writable=False)
 
     @staticmethod
     def _check_schema(db: sqlite3.Connection, path: Path) -> None:

@@ -65,10 +65,13 @@ def _named_files(policy: Policy) -> list[tuple[str, Path]]:
     if kubeconfig is not None:
         files.append(("kubernetes.kubeconfig", kubeconfig))
     if policy.store.kind == "sops":
-        from keyroll.store.sops import resolve_path
-
-        files.append(("store.bundle", resolve_path(policy.store.bundle, policy, key="store.bundle")))
-        files.append(("store.sops_config", resolve_path(policy.store.sops_config, policy, key="store.sops_config")))
+        files.append(("store.bundle", resolve_config_path(policy.store.bundle, policy.config_dir, key="store.bundle")))
+        files.append(
+            (
+                "store.sops_config",
+                resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config"),
+            )
+        )
     return files
 
 
@@ -93,11 +96,6 @@ def _kubeconfig(policy: Policy) -> Path | None:
     if not policy.uses_kubernetes():
         return None
     return kubeconfig_path(policy.kubernetes.kubeconfig, policy.env, policy.config_dir)
-
-
-def programs(policy: Policy) -> list[tuple[str, list[str]]]:
-    """(option, argv) of every program keyroll may run for this policy."""
-    return [(option, argv) for option, argv, _ in programs_and_envs(policy)]
 
 
 def programs_and_envs(policy: Policy) -> list[tuple[str, list[str], dict[str, str]]]:

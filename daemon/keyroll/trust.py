@@ -20,6 +20,7 @@ sits beside fsutil and paths: it imports only errors, records and paths.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,15 +31,15 @@ from keyroll.hardening import PROGRAM_CWD
 from keyroll.paths import DAEMON_LOCK_FILE, FINGERPRINT_KEY_FILE, JOURNAL_FILE, WRITER_LOCK_FILE, Paths
 from keyroll.records import record
 
-# Files keyroll keeps in its state folder (with SQLite's side files).
+# Files keyroll keeps in its state folder: the journal with SQLite's side files (what
+# SQLite opens; the fingerprint key is checked as it is opened, by open_state_file).
 JOURNAL_FILES = (
     JOURNAL_FILE,
     JOURNAL_FILE + "-wal",
     JOURNAL_FILE + "-shm",
     JOURNAL_FILE + "-journal",
-    FINGERPRINT_KEY_FILE,
 )
-STATE_FILES = (*JOURNAL_FILES, WRITER_LOCK_FILE, DAEMON_LOCK_FILE)
+STATE_FILES = (*JOURNAL_FILES, FINGERPRINT_KEY_FILE, WRITER_LOCK_FILE, DAEMON_LOCK_FILE)
 RUNNING_NOTES = "command-*.running"
 
 # Programs that run the file named by an argument: that file is checked too.
@@ -83,6 +84,7 @@ def trusted_owners() -> frozenset[int]:
     return frozenset({0, running_user()})
 
 
+@functools.cache
 def user_name(uid: int) -> str:
     import pwd
 
@@ -92,18 +94,15 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _owner_text(info: os.stat_result) -> str:
+def owner_text(info: os.stat_result) -> str:
+    """How the owner and mode of `info` read in a finding: `owned by NAME (uid N), mode 0NNN`."""
     name = user_name(info.st_uid)
     owner = name if name.startswith("uid ") else f"{name} (uid {info.st_uid})"
     return f"owned by {owner}, mode {stat.S_IMODE(info.st_mode):04o}"
 
 
-owner_text = _owner_text  # ("owned by NAME (uid N), mode 0NNN")
-
-
 def _who() -> str:
-    me = user_name(running_user())
-    return "root" if running_user() == 0 else f"root or {me}"
+    return "root" if running_user() == 0 else f"root or {user_name(running_user())}"
 
 
 def _writable_by_others(mode: int, path: Path | None = None) -> bool:
@@ -116,6 +115,12 @@ def _writable_by_others(mode: int, path: Path | None = None) -> bool:
         return True
 
 
+def foreign(info: os.stat_result, path: Path | None = None) -> bool:
+    """Someone but root or the running user owns it, or group or others may write it
+    (on a read-only mount, when `path` is given, nobody does)."""
+    return info.st_uid not in trusted_owners() or _writable_by_others(info.st_mode, path)
+
+
 class _Walk:
     """Checks every folder and symlink on the way to a path, following symlinks to
     their targets (and checking those ways too)."""
@@ -123,13 +128,17 @@ class _Walk:
     def __init__(self, purpose: str) -> None:
         self.purpose = purpose
         self.owners = trusted_owners()
-        self.me = user_name(running_user())
         self.found: list[Unsafe] = []
         self.links = 0
         self.subject: Path | None = None  # the path asked about (findings name it first)
 
+    @property
+    def me(self) -> str:
+        """The running user's name (looked up when a finding needs it)."""
+        return user_name(running_user())
+
     def add(self, path: Path, info: os.stat_result, problem: str, fix: str) -> None:
-        self.found.append(Unsafe(path, self.purpose, f"{problem} is {_owner_text(info)}", fix))
+        self.found.append(Unsafe(path, self.purpose, f"{problem} is {owner_text(info)}", fix))
 
     def walk(self, path: Path, final: bool) -> tuple[Path, os.stat_result | None]:
         """The real path `path` leads to and its stat (None when it does not exist);
@@ -232,14 +241,15 @@ def check_backup(path: Path) -> list[Unsafe]:
     return list(first.values())
 
 
-def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe]:
-    """The state folder and the state files in it (`names`, and the notes about
-    running programs): each a regular file (never a symlink) owned by the running
-    user."""
+def check_state(paths: Paths, names: Sequence[str] = STATE_FILES, *, running_notes: bool = True) -> list[Unsafe]:
+    """The state folder and the state files in it (`names`, and with `running_notes`
+    the notes about running programs): each a regular file (never a symlink) owned
+    by the running user."""
     found = check_folder(paths.state_dir, "state folder")
     try:
         names = [n for n in names if os.path.lexists(paths.state_dir / n)]
-        names += sorted(p.name for p in paths.state_dir.glob(RUNNING_NOTES))
+        if running_notes:
+            names += sorted(p.name for p in paths.state_dir.glob(RUNNING_NOTES))
     except OSError:
         return found
     for name in names:
@@ -251,7 +261,6 @@ def check_state(paths: Paths, names: Sequence[str] = STATE_FILES) -> list[Unsafe
 
 def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe | None:
     """Why `path` (a state file) is not keyroll's own, or None."""
-    me = user_name(running_user())
     try:
         info = info or os.lstat(path)
     except FileNotFoundError:
@@ -259,15 +268,18 @@ def state_file_problem(path: Path, info: os.stat_result | None = None) -> Unsafe
     except OSError as exc:
         return Unsafe(path, "state file", f"{path}: cannot be checked ({exc.strerror or exc})", "remove it")
     if stat.S_ISLNK(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is a symlink, {_owner_text(info)}", "remove it")
+        return Unsafe(path, "state file", f"{path} is a symlink, {owner_text(info)}", "remove it")
     if not stat.S_ISREG(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is not a regular file, {_owner_text(info)}", "remove it")
+        return Unsafe(path, "state file", f"{path} is not a regular file, {owner_text(info)}", "remove it")
     if info.st_uid != running_user():
         return Unsafe(
-            path, "state file", f"{path} is {_owner_text(info)}", f"remove it, or `chown {me} {path}` if it is yours"
+            path,
+            "state file",
+            f"{path} is {owner_text(info)}",
+            f"remove it, or `chown {user_name(running_user())} {path}` if it is yours",
         )
     if _writable_by_others(info.st_mode):
-        return Unsafe(path, "state file", f"{path} is {_owner_text(info)}", f"`chmod 0600 {path}`")
+        return Unsafe(path, "state file", f"{path} is {owner_text(info)}", f"`chmod 0600 {path}`")
     return None
 
 
@@ -299,6 +311,13 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str | None:
         return program if os.path.exists(program) else None
     folders = [os.path.join(PROGRAM_CWD, entry or ".") for entry in env.get("PATH", os.defpath).split(os.pathsep)]
     return shutil.which(program, path=os.pathsep.join(folders))
+
+
+def runnable_program(program: str, env: Mapping[str, str]) -> str | None:
+    """Where `program` is run from (see `resolve_program`, with the environment it
+    runs with) when a file keyroll may execute is there, else None."""
+    where = resolve_program(program, env)
+    return where if where is not None and os.path.isfile(where) and os.access(where, os.X_OK) else None
 
 
 def check_program(argv: Sequence[str], purpose: str, env: Mapping[str, str], depth: int = 0) -> list[Unsafe]:

@@ -451,3 +451,33 @@ def test_a_restart_that_cannot_run_is_a_failure_not_a_retry(kr, home, tmp_path: 
         in rotated.out
     )
     assert home.value("x_key") == before  # refused before any change, not applied and rolled back
+
+
+def test_a_program_on_the_targets_own_path_is_found(kr, home, service) -> None:  # type: ignore[no-untyped-def]
+    """`argv = ["fake-service"]` with `env = ["PATH=<its folder>"]`: the program is looked
+    up on the PATH it runs with, not keyroll's, by `config validate` and by the target's
+    own check."""
+    env = [*service.env_entries, f"PATH={service.bin}:/usr/bin:/bin"]
+    home.write_config(
+        f"""
+[targets.app]
+type = "command"
+argv = ["fake-service"]
+env = {json.dumps(env)}
+
+[secrets.app_password]
+kind = "password"
+services = ["app"]
+target = "app"
+"""
+    )
+    cfg = ("--config", str(home.config))
+    assert kr(*cfg, "init").code == 0
+    validated = kr(*cfg, "config", "validate")
+    assert validated.code == 0, validated.both
+    assert "not found" not in validated.both
+    assert "reachable: command fake-service (target app)" in validated.out
+    home.write_config(home.config.read_text().replace(f"{service.bin}:", ""))
+    refused = kr(*cfg, "config", "validate")
+    assert refused.code == 1, refused.both
+    assert "fake-service: not found or not executable" in refused.out

@@ -80,3 +80,24 @@ def test_ending_one_transaction_never_ends_another_ones_rotation(tmp_path: Path)
     journal.begin("settling", [("a", "set", "S" * 32, "O" * 32, None)], replacing=["a"])
     assert journal.inflight()["a"].txid == "settling"
     assert [h.outcome for h in journal.history("a")][:2] == ["abandoned", "failed"]
+
+
+def test_a_fingerprint_key_others_can_change_is_refused_once_checked_as_it_opens(tmp_path: Path) -> None:
+    """The key is checked where it is opened (not twice): group/other-writable, the
+    journal does not open, for writing or for reading; a running note of another
+    program is no business of the journal."""
+    import os
+
+    import pytest
+
+    from keyroll.errors import UnsafePath
+
+    p = paths(tmp_path)
+    Journal.open_write(p).close()
+    (p.state_dir / "command-x.1.running").symlink_to("/etc/passwd")  # (checked by `validate` and rotations)
+    assert Journal.open_read(p) is not None
+    key = p.state_dir / "fingerprint.key"
+    os.chmod(key, 0o666)
+    for opening in (Journal.open_read, Journal.open_write):
+        with pytest.raises(UnsafePath, match=r"fingerprint\.key"):
+            opening(p)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from keyroll.outputs import WITHHELD, contains_part, safe_excerpt
@@ -55,3 +57,18 @@ def test_what_is_held_stays_bounded_and_recent_values_stay(monkeypatch: pytest.M
     outputs.hold(mine)
     assert outputs.held()[-1] == mine
     assert safe_excerpt(f"echo {mine[3:20]}") == WITHHELD
+
+
+def test_a_password_read_from_a_file_is_withheld_from_program_output(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An admin password (or an http target's auth) read from a file is held like a
+    stored value: a program that echoes it does not get it shown."""
+    from keyroll.errors import ConfigError
+    from keyroll.targets.base import read_credential_file
+
+    secret = "F1leAdminPassw0rdF1leAdminPassw0"
+    (tmp_path / "admin.pw").write_text(secret + "\n")
+    key = "targets.db.admin_password_file"
+    assert read_credential_file("admin.pw", tmp_path, {}, key) == secret
+    assert safe_excerpt(f"login failed for password {secret[5:15]}") == WITHHELD
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: "):
+        read_credential_file("missing.pw", tmp_path, {}, key)

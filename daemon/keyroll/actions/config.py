@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from keyroll.actions.validate import FAIL, OK, WARN, ValidationReport
@@ -54,7 +53,9 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
             report.add(WARN, subject, message)
     if static:
         return report
+    from keyroll.hardening import parse_env_entries, program_env
     from keyroll.paths import resolve_config_path
+    from keyroll.trust import runnable_program
 
     def check_file(option: str, value: str) -> None:
         if not value:
@@ -73,7 +74,8 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
     for name, target in policy.targets.items():
         check_file(f"targets.{name}.admin_password_file", getattr(target, "admin_password_file", ""))
         argv = getattr(target, "argv", ())
-        if argv and not shutil.which(argv[0]):
+        env = program_env(policy.env, parse_env_entries(getattr(target, "env", ())))
+        if argv and runnable_program(argv[0], env) is None:
             report.add(FAIL, f"targets.{name}.argv", f"{argv[0]}: not found or not executable")
     from keyroll.consumers import missing_program
     from keyroll.store.directory import ownership
@@ -84,7 +86,7 @@ def validate_config(policy: Policy, *, static: bool = False) -> ValidationReport
         except KeyrollError as exc:
             report.add(FAIL, f"secrets.{secret.name}", str(exc))
         for option, specs in (("restart", secret.restart), ("health", secret.health)):
-            for problem in filter(None, map(missing_program, specs)):
+            for problem in filter(None, (missing_program(spec, policy.env) for spec in specs)):
                 report.add(FAIL, f"secrets.{secret.name}.{option}", problem)
     for label, folder in (
         ("paths.secrets_dir", policy.paths.secrets_dir),

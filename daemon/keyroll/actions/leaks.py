@@ -24,6 +24,7 @@ from keyroll.records import field, record
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
     from keyroll.outcomes import TxReport
+    from keyroll.targets.base import Target
 
 REPLACEMENT = b"***REMOVED-BY-KEYROLL***"
 # How sure keyroll is that a service still accepts a value, strongest first.
@@ -75,7 +76,7 @@ class LeaksReport:
 # --- the values --------------------------------------------------------------------------
 
 
-def _live_previous(policy: Policy, journal: Journal) -> dict[str, list[tuple[str, str]]]:
+def _live_previous(journal: Journal) -> dict[str, list[tuple[str, str]]]:
     """secret -> (target, credential token) of every old credential not yet retired."""
     queued: dict[str, list[tuple[str, str]]] = {}
     for item in journal.retirements():
@@ -83,15 +84,31 @@ def _live_previous(policy: Policy, journal: Journal) -> dict[str, list[tuple[str
     return queued
 
 
-def _still_accepted(policy: Policy, name: str, value: str, queued: list[tuple[str, str]]) -> bool:
-    """Whether `value` is an old credential of `name` still waiting to be retired."""
+def _still_accepted(
+    policy: Policy,
+    name: str,
+    value: str,
+    queued: list[tuple[str, str]],
+    opened: dict[tuple[str, str], Target | None],
+) -> bool:
+    """Whether `value` is an old credential of `name` still waiting to be retired.
+    `opened` keeps the targets opened so far, (target, secret) -> target (None: it
+    could not be opened), so that each is opened once however many backups ask."""
     from keyroll.targets import open_target
 
     for target_name, credential in queued:
         if target_name not in policy.targets:
             continue
+        key = (target_name, name)
+        if key not in opened:
+            try:
+                opened[key] = open_target(policy, target_name, name, lambda _name: None)
+            except KeyrollError:
+                opened[key] = None
+        target = opened[key]
+        if target is None:
+            continue
         try:
-            target = open_target(policy, target_name, name, lambda _name: None)
             if target.retirement_token(value) == credential:
                 return True
         except KeyrollError:
@@ -135,16 +152,19 @@ def gather_needles(policy: Policy) -> tuple[list[Needle], list[str], list[str]]:
     queued: dict[str, list[tuple[str, str]]] = {}
     if journal is not None:
         try:
-            _unseal(policy, journal)
+            from keyroll.age import journal_unsealer
+
+            journal.unseal = journal_unsealer(policy)  # (in-flight values sealed with age: REQUIRE_ENCRYPTED_SECRETS)
             for entry in journal.inflight().values():
                 add(entry.name, entry.pending, "pending")
                 add(entry.name, entry.old, "in flight")
-            queued = _live_previous(policy, journal)
+            queued = _live_previous(journal)
         except KeyrollError as exc:
             not_searched.append(f"journal: the values of rotations in flight could not be read ({exc})")
         finally:
             journal.close()
 
+    opened: dict[tuple[str, str], Target | None] = {}
     for name in backups.backup_names(policy.paths.backup_dir):
         try:
             contents = backups.read_backup(policy.paths.backup_dir / name, policy)
@@ -155,7 +175,7 @@ def gather_needles(policy: Policy) -> tuple[list[Needle], list[str], list[str]]:
         for secret, value in values.items():
             if (secret, value) in found:
                 continue
-            still = secret in queued and _still_accepted(policy, secret, value, queued[secret])
+            still = secret in queued and _still_accepted(policy, secret, value, queued[secret], opened)
             add(secret, value, "previous, not yet retired" if still else "retired")
 
     needles: list[Needle] = []
@@ -166,23 +186,6 @@ def gather_needles(policy: Policy) -> tuple[list[Needle], list[str], list[str]]:
             continue
         needles.append(Needle(name, value, state != "retired", state))
     return needles, sorted(too_short), not_searched
-
-
-def _unseal(policy: Policy, journal: Journal) -> None:
-    """Let the journal read in-flight values sealed with age (REQUIRE_ENCRYPTED_SECRETS)."""
-    from keyroll import age
-
-    identity = age.policy_identity_file(policy, required=False)
-    if identity is None:
-        return
-    identities: list[object] = []
-
-    def unseal(blob: bytes) -> bytes:
-        if not identities:
-            identities.extend(age.load_identities(identity))
-        return age.decrypt(blob, identities, f"{policy.paths.journal}: an in-flight value")
-
-    journal.unseal = unseal
 
 
 # --- the command -------------------------------------------------------------------------

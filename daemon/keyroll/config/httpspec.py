@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from keyroll.errors import ConfigError
+from keyroll.httpclient import UNSENDABLE, UNSENDABLE_URL
 from keyroll.records import field, record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -28,7 +29,6 @@ AUTH_FORMS = ("basic", "basic-file", "bearer", "bearer-file", "header")
 KEYS = ("method", "path", "json", "form", "auth", "headers", "expect")
 DEFAULT_EXPECT = (200, 201, 204)
 HEADER_NAME = re.compile(r"\A[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
-UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # (what http.client refuses in a request line)
 
 
 @record(frozen=True)
@@ -94,7 +94,7 @@ def url_problem(text: str) -> str | None:
             "values never travel in URLs (put them in json, form, auth or headers)"
         )
     if UNSENDABLE.search(text):
-        return "no spaces or control characters in a URL (percent-encode them, e.g. %20)"
+        return UNSENDABLE_URL
     return None
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.config.schema import (
     OPTIONAL_SECTIONS,
     SECRET_NAME,
@@ -83,6 +84,11 @@ class SecretPolicy:
         return self.target is None and not self.restart and not self.kubernetes
 
     @property
+    def involves_kubernetes(self) -> bool:
+        """It is published to a Kubernetes Secret or restarts a workload."""
+        return bool(self.kubernetes) or any(is_workload_spec(spec) for spec in self.restart)
+
+    @property
     def rotates_unattended(self) -> bool:
         """The daemon and `run` rotate it on their own: keyroll handles its consumers,
         or the policy says so."""
@@ -113,7 +119,7 @@ class Policy:
             return None
         from keyroll.paths import resolve_config_path
 
-        return resolve_config_path(self.gitops.repo, self.config_dir, key="gitops.repo").absolute()
+        return resolve_config_path(self.gitops.repo, self.config_dir, key="gitops.repo")  # (absolute)
 
     metrics: MetricsSection = MetricsSection()
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
@@ -122,7 +128,7 @@ class Policy:
         """Some secret is published to a Kubernetes Secret or restarts a workload."""
         if not self.kubernetes.publish:
             return False
-        return any(s.kubernetes or any(r.startswith("kubernetes:") for r in s.restart) for s in self.secrets.values())
+        return any(s.involves_kubernetes for s in self.secrets.values())
 
     @property
     def config_dir(self) -> Path | None:
@@ -161,10 +167,8 @@ class Policy:
     def admin_secrets(self) -> set[str]:
         """Secrets that are the admin credential of some target (admin_password_secret,
         or an http target's {secret:NAME}): they are rotated after the others."""
-        from keyroll.config.httpspec import secret_refs
-
         names = {n for t in self.targets if (n := self.admin_secret_of(t))}
-        return names.union(*(secret_refs(t) for t in self.targets.values()))
+        return names.union(*(_secret_refs(t) for t in self.targets.values()))
 
     def effective_document(self) -> dict[str, Any]:
         """The whole effective configuration as a TOML-ready document, with what may
@@ -371,9 +375,7 @@ def build_policy(document: Mapping[str, Any], source: Path | None, env: Mapping[
         admin = getattr(target, "admin_password_secret", "")
         if admin and admin not in secrets:
             raise ConfigError(f"targets.{name}.admin_password_secret: no secret named {admin!r}")
-        from keyroll.config.httpspec import secret_refs
-
-        for ref in sorted(secret_refs(target)):
+        for ref in sorted(_secret_refs(target)):
             if ref not in secrets:
                 raise ConfigError(f"targets.{name}: {{secret:{ref}}} names no secret")
         if admin and getattr(target, "admin_password_file", ""):
@@ -450,11 +452,19 @@ def _check_folders_apart(paths: Paths) -> None:
                 raise ConfigError(f"paths.{first} ({a}) and paths.{second} ({b}) overlap: keep the three folders apart")
 
 
+def _secret_refs(target: object) -> set[str]:
+    """The secrets an http target names with `{secret:NAME}`; empty for the other
+    types (without importing the http request spec for them: `status` loads this)."""
+    if getattr(target, "type", None) != "http":
+        return set()
+    from keyroll.config.httpspec import secret_refs
+
+    return secret_refs(target)
+
+
 def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str, str]) -> None:
     """Refuse A-administers-B-administers-A (through admin_password_secret or an http
     target's {secret:NAME}): no rotation order could be safe."""
-    from keyroll.config.httpspec import secret_refs
-
     secret_target = {secret: target for target, secret in owner.items()}
 
     def admins_of(secret: str) -> list[tuple[str, str]]:
@@ -465,7 +475,7 @@ def _check_admin_cycles(targets: Mapping[str, TargetSection], owner: Mapping[str
         found = []
         if admin := getattr(targets[name], "admin_password_secret", ""):
             found.append((admin, f"targets.{name}.admin_password_secret"))
-        found += [(ref, f"targets.{name}") for ref in sorted(secret_refs(targets[name]))]
+        found += [(ref, f"targets.{name}") for ref in sorted(_secret_refs(targets[name]))]
         return [(admin, key) for admin, key in found if admin != secret]
 
     def walk(chain: list[str], key: str) -> None:

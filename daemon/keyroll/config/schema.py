@@ -68,12 +68,20 @@ _duration = _parses(lambda schedule, value: schedule.parse_duration(value))
 _schedule = _parses(lambda schedule, value: schedule.Schedule.parse(value))
 
 
-def _rollout_timeout(value: str) -> str | None:
-    if problem := _duration(value):
-        return problem
-    from keyroll.schedule import parse_duration
+def _positive_duration(message: str) -> Check:
+    """A check: a duration of more than 0s, else `message`."""
 
-    return None if parse_duration(value).total_seconds() > 0 else "must be more than 0s: no rollout completes at once"
+    def check(value: str) -> str | None:
+        if problem := _duration(value):
+            return problem
+        from keyroll.schedule import parse_duration
+
+        return None if parse_duration(value).total_seconds() > 0 else message
+
+    return check
+
+
+_rollout_timeout = _positive_duration("must be more than 0s: no rollout completes at once")
 
 
 _window = _parses(lambda schedule, value: schedule.Window.parse(value))
@@ -158,9 +166,7 @@ def _health_specs(values: tuple[str, ...]) -> str | None:
             try:
                 split_http_url(spec)
             except ValueError as exc:
-                if "space or control" in str(exc):
-                    return f"{shown(spec)!r}: no spaces or control characters in a URL (percent-encode them, e.g. %20)"
-                return f"{shown(spec)!r}: not a valid URL (a host, and a port from 1 to 65535 if any)"
+                return f"{shown(spec)!r}: {exc}"
             continue
         kind, _, rest = spec.partition(":")
         if kind == "tcp":
@@ -593,15 +599,7 @@ def _base_url(value: str) -> str | None:
     return None
 
 
-def _request_timeout(value: str) -> str | None:
-    """A duration of more than 0s (0s used to mean 10s, silently)."""
-    if problem := _duration(value):
-        return problem
-    from keyroll.schedule import parse_duration
-
-    if parse_duration(value).total_seconds() <= 0:
-        return "must be more than 0s"
-    return None
+_request_timeout = _positive_duration("must be more than 0s")  # (0s used to mean 10s, silently)
 
 
 _REQUEST_DOC = (

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from keyroll.store.base import EntryInfo as EntryInfo  # (the interface lives in store.base)
-from keyroll.store.base import decode_value as decode_value
-from keyroll.store.base import read_each as read_each
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:

@@ -53,6 +53,7 @@ from keyroll.fsutil import (
     write_files_atomically,
 )
 from keyroll.outputs import hold
+from keyroll.paths import resolve_config_path
 from keyroll.records import record
 from keyroll.store.base import EntryInfo, decode_value, read_each
 from keyroll.text import shown_names
@@ -93,26 +94,29 @@ def find_sops(env: Mapping[str, str] | None = None) -> str:
     raise StoreError(INSTALL_HINT)
 
 
-def resolve_path(value: str, policy: Policy, *, key: str) -> Path:
-    """A `[store]` path option `key`, as `resolve_config_path` resolves it (relative
-    to the config file's folder)."""
-    from keyroll.paths import resolve_config_path
+def config_recipients(path: Path, purpose: str = "", *, missing_ok: bool = False) -> list[str]:
+    """The age recipients written in the .sops.yaml at `path` (a minimal reading: all
+    of its rules; [] when it names none, or, with `missing_ok`, when it does not exist);
+    ConfigError, one line naming the file (and ending with `purpose`), when it cannot
+    be read."""
+    from keyroll.age import recipients_in
 
-    return resolve_config_path(value, policy.config_dir, key=key)
+    why = f"; {purpose}" if purpose else ""
+    try:
+        return recipients_in(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        if missing_ok and isinstance(exc, FileNotFoundError):
+            return []
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}){why}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot be read (not UTF-8 text){why}") from None
 
 
 def sops_config_recipients(policy: Policy, purpose: str) -> list[str]:
     """The age recipients written in the store's .sops.yaml, at least one; otherwise
     ConfigError, one line naming the file and ending with `purpose` (what needs them)."""
-    from keyroll.age import recipients_in
-
-    config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
-    try:
-        recipients = recipients_in(config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{config}: cannot be read ({exc.strerror or exc}); {purpose}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{config}: cannot be read (not UTF-8 text); {purpose}") from None
+    config = resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config")
+    recipients = config_recipients(config, purpose)
     if not recipients:
         raise ConfigError(f"{config}: names no age recipient; {purpose}")
     return recipients
@@ -192,8 +196,8 @@ class SopsStore:
         if RESERVED_KEY in policy.secrets:
             raise ConfigError(f"secrets.{RESERVED_KEY}: the name is reserved in a SOPS bundle (its metadata)")
         self.policy = policy
-        self.location = resolve_path(policy.store.bundle, policy, key="store.bundle")
-        self.sops_config = resolve_path(policy.store.sops_config, policy, key="store.sops_config")
+        self.location = resolve_config_path(policy.store.bundle, policy.config_dir, key="store.bundle")
+        self.sops_config = resolve_config_path(policy.store.sops_config, policy.config_dir, key="store.sops_config")
         self.format = bundle_format(self.location.name)
         self._env = policy.env
         self._binary: str | None = None
@@ -378,16 +382,7 @@ class SopsStore:
         recipient written in .sops.yaml (a minimal reading: all of its rules)."""
         raw = self.read_ciphertext()
         found = bundle_recipients(raw) if raw else []
-        if found:
-            return found
-        from keyroll.age import recipients_in
-
-        try:
-            return recipients_in(self.sops_config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.sops_config}: cannot be read ({exc})") from None
+        return found or config_recipients(self.sops_config, missing_ok=True)
 
     def replace(
         self, ciphertext: bytes, data: Mapping[str, Any], before_rename: Callable[[], None] | None = None
@@ -512,9 +507,8 @@ class SopsStore:
                 "keyroll could not read back the values it encrypts"
             )
         sealed_to = age.parse_recipients(recipients, str(self.sops_config))
-        where = f"{self.policy.paths.journal}: an in-flight value"
         journal.seal = lambda raw: age.encrypt(raw, sealed_to)
-        journal.unseal = lambda blob: age.decrypt(blob, identities, where)
+        journal.unseal = age.journal_unsealer(self.policy, identities)
 
     # --- rendered copies ----------------------------------------------------------------
 

@@ -13,14 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from keyroll.errors import ConfigError, KeyrollError, TargetError
-from keyroll.targets.base import APPLICATION_PREFIX as APPLICATION_PREFIX  # (the interface lives in targets.base)
-from keyroll.targets.base import BaseTarget as BaseTarget
-from keyroll.targets.base import Connections as Connections
-from keyroll.targets.base import Credentials as Credentials
-from keyroll.targets.base import LoginRefused as LoginRefused
+from keyroll.errors import KeyrollError, TargetError
+from keyroll.targets.base import Connections as Connections  # (the interface lives in targets.base)
+from keyroll.targets.base import Credentials, read_credential_file
 from keyroll.targets.base import Target as Target
-from keyroll.targets.base import client_library as client_library
 
 if TYPE_CHECKING:
     from keyroll.config.policy import Policy
@@ -68,15 +64,7 @@ def admin_credentials(
         path = resolve_config_path(file_option, policy.config_dir, key=key, env=policy.env)
 
         def from_file() -> str:
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                from keyroll.fsutil import describe_os_error
-
-                raise ConfigError(
-                    f"targets.{target_name}.admin_password_file: {describe_os_error(path, exc)}"
-                ) from None
-            return text[:-1] if text.endswith("\n") else text
+            return read_credential_file(file_option, policy.config_dir, policy.env, key)
 
         return Credentials(admin_user, from_file, f"file {path}")
     return Credentials(admin_user, lambda: None, "no password")

@@ -5,16 +5,37 @@ import this, never the package, so that the package may import them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
-from keyroll.errors import TargetError
+from keyroll.errors import ConfigError, TargetError
 from keyroll.records import record
 
 # Name of the application as services see it (PostgreSQL application_name, Redis
 # CLIENT SETNAME): recovery waits until no other keyroll session is active.
 APPLICATION_PREFIX = "keyroll-"
+
+
+def read_credential_file(value: str, config_dir: Path | None, env: Mapping[str, str], key: str) -> str:
+    """The credential in the file the option `key` names (`value`, resolved like any
+    configured path; one final newline dropped); ConfigError naming `key` when it
+    cannot be read.  The value is held (keyroll.outputs.hold): a program that
+    echoes it does not get it shown."""
+    from keyroll.outputs import hold
+    from keyroll.paths import resolve_config_path
+
+    path = resolve_config_path(value, config_dir, key=key, env=env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        from keyroll.fsutil import describe_os_error
+
+        raise ConfigError(f"{key}: {describe_os_error(path, exc)}") from None
+    text = text[:-1] if text.endswith("\n") else text
+    hold(text)
+    return text
 
 
 class Connections:

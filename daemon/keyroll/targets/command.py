@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from keyroll.outputs import hold, safe_excerpt
 from keyroll.processes import end_group
 from keyroll.schedule import parse_duration
 from keyroll.targets.base import BaseTarget, Credentials
-from keyroll.trust import open_state_file
+from keyroll.trust import open_state_file, runnable_program
 
 if TYPE_CHECKING:
     from keyroll.config.schema import CommandTarget as CommandConfig
@@ -138,8 +137,7 @@ class CommandTarget(BaseTarget):
     def check(self) -> None:
         """The program exists, and (when there is a current value) the service is up
         and takes it: a `verify` run answering 75 means the service is down."""
-        program = self.config.argv[0]
-        if not shutil.which(program):
+        if runnable_program(self.config.argv[0], program_env(self.env, parse_env_entries(self.config.env))) is None:
             raise TargetError(f"{self.describe()}: not found or not executable")
         try:
             current = self.credentials.password()

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyroll.config.httpspec import HttpRequest, auth_parts, fill, fill_data
-from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, TargetError
+from keyroll.errors import KeyrollError, ServiceUnavailable, TargetError
 from keyroll.httpclient import HttpUnreachable, basic_authorization, request
 from keyroll.schedule import parse_duration
-from keyroll.targets.base import BaseTarget, Credentials, LoginRefused
+from keyroll.targets.base import BaseTarget, Credentials, LoginRefused, read_credential_file
 from keyroll.text import shown
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class HttpTarget(BaseTarget):
         self.live_value = live_value
         self.env = env
         self.config_dir = config_dir
-        self.timeout = parse_duration(config.timeout).total_seconds() or 10.0
+        self.timeout = parse_duration(config.timeout).total_seconds()  # (> 0: the schema refuses less)
         # The service wants the current value to change it (e.g. basic:admin:{old}).
         self.needs_old = self.apply_request.uses("old")
         self._sent = False  # whether the last request left keyroll
@@ -96,16 +96,7 @@ class HttpTarget(BaseTarget):
         return "apply" if phase == "rollback" and self.config.rollback is None else phase
 
     def _read_file(self, option: str, table: str) -> str:
-        from keyroll.paths import resolve_config_path
-
-        path = resolve_config_path(option, self.config_dir, key=f"targets.{self.name}.{table}.auth", env=self.env)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            from keyroll.fsutil import describe_os_error
-
-            raise ConfigError(f"targets.{self.name}.{table}.auth: {describe_os_error(path, exc)}") from None
-        return text[:-1] if text.endswith("\n") else text
+        return read_credential_file(option, self.config_dir, self.env, f"targets.{self.name}.{table}.auth")
 
     def _headers(self, table: str, spec: HttpRequest, lookup: Callable[[str], str]) -> dict[str, str]:
         headers = {name: fill(text, lookup) for name, text in spec.headers.items()}

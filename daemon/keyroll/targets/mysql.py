@@ -30,12 +30,13 @@ _ACCESS_DENIED = 1045
 # table, column access denied, and "you need the CREATE USER privilege" (1227).
 _DENIED = frozenset({1044, 1142, 1143, 1227})
 _NATIVE_HASH = re.compile(r"'(\*[0-9A-F]{40})'")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")  # a single-quoted SQL string (a password hash, a host)
 
 
 def _other_plugins(create_user: str) -> set[str]:
     """The authentication plugins of a SHOW CREATE USER statement besides mysql_native_password."""
     # (no word inside a quoted hash or a `name` counts)
-    bare = re.sub(r"`(?:[^`]|``)*`", "``", re.sub(r"'(?:[^'\\]|\\.)*'", "''", create_user))
+    bare = re.sub(r"`(?:[^`]|``)*`", "``", _QUOTED.sub("''", create_user))
     return {p.lower() for p in re.findall(r"\b(?:VIA|OR)\s+(\w+)", bare)} - {"mysql_native_password"}
 
 
@@ -54,9 +55,8 @@ class MysqlTarget(BaseTarget):
         self.config = config
         self._timeout = max(1, int(parse_duration(config.connect_timeout).total_seconds()))
         self._admin_key = ("mysql", config.host, config.port, credentials.user)
-        self.dual = config.strategy == "dual"
-        self.keeps_old = self.dual
-        self.grace = parse_duration(config.grace) if self.dual else timedelta(0)
+        self.keeps_old = config.strategy == "dual"  # (strategy dual: the old value stays valid for the grace)
+        self.grace = parse_duration(config.grace) if self.keeps_old else timedelta(0)
 
     def describe(self) -> str:
         c = self.config
@@ -121,7 +121,7 @@ class MysqlTarget(BaseTarget):
                 f"{self.describe()}: admin {self.credentials.user!r} lacks the CREATE USER privilege "
                 f"(GRANT CREATE USER ON *.* TO '{self.credentials.user}'@...)"
             )
-        if self.dual:
+        if self.keeps_old:
             version = str(self._execute("SELECT VERSION()")[0][0])
             number = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
             if "mariadb" not in version.lower() or number < (10, 4):
@@ -129,8 +129,7 @@ class MysqlTarget(BaseTarget):
                     f"{self.describe()}: strategy dual needs MariaDB 10.4 or later (the server is {version}); "
                     "MySQL's RETAIN CURRENT PASSWORD is not supported"
                 )
-            rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
-            others = sorted(_other_plugins(str(rows[0][0]) if rows else ""))
+            others = sorted(_other_plugins(self._create_user()))
             if others:
                 # The chain keyroll writes holds password hashes only: it would drop these silently.
                 raise TargetError(
@@ -143,7 +142,7 @@ class MysqlTarget(BaseTarget):
         """The admin's grants allow ALTER USER: global CREATE USER, UPDATE or ALL, or UPDATE on
         `mysql`.  A granted role is not looked into: then the answer is yes (no false alarm)."""
         for (line,) in self._execute("SHOW GRANTS"):
-            bare = re.sub(r"'(?:[^'\\]|\\.)*'", "''", str(line)).upper()  # (the password hash is left out)
+            bare = _QUOTED.sub("''", str(line)).upper()  # (the password hash is left out)
             head = bare.split(" TO ", 1)[0]
             if not head.startswith("GRANT "):
                 continue
@@ -175,10 +174,14 @@ class MysqlTarget(BaseTarget):
 
     # --- strategy dual ------------------------------------------------------------------
 
+    def _create_user(self) -> str:
+        """The account's SHOW CREATE USER statement ('' when the server shows none)."""
+        rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
+        return str(rows[0][0]) if rows else ""
+
     def _chain(self) -> list[str]:
         """The account's mysql_native_password hashes, in order (SHOW CREATE USER)."""
-        rows = self._execute("SHOW CREATE USER %s@%s", (self.config.user, self.config.user_host))
-        return _NATIVE_HASH.findall(str(rows[0][0])) if rows else []
+        return _NATIVE_HASH.findall(self._create_user())
 
     def _set_chain(self, hashes: list[str]) -> None:
         """Replace the account's authentication by these alternatives (the first is what SET PASSWORD changes)."""
@@ -188,7 +191,7 @@ class MysqlTarget(BaseTarget):
         )
 
     def apply(self, new: str, old: str | None) -> None:
-        if not self.dual:
+        if not self.keeps_old:
             return super().apply(new, old)
         chain = [native_password_hash(new)]
         if old is not None and old != new:
@@ -202,14 +205,14 @@ class MysqlTarget(BaseTarget):
     def rollback(self, old: str | None, new: str) -> None:
         if old is not None and old != new and not self.accepts(new) and self.accepts(old):
             return  # the change never reached the account (e.g. the admin may not make it): nothing to undo
-        if not self.dual:
+        if not self.keeps_old:
             return super().rollback(old, new)
         if old is None:
             raise TargetError(f"{self.describe()}: there is no previous value to go back to")
         self._set_chain([native_password_hash(old)])
 
     def retirement_token(self, old: str) -> str | None:
-        return native_password_hash(old) if self.dual else None
+        return native_password_hash(old) if self.keeps_old else None
 
     def retire(self, token: str) -> None:
         chain = self._chain()
@@ -217,7 +220,7 @@ class MysqlTarget(BaseTarget):
             self._set_chain([h for h in chain if h != token])
 
     def other_credentials(self, current: str) -> list[str]:
-        if not self.dual:
+        if not self.keeps_old:
             return []
         keep = native_password_hash(current)
         return [h for h in self._chain() if h != keep]

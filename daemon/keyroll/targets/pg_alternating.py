@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from keyroll.errors import TargetError
 from keyroll.schedule import parse_duration
-from keyroll.targets.base import APPLICATION_PREFIX, Connections, Credentials, LoginRefused
+from keyroll.targets.base import APPLICATION_PREFIX, Connections, Credentials
 from keyroll.targets.postgres import PostgresTarget
 
 if TYPE_CHECKING:
@@ -69,13 +69,6 @@ class AlternatingPostgresTarget(PostgresTarget):
         stored = self._live_value(self.config.username_secret)
         return stored if stored in self.logins else self.config.user
 
-    def _login_ok(self, login: str, value: str) -> bool:
-        try:
-            self._connect(login, value).close()
-        except LoginRefused:
-            return False
-        return True
-
     def login_of(self, value: str) -> str | None:
         """The login that accepts `value` (asked of the server unless this session set it), or None."""
         known = self._login_of.get(value)
@@ -83,19 +76,13 @@ class AlternatingPostgresTarget(PostgresTarget):
             return known
         first = self.in_use()
         for login in (first, self._other(first)):
-            if self._login_ok(login, value):
+            if self.accepts_as(login, value):
                 self._login_of[value] = login
                 return login
         return None
 
     def _set_login_password(self, login: str, value: str) -> None:
-        from psycopg import sql
-
-        connection = self._admin_connection()
-        verifier = connection.pgconn.encrypt_password(value.encode(), login.encode(), b"scram-sha-256")
-        self._execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(verifier.decode()))
-        )
+        self.set_password(value, login)
         for known in [v for v, owner in self._login_of.items() if owner == login]:
             del self._login_of[known]
         self._login_of[value] = login
@@ -112,7 +99,7 @@ class AlternatingPostgresTarget(PostgresTarget):
         from psycopg import sql
 
         user, alternate = sql.Identifier(self.config.user), sql.Identifier(self.alternate)
-        if not self._execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.alternate,)):
+        if not self._role_exists(self.alternate):
             self._execute(sql.SQL("CREATE ROLE {} LOGIN INHERIT").format(alternate))
         if self._server_version() >= 160000:
             self._execute(sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(user, alternate))

@@ -109,20 +109,24 @@ class PostgresTarget(BaseTarget):
             )
 
     def accepts(self, value: str) -> bool:
+        return self.accepts_as(self.config.user, value)
+
+    def accepts_as(self, login: str, value: str) -> bool:
+        """Whether the server lets `login` log in with `value`."""
         try:
-            self._connect(self.config.user, value).close()
+            self._connect(login, value).close()
         except LoginRefused:
             return False
         return True
 
-    def set_password(self, value: str) -> None:
+    def set_password(self, value: str, login: str | None = None) -> None:
+        """Set the password of `login` (the configured role by default) to `value`."""
         from psycopg import sql
 
+        login = self.config.user if login is None else login
         connection = self._admin_connection()
-        verifier = connection.pgconn.encrypt_password(value.encode(), self.config.user.encode(), b"scram-sha-256")
-        statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(self.config.user), sql.Literal(verifier.decode())
-        )
+        verifier = connection.pgconn.encrypt_password(value.encode(), login.encode(), b"scram-sha-256")
+        statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(verifier.decode()))
         self._execute(statement)
 
     def wait_idle(self, timeout: float) -> None:
