@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from keyroll import consumers
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
@@ -218,12 +219,12 @@ def render_kubernetes(
     the age recipients of the store's .sops.yaml, as Flux decrypts it.  Under
     REQUIRE_ENCRYPTED_SECRETS only with `encrypt`.  Restarts nothing."""
     from keyroll.fsutil import ensure_dir, write_files_atomically
-    from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
+    from keyroll.kube.manifests import ENCRYPTED_REGEX, any_mapped, secret_manifests
     from keyroll.store.sops import sops_config_recipients
 
     if directory is None:
         raise UsageError("name the folder to write the manifests to: keyroll bundle render DIR --format kubernetes")
-    if not any(secret.kubernetes for secret in policy.secrets.values()):
+    if not any_mapped(policy):
         raise UsageError("no secret is mapped to a Kubernetes Secret (`kubernetes = [...]` in a [secrets.NAME] table)")
     if policy.require_encrypted and not encrypt:
         raise EncryptionRequired(
@@ -257,7 +258,7 @@ def _restart_consumers(policy: Policy, report: RenderReport) -> None:
     done: set[str] = set()
     for name in report.changed:
         for spec in policy.secrets[name].restart:
-            if spec in done or spec.startswith("kubernetes:"):  # (rendering files publishes nothing to a cluster)
+            if spec in done or is_workload_spec(spec):  # (rendering files publishes nothing to a cluster)
                 continue
             done.add(spec)
             failures = consumers.restart([spec], name, policy.env)

@@ -30,6 +30,11 @@ def manifest_text(namespace: str, name: str, data: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def any_mapped(policy: Policy) -> bool:
+    """Whether any secret is mapped to a Kubernetes Secret (`kubernetes = [...]`)."""
+    return any(secret.kubernetes for secret in policy.secrets.values())
+
+
 def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[str, str]:
     """File name -> manifest, for every Kubernetes Secret a secret maps into (secrets
     without a value are left out).  File names: NAMESPACE.NAME.yaml, or NAME.yaml

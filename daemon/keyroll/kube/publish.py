@@ -558,7 +558,9 @@ def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[
     """For `status` and `validate`: the mapped keys whose cluster value differs from
     the store's (by digest, never printed), and a warning instead when the cluster
     cannot be asked.  Nothing to check (no mapping): ([], None)."""
-    if not any(secret.kubernetes for secret in policy.secrets.values()):
+    from keyroll.kube.manifests import any_mapped
+
+    if not any_mapped(policy):
         return [], None
     session = KubeSession(policy, None)
     session.cluster.timeout = 5.0
