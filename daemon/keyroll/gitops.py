@@ -443,8 +443,8 @@ class Publisher:
     def _manifests(self, names: Mapping[str, str]) -> dict[str, bytes]:
         """Each mapped Kubernetes Secret as a manifest SOPS-encrypts it for Flux (data only,
         to the age recipients of the store's .sops.yaml)."""
-        from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
-        from keyroll.store.sops import SopsStore, sops_config_recipients
+        from keyroll.kube.manifests import encrypted_manifests
+        from keyroll.store.sops import sops_config_recipients
 
         try:
             recipients = sops_config_recipients(self.policy, "the Secret manifests are encrypted to its recipients")
@@ -453,14 +453,9 @@ class Publisher:
         values, errors = self.store.read_all(list(self.policy.secrets))
         if errors:
             raise GitError(next(iter(errors.values())))
-        texts = secret_manifests(self.policy, values)
-        encrypter = SopsStore(self.policy)
         by_name = {name: path for path, name in names.items()}
-        return {
-            by_name[name]: encrypter.encrypt_yaml(text, recipients, ENCRYPTED_REGEX, self.top / by_name[name])
-            for name, text in texts.items()
-            if name in by_name
-        }
+        encrypted = encrypted_manifests(self.policy, values, recipients, lambda name: self.top / by_name[name])
+        return {by_name[name]: data for name, data in encrypted.items()}
 
     def _write(self, files: Mapping[str, bytes]) -> None:
         """Each file into its folder of the work tree, atomically (folders made as needed)."""

@@ -219,7 +219,7 @@ def render_kubernetes(
     the age recipients of the store's .sops.yaml, as Flux decrypts it.  Under
     REQUIRE_ENCRYPTED_SECRETS only with `encrypt`.  Restarts nothing."""
     from keyroll.fsutil import ensure_dir, write_files_atomically
-    from keyroll.kube.manifests import ENCRYPTED_REGEX, any_mapped, secret_manifests
+    from keyroll.kube.manifests import any_mapped, encrypted_manifests, secret_manifests
     from keyroll.store.sops import sops_config_recipients
 
     if directory is None:
@@ -239,15 +239,12 @@ def render_kubernetes(
         values, errors = session.store.read_all(list(policy.secrets))
         if errors:
             raise StoreError(next(iter(errors.values())))
-        manifests = secret_manifests(policy, values)
         report = RenderReport(folder, "kubernetes", recovery=session.recovery)
         report.missing = [n for n, s in policy.secrets.items() if s.kubernetes and values.get(n) is None]
-        files: dict[str, bytes] = {}
-        for name, text in manifests.items():
-            if encrypt:
-                files[name] = SopsStore(policy).encrypt_yaml(text, recipients, ENCRYPTED_REGEX, folder / name)
-            else:
-                files[name] = text.encode("utf-8")
+        if encrypt:
+            files = encrypted_manifests(policy, values, recipients, lambda name: folder / name)
+        else:
+            files = {name: text.encode("utf-8") for name, text in secret_manifests(policy, values).items()}
         ensure_dir(folder)
         write_files_atomically(folder, files, 0o600)
         report.changed = sorted(files)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from keyroll.config.kubernetes import parse_secret_key
 from keyroll.config.policy import Policy
@@ -52,4 +53,19 @@ def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[s
         (f"{ns}.{name}.yaml" if ns else f"{name}.yaml"): manifest_text(ns, name, data)
         for (ns, name), data in grouped.items()
         if data
+    }
+
+
+def encrypted_manifests(
+    policy: Policy, values: Mapping[str, str | None], recipients: list[str], where_of: Callable[[str], Path]
+) -> dict[str, bytes]:
+    """File name -> each manifest of `secret_manifests`, SOPS-encrypted as Flux decrypts
+    it (data only) to the age `recipients`; `where_of(name)` is the path sops is told
+    the file has (its creation rules match on it).  One sops call per manifest."""
+    from keyroll.store.sops import SopsStore
+
+    encrypter = SopsStore(policy)
+    return {
+        name: encrypter.encrypt_yaml(text, recipients, ENCRYPTED_REGEX, where_of(name))
+        for name, text in secret_manifests(policy, values).items()
     }
