@@ -33,13 +33,12 @@ and push and fetch name the standard receive-pack and upload-pack (ignoring
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import subprocess
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
 
 from keyroll import trust
 from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, UsageError
@@ -170,25 +169,25 @@ class RepoState:
     detail: str
 
 
-def encodings(value: str) -> set[str]:
-    """The forms a value may take in a text file: raw, base64 (standard and URL-safe,
-    padded or not), hex (both cases) and URL-encoded."""
-    raw = value.encode("utf-8")
-    forms = {value, raw.hex(), raw.hex().upper(), quote(value, safe=""), quote_plus(value)}
-    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        text = encoded.decode("ascii")
-        forms.update((text, text.rstrip("=")))
-    return forms
+PLAINTEXT_MIN_LENGTH = 8  # shorter stored values are not looked for in the files published
 
 
 def plaintext_problem(name: str, data: bytes, values: Collection[str]) -> str | None:
     """Why `data` must not be committed: no SOPS metadata, or a stored value in it
-    (raw, base64, hex or URL-encoded); None when it looks properly encrypted."""
+    (raw, base64 at any alignment, hex, or URL-encoded: keyroll.leaks.patterns'
+    encodings, and the form-encoded one); None when it looks properly encrypted."""
+    from keyroll.leaks.patterns import encodings  # (not on `status`'s path: no matcher, no ahocorasick)
+
     text = data.decode("utf-8", errors="replace")
     has_metadata = any(line.startswith("sops:") for line in text.splitlines()) or '"sops": {' in text
     if not has_metadata or "ENC[" not in text or "mac" not in text:
         return f"{name}: no SOPS metadata: it does not look encrypted, so it is not committed"
-    if _found_in(text, {form for value in values if len(value) >= 8 for form in encodings(value)}):
+    forms: set[str] = set()
+    for value in values:
+        if len(value) >= PLAINTEXT_MIN_LENGTH:
+            forms.update(pattern.decode("utf-8") for _, pattern in encodings(value))
+            forms.add(quote_plus(value))
+    if _found_in(text, forms):
         return f"{name}: holds a stored value in the clear (or merely encoded), so it is not committed"
     return None
 

@@ -10,6 +10,7 @@ subprocess."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -18,13 +19,15 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 from test_command_target import SERVICE
 from test_sops_store import new_identity, sops_decrypt, write_sops_yaml
 
 from conftest import unique
-from keyroll.gitops import encodings, plaintext_problem
+from keyroll.gitops import plaintext_problem
+from keyroll.leaks.patterns import encodings as patterns_of
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Colleague",
@@ -34,6 +37,17 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+
+def encodings(value: str) -> set[str]:
+    """The forms a person or a tool may write a value in: raw, base64 (standard and URL-safe,
+    padded or not), hex (both cases), URL- and form-encoded."""
+    raw = value.encode("utf-8")
+    forms = {value, raw.hex(), raw.hex().upper(), quote(value, safe=""), quote_plus(value)}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return forms
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -311,6 +325,11 @@ def test_nothing_plaintext_is_ever_staged(value: str) -> None:
     for form in encodings(value):
         for leaked in (sealed + f"# {form}\n".encode(), sealed + f"x: ab{form}cd\n".encode()):
             assert "in the clear" in (plaintext_problem("b.yaml", leaked, ["another-value-0123", value]) or ""), form
+    # Base64 at any alignment too: the value inside a longer encoded text (a whole .env file in base64).
+    for skip in range(3):
+        inside = base64.b64encode(b"K=" + b"x" * skip + value.encode() + b"\n").decode()
+        leaked = sealed + f"env: {inside}\n".encode()
+        assert "in the clear" in (plaintext_problem("b.yaml", leaked, [value]) or ""), skip
 
 
 # --- crash safety ---------------------------------------------------------------------------
@@ -395,8 +414,8 @@ def test_no_stored_value_in_any_object_of_the_remote(kr, fleet: Fleet) -> None: 
         ).stdout
         assert len(objects) > 1000
         for value in seen:
-            for form in encodings(value):
-                assert form.encode() not in objects, f"a stored value ({form[:4]}...) is in {git_dir}"
+            for kind, pattern in patterns_of(value):
+                assert pattern not in objects, f"a stored value ({kind}) is in {git_dir}"
 
 
 def test_a_redis_password_stays_valid_beside_the_new_one_until_the_fleet_converges(  # type: ignore[no-untyped-def]
