@@ -43,6 +43,7 @@ from urllib.parse import quote_plus
 from keyroll import trust
 from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, UsageError
 from keyroll.fsutil import write_files_atomically
+from keyroll.gitenv import git_environment, git_message
 from keyroll.records import field, record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -227,9 +228,7 @@ class Git:
         self.repo = repo
         name, _, email = author.partition(" <")
         self.env = {
-            **env,
-            "LC_ALL": "C",
-            "GIT_TERMINAL_PROMPT": "0",
+            **git_environment(env),
             "GIT_EDITOR": "true",
             "GIT_SEQUENCE_EDITOR": "true",
             "GIT_AUTHOR_NAME": name.strip(),
@@ -237,7 +236,7 @@ class Git:
             "GIT_COMMITTER_NAME": name.strip(),
             "GIT_COMMITTER_EMAIL": email.rstrip(">"),
         }
-        for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
+        for variable in ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
             self.env.pop(variable, None)
         for variable in list(self.env):  # (git needs its transport's settings, never keyroll's own credentials)
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
@@ -319,7 +318,7 @@ class Git:
         except OSError as exc:
             raise RepoNotReady(f"gitops.repo: {self.repo}: {exc.strerror or exc}") from None
         if check and done.returncode != 0:
-            raise GitError(f"{self.repo}: git {args[0]} failed: {last_line(done.stderr)}")
+            raise GitError(f"{self.repo}: git {args[0]} failed: {git_message(done.stderr)}")
         return done
 
     def out(self, *args: str) -> str:
@@ -340,26 +339,6 @@ class Git:
         """The bytes of `path` in `commit`, None when it is not there."""
         done = self.run("cat-file", "blob", f"{commit}:{path}", check=False)
         return done.stdout if done.returncode == 0 else None
-
-
-# git's words after any failed connection: the line before them says why.
-_BOILERPLATE = frozenset(
-    {
-        "fatal: Could not read from remote repository.",
-        "Please make sure you have the correct access rights",
-        "and the repository exists.",
-    }
-)
-
-
-def last_line(stderr: bytes) -> str:
-    """The line of git's output that says why, as a message may show it: withheld when
-    it holds part of a value (a file or branch name can be one; keyroll.outputs)."""
-    from keyroll.outputs import safe_excerpt
-
-    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: ")) and line not in _BOILERPLATE]
-    return safe_excerpt((useful or lines or ["no message"])[-1]) or "no message"
 
 
 class Publisher:
@@ -388,7 +367,7 @@ class Publisher:
             trust.refuse(trust.check_folder(self.given, "gitops.repo"))
             done = self.git.run("rev-parse", "--show-toplevel", "--absolute-git-dir", check=False)
             if done.returncode != 0:
-                raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({last_line(done.stderr)})")
+                raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({git_message(done.stderr)})")
             top, _, git_dir = done.stdout.decode().strip().partition("\n")
             self.git.repo = Path(top)
             found = trust.check_folder(Path(top), "gitops.repo")
@@ -610,9 +589,9 @@ class Publisher:
                 return
             report = done.stdout.decode("utf-8", errors="replace")
             if not any(line.startswith("!") for line in report.splitlines()):
-                raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+                raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({git_message(done.stderr)})")
             if "remote rejected" in report:
-                raise GitConflict(f"gitops.push: {self.remote} refused the push ({last_line(done.stdout)})")
+                raise GitConflict(f"gitops.push: {self.remote} refused the push ({git_message(done.stdout)})")
             if attempt == PUSH_TRIES - 1:
                 break
             self._rebase_onto_remote()
@@ -626,7 +605,7 @@ class Publisher:
         if done.returncode != 0:
             if b"couldn't find remote ref" in done.stderr:
                 return ""
-            raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+            raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({git_message(done.stderr)})")
         return self.git.out("rev-parse", "FETCH_HEAD")
 
     def _rebase_onto_remote(self) -> None:
@@ -650,7 +629,7 @@ class Publisher:
         conflicted = self.git.out("diff", "--name-only", "--diff-filter=U").split()
         if self.git.in_progress():
             self.git.run("rebase", "--abort", check=False)
-        shown = ", ".join(conflicted[:3]) or last_line(done.stderr)
+        shown = ", ".join(conflicted[:3]) or git_message(done.stderr)
         raise GitConflict(
             f"gitops.push: {self.remote} {self.branch} changed what keyroll publishes ({shown}); "
             "resolve it in the repository, then rotate again"
