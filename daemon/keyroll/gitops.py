@@ -341,6 +341,17 @@ class Git:
         return done.stdout if done.returncode == 0 else None
 
 
+def _secrets_shown(names: Sequence[str]) -> str:
+    """The secrets a commit message names: each, or their number when more than four."""
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} secrets"
+
+
+def _undo_message(op: str, names: Sequence[str], txid: str, why: str) -> bytes:
+    """The message of a commit that puts the previous values back."""
+    text = f"keyroll: undo the {op} of {_secrets_shown(names)}\n\n{why}\n\n{TRAILER}: {txid}-undo\n"
+    return text.encode("utf-8")
+
+
 class Publisher:
     """The [gitops] side of one writing command."""
 
@@ -514,24 +525,16 @@ class Publisher:
             # it, so nothing is published again (the store may hold the same values encrypted anew).
             return Published(None, True, tuple(state.files), time.perf_counter() - started)
         files = self.contents()
-        for path, data in files.items():
-            if problem := plaintext_problem(path, data, values):
-                raise PlaintextRefused(problem)
         paths = list(files)
         if state is None or state.txid != txid:
             state = PublishState(txid, op, sorted(names), paths, base=self.git.head())
         else:  # (recovery driving forward: the same transaction publishes again)
             state.names = sorted(set(state.names) | set(names))
-        self._save(state)
-        self._write(files)
-        failpoint("git-write")
-        self.git.run("add", "--", *paths)
-        sha = None
-        if self.git.run("diff", "--cached", "--quiet", "--", *paths, check=False).returncode != 0:
-            self.git.run(
-                "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *paths, input=self._message(state)
-            )
-            sha = self.git.head()
+        journaled = state
+        sha = self._commit(
+            files, self._message(state), values, before_write=lambda: self._save(journaled), failpoint=failpoint
+        )
+        if sha is not None:
             state.phase, state.shas = "commit", [*state.shas, sha]
             self._save(state)
             failpoint("git-commit")
@@ -546,11 +549,35 @@ class Publisher:
             self.journal.add_history(txid, "gitops", op, "published", detail)
         return Published(sha, pushed, tuple(paths), time.perf_counter() - started)
 
+    def _commit(
+        self,
+        files: Mapping[str, bytes],
+        message: bytes,
+        values: Collection[str],
+        *,
+        before_write: Callable[[], None] = lambda: None,
+        failpoint: Callable[[str], None] = lambda step: None,
+    ) -> str | None:
+        """Refuse `files` if any looks like plaintext (PlaintextRefused: nothing written),
+        then write them into the work tree, stage exactly them and commit them with
+        `message`; the new commit's id, None when the repository already held them."""
+        for path, data in files.items():
+            if problem := plaintext_problem(path, data, values):
+                raise PlaintextRefused(problem)
+        before_write()
+        self._write(files)
+        failpoint("git-write")
+        paths = list(files)
+        self.git.run("add", "--", *paths)
+        if self.git.run("diff", "--cached", "--quiet", "--", *paths, check=False).returncode == 0:
+            return None
+        self.git.run("commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *paths, input=message)
+        return self.git.head()
+
     def _message(self, state: PublishState) -> bytes:
         verb = {"rotate": "rotate", "set": "set", "restore": "restore", "rollback": "roll back", "init": "create"}
-        what = ", ".join(state.names) if len(state.names) <= 4 else f"{len(state.names)} secrets"
         lines = [
-            f"keyroll: {verb.get(state.op, state.op)} {what}",
+            f"keyroll: {verb.get(state.op, state.op)} {_secrets_shown(state.names)}",
             "",
             f"By `keyroll {state.op}` on {socket.gethostname()}; the files hold encrypted values only.",
             "",
@@ -648,30 +675,21 @@ class Publisher:
         """After a rollback that came after the push: a new commit with the store's
         current files (the previous values), pushed like any publish.  Returns its id."""
         files = self.contents()
-        for path, data in files.items():
-            if problem := plaintext_problem(path, data, values):
-                raise PlaintextRefused(problem)
         state = self.state() or PublishState("-", op, sorted(names), list(files))
-        self._write(files)
-        self.git.run("add", "--", *files)
-        if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode == 0:
+        why = "Their consumers failed after the change; the files hold the previous values again (encrypted)."
+        sha = self._commit(files, _undo_message(op, names, state.txid, why), values)
+        if sha is None:
             return None
-        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} secrets"
-        message = (
-            f"keyroll: undo the {op} of {shown}\n\nTheir consumers failed after the change; the files hold the "
-            f"previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
-        )
-        self.git.run("commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode())
-        sha = self.git.head()
         if self.remote:
             undo = PublishState(state.txid, op, sorted(names), list(files), base=sha, shas=[sha])
             self._push(undo, record=False)  # (the journal keeps saying the rotation itself was pushed)
         return sha
 
-    def unpublish(self, reason: str) -> str | None:
+    def unpublish(self, reason: str, values: Collection[str]) -> str | None:
         """After the store went back to the old values: take the change back out of the
         repository.  A commit already made is undone by a new commit (never a reset,
-        never a force-push; it is not pushed now); files written but not committed are
+        never a force-push; it is not pushed now; refused like any commit when a file
+        holds one of `values` in the clear); files written but not committed are
         restored.  Returns the undo commit's id, if one was made."""
         state = self.state()
         if state is None:
@@ -680,18 +698,8 @@ class Publisher:
             self.git.run("rebase", "--abort", check=False)
         sha = None
         if self.ours_in_head(state):
-            files = self.contents()
-            self._write(files)
-            self.git.run("add", "--", *files)
-            if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode != 0:
-                message = (
-                    f"keyroll: undo the {state.op} of {', '.join(state.names) if len(state.names) <= 4 else f'{len(state.names)} secrets'}"
-                    f"\n\n{reason[:300]}\nThe files hold the previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
-                )
-                self.git.run(
-                    "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode()
-                )
-                sha = self.git.head()
+            why = f"{reason[:300]}\nThe files hold the previous values again (encrypted)."
+            sha = self._commit(self.contents(), _undo_message(state.op, state.names, state.txid, why), values)
         else:
             for path in state.files:
                 self.git.run("reset", "--quiet", "--", path, check=False)

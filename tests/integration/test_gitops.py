@@ -332,6 +332,33 @@ def test_nothing_plaintext_is_ever_staged(value: str) -> None:
         assert "in the clear" in (plaintext_problem("b.yaml", leaked, [value]) or ""), skip
 
 
+def test_an_undo_commit_refuses_plaintext_too(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """unpublish (the store went back, keyroll's commit is in HEAD) checks what it commits
+    like publish does: a store file in the clear is never staged."""
+    from keyroll.config.policy import load_policy
+    from keyroll.gitops import PUBLISH_KEY, TRAILER, PlaintextRefused, Publisher, PublishState
+    from keyroll.journal import Journal
+    from keyroll.store import open_store
+
+    init(kr, fleet)
+    head = git(fleet.repo, "rev-parse", "HEAD").strip()
+    txid = git(fleet.repo, "log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)").strip()
+    value = str(fleet.values()["db_password"])
+    fleet.bundle.write_text(f"db_password: {value}\n")  # (a store file in the clear, as a broken tool could leave)
+    policy = load_policy(str(fleet.config))
+    journal = Journal.open_write(policy.paths)
+    try:
+        state = PublishState(txid, "set", ["db_password"], ["secrets/secrets.sops.yaml"], phase="pushed")
+        journal.set_meta({PUBLISH_KEY: state.dump()})
+        with pytest.raises(PlaintextRefused):
+            Publisher(policy, open_store(policy), journal).unpublish("Rolled back: a test", [value])
+    finally:
+        journal.close()
+    assert git(fleet.repo, "rev-parse", "HEAD").strip() == head
+    assert git(fleet.repo, "status", "--porcelain") == ""
+    assert value not in fleet.published.read_text()
+
+
 # --- crash safety ---------------------------------------------------------------------------
 
 
