@@ -400,11 +400,18 @@ class Publisher:
                 raise RepoNotReady(f"gitops.path: {current} is a symlink; keyroll writes only into real folders")
         return current
 
+    def _prefix(self) -> str:
+        """`gitops.path` inside the repository, as the start of a repository path."""
+        relative = self.folder().relative_to(self.top).as_posix()
+        return "" if relative == "." else relative + "/"
+
+    def _is_manifest(self, path: str, name: str) -> bool:
+        return path == f"{self._prefix()}{KUBERNETES_FOLDER}/{name}"
+
     def file_names(self) -> dict[str, str]:
         """Repository path -> what it publishes: the store's bundle file, and under
         `kubernetes/` one encrypted Secret manifest per mapped Kubernetes Secret."""
-        relative = self.folder().relative_to(self.top).as_posix()
-        prefix = "" if relative == "." else relative + "/"
+        prefix = self._prefix()
         names: dict[str, str] = {}
         if "bundle" in self.config.publish:
             names[f"{prefix}{self.store.location.name}"] = self.store.location.name
@@ -741,25 +748,56 @@ class Publisher:
 
     # --- status ----------------------------------------------------------------------------
 
-    def repo_state(self, decrypt: Callable[[bytes], Mapping[str, object]] | None = None) -> RepoState:
-        """Whether the repository's last commit holds the store's current values: the same
-        bytes, or (with `decrypt`) the same values encrypted anew; and what is not pushed."""
+    def repo_state(
+        self,
+        values: Mapping[str, str | None],
+        decrypt: Callable[[bytes, str, str], Mapping[str, object]] | None = None,
+    ) -> RepoState:
+        """Whether the repository's last commit holds the store's current `values` (as
+        `status` read them), and what is not pushed; never encrypting anything.  The
+        bundle: the store's bytes, or (with `decrypt(bytes, format, where)`) the same
+        values; each Secret manifest (with `decrypt`): decrypted, the Secret holding them."""
+        from keyroll.kube.manifests import holds_data, secret_data
+
         try:
-            files = self.contents()
             top = self.top
+            names = self.file_names()
+            expected: dict[str, tuple[str, str, dict[str, str]]] = {}
+            if "kubernetes" in self.config.publish:
+                wanted = secret_data(self.policy, values)
+                expected = {
+                    path: wanted[name]
+                    for path, name in names.items()
+                    if name in wanted and self._is_manifest(path, name)
+                }
+            bundle: tuple[str, bytes] | None = None
+            if "bundle" in self.config.publish:
+                read = getattr(self.store, "read_ciphertext", None)
+                data = read() if callable(read) else None
+                if data is None:
+                    raise GitError(f"{self.store.location}: no bundle to publish")
+                bundle = (self._prefix() + self.store.location.name, data)
         except KeyrollError as exc:
             return RepoState(str(self.given), (), None, str(exc))
         behind = []
-        for path, data in files.items():
+        if bundle is not None:
+            path, data = bundle
             committed = self.git.committed(path)
-            if committed == data:
-                continue
-            if committed is not None and decrypt is not None:
-                try:
-                    if decrypt(committed) == decrypt(data):
-                        continue
-                except KeyrollError:
-                    pass
+            if committed != data and not (
+                committed is not None and decrypt is not None and self._holds(decrypt, committed, path, values)
+            ):
+                behind.append(path)
+        for path, (namespace, name, data) in expected.items():
+            committed = self.git.committed(path)
+            try:
+                if (
+                    committed is not None
+                    and decrypt is not None
+                    and holds_data(decrypt(committed, "yaml", path), namespace, name, data)
+                ):
+                    continue
+            except KeyrollError:
+                pass
             behind.append(path)
         detail = "holds the store's current values" if not behind else f"{', '.join(behind)} differ from the store"
         unpushed = ""
@@ -769,7 +807,22 @@ class Publisher:
             if done.returncode == 0:
                 count = int(done.stdout.strip() or 0)
                 unpushed = f"; {count} commit(s) not pushed to {self.remote} {self.branch}" if count else "; pushed"
-        return RepoState(str(top), tuple(files), not behind, detail + unpushed)
+        files = (*((bundle[0],) if bundle else ()), *expected)
+        return RepoState(str(top), files, not behind, detail + unpushed)
+
+    def _holds(
+        self,
+        decrypt: Callable[[bytes, str, str], Mapping[str, object]],
+        committed: bytes,
+        path: str,
+        values: Mapping[str, str | None],
+    ) -> bool:
+        """Whether a committed bundle, decrypted, holds `values` (each secret of the policy)."""
+        try:
+            held = decrypt(committed, getattr(self.store, "format", "yaml"), f"the committed bundle {path}")
+        except KeyrollError:
+            return False
+        return all(held.get(name) == values.get(name) for name in self.policy.secrets)
 
 
 # --- waiting for the fleet ------------------------------------------------------------

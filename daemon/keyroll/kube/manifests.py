@@ -36,10 +36,11 @@ def any_mapped(policy: Policy) -> bool:
     return any(secret.kubernetes for secret in policy.secrets.values())
 
 
-def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[str, str]:
-    """File name -> manifest, for every Kubernetes Secret a secret maps into (secrets
-    without a value are left out).  File names: NAMESPACE.NAME.yaml, or NAME.yaml
-    when neither the entry nor [kubernetes] names a namespace."""
+def secret_data(policy: Policy, values: Mapping[str, str | None]) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """File name -> (namespace, Secret name, key -> value) for every Kubernetes Secret a
+    secret maps into (secrets without a value are left out).  File names:
+    NAMESPACE.NAME.yaml, or NAME.yaml when neither the entry nor [kubernetes] names
+    a namespace."""
     default = policy.kubernetes.namespace
     grouped: dict[tuple[str, str], dict[str, str]] = {}
     for secret in policy.secrets.values():
@@ -50,10 +51,29 @@ def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[s
             if value is not None:
                 data[key.key] = value
     return {
-        (f"{ns}.{name}.yaml" if ns else f"{name}.yaml"): manifest_text(ns, name, data)
+        (f"{ns}.{name}.yaml" if ns else f"{name}.yaml"): (ns, name, data)
         for (ns, name), data in grouped.items()
         if data
     }
+
+
+def secret_manifests(policy: Policy, values: Mapping[str, str | None]) -> dict[str, str]:
+    """File name -> manifest, for every Secret of `secret_data`."""
+    return {file: manifest_text(ns, name, data) for file, (ns, name, data) in secret_data(policy, values).items()}
+
+
+def holds_data(document: Mapping[str, object], namespace: str, name: str, data: Mapping[str, str]) -> bool:
+    """Whether a decrypted manifest is the Secret `namespace`/`name` holding exactly `data`."""
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("name") != name or metadata.get("namespace", "") != namespace:
+        return False
+    held = document.get("data")
+    if not isinstance(held, dict) or set(held) != set(data):
+        return False
+    try:
+        return all(base64.b64decode(str(held[key]), validate=True) == value.encode() for key, value in data.items())
+    except ValueError:
+        return False
 
 
 def encrypted_manifests(
