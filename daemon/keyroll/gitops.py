@@ -889,25 +889,17 @@ class FleetWait:
         return f"the fleet has not caught up within {self.timeout:g}s (converge check {failures[0]})"
 
 
-def keeps_two(target: object) -> bool:
-    """Whether a target section keeps the old credential valid beside the new one
-    (Redis ACL, PostgreSQL `alternating`, MariaDB `dual`)."""
-    kind = getattr(target, "type", "")
-    if kind == "redis":
-        return getattr(target, "mode", "acl") == "acl"
-    return getattr(target, "strategy", "single") in ("alternating", "dual")
-
-
 def fleet_warnings(policy: Policy) -> list[tuple[str, str]]:
     """(key path, warning) for each published secret whose consumers on other hosts
     fail from the rotation until they are deployed: no target, or a target with one
     valid credential at a time (`single`)."""
     if policy.gitops is None:
         return []
+    from keyroll.targets import open_target
+
     found = []
     for secret in policy.secrets.values():
-        target = policy.targets.get(secret.target) if secret.target else None
-        if target is None:
+        if not secret.target or secret.target not in policy.targets:
             found.append(
                 (
                     f"secrets.{secret.name}",
@@ -915,7 +907,7 @@ def fleet_warnings(policy: Policy) -> list[tuple[str, str]]:
                     "until they are deployed, and nothing checks it",
                 )
             )
-        elif not keeps_two(target):
+        elif not open_target(policy, secret.target, secret.name, lambda name: None).keeps_old:  # (connects nowhere)
             found.append(
                 (
                     f"secrets.{secret.name}",
