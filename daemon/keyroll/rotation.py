@@ -197,6 +197,7 @@ class WriterSession:
         self._git: Publisher | None = None
         self._kube_waiting: dict[str, str] = {}  # [gitops]: secrets whose cluster Secrets lag the commit
         self._kube: KubeSession | None = None
+        self._fleet: FleetWait | None = None  # [gitops]: one deadline for the whole command
 
     # --- session ----------------------------------------------------------------------
 
@@ -299,10 +300,6 @@ class WriterSession:
             from keyroll.kube.publish import KubeSession
 
             self._kube = KubeSession(self.policy, self._journal, self._should_stop, failpoint)
-            if self.policy.gitops is not None and "kubernetes" in self.policy.gitops.publish:
-                from keyroll.schedule import parse_duration  # Flux applies the commit: keyroll waits for it
-
-                self._kube.gitops_timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
         return self._kube
 
     def _admin_value(self, name: str) -> str | None:
@@ -692,9 +689,12 @@ class WriterSession:
                 )
 
     def _fleet_wait(self) -> FleetWait | None:
-        """[gitops]: the wait for the fleet before old credentials are retired."""
+        """[gitops]: the wait for the fleet before old credentials are retired, the same for
+        the whole command (recovery and the transaction share one deadline)."""
         if self.policy.gitops is None:
             return None
+        if self._fleet is not None:
+            return self._fleet
         from keyroll.gitops import FleetWait
         from keyroll.schedule import parse_duration
 
@@ -716,7 +716,8 @@ class WriterSession:
             return None
 
         timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
-        return FleetWait(timeout, check, failpoint, sessions_left)
+        self._fleet = FleetWait(timeout, check, failpoint, sessions_left)
+        return self._fleet
 
     def _publish(self, steps: list[_Step], known: set[str]) -> None:
         """[gitops]: the store's files into the repository, one commit, pushed (keyroll.gitops);

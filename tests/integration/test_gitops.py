@@ -421,6 +421,24 @@ def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr
     assert kr(*fleet.cfg, "recover").code == 0 and "converged" not in kr(*fleet.cfg, "recover").both
 
 
+def test_one_deadline_for_the_fleet_across_recovery_and_the_rotation(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """converge_timeout bounds the whole command: a rotation that first resumes a held
+    secret's wait (recovery) does not wait the full timeout once more afterwards."""
+    import time
+
+    check = fleet.root / "never.sh"  # the fleet never deploys
+    check.write_text("#!/bin/sh\nexit 1\n")
+    check.chmod(0o755)
+    fleet.write_config(gitops='converge_timeout = "4s"', secrets_extra=f'converge = ["command:{check}"]')
+    init(kr, fleet)
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 75  # held: the next command waits for it again
+    started = time.monotonic()
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    spent = time.monotonic() - started
+    assert result.code == 75 and "the fleet has not caught up within 4s" in result.both, result.both
+    assert 3.0 <= spent < 6.0, spent  # (a deadline each would wait about 8 s)
+
+
 # --- nothing plaintext, anywhere in the remote ------------------------------------------------
 
 

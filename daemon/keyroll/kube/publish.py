@@ -131,6 +131,8 @@ class KubeSession:
         # [gitops] publish = ["kubernetes"]: Flux applies the committed manifests; keyroll waits (up to this
         # many seconds, one deadline per command) until the cluster's Secrets hold the values, never applies them.
         self.gitops_timeout: float | None = None
+        if policy.gitops is not None and "kubernetes" in policy.gitops.publish:
+            self.gitops_timeout = parse_duration(policy.gitops.converge_timeout).total_seconds()
         self._gitops_deadline: float | None = None
 
     def close(self) -> None:
