@@ -983,7 +983,8 @@ class WriterSession:
             if entry.old is not None and target.accepts(entry.old):
                 self._live[entry.name] = entry.old
                 pair = {entry.name: entry.old, **self._companions(target, entry.old)}
-                if any(self.store.read(name) != value for name, value in pair.items()):
+                stored = {entry.name: current}  # (read above; only its login name is read now)
+                if any((stored[n] if n in stored else self.store.read(n)) != value for n, value in pair.items()):
                     self.store.write(pair, self.policy.secrets)
                 self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
