@@ -33,17 +33,17 @@ and push and fetch name the standard receive-pack and upload-pack (ignoring
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import subprocess
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
 
 from keyroll import trust
 from keyroll.errors import ConfigError, KeyrollError, ServiceUnavailable, UsageError
 from keyroll.fsutil import write_files_atomically
+from keyroll.gitenv import git_environment, git_message
 from keyroll.records import field, record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -170,25 +170,25 @@ class RepoState:
     detail: str
 
 
-def encodings(value: str) -> set[str]:
-    """The forms a value may take in a text file: raw, base64 (standard and URL-safe,
-    padded or not), hex (both cases) and URL-encoded."""
-    raw = value.encode("utf-8")
-    forms = {value, raw.hex(), raw.hex().upper(), quote(value, safe=""), quote_plus(value)}
-    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        text = encoded.decode("ascii")
-        forms.update((text, text.rstrip("=")))
-    return forms
+PLAINTEXT_MIN_LENGTH = 8  # shorter stored values are not looked for in the files published
 
 
 def plaintext_problem(name: str, data: bytes, values: Collection[str]) -> str | None:
     """Why `data` must not be committed: no SOPS metadata, or a stored value in it
-    (raw, base64, hex or URL-encoded); None when it looks properly encrypted."""
+    (raw, base64 at any alignment, hex, or URL-encoded: keyroll.leaks.patterns'
+    encodings, and the form-encoded one); None when it looks properly encrypted."""
+    from keyroll.leaks.patterns import encodings  # (not on `status`'s path: no matcher, no ahocorasick)
+
     text = data.decode("utf-8", errors="replace")
     has_metadata = any(line.startswith("sops:") for line in text.splitlines()) or '"sops": {' in text
     if not has_metadata or "ENC[" not in text or "mac" not in text:
         return f"{name}: no SOPS metadata: it does not look encrypted, so it is not committed"
-    if _found_in(text, {form for value in values if len(value) >= 8 for form in encodings(value)}):
+    forms: set[str] = set()
+    for value in values:
+        if len(value) >= PLAINTEXT_MIN_LENGTH:
+            forms.update(pattern.decode("utf-8") for _, pattern in encodings(value))
+            forms.add(quote_plus(value))
+    if _found_in(text, forms):
         return f"{name}: holds a stored value in the clear (or merely encoded), so it is not committed"
     return None
 
@@ -228,9 +228,7 @@ class Git:
         self.repo = repo
         name, _, email = author.partition(" <")
         self.env = {
-            **env,
-            "LC_ALL": "C",
-            "GIT_TERMINAL_PROMPT": "0",
+            **git_environment(env),
             "GIT_EDITOR": "true",
             "GIT_SEQUENCE_EDITOR": "true",
             "GIT_AUTHOR_NAME": name.strip(),
@@ -238,7 +236,7 @@ class Git:
             "GIT_COMMITTER_NAME": name.strip(),
             "GIT_COMMITTER_EMAIL": email.rstrip(">"),
         }
-        for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
+        for variable in ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
             self.env.pop(variable, None)
         for variable in list(self.env):  # (git needs its transport's settings, never keyroll's own credentials)
             if variable.startswith(("SOPS_", "PG", "KEYROLL_")) or variable == "CREDENTIALS_DIRECTORY":
@@ -320,7 +318,7 @@ class Git:
         except OSError as exc:
             raise RepoNotReady(f"gitops.repo: {self.repo}: {exc.strerror or exc}") from None
         if check and done.returncode != 0:
-            raise GitError(f"{self.repo}: git {args[0]} failed: {last_line(done.stderr)}")
+            raise GitError(f"{self.repo}: git {args[0]} failed: {git_message(done.stderr)}")
         return done
 
     def out(self, *args: str) -> str:
@@ -343,24 +341,15 @@ class Git:
         return done.stdout if done.returncode == 0 else None
 
 
-# git's words after any failed connection: the line before them says why.
-_BOILERPLATE = frozenset(
-    {
-        "fatal: Could not read from remote repository.",
-        "Please make sure you have the correct access rights",
-        "and the repository exists.",
-    }
-)
+def _secrets_shown(names: Sequence[str]) -> str:
+    """The secrets a commit message names: each, or their number when more than four."""
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} secrets"
 
 
-def last_line(stderr: bytes) -> str:
-    """The line of git's output that says why, as a message may show it: withheld when
-    it holds part of a value (a file or branch name can be one; keyroll.outputs)."""
-    from keyroll.outputs import safe_excerpt
-
-    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("hint:", "To ", "remote: ")) and line not in _BOILERPLATE]
-    return safe_excerpt((useful or lines or ["no message"])[-1]) or "no message"
+def _undo_message(op: str, names: Sequence[str], txid: str, why: str) -> bytes:
+    """The message of a commit that puts the previous values back."""
+    text = f"keyroll: undo the {op} of {_secrets_shown(names)}\n\n{why}\n\n{TRAILER}: {txid}-undo\n"
+    return text.encode("utf-8")
 
 
 class Publisher:
@@ -389,7 +378,7 @@ class Publisher:
             trust.refuse(trust.check_folder(self.given, "gitops.repo"))
             done = self.git.run("rev-parse", "--show-toplevel", "--absolute-git-dir", check=False)
             if done.returncode != 0:
-                raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({last_line(done.stderr)})")
+                raise RepoNotReady(f"gitops.repo: {self.given} is not a git work tree ({git_message(done.stderr)})")
             top, _, git_dir = done.stdout.decode().strip().partition("\n")
             self.git.repo = Path(top)
             found = trust.check_folder(Path(top), "gitops.repo")
@@ -411,11 +400,18 @@ class Publisher:
                 raise RepoNotReady(f"gitops.path: {current} is a symlink; keyroll writes only into real folders")
         return current
 
+    def _prefix(self) -> str:
+        """`gitops.path` inside the repository, as the start of a repository path."""
+        relative = self.folder().relative_to(self.top).as_posix()
+        return "" if relative == "." else relative + "/"
+
+    def _is_manifest(self, path: str, name: str) -> bool:
+        return path == f"{self._prefix()}{KUBERNETES_FOLDER}/{name}"
+
     def file_names(self) -> dict[str, str]:
         """Repository path -> what it publishes: the store's bundle file, and under
         `kubernetes/` one encrypted Secret manifest per mapped Kubernetes Secret."""
-        relative = self.folder().relative_to(self.top).as_posix()
-        prefix = "" if relative == "." else relative + "/"
+        prefix = self._prefix()
         names: dict[str, str] = {}
         if "bundle" in self.config.publish:
             names[f"{prefix}{self.store.location.name}"] = self.store.location.name
@@ -443,8 +439,8 @@ class Publisher:
     def _manifests(self, names: Mapping[str, str]) -> dict[str, bytes]:
         """Each mapped Kubernetes Secret as a manifest SOPS-encrypts it for Flux (data only,
         to the age recipients of the store's .sops.yaml)."""
-        from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
-        from keyroll.store.sops import SopsStore, sops_config_recipients
+        from keyroll.kube.manifests import encrypted_manifests
+        from keyroll.store.sops import sops_config_recipients
 
         try:
             recipients = sops_config_recipients(self.policy, "the Secret manifests are encrypted to its recipients")
@@ -453,14 +449,9 @@ class Publisher:
         values, errors = self.store.read_all(list(self.policy.secrets))
         if errors:
             raise GitError(next(iter(errors.values())))
-        texts = secret_manifests(self.policy, values)
-        encrypter = SopsStore(self.policy)
         by_name = {name: path for path, name in names.items()}
-        return {
-            by_name[name]: encrypter.encrypt_yaml(text, recipients, ENCRYPTED_REGEX, self.top / by_name[name])
-            for name, text in texts.items()
-            if name in by_name
-        }
+        encrypted = encrypted_manifests(self.policy, values, recipients, lambda name: self.top / by_name[name])
+        return {by_name[name]: data for name, data in encrypted.items()}
 
     def _write(self, files: Mapping[str, bytes]) -> None:
         """Each file into its folder of the work tree, atomically (folders made as needed)."""
@@ -541,24 +532,16 @@ class Publisher:
             # it, so nothing is published again (the store may hold the same values encrypted anew).
             return Published(None, True, tuple(state.files), time.perf_counter() - started)
         files = self.contents()
-        for path, data in files.items():
-            if problem := plaintext_problem(path, data, values):
-                raise PlaintextRefused(problem)
         paths = list(files)
         if state is None or state.txid != txid:
             state = PublishState(txid, op, sorted(names), paths, base=self.git.head())
         else:  # (recovery driving forward: the same transaction publishes again)
             state.names = sorted(set(state.names) | set(names))
-        self._save(state)
-        self._write(files)
-        failpoint("git-write")
-        self.git.run("add", "--", *paths)
-        sha = None
-        if self.git.run("diff", "--cached", "--quiet", "--", *paths, check=False).returncode != 0:
-            self.git.run(
-                "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *paths, input=self._message(state)
-            )
-            sha = self.git.head()
+        journaled = state
+        sha = self._commit(
+            files, self._message(state), values, before_write=lambda: self._save(journaled), failpoint=failpoint
+        )
+        if sha is not None:
             state.phase, state.shas = "commit", [*state.shas, sha]
             self._save(state)
             failpoint("git-commit")
@@ -573,11 +556,35 @@ class Publisher:
             self.journal.add_history(txid, "gitops", op, "published", detail)
         return Published(sha, pushed, tuple(paths), time.perf_counter() - started)
 
+    def _commit(
+        self,
+        files: Mapping[str, bytes],
+        message: bytes,
+        values: Collection[str],
+        *,
+        before_write: Callable[[], None] = lambda: None,
+        failpoint: Callable[[str], None] = lambda step: None,
+    ) -> str | None:
+        """Refuse `files` if any looks like plaintext (PlaintextRefused: nothing written),
+        then write them into the work tree, stage exactly them and commit them with
+        `message`; the new commit's id, None when the repository already held them."""
+        for path, data in files.items():
+            if problem := plaintext_problem(path, data, values):
+                raise PlaintextRefused(problem)
+        before_write()
+        self._write(files)
+        failpoint("git-write")
+        paths = list(files)
+        self.git.run("add", "--", *paths)
+        if self.git.run("diff", "--cached", "--quiet", "--", *paths, check=False).returncode == 0:
+            return None
+        self.git.run("commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *paths, input=message)
+        return self.git.head()
+
     def _message(self, state: PublishState) -> bytes:
         verb = {"rotate": "rotate", "set": "set", "restore": "restore", "rollback": "roll back", "init": "create"}
-        what = ", ".join(state.names) if len(state.names) <= 4 else f"{len(state.names)} secrets"
         lines = [
-            f"keyroll: {verb.get(state.op, state.op)} {what}",
+            f"keyroll: {verb.get(state.op, state.op)} {_secrets_shown(state.names)}",
             "",
             f"By `keyroll {state.op}` on {socket.gethostname()}; the files hold encrypted values only.",
             "",
@@ -616,9 +623,9 @@ class Publisher:
                 return
             report = done.stdout.decode("utf-8", errors="replace")
             if not any(line.startswith("!") for line in report.splitlines()):
-                raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+                raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({git_message(done.stderr)})")
             if "remote rejected" in report:
-                raise GitConflict(f"gitops.push: {self.remote} refused the push ({last_line(done.stdout)})")
+                raise GitConflict(f"gitops.push: {self.remote} refused the push ({git_message(done.stdout)})")
             if attempt == PUSH_TRIES - 1:
                 break
             self._rebase_onto_remote()
@@ -632,7 +639,7 @@ class Publisher:
         if done.returncode != 0:
             if b"couldn't find remote ref" in done.stderr:
                 return ""
-            raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({last_line(done.stderr)})")
+            raise GitUnreachable(f"gitops.push: {self.remote} cannot be reached ({git_message(done.stderr)})")
         return self.git.out("rev-parse", "FETCH_HEAD")
 
     def _rebase_onto_remote(self) -> None:
@@ -656,7 +663,7 @@ class Publisher:
         conflicted = self.git.out("diff", "--name-only", "--diff-filter=U").split()
         if self.git.in_progress():
             self.git.run("rebase", "--abort", check=False)
-        shown = ", ".join(conflicted[:3]) or last_line(done.stderr)
+        shown = ", ".join(conflicted[:3]) or git_message(done.stderr)
         raise GitConflict(
             f"gitops.push: {self.remote} {self.branch} changed what keyroll publishes ({shown}); "
             "resolve it in the repository, then rotate again"
@@ -675,30 +682,21 @@ class Publisher:
         """After a rollback that came after the push: a new commit with the store's
         current files (the previous values), pushed like any publish.  Returns its id."""
         files = self.contents()
-        for path, data in files.items():
-            if problem := plaintext_problem(path, data, values):
-                raise PlaintextRefused(problem)
         state = self.state() or PublishState("-", op, sorted(names), list(files))
-        self._write(files)
-        self.git.run("add", "--", *files)
-        if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode == 0:
+        why = "Their consumers failed after the change; the files hold the previous values again (encrypted)."
+        sha = self._commit(files, _undo_message(op, names, state.txid, why), values)
+        if sha is None:
             return None
-        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} secrets"
-        message = (
-            f"keyroll: undo the {op} of {shown}\n\nTheir consumers failed after the change; the files hold the "
-            f"previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
-        )
-        self.git.run("commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode())
-        sha = self.git.head()
         if self.remote:
             undo = PublishState(state.txid, op, sorted(names), list(files), base=sha, shas=[sha])
             self._push(undo, record=False)  # (the journal keeps saying the rotation itself was pushed)
         return sha
 
-    def unpublish(self, reason: str) -> str | None:
+    def unpublish(self, reason: str, values: Collection[str]) -> str | None:
         """After the store went back to the old values: take the change back out of the
         repository.  A commit already made is undone by a new commit (never a reset,
-        never a force-push; it is not pushed now); files written but not committed are
+        never a force-push; it is not pushed now; refused like any commit when a file
+        holds one of `values` in the clear); files written but not committed are
         restored.  Returns the undo commit's id, if one was made."""
         state = self.state()
         if state is None:
@@ -707,18 +705,8 @@ class Publisher:
             self.git.run("rebase", "--abort", check=False)
         sha = None
         if self.ours_in_head(state):
-            files = self.contents()
-            self._write(files)
-            self.git.run("add", "--", *files)
-            if self.git.run("diff", "--cached", "--quiet", "--", *files, check=False).returncode != 0:
-                message = (
-                    f"keyroll: undo the {state.op} of {', '.join(state.names) if len(state.names) <= 4 else f'{len(state.names)} secrets'}"
-                    f"\n\n{reason[:300]}\nThe files hold the previous values again (encrypted).\n\n{TRAILER}: {state.txid}-undo\n"
-                )
-                self.git.run(
-                    "commit", "--no-verify", "--quiet", "--only", "-F", "-", "--", *files, input=message.encode()
-                )
-                sha = self.git.head()
+            why = f"{reason[:300]}\nThe files hold the previous values again (encrypted)."
+            sha = self._commit(self.contents(), _undo_message(state.op, state.names, state.txid, why), values)
         else:
             for path in state.files:
                 self.git.run("reset", "--quiet", "--", path, check=False)
@@ -760,25 +748,56 @@ class Publisher:
 
     # --- status ----------------------------------------------------------------------------
 
-    def repo_state(self, decrypt: Callable[[bytes], Mapping[str, object]] | None = None) -> RepoState:
-        """Whether the repository's last commit holds the store's current values: the same
-        bytes, or (with `decrypt`) the same values encrypted anew; and what is not pushed."""
+    def repo_state(
+        self,
+        values: Mapping[str, str | None],
+        decrypt: Callable[[bytes, str, str], Mapping[str, object]] | None = None,
+    ) -> RepoState:
+        """Whether the repository's last commit holds the store's current `values` (as
+        `status` read them), and what is not pushed; never encrypting anything.  The
+        bundle: the store's bytes, or (with `decrypt(bytes, format, where)`) the same
+        values; each Secret manifest (with `decrypt`): decrypted, the Secret holding them."""
+        from keyroll.kube.manifests import holds_data, secret_data
+
         try:
-            files = self.contents()
             top = self.top
+            names = self.file_names()
+            expected: dict[str, tuple[str, str, dict[str, str]]] = {}
+            if "kubernetes" in self.config.publish:
+                wanted = secret_data(self.policy, values)
+                expected = {
+                    path: wanted[name]
+                    for path, name in names.items()
+                    if name in wanted and self._is_manifest(path, name)
+                }
+            bundle: tuple[str, bytes] | None = None
+            if "bundle" in self.config.publish:
+                read = getattr(self.store, "read_ciphertext", None)
+                data = read() if callable(read) else None
+                if data is None:
+                    raise GitError(f"{self.store.location}: no bundle to publish")
+                bundle = (self._prefix() + self.store.location.name, data)
         except KeyrollError as exc:
             return RepoState(str(self.given), (), None, str(exc))
         behind = []
-        for path, data in files.items():
+        if bundle is not None:
+            path, data = bundle
             committed = self.git.committed(path)
-            if committed == data:
-                continue
-            if committed is not None and decrypt is not None:
-                try:
-                    if decrypt(committed) == decrypt(data):
-                        continue
-                except KeyrollError:
-                    pass
+            if committed != data and not (
+                committed is not None and decrypt is not None and self._holds(decrypt, committed, path, values)
+            ):
+                behind.append(path)
+        for path, (namespace, name, data) in expected.items():
+            committed = self.git.committed(path)
+            try:
+                if (
+                    committed is not None
+                    and decrypt is not None
+                    and holds_data(decrypt(committed, "yaml", path), namespace, name, data)
+                ):
+                    continue
+            except KeyrollError:
+                pass
             behind.append(path)
         detail = "holds the store's current values" if not behind else f"{', '.join(behind)} differ from the store"
         unpushed = ""
@@ -788,7 +807,22 @@ class Publisher:
             if done.returncode == 0:
                 count = int(done.stdout.strip() or 0)
                 unpushed = f"; {count} commit(s) not pushed to {self.remote} {self.branch}" if count else "; pushed"
-        return RepoState(str(top), tuple(files), not behind, detail + unpushed)
+        files = (*((bundle[0],) if bundle else ()), *expected)
+        return RepoState(str(top), files, not behind, detail + unpushed)
+
+    def _holds(
+        self,
+        decrypt: Callable[[bytes, str, str], Mapping[str, object]],
+        committed: bytes,
+        path: str,
+        values: Mapping[str, str | None],
+    ) -> bool:
+        """Whether a committed bundle, decrypted, holds `values` (each secret of the policy)."""
+        try:
+            held = decrypt(committed, getattr(self.store, "format", "yaml"), f"the committed bundle {path}")
+        except KeyrollError:
+            return False
+        return all(held.get(name) == values.get(name) for name in self.policy.secrets)
 
 
 # --- waiting for the fleet ------------------------------------------------------------
@@ -855,25 +889,17 @@ class FleetWait:
         return f"the fleet has not caught up within {self.timeout:g}s (converge check {failures[0]})"
 
 
-def keeps_two(target: object) -> bool:
-    """Whether a target section keeps the old credential valid beside the new one
-    (Redis ACL, PostgreSQL `alternating`, MariaDB `dual`)."""
-    kind = getattr(target, "type", "")
-    if kind == "redis":
-        return getattr(target, "mode", "acl") == "acl"
-    return getattr(target, "strategy", "single") in ("alternating", "dual")
-
-
 def fleet_warnings(policy: Policy) -> list[tuple[str, str]]:
     """(key path, warning) for each published secret whose consumers on other hosts
     fail from the rotation until they are deployed: no target, or a target with one
     valid credential at a time (`single`)."""
     if policy.gitops is None:
         return []
+    from keyroll.targets import open_target
+
     found = []
     for secret in policy.secrets.values():
-        target = policy.targets.get(secret.target) if secret.target else None
-        if target is None:
+        if not secret.target or secret.target not in policy.targets:
             found.append(
                 (
                     f"secrets.{secret.name}",
@@ -881,7 +907,7 @@ def fleet_warnings(policy: Policy) -> list[tuple[str, str]]:
                     "until they are deployed, and nothing checks it",
                 )
             )
-        elif not keeps_two(target):
+        elif not open_target(policy, secret.target, secret.name, lambda name: None).keeps_old:  # (connects nowhere)
             found.append(
                 (
                     f"secrets.{secret.name}",

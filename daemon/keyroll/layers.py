@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "keyroll.digest",
             "keyroll.fsutil",
             "keyroll.generate",
+            "keyroll.gitenv",
             "keyroll.hardening",
             "keyroll.httpclient",
             "keyroll.loader",

@@ -210,8 +210,6 @@ def _previous(path: Path) -> tuple[dict[str, tuple[str, float]], dict[str, float
 def _read_no_follow(path: Path, limit: int = 16 << 20) -> bytes:
     """The file's bytes (at most `limit`), never through a symlink, never waiting on a
     FIFO someone who can write the collector's folder put in its place (OSError)."""
-    import stat
-
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -197,6 +197,7 @@ class WriterSession:
         self._git: Publisher | None = None
         self._kube_waiting: dict[str, str] = {}  # [gitops]: secrets whose cluster Secrets lag the commit
         self._kube: KubeSession | None = None
+        self._fleet: FleetWait | None = None  # [gitops]: one deadline for the whole command
 
     # --- session ----------------------------------------------------------------------
 
@@ -299,10 +300,6 @@ class WriterSession:
             from keyroll.kube.publish import KubeSession
 
             self._kube = KubeSession(self.policy, self._journal, self._should_stop, failpoint)
-            if self.policy.gitops is not None and "kubernetes" in self.policy.gitops.publish:
-                from keyroll.schedule import parse_duration  # Flux applies the commit: keyroll waits for it
-
-                self._kube.gitops_timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
         return self._kube
 
     def _admin_value(self, name: str) -> str | None:
@@ -618,14 +615,16 @@ class WriterSession:
             for step in steps:
                 completions += self._undo(step, exc, restore_store=False)
             return completions
+        known: set[str] = set()  # [gitops]: every value that must never reach git in the clear
         if to_store:
             failpoint("store")
             if self.policy.gitops is not None:
                 try:
                     with self._timed("git"):
-                        self._publish(steps)
+                        known = self._stored_values() | {s.old for s in steps if s.changes_store and s.old}
+                        self._publish(steps, known)
                 except KeyrollError as exc:
-                    return completions + self._unpublish(steps, exc)
+                    return completions + self._unpublish(steps, exc, known)
         fleet = self._fleet_wait()
         for step in steps:
             self._live[step.name] = step.new
@@ -656,7 +655,7 @@ class WriterSession:
 
                 gitops.release(self.journal, [step.name])  # (a newer rotation's wait passed, or --emergency)
         if to_store and self.policy.gitops is not None:
-            self._republish_undone(steps, completions)  # (before the cluster waits for the previous values)
+            self._republish_undone(steps, completions, known)  # (before the cluster waits for the previous values)
         self._undo_in_kubernetes(steps)
         return completions
 
@@ -666,16 +665,17 @@ class WriterSession:
         name for that password), so no store ever pairs a password with the wrong login."""
         return target.companion_values(value) if target is not None and value is not None else {}
 
-    def _republish_undone(self, steps: list[_Step], completions: list[Completion]) -> None:
+    def _republish_undone(self, steps: list[_Step], completions: list[Completion], known: set[str]) -> None:
         """[gitops]: secrets rolled back after their commit was pushed (a restart or health
         check failed): the repository gets the previous values back in a new commit,
-        pushed, so that the fleet does not deploy values their service no longer takes."""
+        pushed, so that the fleet does not deploy values their service no longer takes.
+        `known`: the values never to commit in the clear (read once, at the publish)."""
         undone = {c.name for c in completions if c.outcome == "failed"}
         rolled = [s for s in steps if s.name in undone and s.changes_store]
         git = self.gitops()
         if not rolled or git is None:
             return
-        known = self._stored_values() | {s.new for s in rolled}
+        known = known | {s.new for s in rolled}
         try:
             with self._timed("git"):
                 git.republish([s.name for s in rolled], rolled[0].change.op, known)
@@ -689,9 +689,12 @@ class WriterSession:
                 )
 
     def _fleet_wait(self) -> FleetWait | None:
-        """[gitops]: the wait for the fleet before old credentials are retired."""
+        """[gitops]: the wait for the fleet before old credentials are retired, the same for
+        the whole command (recovery and the transaction share one deadline)."""
         if self.policy.gitops is None:
             return None
+        if self._fleet is not None:
+            return self._fleet
         from keyroll.gitops import FleetWait
         from keyroll.schedule import parse_duration
 
@@ -713,18 +716,19 @@ class WriterSession:
             return None
 
         timeout = parse_duration(self.policy.gitops.converge_timeout).total_seconds()
-        return FleetWait(timeout, check, failpoint, sessions_left)
+        self._fleet = FleetWait(timeout, check, failpoint, sessions_left)
+        return self._fleet
 
-    def _publish(self, steps: list[_Step]) -> None:
-        """[gitops]: the store's files into the repository, one commit, pushed (keyroll.gitops)."""
+    def _publish(self, steps: list[_Step], known: set[str]) -> None:
+        """[gitops]: the store's files into the repository, one commit, pushed (keyroll.gitops);
+        refused when a file holds one of `known` in the clear."""
         git = self.gitops()
         assert git is not None
         changed = [s for s in steps if s.changes_store]
         txids = self.journal.inflight_txids()
-        known = self._stored_values() | {s.old for s in changed if s.old}
         git.publish(txids[changed[0].name], changed[0].change.op, [s.name for s in changed], known, failpoint)
 
-    def _unpublish(self, steps: list[_Step], exc: KeyrollError) -> list[Completion]:
+    def _unpublish(self, steps: list[_Step], exc: KeyrollError, known: set[str]) -> list[Completion]:
         """The publish failed (conflict, unreachable remote, plaintext): the store and the
         targets go back to the old values in one store write, then the repository (a
         new commit undoes keyroll's own, never a force-push).  A store that cannot be
@@ -748,7 +752,7 @@ class WriterSession:
         git = self.gitops()
         assert git is not None
         try:
-            git.unpublish(f"Rolled back: {exc}")
+            git.unpublish(f"Rolled back: {exc}", known | {s.new for s in steps if s.changes_store})
         except KeyrollError as git_exc:
             for step in steps:
                 if step.outcome is not None:
@@ -979,7 +983,8 @@ class WriterSession:
             if entry.old is not None and target.accepts(entry.old):
                 self._live[entry.name] = entry.old
                 pair = {entry.name: entry.old, **self._companions(target, entry.old)}
-                if any(self.store.read(name) != value for name, value in pair.items()):
+                stored = {entry.name: current}  # (read above; only its login name is read now)
+                if any((stored[n] if n in stored else self.store.read(n)) != value for n, value in pair.items()):
                     self.store.write(pair, self.policy.secrets)
                 self._live.update(pair)
                 if entry.phase == STORED and secret.restart:
@@ -1093,7 +1098,8 @@ class WriterSession:
             report.outcomes += outcomes
             if all(o.ok for o in outcomes):
                 try:
-                    git.unpublish("Interrupted before the commit reached the remote; rolled back by keyroll recover.")
+                    why = "Interrupted before the commit reached the remote; rolled back by keyroll recover."
+                    git.unpublish(why, self._stored_values() | {e.pending for e in back})
                 except KeyrollError as exc:
                     for outcome in outcomes:
                         outcome.message += f"; the repository still holds the new files ({exc})"
@@ -1193,9 +1199,11 @@ class WriterSession:
     def _resume_in_kubernetes(self, name: str) -> str | None:
         """[gitops] with Kubernetes: a held secret's Secrets once Flux applied them, its
         workloads restarted and rolled out; why not (yet), if so."""
+        from keyroll.kube.publish import involves_kubernetes
+
         kube = self.kube()
         secret = self.policy.secrets[name]
-        if kube is None or not (secret.kubernetes or any(r.startswith("kubernetes:") for r in secret.restart)):
+        if kube is None or not involves_kubernetes(secret):
             return None
         value = self.live_value(name)
         if value is None:

@@ -10,19 +10,34 @@ subprocess."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import textwrap
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 from test_sops_store import sops_decrypt
 
 from conftest import make_pg_login, pg_target_toml, unique
 from fleet import Fleet, colleague_pushes, git, init
-from keyroll.gitops import encodings, plaintext_problem
+from keyroll.gitops import plaintext_problem
+from keyroll.leaks.patterns import encodings as patterns_of
+
+
+def encodings(value: str) -> set[str]:
+    """The forms a person or a tool may write a value in: raw, base64 (standard and URL-safe,
+    padded or not), hex (both cases), URL- and form-encoded."""
+    raw = value.encode("utf-8")
+    forms = {value, raw.hex(), raw.hex().upper(), quote(value, safe=""), quote_plus(value)}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return forms
+
 
 # --- the happy path -------------------------------------------------------------------------
 
@@ -190,6 +205,38 @@ def test_nothing_plaintext_is_ever_staged(value: str) -> None:
     for form in encodings(value):
         for leaked in (sealed + f"# {form}\n".encode(), sealed + f"x: ab{form}cd\n".encode()):
             assert "in the clear" in (plaintext_problem("b.yaml", leaked, ["another-value-0123", value]) or ""), form
+    # Base64 at any alignment too: the value inside a longer encoded text (a whole .env file in base64).
+    for skip in range(3):
+        inside = base64.b64encode(b"K=" + b"x" * skip + value.encode() + b"\n").decode()
+        leaked = sealed + f"env: {inside}\n".encode()
+        assert "in the clear" in (plaintext_problem("b.yaml", leaked, [value]) or ""), skip
+
+
+def test_an_undo_commit_refuses_plaintext_too(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """unpublish (the store went back, keyroll's commit is in HEAD) checks what it commits
+    like publish does: a store file in the clear is never staged."""
+    from keyroll.config.policy import load_policy
+    from keyroll.gitops import PUBLISH_KEY, TRAILER, PlaintextRefused, Publisher, PublishState
+    from keyroll.journal import Journal
+    from keyroll.store import open_store
+
+    init(kr, fleet)
+    head = git(fleet.repo, "rev-parse", "HEAD").strip()
+    txid = git(fleet.repo, "log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)").strip()
+    value = str(fleet.values()["db_password"])
+    fleet.bundle.write_text(f"db_password: {value}\n")  # (a store file in the clear, as a broken tool could leave)
+    policy = load_policy(str(fleet.config))
+    journal = Journal.open_write(policy.paths)
+    try:
+        state = PublishState(txid, "set", ["db_password"], ["secrets/secrets.sops.yaml"], phase="pushed")
+        journal.set_meta({PUBLISH_KEY: state.dump()})
+        with pytest.raises(PlaintextRefused):
+            Publisher(policy, open_store(policy), journal).unpublish("Rolled back: a test", [value])
+    finally:
+        journal.close()
+    assert git(fleet.repo, "rev-parse", "HEAD").strip() == head
+    assert git(fleet.repo, "status", "--porcelain") == ""
+    assert value not in fleet.published.read_text()
 
 
 # --- crash safety ---------------------------------------------------------------------------
@@ -254,6 +301,24 @@ def test_the_wait_for_the_fleet_times_out_with_75_and_the_next_run_resumes_it(kr
     assert kr(*fleet.cfg, "recover").code == 0 and "converged" not in kr(*fleet.cfg, "recover").both
 
 
+def test_one_deadline_for_the_fleet_across_recovery_and_the_rotation(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """converge_timeout bounds the whole command: a rotation that first resumes a held
+    secret's wait (recovery) does not wait the full timeout once more afterwards."""
+    import time
+
+    check = fleet.root / "never.sh"  # the fleet never deploys
+    check.write_text("#!/bin/sh\nexit 1\n")
+    check.chmod(0o755)
+    fleet.write_config(gitops='converge_timeout = "4s"', secrets_extra=f'converge = ["command:{check}"]')
+    init(kr, fleet)
+    assert kr(*fleet.cfg, "rotate", "db_password").code == 75  # held: the next command waits for it again
+    started = time.monotonic()
+    result = kr(*fleet.cfg, "rotate", "db_password")
+    spent = time.monotonic() - started
+    assert result.code == 75 and "the fleet has not caught up within 4s" in result.both, result.both
+    assert 3.0 <= spent < 6.0, spent  # (a deadline each would wait about 8 s)
+
+
 # --- nothing plaintext, anywhere in the remote ------------------------------------------------
 
 
@@ -274,8 +339,8 @@ def test_no_stored_value_in_any_object_of_the_remote(kr, fleet: Fleet) -> None: 
         ).stdout
         assert len(objects) > 1000
         for value in seen:
-            for form in encodings(value):
-                assert form.encode() not in objects, f"a stored value ({form[:4]}...) is in {git_dir}"
+            for kind, pattern in patterns_of(value):
+                assert pattern not in objects, f"a stored value ({kind}) is in {git_dir}"
 
 
 def test_a_redis_password_stays_valid_beside_the_new_one_until_the_fleet_converges(  # type: ignore[no-untyped-def]

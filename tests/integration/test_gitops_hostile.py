@@ -216,14 +216,14 @@ def test_core_sshcommand_of_the_clone_is_used_for_the_push(kr, fleet: Fleet) -> 
 
 
 def test_an_ssh_failure_names_its_cause() -> None:
-    from keyroll.gitops import last_line
+    from keyroll.gitenv import git_message
 
     stderr = (
         b"ssh: Could not resolve hostname fleet.invalid: Name or service not known\r\n"
         b"fatal: Could not read from remote repository.\n\n"
         b"Please make sure you have the correct access rights\nand the repository exists.\n"
     )
-    assert last_line(stderr) == "ssh: Could not resolve hostname fleet.invalid: Name or service not known"
+    assert git_message(stderr) == "ssh: Could not resolve hostname fleet.invalid: Name or service not known"
 
 
 def test_a_submodules_git_configuration_runs_nothing_either(kr, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
@@ -252,3 +252,24 @@ def test_a_submodules_git_configuration_runs_nothing_either(kr, fleet: Fleet) ->
     assert result.code == 0, result.both
     assert not mark.exists()
     assert fleet.remote_log()[:2] == ["keyroll: rotate db_password", "fleet: library two"]
+
+
+def test_git_variables_of_an_outer_git_never_point_keyroll_elsewhere(tmp_path: Path) -> None:
+    """keyroll started from a git hook (or with GIT_OBJECT_DIRECTORY and the like set) still
+    writes into the repository of gitops.repo, and only there."""
+    from keyroll.gitops import Git
+
+    repo, other = tmp_path / "repo", tmp_path / "other"
+    git(tmp_path, "init", "--quiet", "-b", "main", str(repo))
+    git(tmp_path, "init", "--quiet", "--bare", str(other))
+    outer = {
+        **os.environ,
+        "GIT_DIR": str(other),
+        "GIT_OBJECT_DIRECTORY": str(other / "objects"),
+        "GIT_COMMON_DIR": str(other),
+        "GIT_INDEX_FILE": str(tmp_path / "index"),
+    }
+    (repo / "bundle.yaml").write_text("sops: {}\n")
+    Git(repo, outer).run("add", "--", "bundle.yaml")
+    assert "bundle.yaml" in git(repo, "ls-files")
+    assert not (tmp_path / "index").exists() and not any((other / "objects").glob("??/*"))

@@ -193,3 +193,30 @@ def test_sigkill_after_the_push_is_finished_by_recovery_with_one_rollout(krp, fl
         assert fake.secret_value("ai-stack", "db", "password") == new
         assert fake.rollouts["deployment/ai-stack/api"] == rollouts + 1  # one rollout, not two
         assert fake.pods_see["deployment/ai-stack/api"][("ai-stack", "db", "password")] == new
+
+
+def test_status_compares_the_committed_manifests_without_encrypting(krp, fleet: Fleet, cluster) -> None:  # type: ignore[no-untyped-def]
+    """`status` reads: it decrypts the committed manifests and compares them with the store's
+    values, and never runs `sops encrypt` (one process per manifest, for nothing)."""
+    from tests.integration.conftest import CmdlineWatcher
+
+    fake, kubeconfig = cluster
+    configure(fleet, kubeconfig, "20s")
+    with Flux(fleet, fake):
+        result = krp(*fleet.cfg, "init")
+    assert result.code == 0, result.both
+    with CmdlineWatcher() as watcher:
+        result = krp(*fleet.cfg, "status", "--json")
+    assert result.code == 0, result.both
+    state = json.loads(result.out)["data"]["gitops"]
+    assert state["in_step"] is True and "holds the store's current values" in state["detail"], state
+    assert sorted(state["files"]) == ["secrets/kubernetes/ai-stack.db.yaml", "secrets/secrets.sops.yaml"]
+    ours = [c for c in watcher.seen if str(fleet.root).encode() in c]  # (other tests run beside this one)
+    assert [c for c in ours if b"decrypt" in c.split(b"\0")]  # (the watcher sees sops)
+    assert not [c for c in ours if b"encrypt" in c.split(b"\0")]
+    # A Secret manifest that no longer holds the store's values (here: gone) is named.
+    git = ["git", "-C", str(fleet.repo), "-c", "user.name=c", "-c", "user.email=c@c"]
+    subprocess.run([*git, "rm", "--quiet", "secrets/kubernetes/ai-stack.db.yaml"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "colleague: drop the manifest"], check=True)
+    state = json.loads(krp(*fleet.cfg, "status", "--json").out)["data"]["gitops"]
+    assert state["in_step"] is False and "secrets/kubernetes/ai-stack.db.yaml differ" in state["detail"], state

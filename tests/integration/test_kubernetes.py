@@ -595,3 +595,19 @@ def test_init_with_the_cluster_out_of_reach_creates_nothing_and_says_so(home: Ho
     assert fake.secret_value("ai-stack", "db", "password") is None
     # once it is back, init creates them
     assert _run(krp, home, "init").code == 0
+
+
+def test_sync_reports_a_secret_the_store_cannot_read(home: Home, krp, cluster) -> None:  # type: ignore[no-untyped-def]
+    fake, kubeconfig = cluster
+    _setup(home, krp, kubeconfig)
+    replica = fake.secret_value("ai-stack", "db", "replica")
+    fake.add_secret("other-ns", "api", {"key": "changed-by-hand"})
+    (home.secrets / "pg_replica").write_bytes(b"\xff\xfe not UTF-8\n")
+    result = _run(krp, home, "kubernetes", "sync")
+    assert result.code == 1, result.both
+    assert "pg_replica" in result.out and "not UTF-8" in result.out  # the store's one-line error
+    assert "Kubernetes Secret ai-stack/db: pg_replica cannot be read from the store; not updated" in result.out
+    assert fake.secret_value("ai-stack", "db", "replica") == replica  # (never applied without the key)
+    assert "Kubernetes Secret other-ns/api: updated key" in result.out  # the others go on
+    assert fake.secret_value("other-ns", "api", "key") == home.value("api_key")
+    assert "Traceback" not in result.both

@@ -183,10 +183,11 @@ def test_line_counter_over_chunks_matches_counting_the_whole() -> None:
 
 
 def test_git_errors_are_one_line_and_never_quote_a_held_value() -> None:
+    from keyroll.gitenv import git_message
     from keyroll.outputs import WITHHELD, hold
 
     value = _random(32, string.ascii_letters)
-    assert git_reading.git_error(b"hint: x\nfatal: not a git repository\nmore\n") == "fatal: not a git repository"
-    assert git_reading.git_error(b"") == "git failed"
+    assert git_message(b"hint: x\nfatal: not a git repository\nmore\n") == "fatal: not a git repository"
+    assert git_message(b"") == "git failed"
     hold(value)  # (as reading the store does)
-    assert git_reading.git_error(f"fatal: cannot stat '{value}.txt'\n".encode()) == WITHHELD
+    assert git_message(f"fatal: cannot stat '{value}.txt'\n".encode()) == WITHHELD

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from keyroll import consumers
+from keyroll.config.kubernetes import is_workload_spec
 from keyroll.config.policy import Policy
 from keyroll.config.schema import SECRET_NAME
 from keyroll.errors import (
@@ -218,12 +219,12 @@ def render_kubernetes(
     the age recipients of the store's .sops.yaml, as Flux decrypts it.  Under
     REQUIRE_ENCRYPTED_SECRETS only with `encrypt`.  Restarts nothing."""
     from keyroll.fsutil import ensure_dir, write_files_atomically
-    from keyroll.kube.manifests import ENCRYPTED_REGEX, secret_manifests
+    from keyroll.kube.manifests import any_mapped, encrypted_manifests, secret_manifests
     from keyroll.store.sops import sops_config_recipients
 
     if directory is None:
         raise UsageError("name the folder to write the manifests to: keyroll bundle render DIR --format kubernetes")
-    if not any(secret.kubernetes for secret in policy.secrets.values()):
+    if not any_mapped(policy):
         raise UsageError("no secret is mapped to a Kubernetes Secret (`kubernetes = [...]` in a [secrets.NAME] table)")
     if policy.require_encrypted and not encrypt:
         raise EncryptionRequired(
@@ -238,15 +239,12 @@ def render_kubernetes(
         values, errors = session.store.read_all(list(policy.secrets))
         if errors:
             raise StoreError(next(iter(errors.values())))
-        manifests = secret_manifests(policy, values)
         report = RenderReport(folder, "kubernetes", recovery=session.recovery)
         report.missing = [n for n, s in policy.secrets.items() if s.kubernetes and values.get(n) is None]
-        files: dict[str, bytes] = {}
-        for name, text in manifests.items():
-            if encrypt:
-                files[name] = SopsStore(policy).encrypt_yaml(text, recipients, ENCRYPTED_REGEX, folder / name)
-            else:
-                files[name] = text.encode("utf-8")
+        if encrypt:
+            files = encrypted_manifests(policy, values, recipients, lambda name: folder / name)
+        else:
+            files = {name: text.encode("utf-8") for name, text in secret_manifests(policy, values).items()}
         ensure_dir(folder)
         write_files_atomically(folder, files, 0o600)
         report.changed = sorted(files)
@@ -257,7 +255,7 @@ def _restart_consumers(policy: Policy, report: RenderReport) -> None:
     done: set[str] = set()
     for name in report.changed:
         for spec in policy.secrets[name].restart:
-            if spec in done or spec.startswith("kubernetes:"):  # (rendering files publishes nothing to a cluster)
+            if spec in done or is_workload_spec(spec):  # (rendering files publishes nothing to a cluster)
                 continue
             done.add(spec)
             failures = consumers.restart([spec], name, policy.env)

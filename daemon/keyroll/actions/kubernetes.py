@@ -21,11 +21,13 @@ class SyncReport:
 
 def sync(policy: Policy, *, dry_run: bool = False, restart: bool = False, wait: float = 0.0) -> SyncReport:
     """Apply every mapped value from the store now (first deployment, drift repair);
-    restart the workloads of the Secrets that changed only with `restart`."""
+    restart the workloads of the Secrets that changed only with `restart`.  A secret
+    the store cannot read is reported (one line, exit 1) and its Secrets left as they are."""
     if not policy.uses_kubernetes():
         raise UsageError("no secret is published to Kubernetes (`kubernetes = [...]` in a [secrets.NAME] table)")
     with WriterSession(policy, wait=wait) as session:
         kube = session.kube()
         assert kube is not None
-        values, _errors = session.store.read_all(list(policy.secrets))
-        return SyncReport(kube.sync(values, dry_run=dry_run, restart=restart), session.recovery)
+        values, errors = session.store.read_all(list(policy.secrets))
+        result = kube.sync(values, dry_run=dry_run, restart=restart, unreadable=errors)
+        return SyncReport(result, session.recovery)

@@ -106,14 +106,15 @@ def gitops_plan(policy: Policy) -> PublishPlan | None:
     from keyroll.gitops import Publisher
     from keyroll.store import open_store
 
-    publisher = Publisher(policy, open_store(policy), None)
+    store = open_store(policy)
+    publisher = Publisher(policy, store, None)
     result = PublishPlan([], policy.gitops.push or None)
     try:
         result.files = publisher.planned()
         publisher.check_ready()
     except KeyrollError as exc:
         result.problem = str(exc)
-        result.files = result.files or [str(publisher.given / policy.gitops.path / open_store(policy).location.name)]
+        result.files = result.files or [str(publisher.given / policy.gitops.path / store.location.name)]
     return result
 
 

@@ -18,6 +18,8 @@ from keyroll.store import EntryInfo, open_store
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from keyroll.gitops import RepoState
     from keyroll.store import Store
 
@@ -218,7 +220,7 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
     if any(s.state == IN_FLIGHT for s in report.secrets):
         report.hints.append("a rotation was interrupted: run `keyroll recover` to finish or undo it")
     if policy.gitops is not None:
-        report.gitops = repo_state(policy, store)
+        report.gitops = repo_state(policy, store, {item.secret.name: item.value for item in facts})
         if held:
             from keyroll.text import shown_names
 
@@ -243,16 +245,16 @@ def status(policy: Policy, now: datetime | None = None) -> StatusReport:
     return report
 
 
-def repo_state(policy: Policy, store: Store) -> RepoState:
-    """[gitops]: whether the repository's last commit holds the store's current values
-    (the same bytes, or the same values encrypted anew), and what is not pushed."""
+def repo_state(policy: Policy, store: Store, values: Mapping[str, str | None]) -> RepoState:
+    """[gitops]: whether the repository's last commit holds the store's current `values`
+    (as `gather` read them: the bundle the same bytes or values, each Secret manifest
+    decrypted holding them; nothing is encrypted), and what is not pushed."""
     from keyroll.gitops import Publisher
 
     decrypt = getattr(store, "decrypt_bytes", None)
-    fmt = getattr(store, "format", "yaml")
 
-    def values(raw: bytes) -> dict[str, object]:
+    def decrypted(raw: bytes, fmt: str, where: str) -> dict[str, object]:
         assert decrypt is not None
-        return dict(decrypt(raw, fmt, "the committed bundle"))
+        return dict(decrypt(raw, fmt, where))
 
-    return Publisher(policy, store, None).repo_state(values if decrypt else None)
+    return Publisher(policy, store, None).repo_state(values, decrypted if decrypt else None)

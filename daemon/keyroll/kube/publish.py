@@ -28,7 +28,6 @@ from keyroll.kube import syncreport as sr
 from keyroll.kube.client import (
     Cluster,
     KubeError,
-    KubeNotFound,
     KubeUnavailable,
     describe_secret,
     describe_workload,
@@ -132,6 +131,8 @@ class KubeSession:
         # [gitops] publish = ["kubernetes"]: Flux applies the committed manifests; keyroll waits (up to this
         # many seconds, one deadline per command) until the cluster's Secrets hold the values, never applies them.
         self.gitops_timeout: float | None = None
+        if policy.gitops is not None and "kubernetes" in policy.gitops.publish:
+            self.gitops_timeout = parse_duration(policy.gitops.converge_timeout).total_seconds()
         self._gitops_deadline: float | None = None
 
     def close(self) -> None:
@@ -453,15 +454,31 @@ class KubeSession:
                     lines.append(f"{secret.name}: {describe_secret(*where)} key {key.key} differs from the store")
         return lines
 
-    def sync(self, values: Mapping[str, str | None], *, dry_run: bool = False, restart: bool = False) -> sr.SyncResult:
+    def sync(
+        self,
+        values: Mapping[str, str | None],
+        *,
+        dry_run: bool = False,
+        restart: bool = False,
+        unreadable: Mapping[str, str] | None = None,
+    ) -> sr.SyncResult:
         """Apply every mapped value from the store now (and, with `restart`, restart
         every workload that reads a Secret that changed); one line per action, the same
         per Secret and workload as records, and the exit code.  A Secret or workload
         that fails does not stop the others (its line says why); the API server out of
-        reach stops at once (75)."""
+        reach stops at once (75).  `unreadable` (secret -> the store's one-line error):
+        each is reported (exit 1), and no Secret holding one of its keys is applied."""
         result = sr.SyncResult(dry_run=dry_run)
         lines = result.lines
         codes = [0]
+        unreadable = unreadable or {}
+        lines.extend(unreadable.values())
+        codes.extend(1 for _ in unreadable)
+        blocked: dict[tuple[str, str], str] = {}
+        for name in unreadable:
+            if name in self.policy.secrets:
+                for key in self.keys_of(self.policy.secrets[name]):
+                    blocked.setdefault((key.namespace, key.secret), name)
         changed_secrets: set[tuple[str, str]] = set()
         targets: dict[tuple[str, str], None] = {}
         for secret in self.policy.secrets.values():
@@ -470,6 +487,12 @@ class KubeSession:
         with self.cluster.failing_fast():
             for ns, name in targets:
                 differs: list[str] = []
+                if (ns, name) in blocked:
+                    reason = f"{blocked[(ns, name)]} cannot be read from the store"
+                    lines.append(f"{describe_secret(ns, name)}: {reason}; not updated")
+                    codes.append(1)
+                    result.secrets.append(sr.SecretSync(ns, name, sr.FAILED, (), reason))
+                    continue
                 try:
                     wanted = self._secret_values(ns, name, values.get)
                     existing = self.cluster.read_secret(ns, name)
@@ -537,7 +560,9 @@ def check_drift(policy: Policy, values: Mapping[str, str | None]) -> tuple[list[
     """For `status` and `validate`: the mapped keys whose cluster value differs from
     the store's (by digest, never printed), and a warning instead when the cluster
     cannot be asked.  Nothing to check (no mapping): ([], None)."""
-    if not any(secret.kubernetes for secret in policy.secrets.values()):
+    from keyroll.kube.manifests import any_mapped
+
+    if not any_mapped(policy):
         return [], None
     session = KubeSession(policy, None)
     session.cluster.timeout = 5.0
@@ -580,4 +605,4 @@ def plan_lines(policy: Policy, names: Sequence[str], *, workloads: bool = True) 
     return lines
 
 
-__all__ = ["KubeFailure", "KubeNotFound", "KubeSession", "PublishReport", "check_drift", "holds_value", "plan_lines"]
+__all__ = ["KubeFailure", "KubeSession", "PublishReport", "check_drift", "holds_value", "plan_lines"]

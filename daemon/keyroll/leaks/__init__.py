@@ -13,18 +13,14 @@
 from __future__ import annotations
 
 from keyroll.leaks.patterns import MIN_LENGTH, Needle, encodings
-from keyroll.leaks.report import LIVE, RETIRED, Finding, LeakScanError, Scanned, ScanReport
+from keyroll.leaks.report import Finding, ScanReport
 from keyroll.leaks.scan import Scanner
 
 __all__ = [
-    "LIVE",
     "MIN_LENGTH",
-    "RETIRED",
     "Finding",
-    "LeakScanError",
     "Needle",
     "ScanReport",
-    "Scanned",
     "Scanner",
     "encodings",
 ]

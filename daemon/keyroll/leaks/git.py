@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from keyroll.fsutil import describe_os_error
+from keyroll.gitenv import git_environment, git_message
 from keyroll.leaks.patterns import LineCounter, Matcher
 from keyroll.leaks.report import CommitPath, LeakScanError
-from keyroll.outputs import safe_excerpt
 from keyroll.records import record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: start-up time)
@@ -27,18 +27,6 @@ if TYPE_CHECKING:
     GitRunner = Callable[[list[str], bytes | None], bytes]  # git args, stdin -> stdout
 
 CHUNK = 4 << 20  # bytes read from git (or a file) at a time
-# Variables that would point git at another repository, index or object store than the one scanned.
-_GIT_LOCATION = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES",
-)
 # Never write: no optional locks (index refresh), no fsmonitor daemon, no untracked cache, no auto gc.
 _GIT_READ_ONLY = (
     "-c",
@@ -58,14 +46,11 @@ def is_zero(oid: str) -> bool:
 
 
 def git_env(*, keep_location: bool = False) -> dict[str, str]:
-    """The environment for git: C locale, no prompts, no optional locks (no write into the
-    scanned repository); without `keep_location`, none of the variables that point git
-    at another repository than the path given (a pre-commit hook keeps them)."""
-    env = dict(os.environ)
-    if not keep_location:
-        for name in _GIT_LOCATION:
-            env.pop(name, None)
-    env.update(GIT_OPTIONAL_LOCKS="0", LC_ALL="C", LANG="C", GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat")
+    """The environment for git (keyroll.gitenv: C locale, no prompts, and without
+    `keep_location` nothing pointing git at another repository than the path given),
+    with no optional locks (no write into the scanned repository), no pager, no lazy fetch."""
+    env = git_environment(os.environ, keep_location=keep_location)
+    env.update(GIT_OPTIONAL_LOCKS="0", GIT_PAGER="cat")
     env["GIT_NO_LAZY_FETCH"] = "1"  # a partial clone never fetches (git 2.44+; older ones read no blob here)
     return env
 
@@ -78,16 +63,6 @@ def git_argv(git_dir: Path | None, args: Sequence[str], work_tree: Path | None =
         if work_tree is not None:
             argv += ["--work-tree", str(work_tree)]
     return argv + list(args)
-
-
-def git_error(stderr: bytes | str) -> str:
-    """git's own message, as one line (the first `fatal:`/`error:` line, or the first
-    line), withheld when it holds part of a value (git quotes paths, and a file name
-    may be a leaked value)."""
-    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    chosen = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else "")
-    return safe_excerpt(chosen) or "git failed"
 
 
 def run_git(
@@ -115,7 +90,7 @@ def run_git(
     except FileNotFoundError:
         raise LeakScanError("git is not installed: it is needed to scan a repository") from None
     if done.returncode != 0:
-        raise LeakScanError(f"{what}: {git_error(done.stderr)}")
+        raise LeakScanError(f"{what}: {git_message(done.stderr)}")
     if warnings is not None:
         text = done.stderr.decode("utf-8", "replace")
         warnings += [f"{what}: {line.strip()}" for line in text.splitlines() if line.startswith("warning:")]
@@ -165,7 +140,7 @@ def locate(path: Path, env: dict[str, str]) -> Repository | None:
     except OSError as exc:
         raise LeakScanError(describe_os_error(path, exc)) from None
     if done.returncode != 0:
-        message = git_error(done.stderr)
+        message = git_message(done.stderr)
         if "not a git repository" in message:
             return None
         raise LeakScanError(f"{path}: git refuses to read this repository: {message}")
@@ -298,7 +273,7 @@ def scan_batch(
         code = proc.wait()
         drain.join()
     if code != 0:
-        raise LeakScanError(f"{what}: {git_error(b''.join(errors))}")
+        raise LeakScanError(f"{what}: {git_message(b''.join(errors))}")
     return hits, len(starts), total
 
 
@@ -344,7 +319,7 @@ def object_lines(
             code = proc.wait()
         if code != 0:
             errors.seek(0)
-            raise LeakScanError(f"{what}: {git_error(errors.read())}")
+            raise LeakScanError(f"{what}: {git_message(errors.read())}")
     return counters
 
 
@@ -367,7 +342,7 @@ class PendingLog:
             code = self.proc.wait()
             if code != 0:
                 self.errors.seek(0)
-                raise LeakScanError(f"{what}: {git_error(self.errors.read())}")
+                raise LeakScanError(f"{what}: {git_message(self.errors.read())}")
             self.output.seek(0)
             return bytes(self.output.read())
         finally:
