@@ -1199,11 +1199,9 @@ class WriterSession:
     def _resume_in_kubernetes(self, name: str) -> str | None:
         """[gitops] with Kubernetes: a held secret's Secrets once Flux applied them, its
         workloads restarted and rolled out; why not (yet), if so."""
-        from keyroll.kube.publish import involves_kubernetes
-
         kube = self.kube()
         secret = self.policy.secrets[name]
-        if kube is None or not involves_kubernetes(secret):
+        if kube is None or not secret.involves_kubernetes:
             return None
         value = self.live_value(name)
         if value is None:

@@ -85,11 +85,6 @@ def companions(policy: Policy, secret: SecretPolicy) -> list[SecretPolicy]:
     return [policy.secrets[name]] if name in policy.secrets else []
 
 
-def involves_kubernetes(secret: SecretPolicy) -> bool:
-    """True when `secret` is published to a Secret or restarts a workload."""
-    return bool(secret.kubernetes) or any(is_workload_spec(spec) for spec in secret.restart)
-
-
 def new_restart_value() -> str:
     """A restartedAt annotation value: RFC 3339 like kubectl's, to the microsecond so
     that a restart and its undo within one second still differ."""
@@ -213,7 +208,7 @@ class KubeSession:
         stays in flight rather than being undone while the pods may already run the
         new value.  Any answer (even 403 or 404) will do; once out of reach in this
         command, the next secrets fail at once."""
-        if not involves_kubernetes(secret):
+        if not secret.involves_kubernetes:
             return
         with self.cluster.failing_fast(fresh=False):
             try:
@@ -288,7 +283,7 @@ class KubeSession:
         import time
 
         report = PublishReport()
-        involved = [self.policy.secrets[n] for n in changed if involves_kubernetes(self.policy.secrets[n])]
+        involved = [self.policy.secrets[n] for n in changed if self.policy.secrets[n].involves_kubernetes]
         if not involved:
             return report
 
@@ -378,7 +373,7 @@ class KubeSession:
         """The secret went back to its previous value: put it back in the cluster too
         (at `flush_undo`).  `txid`: in recovery, the interrupted transaction (its
         journaled restarts are restarted again)."""
-        if involves_kubernetes(self.policy.secrets[name]):
+        if self.policy.secrets[name].involves_kubernetes:
             self._undo[name] = txid
 
     def _restarted_by(self, workload: Workload, txid: str | None) -> bool:
